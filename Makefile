@@ -1,0 +1,32 @@
+# Two commands a fresh machine needs: `make demo` and `make test`.
+# Both create the environment first if it is missing (Python venv + npm packages).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned to the CPU build present on the machine: an unpinned
+# torch pulls several GB of CUDA wheels.
+$(STAMP): pyproject.toml package.json package-lock.json
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	npm ci --no-audit --no-fund
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/blockfl demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) node_modules runs
