@@ -17,5 +17,7 @@ def load_artifact(name: str) -> dict[str, Any]:
     """The committed artifact of contract `name`: abi, bytecode, deployedBytecode, compiler."""
     path = ARTIFACTS_DIR / f"{name}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no artifact for {name!r} at {path}; run `python -m blockfl.contracts.build`")
+        raise FileNotFoundError(
+            f"no artifact for {name!r} at {path}; run `python -m blockfl.contracts.build`"
+        )
     return json.loads(path.read_text())

@@ -1,0 +1,211 @@
+"""Blocks as the contract sees them: signed updates, the header, the block hash and proof-of-work.
+
+The block hash is `keccak256(abi.encode(prevHash, round, globalModelHash, updatesRoot, miner,
+nonce))`; the proof-of-work holds when the block hash, read as a 256-bit integer, is at most
+`target`. The updates root is `keccak256(digest_1 || ... || digest_n)` over the EIP-712 digests
+of the block's updates in block order (sorted by device address). A miner's name is in the
+header, so a nonce found by one miner is worthless to another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from eth_abi import encode
+from eth_utils import to_checksum_address
+
+from blockfl.hashing import ZERO_HASH, keccak
+from blockfl.signing import Domain, UpdateRecord
+
+MAX_TARGET = 2**256 - 1
+
+
+@dataclass(frozen=True)
+class SignedUpdate:
+    """A device's update record with its 65-byte signature."""
+
+    record: UpdateRecord
+    signature: bytes
+
+    @property
+    def device(self) -> str:
+        """The device address (checksummed)."""
+        return to_checksum_address(self.record.device)
+
+    def contract_tuple(self) -> tuple:
+        """The `BlockFL.Update` struct: (device, base, updateHash, samples, computeMs, v, r, s)."""
+        r = self.record
+        sig = self.signature
+        return (
+            self.device,
+            r.base_model_hash,
+            r.update_hash,
+            r.samples,
+            r.compute_time_ms,
+            sig[64],
+            sig[:32],
+            sig[32:64],
+        )
+
+
+def sort_updates(updates: Sequence[SignedUpdate]) -> list[SignedUpdate]:
+    """Block order: ascending device address (as the contract requires)."""
+    return sorted(updates, key=lambda u: int(u.record.device, 16))
+
+
+def updates_root(updates: Sequence[SignedUpdate], domain: Domain) -> bytes:
+    """keccak256 over the concatenated EIP-712 digests of the updates, in the given order."""
+    return keccak(b"".join(u.record.digest(domain) for u in updates))
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """Everything the proof-of-work commits to except the nonce."""
+
+    prev_hash: bytes
+    round: int
+    global_model_hash: bytes
+    updates_root: bytes
+    miner: str
+
+    def prefix(self) -> bytes:
+        """ABI encoding of the header fields; the block hash is keccak(prefix || nonce)."""
+        return encode(
+            ["bytes32", "uint64", "bytes32", "bytes32", "address"],
+            [self.prev_hash, self.round, self.global_model_hash, self.updates_root, self.miner],
+        )
+
+    def block_hash(self, nonce: int) -> bytes:
+        """The block hash for `nonce`."""
+        return keccak(self.prefix() + nonce.to_bytes(32, "big"))
+
+
+@dataclass(frozen=True)
+class BlockProposal:
+    """A block a miner submits: header fields, sorted signed updates and the nonce."""
+
+    prev_hash: bytes
+    round: int
+    global_model_hash: bytes
+    updates: tuple[SignedUpdate, ...]
+    miner: str
+    nonce: int = 0
+
+    def header(self, domain: Domain) -> BlockHeader:
+        """The header, with the updates root computed for `domain`."""
+        return BlockHeader(
+            self.prev_hash,
+            self.round,
+            self.global_model_hash,
+            updates_root(self.updates, domain),
+            to_checksum_address(self.miner),
+        )
+
+
+@dataclass(frozen=True)
+class Head:
+    """The chain head: last committed round (0 before the first block)."""
+
+    round: int
+    block_hash: bytes = ZERO_HASH
+    global_model_hash: bytes = ZERO_HASH
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """A committed block as stored on chain."""
+
+    round: int
+    block_hash: bytes
+    prev_hash: bytes
+    global_model_hash: bytes
+    updates_root: bytes
+    miner: str
+    num_updates: int
+    timestamp: int
+    total_samples: int
+    nonce: int
+
+
+@dataclass(frozen=True)
+class AcceptedUpdate:
+    """An `UpdateAccepted` event: an update in a committed block and the reward it earned."""
+
+    round: int
+    device: str
+    update_hash: bytes
+    samples: int
+    reward: int
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """The contract's parameters."""
+
+    target: int
+    reward_per_sample: int
+    mining_reward: int
+    max_samples_per_update: int
+    max_updates_per_block: int
+    device_allow_list: bool
+    genesis_model_hash: bytes
+    token: str = field(default="")
+
+
+@dataclass(frozen=True)
+class CommitReceipt:
+    """What a successful commit returns."""
+
+    block_hash: bytes
+    gas_used: int
+    tx_hash: bytes = ZERO_HASH
+
+
+@dataclass(frozen=True)
+class PowSolution:
+    """A nonce meeting the target, its block hash and how many hashes it took."""
+
+    nonce: int
+    block_hash: bytes
+    attempts: int
+
+
+def solve_pow(
+    header: BlockHeader, target: int, start_nonce: int = 0, max_attempts: int | None = None
+) -> PowSolution | None:
+    """Search nonces from `start_nonce` until keccak(header, nonce) <= target.
+
+    Returns None when `max_attempts` hashes were tried without success, so callers can
+    interleave the search with other work (the proof-of-work race).
+    """
+    prefix = header.prefix()
+    nonce = start_nonce
+    end = None if max_attempts is None else start_nonce + max_attempts
+    while end is None or nonce < end:
+        digest = keccak(prefix + nonce.to_bytes(32, "big"))
+        if int.from_bytes(digest, "big") <= target:
+            return PowSolution(nonce, digest, nonce - start_nonce + 1)
+        nonce += 1
+    return None
+
+
+def target_for_rate(block_rate: float, hash_rate: float) -> int:
+    """Target giving one miner of `hash_rate` hashes/s a block generation rate `block_rate`.
+
+    Each hash succeeds with probability p = (target + 1) / 2^256, so the time to a block is
+    (nearly) exponential with rate lambda = p * hash_rate; hence target = lambda / hash_rate
+    * 2^256 - 1, capped at the largest target (every hash succeeds).
+    """
+    if block_rate <= 0 or hash_rate <= 0:
+        raise ValueError("block rate and hash rate must be positive")
+    p = block_rate / hash_rate
+    if p >= 1:
+        return MAX_TARGET
+    return max(0, math.floor(p * 2**256) - 1)
+
+
+def rate_for_target(target: int, hash_rate: float) -> float:
+    """Block generation rate lambda of one miner of `hash_rate` hashes/s under `target`."""
+    return (target + 1) / 2**256 * hash_rate

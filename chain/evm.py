@@ -1,0 +1,232 @@
+"""The `evm` ledger: the BlockFL contract on a real EVM through web3.py.
+
+The chain is either embedded (eth-tester with py-evm, in this process: the default) or any
+JSON-RPC node (`--rpc-url`: anvil, geth, hardhat). Transactions are signed locally with the
+sender's key; a commit is first estimated, so a rejected block reverts before it is sent and
+surfaces as `BlockRejected` named after the contract's custom error.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from eth_abi import decode
+from eth_account import Account
+from eth_tester.exceptions import TransactionFailed
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+
+from blockfl.chain.blocks import (
+    AcceptedUpdate,
+    BlockProposal,
+    BlockRecord,
+    ChainParams,
+    CommitReceipt,
+    Head,
+)
+from blockfl.chain.errors import BlockRejected, rejection
+from blockfl.chain.ledger import Ledger
+from blockfl.contracts import load_artifact
+from blockfl.signing import Domain
+
+# The first key of the standard development mnemonic ("test test ... junk") that anvil, hardhat
+# and Foundry fund on every local chain: a well-known development key, never for real funds.
+DEV_DEPLOYER_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+FUNDING_WEI = 10**21
+
+
+def embedded_web3() -> Web3:
+    """A fresh in-process chain (eth-tester, py-evm backend)."""
+    return Web3(Web3.EthereumTesterProvider())
+
+
+def rpc_web3(url: str, timeout: float = 30.0) -> Web3:
+    """A web3 connection to a JSON-RPC node."""
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    if not w3.is_connected():
+        raise ConnectionError(f"no Ethereum node answers at {url}")
+    return w3
+
+
+def fund(w3: Web3, addresses: list[str], amount: int = FUNDING_WEI) -> None:
+    """Send ether for gas from the node's first unlocked account to each address lacking it."""
+    source = w3.eth.accounts[0]
+    for address in addresses:
+        address = to_checksum_address(address)
+        if w3.eth.get_balance(address) < amount // 2:
+            tx = w3.eth.send_transaction({"from": source, "to": address, "value": amount})
+            w3.eth.wait_for_transaction_receipt(tx)
+
+
+def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
+    table = {}
+    for item in abi:
+        if item["type"] == "error":
+            types = [i["type"] for i in item["inputs"]]
+            selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
+            table[selector] = (item["name"], types)
+    return table
+
+
+def send(w3: Web3, key: bytes, call: Any, errors: dict[bytes, tuple[str, list[str]]]) -> Any:
+    """Estimate, sign and send a contract call; raise the decoded custom error if it reverts."""
+    sender = Account.from_key(key)
+    try:
+        gas = call.estimate_gas({"from": sender.address})
+        tx = call.build_transaction(
+            {
+                "from": sender.address,
+                "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
+                "gas": int(gas * 1.25) + 20_000,
+            }
+        )
+        signed = sender.sign_transaction(tx)
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            # Another transaction changed the state between estimate and inclusion (a race on
+            # a shared node): replay the call on the new state to learn the reason.
+            call.call({"from": sender.address})
+            raise BlockRejected("Reverted", (receipt["transactionHash"],))
+        return receipt
+    except (ContractLogicError, TransactionFailed) as exc:
+        raise _decode_error(exc, errors) from None
+
+
+def _revert_data(exc: Exception) -> bytes:
+    """The raw revert data of a failed call, from a JSON-RPC node or from eth-tester."""
+    if isinstance(exc, ContractLogicError) and isinstance(exc.data, str):
+        return bytes.fromhex(exc.data.removeprefix("0x"))
+    # eth-tester reports `execution reverted: b"<bytes repr>"`
+    message = str(exc.args[0]) if exc.args else ""
+    _, _, literal = message.partition("execution reverted: ")
+    if literal.startswith(("b'", 'b"')):
+        value = ast.literal_eval(literal)
+        if isinstance(value, bytes):
+            return value
+    return b""
+
+
+def _decode_error(exc: Exception, errors: dict[bytes, tuple[str, list[str]]]) -> Exception:
+    raw = _revert_data(exc)
+    if len(raw) >= 4 and raw[:4] in errors:
+        name, types = errors[raw[:4]]
+        values = decode(types, raw[4:]) if types else ()
+        return rejection(name, *[to_checksum_address(v) if t == "address" else v
+                                 for t, v in zip(types, values, strict=True)])
+    return BlockRejected("Reverted", (str(exc),))
+
+
+def params_tuple(params: ChainParams) -> tuple:
+    """The `BlockFL.Params` constructor struct."""
+    return (
+        params.target,
+        params.reward_per_sample,
+        params.mining_reward,
+        params.max_samples_per_update,
+        params.max_updates_per_block,
+        params.device_allow_list,
+        params.genesis_model_hash,
+    )
+
+
+def deploy(w3: Web3, deployer_key: bytes, params: ChainParams, miners: list[str]) -> str:
+    """Deploy BlockFL (which deploys its reward token); return the contract address."""
+    artifact = load_artifact("BlockFL")
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    call = factory.constructor(params_tuple(params), [to_checksum_address(m) for m in miners])
+    receipt = send(w3, deployer_key, call, _error_table(artifact["abi"]))
+    return to_checksum_address(receipt["contractAddress"])
+
+
+class EvmLedger(Ledger):
+    """The BlockFL contract at `address` on the chain behind `w3`."""
+
+    def __init__(self, w3: Web3, address: str, owner_key: bytes | None = None) -> None:
+        self.w3 = w3
+        abi = load_artifact("BlockFL")["abi"]
+        self.contract: Contract = w3.eth.contract(address=to_checksum_address(address), abi=abi)
+        self.token: Contract = w3.eth.contract(
+            address=self.contract.functions.token().call(), abi=load_artifact("RewardToken")["abi"]
+        )
+        self.owner_key = owner_key
+        self.domain = Domain(w3.eth.chain_id, self.contract.address)
+        self._errors = _error_table(abi)
+
+    @classmethod
+    def create(
+        cls,
+        w3: Web3,
+        params: ChainParams,
+        miners: list[str],
+        deployer_key: bytes = DEV_DEPLOYER_KEY,
+    ) -> EvmLedger:
+        """Deploy a fresh contract (funding the deployer and miners for gas) and wrap it."""
+        fund(w3, [Account.from_key(deployer_key).address, *miners])
+        return cls(w3, deploy(w3, deployer_key, params, miners), owner_key=deployer_key)
+
+    def params(self) -> ChainParams:
+        p = self.contract.functions.parameters().call()
+        return ChainParams(*p[:6], genesis_model_hash=bytes(p[6]), token=self.token.address)
+
+    def head(self) -> Head:
+        round_, block_hash, model_hash = self.contract.functions.head().call()
+        return Head(round_, bytes(block_hash), bytes(model_hash))
+
+    def get_block(self, round_: int) -> BlockRecord | None:
+        b = self.contract.functions.getBlock(round_).call()
+        if b[0] == b"\x00" * 32:
+            return None
+        return BlockRecord(round_, *(bytes(x) for x in b[:4]), *b[4:])
+
+    def commit_block(self, miner_key: bytes, proposal: BlockProposal) -> CommitReceipt:
+        call = self.contract.functions.commitBlock(
+            proposal.prev_hash,
+            proposal.round,
+            proposal.global_model_hash,
+            [u.contract_tuple() for u in proposal.updates],
+            proposal.nonce,
+        )
+        receipt = send(self.w3, miner_key, call, self._errors)
+        event = self.contract.events.BlockCommitted().process_receipt(receipt, errors=DISCARD)[0]
+        return CommitReceipt(
+            bytes(event["args"]["blockHash"]), receipt["gasUsed"], bytes(receipt["transactionHash"])
+        )
+
+    def is_miner(self, address: str) -> bool:
+        return self.contract.functions.isMiner(to_checksum_address(address)).call()
+
+    def balance_of(self, address: str) -> int:
+        return self.token.functions.balanceOf(to_checksum_address(address)).call()
+
+    def accepted_updates(self, round_: int | None = None) -> list[AcceptedUpdate]:
+        filters = {} if round_ is None else {"round": round_}
+        logs = self.contract.events.UpdateAccepted().get_logs(
+            from_block=0, argument_filters=filters
+        )
+        return [
+            AcceptedUpdate(
+                a["round"], a["device"], bytes(a["updateHash"]), a["samples"], a["reward"]
+            )
+            for a in (log["args"] for log in logs)
+        ]
+
+    def add_miner(self, miner: str) -> None:
+        """Register a miner (deployer only)."""
+        self._admin(self.contract.functions.addMiner(to_checksum_address(miner)))
+        fund(self.w3, [miner])
+
+    def set_target(self, target: int) -> None:
+        self._admin(self.contract.functions.setTarget(target))
+
+    def set_device_allowed(self, device: str, allowed: bool) -> None:
+        self._admin(self.contract.functions.setDeviceAllowed(to_checksum_address(device), allowed))
+
+    def _admin(self, call: Any) -> None:
+        if self.owner_key is None:
+            raise PermissionError("this ledger was opened without the deployer's key")
+        send(self.w3, self.owner_key, call, self._errors)
