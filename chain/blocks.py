@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from eth_abi import encode
 from eth_utils import to_checksum_address
@@ -55,9 +55,17 @@ def sort_updates(updates: Sequence[SignedUpdate]) -> list[SignedUpdate]:
     return sorted(updates, key=lambda u: int(u.record.device, 16))
 
 
-def updates_root(updates: Sequence[SignedUpdate], domain: Domain) -> bytes:
-    """keccak256 over the concatenated EIP-712 digests of the updates, in the given order."""
-    return keccak(b"".join(u.record.digest(domain) for u in updates))
+def update_digests(updates: Sequence[SignedUpdate], round_: int, domain: Domain) -> list[bytes]:
+    """EIP-712 digests of the updates as the contract computes them: with the block's round."""
+    return [
+        (u.record if u.record.round == round_ else replace(u.record, round=round_)).digest(domain)
+        for u in updates
+    ]
+
+
+def updates_root(digests: Sequence[bytes]) -> bytes:
+    """keccak256 over the concatenated EIP-712 digests of a block's updates, in block order."""
+    return keccak(b"".join(digests))
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ class BlockProposal:
             self.prev_hash,
             self.round,
             self.global_model_hash,
-            updates_root(self.updates, domain),
+            updates_root(update_digests(self.updates, self.round, domain)),
             to_checksum_address(self.miner),
         )
 

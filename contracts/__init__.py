@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,26 @@ from typing import Any
 CONTRACTS_DIR = Path(__file__).resolve().parent
 ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
 CONTRACT_NAMES = ("BlockFL", "RewardToken")
+
+
+def find_node_modules(start: Path = CONTRACTS_DIR) -> Path | None:
+    """The nearest node_modules folder at or above `start` (or $BLOCKFL_NODE_MODULES)."""
+    env = os.environ.get("BLOCKFL_NODE_MODULES")
+    if env:
+        return Path(env)
+    for folder in [start, *start.parents, Path.cwd()]:
+        if (folder / "node_modules").is_dir():
+            return folder / "node_modules"
+    return None
+
+
+def find_node_modules_bin(name: str) -> Path | None:
+    """An executable installed by npm (node_modules/.bin/NAME), if present."""
+    node_modules = find_node_modules()
+    if node_modules is None:
+        return None
+    path = node_modules / ".bin" / name
+    return path if path.exists() else None
 
 
 @cache

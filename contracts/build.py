@@ -25,7 +25,7 @@ from typing import Any
 
 import solcx
 
-from blockfl.contracts import ARTIFACTS_DIR, CONTRACT_NAMES, CONTRACTS_DIR
+from blockfl.contracts import ARTIFACTS_DIR, CONTRACT_NAMES, CONTRACTS_DIR, find_node_modules
 
 SOLC_VERSION = "0.8.28"
 SETTINGS: dict[str, Any] = {
@@ -35,17 +35,6 @@ SETTINGS: dict[str, Any] = {
     "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
 }
 _IMPORT = re.compile(r'^\s*import\s+(?:[^"\']*\bfrom\s+)?["\']([^"\']+)["\']', re.MULTILINE)
-
-
-def find_node_modules(start: Path = CONTRACTS_DIR) -> Path:
-    """The nearest node_modules folder at or above `start` (or $BLOCKFL_NODE_MODULES)."""
-    env = os.environ.get("BLOCKFL_NODE_MODULES")
-    if env:
-        return Path(env)
-    for folder in [start, *start.parents]:
-        if (folder / "node_modules").is_dir():
-            return folder / "node_modules"
-    raise FileNotFoundError("node_modules not found: run `npm install` in the repository root")
 
 
 def collect_sources(node_modules: Path) -> dict[str, dict[str, str]]:
@@ -94,6 +83,8 @@ def solc_binary(node_modules: Path, workdir: Path) -> Path:
 def compile_contracts() -> dict[str, dict[str, Any]]:
     """Compile the contracts; return one artifact dict per contract name."""
     node_modules = find_node_modules()
+    if node_modules is None:
+        raise FileNotFoundError("node_modules not found: run `npm install` in the repository root")
     sources = collect_sources(node_modules)
     with tempfile.TemporaryDirectory() as tmp:
         binary = solc_binary(node_modules, Path(tmp))

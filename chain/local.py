@@ -1,0 +1,289 @@
+"""The `local` ledger: the BlockFL contract's rules in Python over SQLite, no EVM.
+
+It enforces the same checks in the same order as `BlockFL.commitBlock` and raises the same
+named errors, so large simulations can run without an EVM and the conformance suite holds both
+backends to one behaviour. State is durable when given a file path; a commit is one SQLite
+transaction, so a rejected block changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import rlp
+from eth_utils import to_checksum_address
+
+from blockfl.chain.blocks import (
+    AcceptedUpdate,
+    BlockHeader,
+    BlockProposal,
+    BlockRecord,
+    ChainParams,
+    CommitReceipt,
+    Head,
+    update_digests,
+    updates_root,
+)
+from blockfl.chain.errors import rejection
+from blockfl.chain.ledger import Ledger
+from blockfl.hashing import ZERO_HASH, keccak
+from blockfl.signing import Domain, SignatureError, address_of, recover_signer
+
+LOCAL_CHAIN_ID = 31337
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS miners (address TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS allowed_devices (address TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS blocks (
+    round INTEGER PRIMARY KEY, block_hash BLOB NOT NULL, prev_hash BLOB NOT NULL,
+    global_model_hash BLOB NOT NULL, updates_root BLOB NOT NULL, miner TEXT NOT NULL,
+    num_updates INTEGER NOT NULL, timestamp INTEGER NOT NULL, total_samples INTEGER NOT NULL,
+    nonce TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accepted_updates (
+    round INTEGER NOT NULL, position INTEGER NOT NULL, device TEXT NOT NULL,
+    update_hash BLOB NOT NULL, samples INTEGER NOT NULL, reward TEXT NOT NULL,
+    PRIMARY KEY (round, position));
+CREATE TABLE IF NOT EXISTS balances (address TEXT PRIMARY KEY, amount TEXT NOT NULL);
+"""
+
+
+def contract_address(deployer: str, nonce: int = 0) -> str:
+    """The CREATE address of a contract deployed by `deployer` at `nonce`."""
+    raw = bytes.fromhex(deployer.removeprefix("0x"))
+    return to_checksum_address(keccak(rlp.encode([raw, nonce]))[-20:])
+
+
+class LocalLedger(Ledger):
+    """A BlockFL ledger in one SQLite database. Use `create` or `open`."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._lock = threading.RLock()
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        if "params" not in meta:
+            raise ValueError("the database holds no BlockFL ledger; use LocalLedger.create")
+        self._params = ChainParams(**json.loads(meta["params"], object_hook=_unhex))
+        self.owner = meta["owner"]
+        self.domain = Domain(int(meta["chain_id"]), meta["contract"])
+
+    @staticmethod
+    def _connect(path: str | Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    @classmethod
+    def open(cls, path: str | Path) -> LocalLedger:
+        """Open an existing ledger file."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no ledger at {path}")
+        return cls(cls._connect(path))
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        params: ChainParams,
+        miners: list[str],
+        owner_key: bytes,
+        chain_id: int = LOCAL_CHAIN_ID,
+    ) -> LocalLedger:
+        """A new ledger at `path` (":memory:" for none), as if `owner_key` deployed the contract.
+
+        The contract and token addresses are those a first deployment by that key would get,
+        so signatures are bound to a domain just as on an EVM chain.
+        """
+        db = cls._connect(path)
+        if db.execute("SELECT 1 FROM meta WHERE key = 'params'").fetchone():
+            raise FileExistsError(f"{path} already holds a ledger")
+        owner = address_of(owner_key)
+        contract = contract_address(owner)
+        stored = ChainParams(**{**asdict(params), "token": contract_address(contract, 1)})
+        with db:
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [
+                    ("params", json.dumps(asdict(stored), default=bytes.hex)),
+                    ("owner", owner),
+                    ("chain_id", str(chain_id)),
+                    ("contract", contract),
+                    ("head_round", "0"),
+                ],
+            )
+            db.executemany(
+                "INSERT INTO miners VALUES (?)", [(to_checksum_address(m),) for m in miners]
+            )
+        return cls(db)
+
+    # -------------------------------------------------------------- reads
+
+    def params(self) -> ChainParams:
+        return self._params
+
+    def head(self) -> Head:
+        with self._lock:
+            round_ = self._head_round()
+            if round_ == 0:
+                return Head(0, ZERO_HASH, self._params.genesis_model_hash)
+            block = self.get_block(round_)
+            assert block is not None
+            return Head(round_, block.block_hash, block.global_model_hash)
+
+    def get_block(self, round_: int) -> BlockRecord | None:
+        row = self._db.execute("SELECT * FROM blocks WHERE round = ?", (round_,)).fetchone()
+        if row is None:
+            return None
+        return BlockRecord(*row[:9], nonce=int(row[9]))
+
+    def is_miner(self, address: str) -> bool:
+        query = "SELECT 1 FROM miners WHERE address = ?"
+        return self._db.execute(query, (to_checksum_address(address),)).fetchone() is not None
+
+    def balance_of(self, address: str) -> int:
+        query = "SELECT amount FROM balances WHERE address = ?"
+        row = self._db.execute(query, (to_checksum_address(address),)).fetchone()
+        return int(row[0]) if row else 0
+
+    def accepted_updates(self, round_: int | None = None) -> list[AcceptedUpdate]:
+        query = "SELECT round, device, update_hash, samples, reward FROM accepted_updates"
+        args: tuple = ()
+        if round_ is not None:
+            query += " WHERE round = ?"
+            args = (round_,)
+        rows = self._db.execute(query + " ORDER BY round, position", args)
+        return [AcceptedUpdate(r, d, h, s, int(w)) for r, d, h, s, w in rows]
+
+    # -------------------------------------------------------------- writes
+
+    def commit_block(self, miner_key: bytes, proposal: BlockProposal) -> CommitReceipt:
+        miner = address_of(miner_key)
+        with self._lock:
+            block_hash, root, total = self._check(miner, proposal)
+            self._record(miner, proposal, block_hash, root, total)
+        return CommitReceipt(block_hash, gas_used=0)
+
+    def _check(self, miner: str, proposal: BlockProposal) -> tuple[bytes, bytes, int]:
+        """The contract's checks, in its order; returns (block hash, updates root, samples)."""
+        p = self._params
+        if not self.is_miner(miner):
+            raise rejection("NotMiner", miner)
+        head = self.head()
+        if proposal.round <= head.round:
+            committed = self.get_block(proposal.round)
+            raise rejection("RoundAlreadyCommitted", proposal.round,
+                            committed.block_hash if committed else ZERO_HASH)
+        if proposal.round != head.round + 1:
+            raise rejection("WrongRound", head.round + 1, proposal.round)
+        if proposal.prev_hash != head.block_hash:
+            raise rejection("WrongPreviousHash", head.block_hash, proposal.prev_hash)
+        updates = proposal.updates
+        if not updates:
+            raise rejection("EmptyBlock")
+        if len(updates) > p.max_updates_per_block:
+            raise rejection("TooManyUpdates", len(updates), p.max_updates_per_block)
+        digests = update_digests(updates, proposal.round, self.domain)
+        for i, update in enumerate(updates):
+            record = update.record
+            device = to_checksum_address(record.device)
+            if i > 0:
+                previous = int(updates[i - 1].record.device, 16)
+                if int(device, 16) == previous:
+                    raise rejection("DuplicateDevice", i, device)
+                if int(device, 16) < previous:
+                    raise rejection("UpdatesNotSorted", i)
+            if p.device_allow_list and not self._allowed(device):
+                raise rejection("DeviceNotAllowed", i, device)
+            if record.samples == 0 or record.samples > p.max_samples_per_update:
+                cap = p.max_samples_per_update
+                raise rejection("SampleCountOutOfRange", i, record.samples, cap)
+            if record.base_model_hash != head.global_model_hash:
+                raise rejection("StaleBaseModel", i, head.global_model_hash, record.base_model_hash)
+            digest = digests[i]
+            try:
+                signer = recover_signer(digest, update.signature)
+            except SignatureError:
+                raise rejection("MalformedSignature", i) from None
+            if signer != device:
+                raise rejection("InvalidSignature", i, device, signer)
+        root = updates_root(digests)
+        header = BlockHeader(proposal.prev_hash, proposal.round, proposal.global_model_hash, root,
+                             miner)
+        block_hash = header.block_hash(proposal.nonce)
+        if int.from_bytes(block_hash, "big") > p.target:
+            raise rejection("InsufficientWork", block_hash, p.target)
+        return block_hash, root, sum(u.record.samples for u in updates)
+
+    def _record(
+        self, miner: str, proposal: BlockProposal, block_hash: bytes, root: bytes, total: int
+    ) -> None:
+        p = self._params
+        db = self._db
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (proposal.round, block_hash, proposal.prev_hash, proposal.global_model_hash,
+                 root, miner, len(proposal.updates), int(time.time()), total,
+                 str(proposal.nonce)),
+            )
+            for position, update in enumerate(proposal.updates):
+                reward = update.record.samples * p.reward_per_sample
+                db.execute(
+                    "INSERT INTO accepted_updates VALUES (?, ?, ?, ?, ?, ?)",
+                    (proposal.round, position, update.device, update.record.update_hash,
+                     update.record.samples, str(reward)),
+                )
+                self._mint(update.device, reward)
+            if p.mining_reward:
+                self._mint(miner, p.mining_reward)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'head_round'", (str(proposal.round),))
+
+    def _mint(self, address: str, amount: int) -> None:
+        total = self.balance_of(address) + amount
+        self._db.execute(
+            "INSERT INTO balances VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET amount = ?",
+            (address, str(total), str(total)),
+        )
+
+    def _head_round(self) -> int:
+        query = "SELECT value FROM meta WHERE key = 'head_round'"
+        return int(self._db.execute(query).fetchone()[0])
+
+    def _allowed(self, device: str) -> bool:
+        query = "SELECT 1 FROM allowed_devices WHERE address = ?"
+        return self._db.execute(query, (device,)).fetchone() is not None
+
+    # -------------------------------------------------------------- administration
+
+    def add_miner(self, miner: str) -> None:
+        """Register a miner."""
+        self._db.execute("INSERT OR IGNORE INTO miners VALUES (?)", (to_checksum_address(miner),))
+
+    def set_target(self, target: int) -> None:
+        with self._lock:
+            self._params = ChainParams(**{**asdict(self._params), "target": target})
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'params'",
+                (json.dumps(asdict(self._params), default=bytes.hex),),
+            )
+
+    def set_device_allowed(self, device: str, allowed: bool) -> None:
+        device = to_checksum_address(device)
+        if allowed:
+            self._db.execute("INSERT OR IGNORE INTO allowed_devices VALUES (?)", (device,))
+        else:
+            self._db.execute("DELETE FROM allowed_devices WHERE address = ?", (device,))
+
+
+def _unhex(obj: dict) -> dict:
+    """JSON hook: the genesis model hash is stored as hex."""
+    if "genesis_model_hash" in obj:
+        obj["genesis_model_hash"] = bytes.fromhex(obj["genesis_model_hash"])
+    return obj

@@ -1,0 +1,84 @@
+"""Start and stop a local anvil node (installed from npm as @foundry-rs/anvil-linux-amd64)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from blockfl.contracts import find_node_modules_bin
+
+DEFAULT_PORT = 8545
+ANVIL_CHAIN_ID = 31337
+
+
+def find_anvil() -> Path | None:
+    """The anvil binary: $BLOCKFL_ANVIL, node_modules/.bin/anvil, or anvil on PATH."""
+    env = os.environ.get("BLOCKFL_ANVIL")
+    if env and Path(env).exists():
+        return Path(env)
+    local = find_node_modules_bin("anvil")
+    if local is not None:
+        return local
+    found = shutil.which("anvil")
+    return Path(found) if found else None
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
+    """Block until something accepts connections on `port`, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+def start_anvil(
+    port: int = DEFAULT_PORT, log_path: Path | None = None, block_time: float | None = None
+) -> subprocess.Popen:
+    """Start anvil on loopback in a new process session and wait until it answers."""
+    binary = find_anvil()
+    if binary is None:
+        raise FileNotFoundError("anvil not found: run `npm install` in the repository root")
+    args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    if block_time:
+        args += ["--block-time", str(block_time)]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
+
+
+def stop_pid(pid: int, timeout: float = 5.0) -> bool:
+    """Terminate a process (then kill it); True if it was running."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True

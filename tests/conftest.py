@@ -1,0 +1,74 @@
+"""Shared fixtures: deterministic keys and a ledger factory for every backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from blockfl.chain.blocks import MAX_TARGET, ChainParams
+from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, embedded_web3, rpc_web3
+from blockfl.chain.ledger import Ledger
+from blockfl.chain.local import LocalLedger
+from blockfl.chain.node import find_anvil, free_port, start_anvil, stop_pid
+from blockfl.hashing import keccak
+from blockfl.signing import address_of
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+BACKENDS = ["evm", "local", "anvil"]
+GENESIS = keccak(b"genesis model")
+
+
+def key(label: str) -> bytes:
+    """A deterministic private key for tests."""
+    return keccak(label.encode())
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    """A session-wide anvil node on a free loopback port."""
+    if find_anvil() is None:
+        pytest.skip("anvil binary not found (npm install @foundry-rs/anvil-linux-amd64)")
+    port = free_port()
+    proc = start_anvil(port)
+    yield f"http://127.0.0.1:{port}"
+    stop_pid(proc.pid)
+
+
+def default_params(**overrides: object) -> ChainParams:
+    """Test parameters: an easy target (1 hash in 16 succeeds), small rewards."""
+    values = dict(
+        target=MAX_TARGET >> 4,
+        reward_per_sample=10**15,
+        mining_reward=5 * 10**17,
+        max_samples_per_update=1000,
+        max_updates_per_block=64,
+        device_allow_list=False,
+        genesis_model_hash=GENESIS,
+    )
+    values.update(overrides)
+    return ChainParams(**values)  # type: ignore[arg-type]
+
+
+LedgerFactory = Callable[..., Ledger]
+
+
+@pytest.fixture(params=BACKENDS)
+def make_ledger(request: pytest.FixtureRequest, tmp_path) -> LedgerFactory:
+    """Build a fresh ledger of the parametrized backend: make_ledger(params, miners)."""
+    backend = request.param
+
+    def factory(params: ChainParams, miners: list[str]) -> Ledger:
+        if backend == "local":
+            return LocalLedger.create(tmp_path / "ledger.db", params, miners, DEV_DEPLOYER_KEY)
+        w3 = embedded_web3() if backend == "evm" else rpc_web3(request.getfixturevalue("anvil_url"))
+        return EvmLedger.create(w3, params, miners)
+
+    factory.backend = backend  # type: ignore[attr-defined]
+    return factory
+
+
+MINER_KEYS = [key(f"miner-{i}") for i in range(3)]
+MINERS = [address_of(k) for k in MINER_KEYS]
