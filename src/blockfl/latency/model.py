@@ -1,0 +1,325 @@
+"""Analytic end-to-end latency model of one BlockFL round (Kim, Park, Bennis, Kim).
+
+For a device ``o`` associated with miner ``i`` the round latency is::
+
+    T = N_fork * (T_local + T_up + T_cross + T_bg + T_bp) + T_dn + T_global
+
+with deterministic terms
+
+    T_local  = delta_d * N_o / f_c
+    T_up     = delta_m / R_up,                    R_x = W_x * log2(1 + SNR_x)
+    T_cross  = max(T_wait - (T_local + T_up), sum_{j != i} delta_m * N_Mj / R_mj)
+               + delta_m * N_D / f_c
+    T_bp     = max_j (h + delta_m * N_D) / R_mj
+    T_dn     = (h + delta_m * N_D) / R_dn
+    T_global = delta_m * N_D / f_c
+
+and random ones: every miner's proof-of-work time is Exp(lambda), the first of the N_M miners
+wins, so ``T_bg ~ Exp(N_M lambda)``; a fork happens when another miner finishes within ``T_bp``
+of the winner, ``p_fork = 1 - exp(-lambda (N_M - 1) T_bp)``, and repeats the bracketed part, so
+``N_fork`` is geometric on {1, 2, ...} with ``E[N_fork] = 1 / (1 - p_fork) = exp(lambda c)``,
+``c = (N_M - 1) T_bp``.
+
+Closed form. With ``A = T_local + T_up + T_cross + T_bp`` (no lambda dependence)::
+
+    E[T] = (A + 1 / (N_M lambda)) * exp(lambda c) + T_dn + T_global.
+
+This uses ``E[sum_{k <= N_fork} B_k] = E[N_fork] E[B]`` for the i.i.d. attempts ``B_k``. The
+paper states it by treating ``N_fork`` as independent of ``T_bg``; that holds exactly here since,
+by memorylessness, the other miners' residual times after the winner's finish are i.i.d.
+Exp(lambda) and independent of the winner's time, so the fork event of an attempt is independent
+of its ``T_bg``. (Wald's identity gives the same result without it, since ``{N_fork >= k}`` only
+depends on attempts before ``k``.)
+
+See :func:`optimal_lambda` for the convexity proof and the optimal block generation rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "bp", "dn", "global")
+"""Latency terms, in the order of the round."""
+
+BRACKET_TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "bp")
+"""Terms repeated on every fork."""
+
+
+def default_config_path() -> Path:
+    """Path of the packaged ``configs/latency.toml`` holding the default parameters."""
+    return Path(str(resources.files("blockfl") / "configs" / "latency.toml"))
+
+
+def db_to_linear(db: float | np.ndarray) -> float | np.ndarray:
+    """Convert a power ratio in dB to linear scale."""
+    return 10.0 ** (np.asarray(db, dtype=float) / 10.0)
+
+
+def link_rate(bandwidth: float, snr_db: float | np.ndarray) -> float | np.ndarray:
+    """Shannon rate ``W log2(1 + SNR)`` in bit/s for a bandwidth in Hz and an SNR in dB."""
+    return bandwidth * np.log2(1.0 + db_to_linear(snr_db))
+
+
+def _vector(value: float | tuple[float, ...], n: int, name: str) -> np.ndarray:
+    """Broadcast a scalar or a length-``n`` sequence to a float array of length ``n``."""
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.size != n):
+        raise ValueError(f"{name} must be a scalar or a sequence of length {n}, got {value!r}")
+    return np.broadcast_to(arr, (n,))
+
+
+@dataclass(frozen=True)
+class LatencyParams:
+    """Parameters of the BlockFL latency model, SI units (s, bit, Hz); SNRs in dB.
+
+    ``samples`` is the number of local samples, one value for all devices or one per device;
+    ``device`` (o) and ``miner`` (i) select the device whose latency is modelled and its miner.
+    ``devices_per_miner`` (N_Mj) defaults to the uniform-association expectation N_D / N_M.
+    ``snr_m_db`` is one SNR for all miner links or one per miner.
+    """
+
+    n_devices: int = 10
+    n_miners: int = 10
+    samples: float | tuple[float, ...] = 200.0
+    device: int = 0
+    miner: int = 0
+    devices_per_miner: tuple[float, ...] | None = None
+    lambda_: float = 0.1
+    t_wait: float = 2.5
+    w_up: float = 10e6
+    w_dn: float = 10e6
+    w_m: float = 10e6
+    snr_up_db: float = 10.0
+    snr_dn_db: float = 10.0
+    snr_m_db: float | tuple[float, ...] = 10.0
+    delta_d: float = 1e7
+    delta_m: float = 1e6
+    f_c: float = 1e9
+    h: float = 4000.0
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "devices_per_miner", "snr_m_db"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        for name in ("n_devices", "n_miners"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.device < self.n_devices:
+            raise ValueError(f"device must be in [0, {self.n_devices}), got {self.device}")
+        if not 0 <= self.miner < self.n_miners:
+            raise ValueError(f"miner must be in [0, {self.n_miners}), got {self.miner}")
+        for name in ("lambda_", "w_up", "w_dn", "w_m", "delta_d", "delta_m", "f_c"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("t_wait", "h"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        if np.any(self.samples_per_device <= 0) or np.any(self.association < 0):
+            raise ValueError("samples must be positive and devices_per_miner non-negative")
+        _ = self.miner_snr_db  # raises on a per-miner SNR sequence of the wrong length
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> LatencyParams:
+        """Load parameters from a TOML file of top-level ``field = value`` pairs."""
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        return cls().with_overrides(data)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> LatencyParams:
+        """Return a copy with the given fields replaced; unknown names raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown latency parameter(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    @property
+    def samples_per_device(self) -> np.ndarray:
+        """Local sample counts N_1..N_ND."""
+        return _vector(self.samples, self.n_devices, "samples")
+
+    @property
+    def association(self) -> np.ndarray:
+        """Devices associated with each miner, N_M1..N_MNM."""
+        if self.devices_per_miner is None:
+            return np.full(self.n_miners, self.n_devices / self.n_miners)
+        return _vector(self.devices_per_miner, self.n_miners, "devices_per_miner")
+
+    @property
+    def miner_snr_db(self) -> np.ndarray:
+        """SNR of each miner's links in dB."""
+        return _vector(self.snr_m_db, self.n_miners, "snr_m_db")
+
+
+@dataclass(frozen=True)
+class LatencyBreakdown:
+    """Expected latency per term (one attempt for the bracket terms), fork statistics, total."""
+
+    t_local: float
+    t_up: float
+    t_cross: float
+    t_bg: float
+    t_bp: float
+    t_dn: float
+    t_global: float
+    p_fork: float
+    n_fork: float
+    total: float
+
+    def contributions(self) -> dict[str, float]:
+        """Expected contribution of each term to the round latency (bracket terms times E[N])."""
+        return {
+            term: getattr(self, f"t_{term}") * (self.n_fork if term in BRACKET_TERMS else 1.0)
+            for term in TERMS
+        }
+
+
+def t_local(p: LatencyParams) -> float:
+    """Local training time of device o: ``delta_d N_o / f_c``."""
+    return float(p.delta_d * p.samples_per_device[p.device] / p.f_c)
+
+
+def t_up(p: LatencyParams) -> float:
+    """Upload time of the local update: ``delta_m / (W_up log2(1 + SNR_up))``."""
+    return float(p.delta_m / link_rate(p.w_up, p.snr_up_db))
+
+
+def block_bits(p: LatencyParams) -> float:
+    """Block size ``h + delta_m N_D`` in bits."""
+    return p.h + p.delta_m * p.n_devices
+
+
+def t_dn(p: LatencyParams) -> float:
+    """Block download time: ``(h + delta_m N_D) / (W_dn log2(1 + SNR_dn))``."""
+    return float(block_bits(p) / link_rate(p.w_dn, p.snr_dn_db))
+
+
+def t_global(p: LatencyParams) -> float:
+    """Global model computation at the device: ``delta_m N_D / f_c``."""
+    return p.delta_m * p.n_devices / p.f_c
+
+
+def t_exchange(p: LatencyParams) -> float:
+    """Cross-verification exchange: ``sum_{j != i} delta_m N_Mj / (W_m log2(1 + SNR_mj))``."""
+    per_miner = p.delta_m * p.association / link_rate(p.w_m, p.miner_snr_db)
+    return float(per_miner.sum() - per_miner[p.miner])
+
+
+def t_cross(p: LatencyParams) -> float:
+    """Cross-verification: wait/exchange, then verify all N_D updates (``delta_m N_D / f_c``)."""
+    wait = p.t_wait - (t_local(p) + t_up(p))
+    return max(wait, t_exchange(p)) + t_global(p)  # verification: same delta_m N_D / f_c
+
+
+def t_bp(p: LatencyParams) -> float:
+    """Block propagation time: slowest miner link, ``max_j (h + delta_m N_D) / R_mj``."""
+    return float(np.max(block_bits(p) / link_rate(p.w_m, p.miner_snr_db)))
+
+
+def t_bg(p: LatencyParams) -> float:
+    """Expected block generation time ``E[min of N_M Exp(lambda)] = 1 / (N_M lambda)``."""
+    return 1.0 / (p.n_miners * p.lambda_)
+
+
+def fork_exponent(p: LatencyParams) -> float:
+    """The constant ``c = (N_M - 1) T_bp`` with ``E[N_fork] = exp(lambda c)``."""
+    return (p.n_miners - 1) * t_bp(p)
+
+
+def p_fork(p: LatencyParams) -> float:
+    """Fork probability ``1 - exp(-lambda (N_M - 1) T_bp)``."""
+    return -math.expm1(-p.lambda_ * fork_exponent(p))
+
+
+def deterministic_bracket(p: LatencyParams) -> float:
+    """``A = T_local + T_up + T_cross + T_bp``, the lambda-free part of one attempt."""
+    return t_local(p) + t_up(p) + t_cross(p) + t_bp(p)
+
+
+def expected_latency(p: LatencyParams) -> LatencyBreakdown:
+    """Closed-form ``E[T] = (A + 1/(N_M lambda)) exp(lambda (N_M-1) T_bp) + T_dn + T_global``."""
+    n_fork = math.exp(p.lambda_ * fork_exponent(p))
+    breakdown = {
+        "t_local": t_local(p),
+        "t_up": t_up(p),
+        "t_cross": t_cross(p),
+        "t_bg": t_bg(p),
+        "t_bp": t_bp(p),
+        "t_dn": t_dn(p),
+        "t_global": t_global(p),
+    }
+    bracket = sum(breakdown[f"t_{term}"] for term in BRACKET_TERMS)
+    total = bracket * n_fork + breakdown["t_dn"] + breakdown["t_global"]
+    return LatencyBreakdown(**breakdown, p_fork=p_fork(p), n_fork=n_fork, total=total)
+
+
+def optimal_lambda(p: LatencyParams) -> float:
+    """Latency-minimising block generation rate lambda* in closed form.
+
+    Only ``f(l) = (A + 1/(N l)) e^{c l}`` depends on ``l = lambda`` (``N = N_M``,
+    ``c = (N_M - 1) T_bp``; ``T_dn + T_global`` is constant). Writing ``g(l) = A + 1/(N l)``::
+
+        f'(l)  = e^{cl} (g' + c g)           = e^{cl} (A c N l^2 + c l - 1) / (N l^2)
+        f''(l) = e^{cl} (g'' + 2 c g' + c^2 g)
+               = e^{cl} (c^2 A + ((1 - c l)^2 + 1) / (N l^3)) > 0   for l > 0,
+
+    so ``f`` is strictly convex on ``l > 0``. For ``c > 0`` (then ``A >= T_bp > 0``) the
+    first-order condition ``A c N l^2 + c l - 1 = 0`` has exactly one positive root::
+
+        lambda* = (-c + sqrt(c^2 + 4 A c N)) / (2 A c N) = 2 / (c + sqrt(c^2 + 4 A c N)),
+
+    the second form being the cancellation-free one. For ``c = 0`` (a single miner, or no
+    propagation delay) there are no forks, ``f = A + 1/(N l)`` decreases monotonically and
+    ``lambda* = inf``.
+    """
+    c = fork_exponent(p)
+    if c == 0.0:
+        return math.inf
+    a_cn = deterministic_bracket(p) * c * p.n_miners
+    return 2.0 / (c + math.sqrt(c * c + 4.0 * a_cn))
+
+
+def numeric_optimal_lambda(p: LatencyParams, bounds: tuple[float, float] | None = None) -> float:
+    """Minimise the closed-form ``E[T]`` over lambda numerically (bounded, on log lambda).
+
+    The default bounds are ``[1e-2, 1e2] / sqrt(A c N_M)``; lambda* lies in
+    ``[0.61, 1] / sqrt(A c N_M)`` because ``c < A N_M``. With ``c = 0`` and no bounds the latency
+    decreases monotonically and ``inf`` is returned.
+    """
+    if bounds is None:
+        c = fork_exponent(p)
+        if c == 0.0:
+            return math.inf
+        scale = 1.0 / math.sqrt(deterministic_bracket(p) * c * p.n_miners)
+        bounds = (1e-2 * scale, 1e2 * scale)
+
+    def objective(log_lambda: float) -> float:
+        return expected_latency(dataclasses.replace(p, lambda_=math.exp(log_lambda))).total
+
+    result = minimize_scalar(
+        objective,
+        bounds=(math.log(bounds[0]), math.log(bounds[1])),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    return math.exp(result.x)
+
+
+def optimal_latency(p: LatencyParams) -> float:
+    """``E[T]`` at ``lambda*``; for ``lambda* = inf`` the limit ``A + T_dn + T_global``."""
+    star = optimal_lambda(p)
+    if math.isinf(star):
+        return deterministic_bracket(p) + t_dn(p) + t_global(p)
+    return expected_latency(dataclasses.replace(p, lambda_=star)).total
