@@ -1,0 +1,58 @@
+"""Throughput of FedAvg aggregation and of model hashing on a 1M-parameter float32 model.
+
+Run: python benchmarks/bench_aggregation.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from blockfl.aggregation import FedAvg, WeightedUpdate
+from blockfl.tensors import StateDict, encode, tensor_hash
+
+SHAPES = {"fc1.weight": (1000, 784), "fc1.bias": (1000,), "fc2.weight": (216, 1000)}
+
+
+def _random_state(gen: torch.Generator, scale: float = 1.0) -> StateDict:
+    return {k: torch.randn(s, generator=gen) * scale for k, s in SHAPES.items()}
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    gen = torch.Generator().manual_seed(0)
+    base = _random_state(gen)
+    n_params = sum(t.numel() for t in base.values())
+    model_bytes = n_params * 4
+    print(f"model: {n_params:,} float32 parameters, torch threads: {torch.get_num_threads()}")
+    for n_updates in (10, 100):
+        updates = [
+            WeightedUpdate(f"0x{i:040x}", _random_state(gen, 0.01), 1 + i % 97)
+            for i in range(n_updates)
+        ]
+        secs = _best_seconds(lambda u=updates: FedAvg().aggregate(base, u), args.repeats)
+        gbps = n_updates * model_bytes / secs / 1e9
+        print(f"fedavg {n_updates:>3} updates: {secs * 1e3:8.2f} ms  {gbps:6.2f} GB/s of updates")
+    secs = _best_seconds(lambda: tensor_hash(base), args.repeats)
+    print(f"tensor_hash: {secs * 1e3:8.2f} ms  {model_bytes / secs / 1e9:6.2f} GB/s")
+    secs = _best_seconds(lambda: encode(base), args.repeats)
+    print(f"encode:      {secs * 1e3:8.2f} ms  {model_bytes / secs / 1e9:6.2f} GB/s")
+
+
+if __name__ == "__main__":
+    main()

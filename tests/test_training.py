@@ -1,0 +1,116 @@
+import pytest
+import torch
+
+from blockfl.aggregation import FedAvg, WeightedUpdate
+from blockfl.devices.data import load_digits, partition_iid, synthetic_linear, train_test_split
+from blockfl.devices.training import evaluate, train_local, train_svrg_linear
+from blockfl.models import MODELS, build_model, initial_state, model_spec
+from blockfl.tensors import tensor_hash
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("input_shape", [(1, 8, 8), (1, 28, 28)])
+def test_models_build_and_initial_state_is_seeded(name, input_shape):
+    n_out = 1 if name == "linreg" else 10
+    state = initial_state(name, input_shape, n_out, seed=7)
+    assert tensor_hash(state) == tensor_hash(initial_state(name, input_shape, n_out, seed=7))
+    assert tensor_hash(state) != tensor_hash(initial_state(name, input_shape, n_out, seed=8))
+    assert all(dtype == "float32" for _, dtype in model_spec(state).values())
+    out = build_model(name, input_shape, n_out)(torch.zeros(3, *input_shape))
+    assert out.shape == (3, n_out)
+
+
+def test_initial_state_leaves_global_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    initial_state("mlp", (1, 8, 8), 10, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_train_local_is_deterministic_and_returns_delta():
+    ds = load_digits()
+    x, y = ds.x[:200], ds.y[:200]
+    base = initial_state("mlp", ds.input_shape, 10, seed=0)
+    kwargs = dict(epochs=1, lr=0.1, batch_size=32, seed=3, task="classification")
+    a = train_local("mlp", base, x, y, **kwargs)
+    b = train_local("mlp", base, x, y, **kwargs)
+    assert tensor_hash(a.delta) == tensor_hash(b.delta)
+    assert model_spec(a.delta) == model_spec(base)
+    assert a.n_samples == 200 and a.compute_seconds > 0 and a.final_loss > 0
+    assert any(v.abs().sum() > 0 for v in a.delta.values())
+    c = train_local("mlp", base, x, y, **dict(kwargs, seed=4))
+    assert tensor_hash(c.delta) != tensor_hash(a.delta)
+
+
+def test_fedavg_on_iid_digits_reaches_90_percent():
+    train, test = train_test_split(load_digits(), 0.2, seed=0)
+    parts = partition_iid(len(train), 10, seed=0, size_skew=0.5)
+    state = initial_state("logreg", train.input_shape, 10, seed=0)
+    accuracies = []
+    for rnd in range(10):
+        updates = []
+        for i, part in enumerate(parts):
+            local = train.subset(part)
+            u = train_local(
+                "logreg",
+                state,
+                local.x,
+                local.y,
+                epochs=2,
+                lr=0.5,
+                batch_size=16,
+                seed=100 * rnd + i,
+                task="classification",
+            )
+            updates.append(WeightedUpdate(f"0x{i:040x}", u.delta, u.n_samples))
+        state = FedAvg().aggregate(state, updates)
+        accuracies.append(evaluate("logreg", state, test.x, test.y, "classification")["accuracy"])
+    assert max(accuracies) > 0.9, accuracies
+    assert accuracies[-1] > accuracies[0]
+
+
+def test_svrg_linear_regression_approaches_noise_level():
+    noise = 0.5
+    train, test = train_test_split(synthetic_linear(2000, 20, noise, seed=0), 0.2, seed=0)
+    parts = partition_iid(len(train), 10, seed=1)
+    state = initial_state("linreg", (20,), 1, seed=0)
+    initial_mse = evaluate("linreg", state, test.x, test.y, "regression")["mse"]
+    for rnd in range(5):
+        updates = []
+        for i, part in enumerate(parts):
+            local = train.subset(part)
+            u = train_svrg_linear(
+                state, local.x, local.y, epochs=1, lr=0.05, batch_size=8, seed=100 * rnd + i
+            )
+            updates.append(WeightedUpdate(f"0x{i:040x}", u.delta, u.n_samples))
+        state = FedAvg().aggregate(state, updates)
+    mse = evaluate("linreg", state, test.x, test.y, "regression")["mse"]
+    assert initial_mse > 10 * noise**2
+    assert mse < 1.2 * noise**2
+
+
+def test_svrg_with_anchor_gradient_and_zero_lr():
+    ds = synthetic_linear(50, 4, 0.1, seed=2)
+    base = initial_state("linreg", (4,), 1, seed=0)
+    zero_grad = {k: torch.zeros_like(v) for k, v in base.items()}
+    u = train_svrg_linear(
+        base, ds.x, ds.y, epochs=1, lr=0.0, batch_size=5, seed=0, anchor_grad=zero_grad
+    )
+    assert all(torch.equal(v, torch.zeros_like(v)) for v in u.delta.values())
+    # with lr > 0 and the exact minimiser as base, the anchor correction keeps it in place
+    x1 = torch.cat([ds.x, torch.ones(50, 1)], dim=1).double()
+    sol = torch.linalg.lstsq(x1, ds.y.double().unsqueeze(1)).solution.squeeze(1).float()
+    opt = {"out.weight": sol[:4].unsqueeze(0), "out.bias": sol[4:]}
+    u = train_svrg_linear(opt, ds.x, ds.y, epochs=2, lr=0.05, batch_size=5, seed=0)
+    assert all(v.abs().max() < 1e-4 for v in u.delta.values())
+
+
+def test_evaluate_regression_and_classification_keys():
+    ds = synthetic_linear(20, 3, 0.0, seed=0)
+    state = initial_state("linreg", (3,), 1, seed=0)
+    assert set(evaluate("linreg", state, ds.x, ds.y, "regression")) == {"mse"}
+    digits = load_digits()
+    state = initial_state("cnn", digits.input_shape, 10, seed=0)
+    metrics = evaluate("cnn", state, digits.x[:50], digits.y[:50], "classification")
+    assert set(metrics) == {"accuracy", "loss"} and 0.0 <= metrics["accuracy"] <= 1.0
