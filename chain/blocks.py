@@ -17,37 +17,9 @@ from eth_abi import encode
 from eth_utils import to_checksum_address
 
 from blockfl.hashing import ZERO_HASH, keccak
-from blockfl.signing import Domain, UpdateRecord
+from blockfl.signing import Domain, SignedUpdate
 
 MAX_TARGET = 2**256 - 1
-
-
-@dataclass(frozen=True)
-class SignedUpdate:
-    """A device's update record with its 65-byte signature."""
-
-    record: UpdateRecord
-    signature: bytes
-
-    @property
-    def device(self) -> str:
-        """The device address (checksummed)."""
-        return to_checksum_address(self.record.device)
-
-    def contract_tuple(self) -> tuple:
-        """The `BlockFL.Update` struct: (device, base, updateHash, samples, computeMs, v, r, s)."""
-        r = self.record
-        sig = self.signature
-        return (
-            self.device,
-            r.base_model_hash,
-            r.update_hash,
-            r.samples,
-            r.compute_time_ms,
-            sig[64],
-            sig[:32],
-            sig[32:64],
-        )
 
 
 def sort_updates(updates: Sequence[SignedUpdate]) -> list[SignedUpdate]:

@@ -31,7 +31,7 @@ from blockfl.chain.blocks import (
 from blockfl.chain.errors import BlockRejected, rejection
 from blockfl.chain.ledger import Ledger
 from blockfl.contracts import load_artifact
-from blockfl.signing import Domain
+from blockfl.signing import Domain, SignedUpdate
 
 # The first key of the standard development mnemonic ("test test ... junk") that anvil, hardhat
 # and Foundry fund on every local chain: a well-known development key, never for real funds.
@@ -121,6 +121,15 @@ def _decode_error(exc: Exception, errors: dict[bytes, tuple[str, list[str]]]) ->
     return BlockRejected("Reverted", (str(exc),))
 
 
+def update_tuple(update: SignedUpdate) -> tuple:
+    """The `BlockFL.Update` struct: (device, base, updateHash, samples, computeMs, v, r, s)."""
+    r, sig = update.record, update.signature
+    return (
+        update.device, r.base_model_hash, r.update_hash, r.samples, r.compute_time_ms,
+        sig[64], sig[:32], sig[32:64],
+    )
+
+
 def params_tuple(params: ChainParams) -> tuple:
     """The `BlockFL.Params` constructor struct."""
     return (
@@ -188,7 +197,7 @@ class EvmLedger(Ledger):
             proposal.prev_hash,
             proposal.round,
             proposal.global_model_hash,
-            [u.contract_tuple() for u in proposal.updates],
+            [update_tuple(u) for u in proposal.updates],
             proposal.nonce,
         )
         receipt = send(self.w3, miner_key, call, self._errors)

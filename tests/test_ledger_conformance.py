@@ -6,17 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from blockfl.chain.blocks import (
-    BlockProposal,
-    SignedUpdate,
-    solve_pow,
-    sort_updates,
-)
+from blockfl.chain.blocks import BlockProposal, solve_pow, sort_updates
 from blockfl.chain.errors import BlockRejected, ForkRejected
 from blockfl.chain.evm import EvmLedger, fund
 from blockfl.chain.ledger import Ledger
 from blockfl.hashing import ZERO_HASH, keccak
-from blockfl.signing import Domain, UpdateRecord, address_of, sign_update
+from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from tests.conftest import GENESIS, MINER_KEYS, MINERS, default_params, key
 
 DEVICE_KEYS = [key(f"device-{i}") for i in range(4)]

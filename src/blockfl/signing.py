@@ -139,3 +139,20 @@ def verify_update(record: UpdateRecord, signature: bytes, domain: Domain) -> Non
         raise SignatureError(
             "bad_signature", f"signature recovers to {signer}, not to device {record.device}"
         )
+
+
+@dataclass(frozen=True)
+class SignedUpdate:
+    """A device's update record with its 65-byte signature."""
+
+    record: UpdateRecord
+    signature: bytes
+
+    @property
+    def device(self) -> str:
+        """The device address (checksummed)."""
+        return to_checksum_address(self.record.device)
+
+    def verify(self, domain: Domain) -> None:
+        """Raise SignatureError unless the signature is the device's, for `domain`."""
+        verify_update(self.record, self.signature, domain)

@@ -1,0 +1,77 @@
+"""`deployment.json`: what any Ethereum client needs to reach a BlockFL deployment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blockfl.chain.blocks import ChainParams
+from blockfl.chain.evm import EvmLedger, rpc_web3
+from blockfl.contracts import load_artifact
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Chain id, addresses, parameters and ABIs of one deployment."""
+
+    chain_id: int
+    rpc_url: str
+    contract: str
+    token: str
+    deployer: str
+    block_number: int
+    miners: list[str]
+    parameters: dict[str, Any]
+    abi: dict[str, list] = field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        """Write as JSON (big integers as decimal strings, hashes as 0x-hex)."""
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> Deployment:
+        """Read a deployment file."""
+        if not path.exists():
+            raise FileNotFoundError(f"no deployment file at {path}; run `blockfl chain deploy`")
+        return cls(**json.loads(path.read_text()))
+
+    def ledger(self, rpc_url: str | None = None, owner_key: bytes | None = None) -> EvmLedger:
+        """An `EvmLedger` on this deployment (through `rpc_url` if given)."""
+        return EvmLedger(rpc_web3(rpc_url or self.rpc_url), self.contract, owner_key=owner_key)
+
+
+def describe(ledger: EvmLedger, rpc_url: str, deployer: str) -> Deployment:
+    """The deployment record of a freshly deployed ledger."""
+    params = ledger.params()
+    return Deployment(
+        chain_id=ledger.domain.chain_id,
+        rpc_url=rpc_url,
+        contract=ledger.contract.address,
+        token=params.token,
+        deployer=deployer,
+        block_number=ledger.w3.eth.block_number,
+        miners=[m for m in ledger_miners(ledger)],
+        parameters=params_json(params),
+        abi={name: load_artifact(name)["abi"] for name in ("BlockFL", "RewardToken")},
+    )
+
+
+def ledger_miners(ledger: EvmLedger) -> list[str]:
+    """Miners registered so far, from `MinerAdded` events."""
+    logs = ledger.contract.events.MinerAdded().get_logs(from_block=0)
+    return [log["args"]["miner"] for log in logs]
+
+
+def params_json(params: ChainParams) -> dict[str, Any]:
+    """Parameters as JSON-safe values (integers above 2^53 as strings)."""
+    out: dict[str, Any] = {}
+    for key, value in asdict(params).items():
+        if isinstance(value, bytes):
+            out[key] = "0x" + value.hex()
+        elif isinstance(value, int) and not isinstance(value, bool) and value > 2**53:
+            out[key] = str(value)
+        else:
+            out[key] = value
+    return out
