@@ -75,10 +75,22 @@ def stop_pid(pid: int, timeout: float = 5.0) -> bool:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             return True
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` is gone (reaping it if it is our own child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass  # not our child: fall back to probing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

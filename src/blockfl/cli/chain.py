@@ -1,0 +1,110 @@
+"""`blockfl chain up|down|deploy`: a local anvil node and the BlockFL deployment on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from eth_utils import is_address, to_checksum_address
+
+from blockfl.chain.deployment import describe
+from blockfl.chain.evm import EvmLedger, rpc_web3
+from blockfl.chain.node import DEFAULT_PORT, start_anvil, stop_pid
+from blockfl.config import add_config_flags, config_from_args
+from blockfl.keys import parse_key
+from blockfl.signing import address_of
+
+STATE_DIR = Path(".blockfl")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `chain` and its subcommands."""
+    chain = commands.add_parser("chain", help="local anvil node and contract deployment")
+    sub = chain.add_subparsers(dest="chain_command", required=True)
+
+    up = sub.add_parser("up", help="start anvil on loopback")
+    up.add_argument("--port", type=int, default=DEFAULT_PORT)
+    up.add_argument("--detach", action="store_true", help="run in the background (pid file)")
+    up.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    up.set_defaults(func=chain_up)
+
+    down = sub.add_parser("down", help="stop an anvil started with --detach")
+    down.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    down.set_defaults(func=chain_down)
+
+    deploy = sub.add_parser("deploy", help="deploy BlockFL and write deployment.json")
+    deploy.add_argument("--rpc-url", default=f"http://127.0.0.1:{DEFAULT_PORT}")
+    deploy.add_argument(
+        "--miners", default="dev:1,dev:2,dev:3",
+        help="comma-separated miner addresses or keys (dev:N = N-th development account)",
+    )
+    deploy.add_argument("--deployer-key", default="dev:0")
+    deploy.add_argument("--genesis-model", help="0x-hash of the initial global model")
+    deploy.add_argument("--out", type=Path, default=Path("deployment.json"))
+    add_config_flags(deploy)
+    deploy.set_defaults(func=chain_deploy)
+
+
+def chain_up(args: argparse.Namespace) -> int:
+    """Start anvil in the foreground, or detached with a pid file."""
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    log = args.state_dir / "anvil.log"
+    proc = start_anvil(args.port, log_path=log)
+    url = f"http://127.0.0.1:{args.port}"
+    if args.detach:
+        (args.state_dir / "anvil.pid").write_text(f"{proc.pid}\n")
+        print(f"anvil running at {url} (pid {proc.pid}, log {log}); stop: blockfl chain down")
+        return 0
+    print(f"anvil running at {url}; Ctrl-C stops it")
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop_pid(proc.pid)
+    return 0
+
+
+def chain_down(args: argparse.Namespace) -> int:
+    """Stop the detached anvil named in the pid file."""
+    pid_file = args.state_dir / "anvil.pid"
+    if not pid_file.exists():
+        print(f"no pid file at {pid_file}: nothing to stop")
+        return 1
+    pid = int(pid_file.read_text())
+    stopped = stop_pid(pid)
+    pid_file.unlink()
+    print(f"anvil (pid {pid}) {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def miner_addresses(spec: str) -> list[str]:
+    """Addresses from a comma-separated list of addresses or key specs."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        out.append(to_checksum_address(item) if is_address(item) else address_of(parse_key(item)))
+    return out
+
+
+def chain_deploy(args: argparse.Namespace) -> int:
+    """Deploy to a node and write deployment.json."""
+    from blockfl.sim.engine import chain_params
+    from blockfl.sim.setup import genesis_model_hash
+
+    config = config_from_args(args)
+    genesis = (
+        bytes.fromhex(args.genesis_model.removeprefix("0x"))
+        if args.genesis_model
+        else genesis_model_hash(config)
+    )
+    deployer = parse_key(args.deployer_key)
+    w3 = rpc_web3(args.rpc_url)
+    ledger = EvmLedger.create(w3, chain_params(config, genesis), miner_addresses(args.miners),
+                              deployer_key=deployer)
+    deployment = describe(ledger, args.rpc_url, address_of(deployer))
+    deployment.write(args.out)
+    summary = {k: getattr(deployment, k) for k in ("chain_id", "contract", "token", "miners")}
+    print(json.dumps(summary | {"parameters": deployment.parameters}, indent=2))
+    print(f"wrote {args.out}")
+    return 0

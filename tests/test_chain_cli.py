@@ -1,0 +1,57 @@
+"""`blockfl chain up/deploy/down` against a real anvil, read back by a plain web3 client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from web3 import Web3
+
+from blockfl.chain.node import find_anvil, free_port
+from blockfl.keys import dev_key
+from blockfl.signing import address_of
+
+pytestmark = pytest.mark.skipif(find_anvil() is None, reason="anvil binary not found")
+
+
+def blockfl(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_up_deploy_read_back_down(tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    up = blockfl("chain", "up", "--detach", "--port", str(port), "--state-dir", str(state),
+                 cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deploy = blockfl(
+            "chain", "deploy", "--rpc-url", url, "--miners", "dev:1,dev:2",
+            "--chain-block-rate", "0.5", "--chain-reward-per-sample", "7",
+            "--out", str(tmp_path / "deployment.json"), cwd=tmp_path,
+        )
+        assert deploy.returncode == 0, deploy.stderr
+        deployment = json.loads((tmp_path / "deployment.json").read_text())
+
+        # any Ethereum client: plain web3 with the ABI and address from deployment.json
+        w3 = Web3(Web3.HTTPProvider(deployment["rpc_url"]))
+        assert w3.eth.chain_id == deployment["chain_id"] == 31337
+        contract = w3.eth.contract(address=deployment["contract"], abi=deployment["abi"]["BlockFL"])
+        params = contract.functions.parameters().call()
+        assert params[1] == 7
+        assert str(params[0]) == str(deployment["parameters"]["target"])
+        assert contract.functions.isMiner(address_of(dev_key(1))).call()
+        assert not contract.functions.isMiner(address_of(dev_key(3))).call()
+        assert contract.functions.head().call()[0] == 0
+        token = w3.eth.contract(address=deployment["token"], abi=deployment["abi"]["RewardToken"])
+        assert token.functions.minter().call() == deployment["contract"]
+    finally:
+        down = blockfl("chain", "down", "--state-dir", str(state), cwd=tmp_path)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not (state / "anvil.pid").exists()
