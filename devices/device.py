@@ -1,0 +1,125 @@
+"""A device: trains the global model on its own shard, signs the update, checks the global model.
+
+The device never shares its data. Each round it trains from the current global model, hashes
+its update (the delta), signs the EIP-712 record (round, base model hash, update hash, sample
+count, computation time) and uploads to a miner chosen uniformly at random. After the block is
+committed it accepts the new global model only if its hash equals the on-chain hash, and
+(optionally, as in the paper) if recomputing the aggregate from the block's updates gives it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from blockfl.aggregation import AggregationStrategy, WeightedUpdate
+from blockfl.config import TrainingConfig
+from blockfl.devices.data import Dataset
+from blockfl.devices.training import LocalUpdate, train_local, train_svrg_linear
+from blockfl.hashing import to_hex
+from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
+from blockfl.tensors import StateDict, encode, tensor_hash
+from blockfl.wire import UpdateSubmission
+
+
+class GlobalModelMismatch(ValueError):
+    """A downloaded global model that does not match the block committed on chain."""
+
+
+@dataclass(frozen=True)
+class TrainedUpdate:
+    """A signed submission plus what the device measured while making it."""
+
+    submission: UpdateSubmission
+    local: LocalUpdate
+
+
+class Device:
+    """One device: its key, its shard and the global model it holds."""
+
+    def __init__(
+        self,
+        key: bytes,
+        shard: Dataset,
+        model_name: str,
+        training: TrainingConfig,
+        global_state: StateDict,
+        seed: int = 0,
+    ) -> None:
+        self.key = key
+        self.address = address_of(key)
+        self.shard = shard
+        self.model_name = model_name
+        self.training = training
+        self.global_state = global_state
+        self.global_hash = tensor_hash(global_state)
+        self.seed = seed
+
+    def train(self, round_: int, domain: Domain) -> TrainedUpdate:
+        """Train on the local shard from the global model and sign the update for `round_`."""
+        t = self.training
+        seed = self.seed * 1_000_003 + round_
+        x, y = self.shard.x, self.shard.y
+        options = dict(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=seed)
+        if t.algorithm == "svrg":
+            local = train_svrg_linear(self.global_state, x, y, **options)
+        elif t.algorithm == "sgd":
+            local = train_local(
+                self.model_name, self.global_state, x, y, task=self.shard.task, **options
+            )
+        else:
+            raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
+        record = UpdateRecord(
+            device=self.address,
+            round=round_,
+            base_model_hash=self.global_hash,
+            update_hash=tensor_hash(local.delta),
+            samples=local.n_samples,
+            compute_time_ms=self._compute_time_ms(local),
+        )
+        signed = SignedUpdate(record, sign_update(self.key, record, domain))
+        return TrainedUpdate(UpdateSubmission(signed, encode(local.delta)), local)
+
+    def _compute_time_ms(self, local: LocalUpdate) -> int:
+        """The computation time to sign: measured, or modelled from the sample count."""
+        t = self.training
+        if t.compute_time == "measured":
+            seconds = local.compute_seconds
+        elif t.compute_time == "modelled":
+            seconds = t.epochs * local.n_samples * t.ms_per_sample / 1000
+        else:
+            raise ValueError(f"unknown compute_time {t.compute_time!r}: measured or modelled")
+        return max(1, math.ceil(seconds * 1000))
+
+    @staticmethod
+    def choose_miner(miners: Sequence[str], rng: random.Random) -> str:
+        """A miner chosen uniformly at random (BlockFL's association, redrawn every round)."""
+        return rng.choice(list(miners))
+
+    def adopt(
+        self,
+        on_chain_hash: bytes,
+        model: StateDict,
+        block_updates: Sequence[WeightedUpdate] | None = None,
+        strategy: AggregationStrategy | None = None,
+    ) -> None:
+        """Take the new global model after checking it against the on-chain hash.
+
+        With `block_updates` and `strategy`, the device also recomputes the aggregate from the
+        block's updates and its own copy of the previous global model.
+        """
+        got = tensor_hash(model)
+        if got != on_chain_hash:
+            raise GlobalModelMismatch(
+                f"downloaded model hashes to {to_hex(got)}, chain says {to_hex(on_chain_hash)}"
+            )
+        if block_updates is not None and strategy is not None:
+            recomputed = tensor_hash(strategy.aggregate(self.global_state, block_updates))
+            if recomputed != on_chain_hash:
+                raise GlobalModelMismatch(
+                    f"recomputed aggregate {to_hex(recomputed)} differs from the chain's"
+                )
+        self.global_state = model
+        self.global_hash = on_chain_hash

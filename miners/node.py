@@ -1,0 +1,253 @@
+"""A miner: verifies and gossips updates, builds its candidate, commits, checks others' blocks.
+
+The node is transport-agnostic: peers are objects with `receive_gossip` and `receive_block`
+(other nodes in one process, or HTTP clients of other miner services).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from blockfl.aggregation import AggregationStrategy, WeightedUpdate
+from blockfl.chain.blocks import BlockProposal, CommitReceipt, Head, sort_updates
+from blockfl.chain.errors import ForkRejected
+from blockfl.chain.ledger import Ledger
+from blockfl.hashing import to_hex
+from blockfl.miners.verification import RoundContext, UpdateRejected, VerifiedUpdate, Verifier
+from blockfl.models import model_spec
+from blockfl.signing import SignatureError, address_of
+from blockfl.store import ModelStore
+from blockfl.tensors import StateDict, decode, tensor_hash
+from blockfl.wire import UpdateSubmission
+
+
+class InvalidBlock(ValueError):
+    """A committed block that fails a miner's own checks."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A miner's answer to an upload or a gossiped update."""
+
+    accepted: bool
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A miner's candidate block: the proposal (nonce 0), the aggregate and its inputs."""
+
+    proposal: BlockProposal
+    global_state: StateDict
+    updates: tuple[WeightedUpdate, ...]
+
+
+@dataclass(frozen=True)
+class BlockAnnouncement:
+    """A committed block as propagated between miners: the proposal and every update's tensors."""
+
+    proposal: BlockProposal
+    payloads: dict[str, bytes]
+
+
+class Peer(Protocol):
+    """Another miner, as this miner talks to it."""
+
+    def receive_gossip(self, submission: UpdateSubmission) -> Verdict: ...
+
+    def receive_block(self, announcement: BlockAnnouncement) -> None: ...
+
+
+@dataclass
+class MinerStats:
+    """What a miner counted."""
+
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    forks: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+
+
+class MinerNode:
+    """One miner's state for the current round, on top of the chain head."""
+
+    def __init__(
+        self,
+        key: bytes,
+        ledger: Ledger,
+        verifier: Verifier,
+        store: ModelStore,
+        strategy: AggregationStrategy,
+        base_state: StateDict,
+    ) -> None:
+        self.key = key
+        self.address = address_of(key)
+        self.ledger = ledger
+        self.verifier = verifier
+        self.store = store
+        self.strategy = strategy
+        self.peers: list[Peer] = []
+        self.stats = MinerStats()
+        self.rejections: list[tuple[int, str, str]] = []  # (round, device, reason)
+        self._lock = threading.RLock()
+        self._pending: dict[str, VerifiedUpdate] = {}
+        self._payloads: dict[str, bytes] = {}
+        self.head: Head = ledger.head()
+        if tensor_hash(base_state) != self.head.global_model_hash:
+            raise ValueError("the base model does not match the chain head's global model hash")
+        self.base_state = base_state
+        self.spec = model_spec(base_state)
+        store.put(base_state)
+
+    # ------------------------------------------------------------------ updates
+
+    @property
+    def round(self) -> int:
+        """The round this miner collects updates for."""
+        return self.head.round + 1
+
+    def context(self) -> RoundContext:
+        """What verification checks an update against in the current round."""
+        return RoundContext(self.round, self.head.global_model_hash, self.ledger.domain, self.spec)
+
+    def receive_upload(self, submission: UpdateSubmission) -> Verdict:
+        """A device's upload: verify, keep, and gossip to the other miners."""
+        verdict = self._accept(submission)
+        if verdict.accepted:
+            for peer in self.peers:
+                peer.receive_gossip(submission)
+        return verdict
+
+    def receive_gossip(self, submission: UpdateSubmission) -> Verdict:
+        """An update gossiped by another miner: cross-verify it before it enters the block."""
+        with self._lock:
+            known = self._pending.get(submission.device)
+            if known is not None and known.signed == submission.signed:
+                return Verdict(True, "known")
+        return self._accept(submission)
+
+    def _accept(self, submission: UpdateSubmission) -> Verdict:
+        with self._lock:
+            try:
+                verified = self.verifier.verify(submission, self.context())
+            except UpdateRejected as exc:
+                self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+                self.rejections.append((self.round, submission.device, exc.reason))
+                return Verdict(False, exc.reason, exc.detail)
+            self._pending[submission.device] = verified
+            self._payloads[submission.device] = submission.payload
+            self.stats.accepted += 1
+            return Verdict(True)
+
+    def pending_submissions(self) -> list[UpdateSubmission]:
+        """The verified updates of the current round, as they were received."""
+        with self._lock:
+            return [
+                UpdateSubmission(v.signed, self._payloads[d]) for d, v in self._pending.items()
+            ]
+
+    def pending_devices(self) -> list[str]:
+        """Devices whose verified update is in this miner's candidate block."""
+        with self._lock:
+            return sorted(self._pending)
+
+    # ------------------------------------------------------------------ blocks
+
+    def candidate(self) -> Candidate | None:
+        """The candidate block over every verified update (None when there is none)."""
+        with self._lock:
+            verified = list(self._pending.values())
+        if not verified:
+            return None
+        updates = tuple(
+            WeightedUpdate(v.signed.device, v.delta, v.signed.record.samples) for v in verified
+        )
+        global_state = self.strategy.aggregate(self.base_state, updates)
+        proposal = BlockProposal(
+            prev_hash=self.head.block_hash,
+            round=self.round,
+            global_model_hash=tensor_hash(global_state),
+            updates=tuple(sort_updates([v.signed for v in verified])),
+            miner=self.address,
+        )
+        return Candidate(proposal, global_state, updates)
+
+    def commit(self, proposal: BlockProposal) -> CommitReceipt | None:
+        """Commit a mined block; None (and a fork recorded) if another block won the round."""
+        try:
+            receipt = self.ledger.commit_block(self.key, proposal)
+        except ForkRejected:
+            self.stats.forks.append(proposal.round)
+            return None
+        self.stats.blocks.append(proposal.round)
+        return receipt
+
+    def announcement(self, proposal: BlockProposal) -> BlockAnnouncement:
+        """The block with its updates' tensors, for the other miners and the devices."""
+        with self._lock:
+            payloads = {u.device: self._payloads[u.device] for u in proposal.updates}
+        return BlockAnnouncement(proposal, payloads)
+
+    def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
+        """The block's updates as aggregation inputs (decoded from the announced tensors)."""
+        max_bytes = self.verifier.policy.max_payload_bytes
+        out = []
+        for u in announcement.proposal.updates:
+            delta = decode(announcement.payloads[u.device], max_bytes=max_bytes)
+            out.append(WeightedUpdate(u.device, delta, u.record.samples))
+        return out
+
+    def receive_block(self, announcement: BlockAnnouncement) -> None:
+        """Check a committed block (chain record, proof-of-work, signatures, update hashes, the
+        recomputed aggregate) and move to the next round on top of it."""
+        proposal = announcement.proposal
+        with self._lock:
+            if proposal.round < self.round:
+                return  # already built on it
+            record = self.ledger.get_block(proposal.round)
+            if record is None:
+                raise InvalidBlock(f"round {proposal.round} has no block on chain")
+            domain = self.ledger.domain
+            header = proposal.header(domain)
+            block_hash = header.block_hash(proposal.nonce)
+            if block_hash != record.block_hash:
+                raise InvalidBlock("announced block differs from the block on chain")
+            if int.from_bytes(block_hash, "big") > self.ledger.params().target:
+                raise InvalidBlock("block hash does not meet the proof-of-work target")
+            try:
+                for update in proposal.updates:
+                    update.verify(domain)
+            except SignatureError as exc:
+                raise InvalidBlock(f"update signature: {exc}") from None
+            updates = self.block_updates(announcement)
+            for u, w in zip(proposal.updates, updates, strict=True):
+                if tensor_hash(w.delta) != u.record.update_hash:
+                    raise InvalidBlock(f"update of {u.device} does not match its signed hash")
+            global_state = self.strategy.aggregate(self.base_state, updates)
+            if tensor_hash(global_state) != record.global_model_hash:
+                raise InvalidBlock(
+                    f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
+                )
+            self.adopt(global_state)
+
+    def adopt(self, global_state: StateDict) -> None:
+        """Build on the chain head whose global model is `global_state`."""
+        with self._lock:
+            self.head = self.ledger.head()
+            if tensor_hash(global_state) != self.head.global_model_hash:
+                raise InvalidBlock("global model does not match the chain head")
+            self.store.put(global_state)
+            self.base_state = global_state
+            self._pending.clear()
+            self._payloads.clear()
+            self.verifier.forget_before(self.round)
+
+
+def connect(miners: Sequence[MinerNode]) -> None:
+    """Make every miner a peer of every other (in one process)."""
+    for miner in miners:
+        miner.peers = [m for m in miners if m is not miner]

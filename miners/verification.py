@@ -1,0 +1,164 @@
+"""A miner's verification of one uploaded or gossiped update, each failure a named reason.
+
+Checks run cheapest first, so junk costs little: payload size, round, base model, device,
+sample count, computation time against samples (BlockFL's check), signature, replay, decoding,
+tensor spec (names, shapes, dtypes, finite values), hash of the tensors against the signed
+update hash, and the norm bound. A replay of an earlier round's update carries that round in its
+signed record, so it fails as `wrong_round` (rewriting the round breaks the signature); a second
+update from a device in the same round, or the same update hash again, fails as `replay`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from blockfl.signing import Domain, SignatureError, SignedUpdate
+from blockfl.tensors import (
+    StateDict,
+    TensorFormatError,
+    TensorSpec,
+    check_against_spec,
+    decode,
+    l2_norm,
+    tensor_hash,
+)
+from blockfl.wire import UpdateSubmission
+
+REASONS = frozenset(
+    {
+        "payload_too_large",
+        "wrong_round",
+        "stale_base_model",
+        "unknown_device",
+        "sample_count",
+        "implausible_compute_time",
+        "malformed_signature",
+        "bad_signature",
+        "replay",
+        "malformed_payload",
+        "missing_tensor",
+        "unexpected_tensor",
+        "shape_mismatch",
+        "dtype_mismatch",
+        "non_finite",
+        "hash_mismatch",
+        "norm_bound",
+    }
+)
+
+
+class UpdateRejected(ValueError):
+    """An update the miner refuses; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    """What a miner accepts."""
+
+    max_payload_bytes: int = 64 * 2**20
+    max_samples: int = 100_000
+    norm_bound: float = float("inf")
+    min_ms_per_sample: float = 0.0
+    allowed_devices: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What the miner knows about the round it collects updates for."""
+
+    round: int
+    base_model_hash: bytes
+    domain: Domain
+    spec: TensorSpec
+
+
+@dataclass(frozen=True)
+class VerifiedUpdate:
+    """An update that passed every check, with its decoded tensors."""
+
+    signed: SignedUpdate
+    delta: StateDict
+    payload_size: int
+
+
+class Verifier:
+    """Verifies submissions against a policy and remembers accepted ones to catch replays."""
+
+    def __init__(self, policy: VerificationPolicy, memory: int = 100_000) -> None:
+        self.policy = policy
+        self._memory = memory
+        self._lock = threading.Lock()
+        self._seen_devices: set[tuple[int, str]] = set()
+        self._seen_hashes: OrderedDict[bytes, int] = OrderedDict()
+
+    def verify(self, submission: UpdateSubmission, ctx: RoundContext) -> VerifiedUpdate:
+        """Check a submission for round `ctx.round`; raise UpdateRejected with the reason."""
+        policy = self.policy
+        record = submission.signed.record
+        size = len(submission.payload)
+        if size > policy.max_payload_bytes:
+            raise UpdateRejected("payload_too_large", f"{size} > {policy.max_payload_bytes} bytes")
+        if record.round != ctx.round:
+            raise UpdateRejected("wrong_round", f"update for round {record.round}, now {ctx.round}")
+        if record.base_model_hash != ctx.base_model_hash:
+            raise UpdateRejected("stale_base_model", "update not trained on the current model")
+        device = submission.device
+        if policy.allowed_devices is not None and device not in policy.allowed_devices:
+            raise UpdateRejected("unknown_device", f"{device} is not a registered device")
+        if not 1 <= record.samples <= policy.max_samples:
+            cap = policy.max_samples
+            raise UpdateRejected("sample_count", f"{record.samples} not in [1, {cap}]")
+        needed = record.samples * policy.min_ms_per_sample
+        if record.compute_time_ms < needed:
+            raise UpdateRejected(
+                "implausible_compute_time",
+                f"{record.samples} samples in {record.compute_time_ms} ms (at least {needed:.0f})",
+            )
+        try:
+            submission.signed.verify(ctx.domain)
+        except SignatureError as exc:
+            raise UpdateRejected(exc.reason, str(exc)) from None
+        self._check_replay(record.round, device, record.update_hash)
+        try:
+            delta = decode(submission.payload, max_bytes=policy.max_payload_bytes)
+            check_against_spec(delta, ctx.spec)
+        except TensorFormatError as exc:
+            reason = "malformed_payload" if exc.reason == "malformed" else exc.reason
+            raise UpdateRejected(reason, exc.detail) from None
+        if tensor_hash(delta) != record.update_hash:
+            raise UpdateRejected("hash_mismatch", "tensors do not hash to the signed update hash")
+        norm = l2_norm(delta)
+        if norm > policy.norm_bound:
+            raise UpdateRejected("norm_bound", f"L2 norm {norm:.4g} > {policy.norm_bound}")
+        self._remember(record.round, device, record.update_hash)
+        return VerifiedUpdate(submission.signed, delta, size)
+
+    def _check_replay(self, round_: int, device: str, update_hash: bytes) -> None:
+        with self._lock:
+            if (round_, device) in self._seen_devices:
+                raise UpdateRejected("replay", f"{device} already has an update in round {round_}")
+            if update_hash in self._seen_hashes:
+                raise UpdateRejected("replay", "this update was already accepted")
+
+    def _remember(self, round_: int, device: str, update_hash: bytes) -> None:
+        with self._lock:
+            # a concurrent twin may have passed the first check: the second to get here loses
+            if (round_, device) in self._seen_devices or update_hash in self._seen_hashes:
+                raise UpdateRejected("replay", f"{device} already has an update in round {round_}")
+            self._seen_devices.add((round_, device))
+            self._seen_hashes[update_hash] = round_
+            while len(self._seen_hashes) > self._memory:
+                self._seen_hashes.popitem(last=False)
+
+    def forget_before(self, round_: int) -> None:
+        """Drop per-round memory of rounds before `round_` (hashes are kept, bounded)."""
+        with self._lock:
+            self._seen_devices = {(r, d) for r, d in self._seen_devices if r >= round_}

@@ -1,0 +1,208 @@
+"""Experiment configuration: one TOML file, every field overridable by a command-line flag.
+
+Sections and fields are dataclasses; `add_config_flags` generates `--section-field VALUE`
+flags from them (e.g. `--network-devices 20`, `--chain-ledger local`), so a new field is a new
+flag without further code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "demo.toml"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Rounds, seed and where the run directory goes."""
+
+    rounds: int = 10
+    seed: int = 0
+    out_dir: str = "runs"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set and how it is split across devices."""
+
+    dataset: str = "digits"  # digits | synthetic | mnist
+    mnist_path: str = ""
+    partition: str = "iid"  # iid | dirichlet
+    alpha: float = 0.5
+    size_skew: float = 0.5
+    test_fraction: float = 0.2
+    synthetic_samples: int = 4000
+    synthetic_dim: int = 20
+    synthetic_noise: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model trained by every device."""
+
+    name: str = "mlp"  # logreg | mlp | mlp2 | cnn | linreg
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Local training on each device."""
+
+    algorithm: str = "sgd"  # sgd (FedAvg) | svrg (the paper's federated SVRG, linear regression)
+    epochs: int = 2
+    lr: float = 0.3
+    batch_size: int = 16
+    # The computation time a device signs: "measured" (wall clock of its training) or
+    # "modelled" (epochs x samples x ms_per_sample, as in the latency model): modelled times
+    # make block hashes, and so the proof-of-work race, reproducible to the bit.
+    compute_time: str = "measured"
+    ms_per_sample: float = 0.02
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Devices, miners and the round's timing."""
+
+    devices: int = 10
+    miners: int = 3
+    t_wait: float = 5.0  # seconds a miner waits for updates before closing its candidate block
+    block_propagation: float = 0.05  # seconds for a block to reach the other miners (forks)
+    recompute_global: bool = True  # devices recompute the aggregate from the block's updates
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The ledger and the contract's parameters."""
+
+    ledger: str = "evm"  # evm (embedded, or a node with rpc_url) | local (SQLite)
+    rpc_url: str = ""
+    block_rate: float = 2.0  # lambda: blocks per second per miner
+    hash_rate: float = 50_000.0  # hashes per second per miner, for the target
+    reward_per_sample: int = 10**15
+    mining_reward: int = 10**18
+    max_samples_per_update: int = 100_000
+    max_updates_per_block: int = 1000
+    allow_list: bool = False
+
+
+@dataclass(frozen=True)
+class VerificationConfig:
+    """A miner's limits on what it accepts."""
+
+    max_payload_bytes: int = 64 * 2**20
+    norm_bound: float = 1_000.0
+    min_ms_per_sample: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict (for JSON and TOML)."""
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        """The configuration as a TOML document."""
+        lines = []
+        for section, values in self.as_dict().items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return repr(value)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a TOML file over the defaults; unknown sections or fields are errors."""
+    config = Config()
+    if path is None:
+        return config
+    data = tomllib.loads(Path(path).read_text())
+    sections = {f.name: f for f in fields(Config)}
+    for name, values in data.items():
+        if name not in sections:
+            raise ValueError(f"{path}: unknown section [{name}]")
+        updated = _section(getattr(config, name), values, f"{path}:[{name}]")
+        config = replace(config, **{name: updated})
+    return config
+
+
+def _section(current: Any, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(current)}
+    for key in values:
+        if key not in known:
+            raise ValueError(f"{where}: unknown field {key!r}")
+    converted = {
+        k: _convert(v, type(getattr(current, k)), f"{where}.{k}") for k, v in values.items()
+    }
+    return replace(current, **converted)
+
+
+def _convert(value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add `--config PATH` and one `--section-field` flag per configuration field."""
+    parser.add_argument("--config", type=Path, help="experiment TOML (defaults otherwise)")
+    for section in fields(Config):
+        group = parser.add_argument_group(f"[{section.name}]")
+        defaults = section.default_factory()  # type: ignore[misc]
+        for item in fields(defaults):
+            flag = f"--{section.name}-{item.name}".replace("_", "-")
+            group.add_argument(
+                flag,
+                dest=f"cfg__{section.name}__{item.name}",
+                metavar=type(getattr(defaults, item.name)).__name__.upper(),
+                help=f"default {getattr(defaults, item.name)!r}",
+            )
+
+
+def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
+    """The configuration: defaults, then `--config`, then shortcuts, then explicit flags."""
+    config = load_config(getattr(args, "config", None))
+    overrides: dict[str, dict[str, Any]] = {}
+    for dotted, value in shortcuts.items():
+        if value is not None:
+            section, key = dotted.split(".")
+            overrides.setdefault(section, {})[key] = value
+    for name, value in vars(args).items():
+        if name.startswith("cfg__") and value is not None:
+            _, section, key = name.split("__")
+            overrides.setdefault(section, {})[key] = value
+    for section, values in overrides.items():
+        config = replace(config, **{section: _section(getattr(config, section), values, "flags")})
+    return config
+

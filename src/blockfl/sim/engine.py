@@ -1,0 +1,233 @@
+"""One process, N devices, M miners, R rounds of BlockFL on a real ledger.
+
+A round: every device trains from the global model and uploads its signed update to a miner
+chosen uniformly at random; the miner verifies it and gossips it to the other miners, which
+verify it again (cross-verification); updates that arrive after `T_wait` miss the block. Each
+miner then aggregates its candidate block and joins the proof-of-work race; the winner commits
+through the ledger, miners finishing within the propagation delay commit too and are rejected
+as forks; every miner checks the committed block before building on it; every device checks
+the global model against the on-chain hash (and recomputes it) before the next round.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from blockfl.aggregation import STRATEGIES
+from blockfl.chain.blocks import ChainParams, target_for_rate
+from blockfl.chain.evm import (
+    DEV_DEPLOYER_KEY,
+    EMBEDDED_CHAIN_ID,
+    EvmLedger,
+    embedded_web3,
+    rpc_web3,
+)
+from blockfl.chain.ledger import Ledger
+from blockfl.chain.local import LocalLedger
+from blockfl.config import Config
+from blockfl.devices.device import Device
+from blockfl.devices.training import evaluate
+from blockfl.hashing import to_hex
+from blockfl.keys import derived_key
+from blockfl.miners.mining import race
+from blockfl.miners.node import MinerNode, Verdict, connect
+from blockfl.miners.verification import VerificationPolicy, Verifier
+from blockfl.signing import address_of
+from blockfl.sim.setup import Experiment, build_experiment
+from blockfl.store import ModelStore
+from blockfl.tensors import tensor_hash
+
+Injector = Callable[[int, list[MinerNode]], None]
+
+
+def chain_params(config: Config, genesis: bytes) -> ChainParams:
+    """Contract parameters from an experiment configuration."""
+    c = config.chain
+    return ChainParams(
+        target=target_for_rate(c.block_rate, c.hash_rate),
+        reward_per_sample=c.reward_per_sample,
+        mining_reward=c.mining_reward,
+        max_samples_per_update=c.max_samples_per_update,
+        max_updates_per_block=c.max_updates_per_block,
+        device_allow_list=c.allow_list,
+        genesis_model_hash=genesis,
+    )
+
+
+def open_ledger(config: Config, miners: list[str], genesis: bytes, run_dir: Path) -> Ledger:
+    """A fresh deployment on the configured ledger (embedded EVM, a node, or SQLite)."""
+    params = chain_params(config, genesis)
+    backend = config.chain.ledger
+    if backend == "local":
+        # same deployer and chain id as the embedded EVM: the same run gives the same blocks
+        return LocalLedger.create(
+            run_dir / "ledger.db", params, miners, DEV_DEPLOYER_KEY, chain_id=EMBEDDED_CHAIN_ID
+        )
+    if backend == "evm":
+        url = config.chain.rpc_url
+        return EvmLedger.create(rpc_web3(url) if url else embedded_web3(), params, miners)
+    raise ValueError(f"unknown ledger {backend!r}: evm or local")
+
+
+@dataclass
+class RoundResult:
+    """What happened in one round."""
+
+    round: int
+    winner: str
+    forks: int
+    accepted: int
+    rejected: int
+    late: int
+    samples: int
+    global_model_hash: str
+    block_hash: str
+    metrics: dict[str, float]
+    phases: dict[str, float]
+    gas_used: int
+    pow_attempts: int
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """JSON-ready record for metrics.jsonl."""
+        out = {k: v for k, v in vars(self).items() if k != "verdicts"}
+        out["rejections"] = {d: v.reason for d, v in self.verdicts.items() if not v.accepted}
+        return out
+
+
+class Simulation:
+    """Devices, miners and a ledger wired together; `run_round` plays one BlockFL round."""
+
+    def __init__(self, config: Config, run_dir: Path, ledger: Ledger | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        seed = config.run.seed
+        self.experiment: Experiment = build_experiment(config)
+        genesis = self.experiment.initial
+        miner_keys = [derived_key("miner", i, seed) for i in range(config.network.miners)]
+        self.ledger = ledger or open_ledger(
+            config, [address_of(k) for k in miner_keys], tensor_hash(genesis), run_dir
+        )
+        v = config.verification
+        policy = VerificationPolicy(
+            max_payload_bytes=v.max_payload_bytes,
+            max_samples=config.chain.max_samples_per_update,
+            norm_bound=v.norm_bound,
+            min_ms_per_sample=v.min_ms_per_sample,
+        )
+        strategy = STRATEGIES["fedavg"]()
+        self.miners = [
+            MinerNode(k, self.ledger, Verifier(policy), ModelStore(run_dir / f"miner{i}"),
+                      strategy, genesis)
+            for i, k in enumerate(miner_keys)
+        ]
+        connect(self.miners)
+        self.strategy = strategy
+        self.devices = [
+            Device(derived_key("device", i, seed), shard, config.model.name, config.training,
+                   genesis, seed=seed * 7919 + i)
+            for i, shard in enumerate(self.experiment.shards)
+        ]
+        self.rng = random.Random(seed)
+
+    def run_round(self, inject: Injector | None = None) -> RoundResult:
+        """Play one round; `inject(round, miners)` may submit extra (e.g. malicious) updates."""
+        cfg = self.config
+        round_ = self.miners[0].round
+        domain = self.ledger.domain
+        phases: dict[str, float] = {}
+        miner_of: dict[str, MinerNode] = {}
+        verdicts: dict[str, Verdict] = {}
+        late = 0
+
+        start = time.perf_counter()
+        trained = [d.train(round_, domain) for d in self.devices]
+        phases["local_training"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        by_address = {m.address: m for m in self.miners}
+        for device, update in zip(self.devices, trained, strict=True):
+            miner = by_address[device.choose_miner(list(by_address), self.rng)]
+            miner_of[device.address] = miner
+            if update.local.compute_seconds > cfg.network.t_wait:
+                late += 1  # arrives after T_wait: the candidate blocks are already closed
+                continue
+            verdicts[device.address] = miner.receive_upload(update.submission)
+        if inject is not None:
+            inject(round_, self.miners)
+        phases["upload_and_cross_verification"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        candidates = [m.candidate() for m in self.miners]
+        phases["aggregation"] = time.perf_counter() - start
+        if not any(candidates):
+            raise RuntimeError(f"round {round_}: no miner holds a verified update")
+
+        start = time.perf_counter()
+        params = self.ledger.params()
+        headers = [c.proposal.header(domain) if c else None for c in candidates]
+        finishes = race(headers, params.target, cfg.chain.hash_rate, cfg.network.block_propagation)
+        phases["proof_of_work"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        winner_receipt = None
+        winner = None
+        forks = 0
+        for finish in finishes:
+            candidate = candidates[finish.miner]
+            assert candidate is not None
+            proposal = replace(candidate.proposal, nonce=finish.solution.nonce)
+            receipt = self.miners[finish.miner].commit(proposal)
+            if receipt is None:
+                forks += 1
+            elif winner is None:
+                winner, winner_receipt = finish.miner, receipt
+                winning_proposal = proposal
+        assert winner is not None and winner_receipt is not None
+        phases["block_commit"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        announcement = self.miners[winner].announcement(winning_proposal)
+        self.miners[winner].adopt(candidates[winner].global_state)  # type: ignore[union-attr]
+        for miner in self.miners:
+            if miner is not self.miners[winner]:
+                miner.receive_block(announcement)
+        phases["block_propagation_and_check"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        record = self.ledger.get_block(round_)
+        assert record is not None
+        updates = self.miners[winner].block_updates(announcement)
+        for device in self.devices:
+            miner = miner_of[device.address]
+            model = miner.store.get(record.global_model_hash)
+            device.adopt(record.global_model_hash, model,
+                         updates if cfg.network.recompute_global else None, self.strategy)
+        phases["global_model_download_and_check"] = time.perf_counter() - start
+
+        global_state = self.devices[0].global_state
+        test = self.experiment.test
+        metrics = evaluate(cfg.model.name, global_state, test.x, test.y, test.task)
+        pow_attempts = finishes[0].solution.attempts
+        return RoundResult(
+            round=round_,
+            winner=self.miners[winner].address,
+            forks=forks,
+            accepted=record.num_updates,
+            rejected=sum(not v.accepted for v in verdicts.values()),
+            late=late,
+            samples=record.total_samples,
+            global_model_hash=to_hex(record.global_model_hash),
+            block_hash=to_hex(record.block_hash),
+            metrics=metrics,
+            phases=phases | {"pow_virtual_seconds": finishes[0].time},
+            gas_used=winner_receipt.gas_used,
+            pow_attempts=pow_attempts,
+            verdicts=verdicts,
+        )
+

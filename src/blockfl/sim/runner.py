@@ -1,0 +1,90 @@
+"""Run a whole experiment: rounds, the run directory, and the checks a user expects at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from blockfl.chain.ledger import Ledger
+from blockfl.config import Config
+from blockfl.hashing import to_hex
+from blockfl.sim.engine import Injector, RoundResult, Simulation
+from blockfl.sim.report import (
+    RewardRow,
+    make_run_dir,
+    plot_metric,
+    rewards_table,
+    write_metrics,
+    write_report,
+)
+from blockfl.tensors import tensor_hash
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run."""
+
+    run_dir: Path
+    rounds: list[RoundResult]
+    rewards: list[RewardRow]
+    chain_model_hash: bytes
+    hashes_agree: bool
+    rewards_match: bool
+    plot: Path
+    simulation: Simulation
+
+
+def run_experiment(
+    config: Config,
+    on_round: Callable[[RoundResult], None] | None = None,
+    ledger: Ledger | None = None,
+    inject: Injector | None = None,
+    run_dir: Path | None = None,
+) -> RunSummary:
+    """Run `config.run.rounds` rounds and write the run directory."""
+    run_dir = run_dir or make_run_dir(config)
+    sim = Simulation(config, run_dir, ledger)
+    results = []
+    for _ in range(config.run.rounds):
+        result = sim.run_round(inject)
+        results.append(result)
+        write_metrics(run_dir, result.row())
+        if on_round:
+            on_round(result)
+    ledger = sim.ledger
+    head = ledger.head()
+    held = [tensor_hash(m.base_state) for m in sim.miners]
+    held += [m.head.global_model_hash for m in sim.miners]
+    held += [tensor_hash(d.global_state) for d in sim.devices]
+    agree = all(h == head.global_model_hash for h in held)
+    rewards = rewards_table(
+        ledger, [d.address for d in sim.devices], [m.address for m in sim.miners]
+    )
+    params = ledger.params()
+    match = all(
+        r.balance == r.reward_events
+        and (r.role != "device" or r.balance == r.samples * params.reward_per_sample)
+        for r in rewards
+    )
+    rows = [r.row() for r in results]
+    metric = "accuracy" if "accuracy" in results[-1].metrics else "mse"
+    plot = plot_metric(run_dir, rows, metric)
+    write_report(
+        run_dir,
+        {
+            "config": config.as_dict(),
+            "ledger": {"backend": config.chain.ledger, "chain_id": ledger.domain.chain_id,
+                       "contract": ledger.domain.contract, "token": params.token},
+            "rounds": rows,
+            "final_metrics": results[-1].metrics,
+            "chain_head": {"round": head.round, "block_hash": to_hex(head.block_hash),
+                           "global_model_hash": to_hex(head.global_model_hash)},
+            "model_hashes_agree": agree,
+            "rewards_match_samples": match,
+            "forks": sum(r.forks for r in results),
+            "rewards": [asdict(r) for r in rewards],
+            "plot": plot.name,
+        },
+    )
+    return RunSummary(run_dir, results, rewards, head.global_model_hash, agree, match, plot, sim)
