@@ -1,0 +1,170 @@
+"""`blockfl inspect blocks|updates|rewards|model`: read a deployment through any JSON-RPC node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Column, Table
+
+from blockfl.chain import inspection
+from blockfl.chain.deployment import Deployment
+from blockfl.chain.evm import EvmLedger
+from blockfl.hashing import to_hex
+
+TOKEN_DECIMALS = 18
+#: table width when stdout is not a terminal (rich would otherwise squeeze tables into 80)
+PIPE_WIDTH = 160
+
+Number = partial(Column, justify="right")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `inspect` and its subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+    common.add_argument("--rpc-url", help="JSON-RPC node (default: the one in --deployment)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    inspect = commands.add_parser("inspect", help="read blocks, updates, rewards, models on chain")
+    sub = inspect.add_subparsers(dest="inspect_command", required=True)
+
+    blocks = sub.add_parser("blocks", parents=[common], help="committed blocks")
+    blocks.add_argument("--from", dest="first", type=int, default=1, metavar="ROUND")
+    blocks.add_argument("--to", dest="last", type=int, metavar="ROUND")
+    blocks.set_defaults(func=inspect_blocks)
+
+    updates = sub.add_parser("updates", parents=[common], help="accepted updates of a round")
+    updates.add_argument("round", type=int)
+    updates.set_defaults(func=inspect_updates)
+
+    rewards = sub.add_parser(
+        "rewards", parents=[common], help="token balances against reward events (exit 1: differ)"
+    )
+    rewards.set_defaults(func=inspect_rewards)
+
+    model = sub.add_parser(
+        "model", parents=[common],
+        help="compare a model file with a round's global model hash (exit 1: differ)",
+    )
+    model.add_argument("round", type=int, help="round (0: the genesis model)")
+    model.add_argument("--file", type=Path, required=True, help="safetensors model file")
+    model.set_defaults(func=inspect_model)
+
+
+def open_ledger(args: argparse.Namespace) -> EvmLedger:
+    """The deployment's ledger, through --rpc-url if given."""
+    return Deployment.read(args.deployment).ledger(args.rpc_url)
+
+
+def tokens(amount: int) -> str:
+    """A token amount in whole tokens, exact (18 decimals, trailing zeros dropped)."""
+    whole, fraction = divmod(amount, 10**TOKEN_DECIMALS)
+    digits = f"{fraction:0{TOKEN_DECIMALS}d}".rstrip("0")
+    return f"{whole:,}" + (f".{digits}" if digits else "")
+
+
+def short(value: bytes) -> str:
+    """A hash abbreviated for tables: 0x12345678…abcdef."""
+    text = to_hex(value)
+    return f"{text[:10]}…{text[-6:]}"
+
+
+def iso_time(timestamp: int) -> str:
+    """A block timestamp as ISO 8601 in UTC."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def emit_json(value: Any) -> None:
+    """Print JSON output."""
+    print(json.dumps(value, indent=2))
+
+
+def emit_table(table: Table) -> None:
+    """Print a rich table (wide when piped)."""
+    Console(width=None if sys.stdout.isatty() else PIPE_WIDTH).print(table)
+
+
+def inspect_blocks(args: argparse.Namespace) -> int:
+    """Table of committed blocks."""
+    found = inspection.blocks(open_ledger(args), args.first, args.last)
+    if args.json:
+        emit_json([inspection.jsonable(b) | {"time": iso_time(b.timestamp)} for b in found])
+        return 0
+    table = Table(
+        Number("round"), "miner", "global model", "block hash", Number("updates"),
+        Number("samples"), "time", title="committed blocks",
+    )
+    for b in found:
+        table.add_row(
+            str(b.round), b.miner, short(b.global_model_hash), short(b.block_hash),
+            str(b.num_updates), str(b.total_samples), iso_time(b.timestamp),
+        )
+    emit_table(table)
+    return 0
+
+
+def inspect_updates(args: argparse.Namespace) -> int:
+    """Table of the accepted updates of a round."""
+    found = inspection.updates(open_ledger(args), args.round)
+    if args.json:
+        emit_json([inspection.jsonable(u) for u in found])
+        return 0
+    table = Table(
+        "device", "update hash", Number("samples"), Number("reward (tokens)"),
+        title=f"accepted updates of round {args.round}",
+    )
+    for u in found:
+        table.add_row(u.device, short(u.update_hash), str(u.samples), tokens(u.reward))
+    emit_table(table)
+    return 0
+
+
+def inspect_rewards(args: argparse.Namespace) -> int:
+    """Token balance against reward events per address; exit 1 if any differ."""
+    rows = inspection.rewards(open_ledger(args))
+    balance = sum(r.balance for r in rows)
+    event_total = sum(r.event_total for r in rows)
+    agrees = all(r.agrees for r in rows)
+    if args.json:
+        emit_json({
+            "rows": [inspection.jsonable(r) for r in rows],
+            "total": {"balance": str(balance), "event_total": str(event_total)},
+            "agrees": agrees,
+        })
+    else:
+        table = Table(
+            "address", "role", Number("balance (tokens)"), Number("reward events (tokens)"),
+            "agrees", title="rewards: token balances against events",
+        )
+        for r in rows:
+            table.add_row(r.address, r.role, tokens(r.balance), tokens(r.event_total),
+                          "yes" if r.agrees else "NO")
+        table.add_section()
+        table.add_row("total", "", tokens(balance), tokens(event_total), "yes" if agrees else "NO")
+        emit_table(table)
+    return 0 if agrees else 1
+
+
+def inspect_model(args: argparse.Namespace) -> int:
+    """Compare a model file with a round's global model hash: exit 0 match, 1 mismatch, 2 error."""
+    ledger = open_ledger(args)
+    try:
+        check = inspection.check_model(ledger, args.round, args.file)
+    except (OSError, ValueError) as exc:
+        print(f"blockfl inspect model: cannot check {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        emit_json(inspection.jsonable(check))
+    else:
+        print(f"{'match' if check.matches else 'MISMATCH'}: {check.path}")
+        for label, value in (("file tensor hash", check.file_hash),
+                             (f"round {check.round} global model", check.chain_hash)):
+            print(f"  {label + ':':<28}{to_hex(value)}")
+    return 0 if check.matches else 1
