@@ -71,8 +71,25 @@ class NetworkConfig:
     devices: int = 10
     miners: int = 3
     t_wait: float = 5.0  # seconds a miner waits for updates before closing its candidate block
-    block_propagation: float = 0.05  # seconds for a block to reach the other miners (forks)
     recompute_global: bool = True  # devices recompute the aggregate from the block's updates
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    """Emulated links, as in the latency model: S bits take S / (W log2(1 + SNR)) seconds.
+
+    Uplink (device to miner), downlink (block to device) and miner-to-miner links (gossip of
+    updates, block propagation). The block propagation time is also the window in which a
+    rival miner's block makes a fork.
+    """
+
+    w_up: float = 1e6
+    snr_up_db: float = 10.0
+    w_dn: float = 1e6
+    snr_dn_db: float = 10.0
+    w_m: float = 1e7
+    snr_m_db: float = 10.0
+    header_bits: float = 1536.0  # the ABI-encoded header with its nonce: 6 x 32 bytes
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
 

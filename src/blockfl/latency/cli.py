@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--out", type=Path, required=True, help="output directory for CSV/PNG")
     sweep.set_defaults(func=sweep_command)
+    # imported here: the subcommand module reuses this module's helpers
+    from blockfl.latency import compare
+
+    compare.register(commands)
 
 
 def parse_override(item: str) -> tuple[str, object]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.aggregation import STRATEGIES
-from blockfl.chain.blocks import ChainParams, target_for_rate
+from blockfl.chain.blocks import ChainParams, CommitReceipt, target_for_rate
 from blockfl.chain.evm import (
     DEV_DEPLOYER_KEY,
     EMBEDDED_CHAIN_ID,
@@ -29,18 +29,20 @@ from blockfl.chain.evm import (
 )
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.local import LocalLedger
-from blockfl.config import Config
+from blockfl.config import Config, LinksConfig
 from blockfl.devices.device import Device
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
-from blockfl.miners.mining import race
-from blockfl.miners.node import MinerNode, Verdict, connect
+from blockfl.latency.model import link_rate
+from blockfl.miners.mining import Finish, race
+from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import VerificationPolicy, Verifier
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_experiment
 from blockfl.store import ModelStore
 from blockfl.tensors import tensor_hash
+from blockfl.wire import UpdateSubmission
 
 Injector = Callable[[int, list[MinerNode]], None]
 
@@ -89,6 +91,7 @@ class RoundResult:
     block_hash: str
     metrics: dict[str, float]
     phases: dict[str, float]
+    latency: dict[str, float]
     gas_used: int
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
@@ -140,24 +143,32 @@ class Simulation:
         cfg = self.config
         round_ = self.miners[0].round
         domain = self.ledger.domain
+        clock = LinkClock(cfg.links)
         phases: dict[str, float] = {}
-        miner_of: dict[str, MinerNode] = {}
-        verdicts: dict[str, Verdict] = {}
-        late = 0
 
         start = time.perf_counter()
         trained = [d.train(round_, domain) for d in self.devices]
         phases["local_training"] = time.perf_counter() - start
 
+        # upload: a device's update reaches its miner after training plus the uplink transfer;
+        # what arrives after T_wait misses the candidate blocks
         start = time.perf_counter()
         by_address = {m.address: m for m in self.miners}
+        miner_of: dict[str, MinerNode] = {}
+        verdicts: dict[str, Verdict] = {}
+        local_s: dict[str, float] = {}
+        arrival: dict[str, float] = {}
+        collected = dict.fromkeys(by_address, 0.0)  # bits of updates each miner received
         for device, update in zip(self.devices, trained, strict=True):
             miner = by_address[device.choose_miner(list(by_address), self.rng)]
             miner_of[device.address] = miner
-            if update.local.compute_seconds > cfg.network.t_wait:
-                late += 1  # arrives after T_wait: the candidate blocks are already closed
-                continue
-            verdicts[device.address] = miner.receive_upload(update.submission)
+            local_s[device.address] = update.submission.signed.record.compute_time_ms / 1000
+            arrival[device.address] = local_s[device.address] + clock.up(update.submission)
+            if arrival[device.address] <= cfg.network.t_wait:
+                verdict = miner.receive_upload(update.submission)
+                verdicts[device.address] = verdict
+                if verdict.accepted:
+                    collected[miner.address] += 8 * len(update.submission.payload)
         if inject is not None:
             inject(round_, self.miners)
         phases["upload_and_cross_verification"] = time.perf_counter() - start
@@ -167,33 +178,25 @@ class Simulation:
         phases["aggregation"] = time.perf_counter() - start
         if not any(candidates):
             raise RuntimeError(f"round {round_}: no miner holds a verified update")
+        block_bits = max(clock.block_bits(self.miners[i].announcement(c.proposal))
+                         for i, c in enumerate(candidates) if c)
+        t_bp = clock.miners(block_bits)
 
         start = time.perf_counter()
-        params = self.ledger.params()
         headers = [c.proposal.header(domain) if c else None for c in candidates]
-        finishes = race(headers, params.target, cfg.chain.hash_rate, cfg.network.block_propagation)
+        finishes = race(headers, self.ledger.params().target, cfg.chain.hash_rate, t_bp)
         phases["proof_of_work"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        winner_receipt = None
-        winner = None
-        forks = 0
-        for finish in finishes:
-            candidate = candidates[finish.miner]
-            assert candidate is not None
-            proposal = replace(candidate.proposal, nonce=finish.solution.nonce)
-            receipt = self.miners[finish.miner].commit(proposal)
-            if receipt is None:
-                forks += 1
-            elif winner is None:
-                winner, winner_receipt = finish.miner, receipt
-                winning_proposal = proposal
-        assert winner is not None and winner_receipt is not None
+        winner, receipt, forks = self._commit(candidates, finishes)
         phases["block_commit"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        announcement = self.miners[winner].announcement(winning_proposal)
-        self.miners[winner].adopt(candidates[winner].global_state)  # type: ignore[union-attr]
+        winning = candidates[winner]
+        assert winning is not None
+        announcement = self.miners[winner].announcement(replace(
+            winning.proposal, nonce=next(f for f in finishes if f.miner == winner).solution.nonce))
+        self.miners[winner].adopt(winning.global_state)
         for miner in self.miners:
             if miner is not self.miners[winner]:
                 miner.receive_block(announcement)
@@ -203,31 +206,105 @@ class Simulation:
         record = self.ledger.get_block(round_)
         assert record is not None
         updates = self.miners[winner].block_updates(announcement)
+        global_s: dict[str, float] = {}
         for device in self.devices:
-            miner = miner_of[device.address]
-            model = miner.store.get(record.global_model_hash)
+            model = miner_of[device.address].store.get(record.global_model_hash)
+            begin = time.perf_counter()
             device.adopt(record.global_model_hash, model,
                          updates if cfg.network.recompute_global else None, self.strategy)
+            global_s[device.address] = time.perf_counter() - begin
         phases["global_model_download_and_check"] = time.perf_counter() - start
+
+        # the emulated round latency of each device, term by term (the latency model's terms)
+        verify_s = phases["upload_and_cross_verification"] / len(self.miners)
+        exchange = clock.exchange(collected)
+        t_dn = clock.down(block_bits)
+        t_bg = next(f for f in finishes if f.miner == winner).time
+        per_device = [
+            {
+                "t_local": local_s[d.address],
+                "t_up": arrival[d.address] - local_s[d.address],
+                "t_cross": max(cfg.network.t_wait - arrival[d.address],
+                               exchange[miner_of[d.address].address]) + verify_s,
+                "t_bg": t_bg,
+                "t_bp": t_bp,
+                "t_dn": t_dn,
+                "t_global": global_s[d.address],
+            }
+            for d in self.devices
+        ]
+        latency = {k: sum(p[k] for p in per_device) / len(per_device) for k in per_device[0]}
+        latency["total"] = sum(latency.values())
+        latency["verification"] = verify_s
+        latency["update_bits"] = sum(8 * len(t.submission.payload) for t in trained) / len(trained)
+        latency["block_bits"] = block_bits
 
         global_state = self.devices[0].global_state
         test = self.experiment.test
-        metrics = evaluate(cfg.model.name, global_state, test.x, test.y, test.task)
-        pow_attempts = finishes[0].solution.attempts
         return RoundResult(
             round=round_,
             winner=self.miners[winner].address,
             forks=forks,
             accepted=record.num_updates,
             rejected=sum(not v.accepted for v in verdicts.values()),
-            late=late,
+            late=len(self.devices) - len(verdicts),
             samples=record.total_samples,
             global_model_hash=to_hex(record.global_model_hash),
             block_hash=to_hex(record.block_hash),
-            metrics=metrics,
-            phases=phases | {"pow_virtual_seconds": finishes[0].time},
-            gas_used=winner_receipt.gas_used,
-            pow_attempts=pow_attempts,
+            metrics=evaluate(cfg.model.name, global_state, test.x, test.y, test.task),
+            phases=phases,
+            latency=latency,
+            gas_used=receipt.gas_used,
+            pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
             verdicts=verdicts,
         )
 
+    def _commit(
+        self, candidates: list[Candidate | None], finishes: list[Finish]
+    ) -> tuple[int, CommitReceipt, int]:
+        """Every miner that finished before hearing of the winner commits; later ones fork."""
+        winner: tuple[int, CommitReceipt] | None = None
+        forks = 0
+        for finish in finishes:
+            candidate = candidates[finish.miner]
+            assert candidate is not None
+            proposal = replace(candidate.proposal, nonce=finish.solution.nonce)
+            receipt = self.miners[finish.miner].commit(proposal)
+            if receipt is None:
+                forks += 1
+            elif winner is None:
+                winner = (finish.miner, receipt)
+        if winner is None:
+            raise RuntimeError("no block was committed")
+        return winner[0], winner[1], forks
+
+
+class LinkClock:
+    """Transfer times over the emulated links: S bits take S / (W log2(1 + SNR)) seconds."""
+
+    def __init__(self, links: LinksConfig) -> None:
+        self.links = links
+        self.rate_up = link_rate(links.w_up, links.snr_up_db)
+        self.rate_dn = link_rate(links.w_dn, links.snr_dn_db)
+        self.rate_m = link_rate(links.w_m, links.snr_m_db)
+
+    def up(self, submission: UpdateSubmission) -> float:
+        """Upload time of one update (its safetensors payload)."""
+        return 8 * len(submission.payload) / self.rate_up
+
+    def block_bits(self, announcement: BlockAnnouncement) -> float:
+        """Size of a block: the header plus every update's payload."""
+        return self.links.header_bits + sum(8 * len(p) for p in announcement.payloads.values())
+
+    def miners(self, bits: float) -> float:
+        """Transfer time between miners (block propagation)."""
+        return bits / self.rate_m
+
+    def down(self, bits: float) -> float:
+        """Download time of a block by a device."""
+        return bits / self.rate_dn
+
+    def exchange(self, collected: dict[str, float]) -> dict[str, float]:
+        """Per miner: time to receive the update bits the other miners collected (gossip)."""
+        total = sum(collected.values())
+        return {miner: (total - own) / self.rate_m for miner, own in collected.items()}

@@ -1,0 +1,184 @@
+"""`blockfl latency compare RUN_DIR`: measured per-phase latency of a run against the model.
+
+`blockfl simulate` emulates the links of the latency model (a transfer of S bits takes
+S / (W log2(1 + SNR)) seconds, `[links]` in the config) and runs a real proof-of-work race whose
+target gives each miner the block generation rate lambda, timed on a virtual clock (attempts /
+hash rate). Each round records, per device, the model's terms. This module feeds the model the
+run's own parameters (devices, miners, lambda, T_wait, links, the measured update size) and the
+measured compute inputs (local training, verification and global-model times, which the model
+takes as delta/f_c inputs), and checks the rest:
+
+- deterministic terms (upload, cross-verification wait and exchange, propagation, download)
+  must agree within `DETERMINISTIC_TOLERANCE`;
+- block generation (mean of min of N_M exponentials, 1/(N_M lambda)) and the fork rate
+  (1 - exp(-lambda (N_M-1) T_bp)) must agree within 3 standard errors of the run's mean.
+
+Our chain arbitrates forks (the contract rejects the second block of a round), so a fork does
+not repeat the round as in the paper; the measured total is compared with the model's bracket
+without retries, and the paper's E[T] with retries is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from blockfl.config import load_config
+from blockfl.latency.model import (
+    LatencyParams,
+    expected_latency,
+    p_fork,
+    t_bp,
+    t_dn,
+    t_exchange,
+    t_up,
+)
+
+DETERMINISTIC_TOLERANCE = 0.02
+STATISTICAL_SIGMAS = 3.0
+
+
+@dataclass(frozen=True)
+class PhaseComparison:
+    """One term: measured mean (and its standard error) against the model."""
+
+    term: str
+    measured: float
+    stderr: float
+    model: float
+    kind: str  # "input" (calibrated), "deterministic", "statistical"
+    agrees: bool
+
+    @property
+    def relative_error(self) -> float:
+        """|measured - model| / model."""
+        return abs(self.measured - self.model) / self.model if self.model else 0.0
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.inf
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def model_params(run_dir: Path, rows: list[dict[str, Any]]) -> LatencyParams:
+    """The latency model's parameters for a run (links, sizes, lambda from its config)."""
+    config = load_config(run_dir / "config.toml")
+    links = config.links
+    bits = sum(r["latency"]["update_bits"] for r in rows) / len(rows)
+    return LatencyParams(
+        n_devices=config.network.devices,
+        n_miners=config.network.miners,
+        lambda_=config.chain.block_rate,
+        t_wait=config.network.t_wait,
+        w_up=links.w_up, w_dn=links.w_dn, w_m=links.w_m,
+        snr_up_db=links.snr_up_db, snr_dn_db=links.snr_dn_db, snr_m_db=links.snr_m_db,
+        delta_m=bits,
+        h=links.header_bits,
+    )
+
+
+def compare_run(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]:
+    """Compare every term of a run with the model; also return the totals."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if not rows:
+        raise ValueError(f"{run_dir} has no rounds")
+    p = model_params(run_dir, rows)
+    measured = {k: _mean_se([r["latency"][k] for r in rows]) for k in rows[0]["latency"]}
+    local, verify, global_ = (measured[k][0] for k in ("t_local", "verification", "t_global"))
+    model_cross = max(p.t_wait - (local + t_up(p)), t_exchange(p)) + verify
+    fork_rate = _mean_se([1.0 if r["forks"] > 0 else 0.0 for r in rows])
+    pf = p_fork(p)
+    fork_se = math.sqrt(pf * (1 - pf) / len(rows))
+    expected = {
+        "t_local": (local, "input"),
+        "t_up": (t_up(p), "deterministic"),
+        "t_cross": (model_cross, "deterministic"),
+        "t_bg": (1 / (p.n_miners * p.lambda_), "statistical"),
+        "t_bp": (t_bp(p), "deterministic"),
+        "t_dn": (t_dn(p), "deterministic"),
+        "t_global": (global_, "input"),
+        "fork_rate": (pf, "statistical"),
+    }
+    out = []
+    for term, (model, kind) in expected.items():
+        mean, se = fork_rate if term == "fork_rate" else measured[term]
+        if term == "fork_rate":
+            se = fork_se
+        if kind == "deterministic":
+            ok = abs(mean - model) <= DETERMINISTIC_TOLERANCE * model
+        elif kind == "statistical":
+            ok = abs(mean - model) <= STATISTICAL_SIGMAS * se
+        else:
+            ok = True
+        out.append(PhaseComparison(term, mean, se, model, kind, ok))
+    model = {c.term: c.model for c in out}
+    bracket = sum(model[t] for t in ("t_local", "t_up", "t_cross", "t_bg", "t_bp"))
+    totals = {
+        "rounds": float(len(rows)),
+        "measured_total": measured["total"][0],
+        "model_total_without_fork_retries": bracket + model["t_dn"] + model["t_global"],
+        "paper_expected_latency_with_fork_retries": bracket * expected_latency(p).n_fork
+        + model["t_dn"] + model["t_global"],
+    }
+    return out, totals
+
+
+def plot_comparison(comparisons: list[PhaseComparison], path: Path) -> Path:
+    """Bar chart: measured (with 95% intervals) and model, per latency term."""
+    terms = [c for c in comparisons if c.term.startswith("t_")]
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    xs = range(len(terms))
+    ax.bar([x - 0.2 for x in xs], [c.measured for c in terms], width=0.4, label="measured",
+           yerr=[1.96 * c.stderr for c in terms], capsize=3)
+    ax.bar([x + 0.2 for x in xs], [c.model for c in terms], width=0.4, label="model")
+    ax.set_xticks(list(xs), [c.term for c in terms])
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per round (mean)")
+    ax.set_title("BlockFL round latency: measured (simulate, emulated links) vs model")
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `latency compare RUN_DIR`."""
+    compare = commands.add_parser(
+        "compare", help="measured per-phase latency of a simulate run against the model"
+    )
+    compare.add_argument("run_dir", type=Path)
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=compare_command)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """Print the comparison, write latency_compare.{json,png}; exit 1 if a term disagrees."""
+    comparisons, totals = compare_run(args.run_dir)
+    plot = plot_comparison(comparisons, args.run_dir / "latency_compare.png")
+    report = {"phases": [asdict(c) | {"relative_error": c.relative_error} for c in comparisons],
+              "totals": totals, "plot": plot.name,
+              "tolerance": {"deterministic_relative": DETERMINISTIC_TOLERANCE,
+                            "statistical_standard_errors": STATISTICAL_SIGMAS}}
+    (args.run_dir / "latency_compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{'term':<10} {'kind':<13} {'measured':>12} {'± 95%':>10} {'model':>12} "
+              f"{'rel.err':>8}  agrees")
+        for c in comparisons:
+            print(f"{c.term:<10} {c.kind:<13} {c.measured:>12.5f} {1.96 * c.stderr:>10.5f} "
+                  f"{c.model:>12.5f} {c.relative_error:>8.2%}  {'yes' if c.agrees else 'NO'}")
+        for key, value in totals.items():
+            print(f"{key}: {value:.5f}")
+        print(f"wrote {args.run_dir / 'latency_compare.json'} and {plot}")
+    return 0 if all(c.agrees for c in comparisons) else 1

@@ -1,0 +1,55 @@
+"""Measured latency of a simulate run (emulated links, real proof-of-work) against the model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from blockfl.cli import main
+from blockfl.latency.compare import compare_command, compare_run
+
+RUN_FLAGS = [
+    "simulate", "--rounds", "40", "--devices", "5", "--miners", "3", "--ledger", "local",
+    "--model-name", "logreg", "--training-epochs", "1", "--training-compute-time", "modelled",
+    "--network-t-wait", "0.5", "--links-w-m", "300000", "--chain-block-rate", "2.0",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main([*RUN_FLAGS, "--run-out-dir", str(out), "--run-name", "r", "--json"]) == 0
+    return out / "r"
+
+
+def test_every_phase_agrees_with_the_model(run_dir):
+    comparisons, totals = compare_run(run_dir)
+    by_term = {c.term: c for c in comparisons}
+    assert all(c.agrees for c in comparisons), comparisons
+    # the link terms follow the emulated transfers exactly
+    for term in ("t_up", "t_bp", "t_dn"):
+        assert by_term[term].relative_error < 1e-9
+    # forks happen at this propagation delay, and at the model's rate
+    assert 0.15 < by_term["fork_rate"].model < 0.6
+    assert by_term["fork_rate"].measured > 0
+    assert abs(totals["measured_total"] - totals["model_total_without_fork_retries"]) < 0.05 * (
+        totals["model_total_without_fork_retries"]
+    )
+    assert totals["paper_expected_latency_with_fork_retries"] > totals["measured_total"] * 0.99
+
+
+def test_a_wrong_lambda_is_caught(run_dir, capsys):
+    config = run_dir / "config.toml"
+    original = config.read_text()
+    try:
+        config.write_text(original.replace("block_rate = 2.0", "block_rate = 8.0"))
+        code = compare_command(argparse.Namespace(run_dir=run_dir, json=True))
+        report = json.loads(capsys.readouterr().out)
+    finally:
+        config.write_text(original)
+    assert code == 1
+    bg = next(p for p in report["phases"] if p["term"] == "t_bg")
+    assert not bg["agrees"]
+    assert (run_dir / "latency_compare.png").exists()
