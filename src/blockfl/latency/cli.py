@@ -61,10 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--out", type=Path, required=True, help="output directory for CSV/PNG")
     sweep.set_defaults(func=sweep_command)
-    # imported here: the subcommand module reuses this module's helpers
-    from blockfl.latency import compare
+    # imported here: these subcommand modules reuse this module's helpers
+    from blockfl.latency import compare, malfunction_cli
 
     compare.register(commands)
+    malfunction_cli.register(commands)
 
 
 def parse_override(item: str) -> tuple[str, object]:
