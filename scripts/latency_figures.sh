@@ -4,6 +4,7 @@
 # (or the directory given as $1). Extra arguments are passed to every sweep, e.g.
 #   scripts/latency_figures.sh runs/figures --config my_latency.toml --rounds 200000
 set -euo pipefail
+source "$(dirname "$0")/_blockfl.sh"
 
 out="${1:-runs/figures}"
 shift || true

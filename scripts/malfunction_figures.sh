@@ -5,6 +5,7 @@
 # $1). Extra arguments are passed on, e.g.
 #   scripts/malfunction_figures.sh runs/figures --seed 1 --corruption sign
 set -euo pipefail
+source "$(dirname "$0")/_blockfl.sh"
 
 out="${1:-runs/figures}"
 shift || true
