@@ -24,11 +24,8 @@ from blockfl.latency.model import (
 from blockfl.latency.sweep import SWEEP_PARAMS, run_sweep
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``latency`` command with its ``analyze`` and ``sweep`` subcommands."""
-    latency = subparsers.add_parser("latency", help="BlockFL end-to-end latency model")
-    commands = latency.add_subparsers(dest="latency_command", required=True)
-
+def params_arguments() -> argparse.ArgumentParser:
+    """A parent parser with ``--config`` and ``--set`` for the latency parameters."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config", type=Path, default=None, help="latency TOML (default: packaged latency.toml)"
@@ -41,6 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a parameter, VALUE in TOML syntax (repeatable), e.g. --set n_miners=5",
     )
+    return common
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``latency`` command with its ``analyze`` and ``sweep`` subcommands."""
+    latency = subparsers.add_parser("latency", help="BlockFL end-to-end latency model")
+    commands = latency.add_subparsers(dest="latency_command", required=True)
+
+    common = params_arguments()
 
     analyze = commands.add_parser(
         "analyze", parents=[common], help="expected latency per term, p_fork and lambda*"

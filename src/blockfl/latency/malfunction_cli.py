@@ -36,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     d = MalfunctionConfig()
     parser = commands.add_parser(
         "malfunction",
+        parents=[cli.params_arguments()],
         help="accuracy and latency of vanilla FL and BlockFL when servers/miners malfunction",
     )
     parser.add_argument("--p", type=float, default=d.p, help=f"malfunction probability ({d.p})")
@@ -63,17 +64,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=d.model, help=f"model name (default {d.model})")
     parser.add_argument("--partition", choices=["iid", "dirichlet"], default=d.partition)
     parser.add_argument("--corruption", choices=sorted(CORRUPTIONS), default=d.corruption)
-    parser.add_argument(
-        "--config", type=Path, default=None, help="latency TOML (default: packaged latency.toml)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a latency parameter (repeatable); n_devices/n_miners follow the run",
-    )
     parser.add_argument("--out", type=Path, required=True, help="output directory for CSV/PNG")
     parser.set_defaults(func=malfunction_command)
 
