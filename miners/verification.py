@@ -14,12 +14,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from blockfl.config import Config
 from blockfl.signing import Domain, SignatureError, SignedUpdate
 from blockfl.tensors import (
     StateDict,
     TensorFormatError,
     TensorSpec,
-    check_against_spec,
+    checked_norms,
     decode,
     l2_norm,
     tensor_hash,
@@ -68,6 +69,17 @@ class VerificationPolicy:
     norm_bound: float = float("inf")
     min_ms_per_sample: float = 0.0
     allowed_devices: frozenset[str] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> VerificationPolicy:
+        """The policy of an experiment configuration (sample cap as on chain)."""
+        v = config.verification
+        return cls(
+            max_payload_bytes=v.max_payload_bytes,
+            max_samples=config.chain.max_samples_per_update,
+            norm_bound=v.norm_bound,
+            min_ms_per_sample=v.min_ms_per_sample,
+        )
 
 
 @dataclass(frozen=True)
@@ -129,13 +141,13 @@ class Verifier:
         self._check_replay(record.round, device, record.update_hash)
         try:
             delta = decode(submission.payload, max_bytes=policy.max_payload_bytes)
-            check_against_spec(delta, ctx.spec)
+            norms = checked_norms(delta, ctx.spec)  # the spec check; the norms prove finiteness
         except TensorFormatError as exc:
             reason = "malformed_payload" if exc.reason == "malformed" else exc.reason
             raise UpdateRejected(reason, exc.detail) from None
         if tensor_hash(delta) != record.update_hash:
             raise UpdateRejected("hash_mismatch", "tensors do not hash to the signed update hash")
-        norm = l2_norm(delta)
+        norm = l2_norm(delta, norms)
         if norm > policy.norm_bound:
             raise UpdateRejected("norm_bound", f"L2 norm {norm:.4g} > {policy.norm_bound}")
         self._remember(record.round, device, record.update_hash)

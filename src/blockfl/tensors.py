@@ -126,6 +126,29 @@ def check_against_spec(
     Raises ``TensorFormatError`` with reason ``"missing_tensor"``, ``"unexpected_tensor"``,
     ``"shape_mismatch"``, ``"dtype_mismatch"`` or (if ``require_finite``) ``"non_finite"``.
     """
+    _check_spec(sd, spec, require_finite, None)
+
+
+def checked_norms(sd: Mapping[str, torch.Tensor], spec: TensorSpec) -> dict[str, float]:
+    """``check_against_spec(sd, spec)``, returning the float64 norm of each floating tensor.
+
+    Each norm doubles as its tensor's finiteness check, so a tensor is read once for both: an
+    inf or NaN element makes the norm inf or NaN, so a finite norm proves every element finite
+    (only a non-finite norm, e.g. float64 overflow, needs the element-wise check). Pass the
+    result to ``l2_norm`` to get the norm of ``sd`` without reading the tensors again.
+    """
+    norms: dict[str, float] = {}
+    _check_spec(sd, spec, True, norms)
+    return norms
+
+
+def _check_spec(
+    sd: Mapping[str, torch.Tensor],
+    spec: TensorSpec,
+    require_finite: bool,
+    norms: dict[str, float] | None,
+) -> None:
+    """``check_against_spec``; if ``norms`` is given, fill it with the floating tensors' norms."""
     missing = sorted(set(spec) - set(sd))
     if missing:
         raise TensorFormatError("missing_tensor", ", ".join(missing))
@@ -139,13 +162,24 @@ def check_against_spec(
             raise TensorFormatError("shape_mismatch", f"{name}: {tuple(t.shape)} != {shape}")
         if dtype_name(t.dtype) != dtype:
             raise TensorFormatError("dtype_mismatch", f"{name}: {dtype_name(t.dtype)} != {dtype}")
-        if require_finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if not (require_finite and t.is_floating_point()):
+            continue
+        if norms is not None:
+            norms[name] = _norm(t)
+            if math.isfinite(norms[name]):
+                continue
+        if not bool(torch.isfinite(t).all()):
             raise TensorFormatError("non_finite", name)
 
 
-def l2_norm(sd: Mapping[str, torch.Tensor]) -> float:
-    """Euclidean norm of all tensors of ``sd`` taken together (accumulated in float64)."""
-    total = sum(
-        float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64)) ** 2 for t in sd.values()
-    )
-    return math.sqrt(total)
+def _norm(t: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64))
+
+
+def l2_norm(sd: Mapping[str, torch.Tensor], norms: Mapping[str, float] | None = None) -> float:
+    """Euclidean norm of all tensors of ``sd`` taken together (accumulated in float64).
+
+    ``norms`` (from ``checked_norms``) holds tensors' norms already computed.
+    """
+    norms = norms or {}
+    return math.sqrt(sum((norms[k] if k in norms else _norm(t)) ** 2 for k, t in sd.items()))
