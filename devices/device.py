@@ -24,6 +24,11 @@ from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
 
 
+def device_seed(run_seed: int, index: int) -> int:
+    """The training seed of device `index` in a run seeded with `run_seed`."""
+    return run_seed * 7919 + index
+
+
 class GlobalModelMismatch(ValueError):
     """A downloaded global model that does not match the block committed on chain."""
 

@@ -18,7 +18,7 @@ from blockfl.chain.ledger import Ledger
 from blockfl.hashing import to_hex
 from blockfl.miners.verification import RoundContext, UpdateRejected, VerifiedUpdate, Verifier
 from blockfl.models import model_spec
-from blockfl.signing import SignatureError, address_of
+from blockfl.signing import SignatureError, SignedUpdate, address_of
 from blockfl.store import ModelStore
 from blockfl.tensors import StateDict, decode, tensor_hash
 from blockfl.wire import UpdateSubmission
@@ -54,6 +54,12 @@ class BlockAnnouncement:
     payloads: dict[str, bytes]
 
 
+class Journal(Protocol):
+    """Durable storage of accepted updates (see `blockfl.miners.journal`)."""
+
+    def record_update(self, submission: UpdateSubmission) -> None: ...
+
+
 class Peer(Protocol):
     """Another miner, as this miner talks to it."""
 
@@ -83,6 +89,7 @@ class MinerNode:
         store: ModelStore,
         strategy: AggregationStrategy,
         base_state: StateDict,
+        journal: Journal | None = None,
     ) -> None:
         self.key = key
         self.address = address_of(key)
@@ -90,6 +97,7 @@ class MinerNode:
         self.verifier = verifier
         self.store = store
         self.strategy = strategy
+        self.journal = journal
         self.peers: list[Peer] = []
         self.stats = MinerStats()
         self.rejections: list[tuple[int, str, str]] = []  # (round, device, reason)
@@ -138,10 +146,24 @@ class MinerNode:
                 self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
                 self.rejections.append((self.round, submission.device, exc.reason))
                 return Verdict(False, exc.reason, exc.detail)
+            if self.journal is not None:
+                self.journal.record_update(submission)  # durable before it is acknowledged
             self._pending[submission.device] = verified
             self._payloads[submission.device] = submission.payload
             self.stats.accepted += 1
             return Verdict(True)
+
+    def restore(self, submissions: Sequence[UpdateSubmission]) -> list[Verdict]:
+        """Re-verify updates acknowledged before a restart (from the journal)."""
+        return [self._accept(s) for s in submissions]
+
+    def pending_payload(self, update: SignedUpdate) -> bytes | None:
+        """The tensors of a pending update with exactly this signed record, if held."""
+        with self._lock:
+            known = self._pending.get(update.device)
+            if known is None or known.signed != update:
+                return None
+            return self._payloads[update.device]
 
     def pending_submissions(self) -> list[UpdateSubmission]:
         """The verified updates of the current round, as they were received."""
@@ -208,6 +230,9 @@ class MinerNode:
         with self._lock:
             if proposal.round < self.round:
                 return  # already built on it
+            if proposal.round > self.round:
+                raise InvalidBlock(f"block of round {proposal.round}, but this miner is at "
+                                   f"round {self.round}: it needs the blocks in between first")
             record = self.ledger.get_block(proposal.round)
             if record is None:
                 raise InvalidBlock(f"round {proposal.round} has no block on chain")
@@ -228,18 +253,20 @@ class MinerNode:
                 if tensor_hash(w.delta) != u.record.update_hash:
                     raise InvalidBlock(f"update of {u.device} does not match its signed hash")
             global_state = self.strategy.aggregate(self.base_state, updates)
-            if tensor_hash(global_state) != record.global_model_hash:
+            global_state_hash = tensor_hash(global_state)
+            if global_state_hash != record.global_model_hash:
                 raise InvalidBlock(
                     f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
                 )
-            self.adopt(global_state)
+            self.adopt(global_state, Head(record.round, record.block_hash, global_state_hash))
 
-    def adopt(self, global_state: StateDict) -> None:
-        """Build on the chain head whose global model is `global_state`."""
+    def adopt(self, global_state: StateDict, head: Head | None = None) -> None:
+        """Build on `head` (default: the chain head), whose global model is `global_state`."""
         with self._lock:
-            self.head = self.ledger.head()
-            if tensor_hash(global_state) != self.head.global_model_hash:
+            head = head or self.ledger.head()
+            if tensor_hash(global_state) != head.global_model_hash:
                 raise InvalidBlock("global model does not match the chain head")
+            self.head = head
             self.store.put(global_state)
             self.base_state = global_state
             self._pending.clear()

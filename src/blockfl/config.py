@@ -153,12 +153,24 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
+def config_path(name: str | Path) -> Path:
+    """A config file path; a bare name such as `network` means the packaged `network.toml`."""
+    path = Path(name)
+    packaged = DEFAULT_CONFIG.parent / f"{name}.toml"
+    if not path.exists() and path.suffix == "" and packaged.exists():
+        return packaged
+    if not path.exists():
+        raise FileNotFoundError(f"no config file {path}")
+    return path
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read a TOML file over the defaults; unknown sections or fields are errors."""
     config = Config()
     if path is None:
         return config
-    data = tomllib.loads(Path(path).read_text())
+    path = config_path(path)
+    data = tomllib.loads(path.read_text())
     sections = {f.name: f for f in fields(Config)}
     for name, values in data.items():
         if name not in sections:
@@ -194,7 +206,10 @@ def _convert(value: Any, kind: type, where: str) -> Any:
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add `--config PATH` and one `--section-field` flag per configuration field."""
-    parser.add_argument("--config", type=Path, help="experiment TOML (defaults otherwise)")
+    parser.add_argument(
+        "--config", type=Path,
+        help="experiment TOML, or a packaged one by name: demo, network (defaults otherwise)",
+    )
     for section in fields(Config):
         group = parser.add_argument_group(f"[{section.name}]")
         defaults = section.default_factory()  # type: ignore[misc]

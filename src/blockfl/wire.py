@@ -1,10 +1,31 @@
-"""What travels from a device to a miner and between miners: a signed record and its tensors."""
+"""What travels between devices and miners: signed records, their tensors, and blocks.
+
+Over HTTP an update is its safetensors bytes (the body) plus its signed record as compact
+JSON in the `BlockFL-Update` header; a block travels as JSON (`proposal_to_json`) and the
+receiver fetches any update tensors it lacks by update hash. Parsing never trusts its input:
+anything malformed raises `WireError`.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
-from blockfl.signing import SignedUpdate
+from eth_utils import is_address, to_checksum_address
+
+from blockfl.chain.blocks import BlockProposal
+from blockfl.hashing import from_hex, to_hex
+from blockfl.signing import SignedUpdate, UpdateRecord
+
+RECORD_HEADER = "BlockFL-Update"
+TENSOR_MEDIA_TYPE = "application/octet-stream"
+MAX_RECORD_CHARS = 4096
+_UINT64 = 2**64
+
+
+class WireError(ValueError):
+    """A record or block that cannot be parsed."""
 
 
 @dataclass(frozen=True)
@@ -22,3 +43,106 @@ class UpdateSubmission:
     def device(self) -> str:
         """The device address (checksummed)."""
         return self.signed.device
+
+
+def signed_to_dict(signed: SignedUpdate) -> dict[str, Any]:
+    """A signed record as JSON-safe values (hashes and signature as 0x-hex)."""
+    r = signed.record
+    return {
+        "device": to_checksum_address(r.device),
+        "round": r.round,
+        "base_model_hash": to_hex(r.base_model_hash),
+        "update_hash": to_hex(r.update_hash),
+        "samples": r.samples,
+        "compute_time_ms": r.compute_time_ms,
+        "signature": to_hex(signed.signature),
+    }
+
+
+def signed_from_dict(data: Any) -> SignedUpdate:
+    """Parse `signed_to_dict` output; WireError on anything else."""
+    try:
+        if not isinstance(data, dict):
+            raise WireError("a signed record is a JSON object")
+        if not isinstance(data["device"], str) or not is_address(data["device"]):
+            raise WireError("device is not an address")
+        record = UpdateRecord(
+            device=to_checksum_address(data["device"]),
+            round=_uint64(data["round"], "round"),
+            base_model_hash=from_hex(data["base_model_hash"]),
+            update_hash=from_hex(data["update_hash"]),
+            samples=_uint64(data["samples"], "samples"),
+            compute_time_ms=_uint64(data["compute_time_ms"], "compute_time_ms"),
+        )
+        signature = data["signature"]
+        if not isinstance(signature, str) or len(signature) > 200:
+            raise WireError("signature is not a hex string")
+        return SignedUpdate(record, bytes.fromhex(signature.removeprefix("0x")))
+    except WireError:
+        raise
+    except KeyError as exc:
+        raise WireError(f"signed record lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"malformed signed record: {exc}") from None
+
+
+def _uint64(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _UINT64:
+        raise WireError(f"{name} is not a uint64")
+    return value
+
+
+def record_header(signed: SignedUpdate) -> str:
+    """The `BlockFL-Update` header value of a signed record."""
+    return json.dumps(signed_to_dict(signed), separators=(",", ":"))
+
+
+def parse_record_header(value: str | None) -> SignedUpdate:
+    """The signed record in a `BlockFL-Update` header; WireError if absent or malformed."""
+    if not value:
+        raise WireError(f"missing {RECORD_HEADER} header with the signed record")
+    if len(value) > MAX_RECORD_CHARS:
+        raise WireError(f"{RECORD_HEADER} header longer than {MAX_RECORD_CHARS} characters")
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise WireError(f"{RECORD_HEADER} header is not JSON: {exc}") from None
+    return signed_from_dict(data)
+
+
+def proposal_to_dict(proposal: BlockProposal) -> dict[str, Any]:
+    """A block (its proposal with the nonce) as JSON-safe values."""
+    return {
+        "prev_hash": to_hex(proposal.prev_hash),
+        "round": proposal.round,
+        "global_model_hash": to_hex(proposal.global_model_hash),
+        "miner": to_checksum_address(proposal.miner),
+        "nonce": str(proposal.nonce),
+        "updates": [signed_to_dict(u) for u in proposal.updates],
+    }
+
+
+def proposal_from_dict(data: Any) -> BlockProposal:
+    """Parse `proposal_to_dict` output; WireError on anything else."""
+    try:
+        if not isinstance(data, dict) or not isinstance(data["updates"], list):
+            raise WireError("a block is a JSON object with a list of updates")
+        if not is_address(data["miner"]):
+            raise WireError("miner is not an address")
+        nonce = int(data["nonce"])
+        if not 0 <= nonce < 2**256:
+            raise WireError("nonce is not a uint256")
+        return BlockProposal(
+            prev_hash=from_hex(data["prev_hash"]),
+            round=_uint64(data["round"], "round"),
+            global_model_hash=from_hex(data["global_model_hash"]),
+            updates=tuple(signed_from_dict(u) for u in data["updates"]),
+            miner=to_checksum_address(data["miner"]),
+            nonce=nonce,
+        )
+    except WireError:
+        raise
+    except KeyError as exc:
+        raise WireError(f"block lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"malformed block: {exc}") from None

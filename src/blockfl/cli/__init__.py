@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from blockfl.cli import chain as chain_commands
 from blockfl.cli import inspect as inspect_commands
+from blockfl.cli import network as network_commands
+from blockfl.cli import nodes as node_commands
 from blockfl.cli import run as run_commands
 from blockfl.latency import cli as latency_commands
 
@@ -19,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="BlockFL: blockchain-incentivized federated learning on an Ethereum chain.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run_commands, chain_commands, inspect_commands, latency_commands):
+    for module in (run_commands, chain_commands, node_commands, network_commands,
+                   inspect_commands, latency_commands):
         module.register(commands)
     return parser
 

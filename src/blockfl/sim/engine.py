@@ -30,7 +30,7 @@ from blockfl.chain.evm import (
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.local import LocalLedger
 from blockfl.config import Config, LinksConfig
-from blockfl.devices.device import Device
+from blockfl.devices.device import Device, device_seed
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
@@ -116,13 +116,7 @@ class Simulation:
         self.ledger = ledger or open_ledger(
             config, [address_of(k) for k in miner_keys], tensor_hash(genesis), run_dir
         )
-        v = config.verification
-        policy = VerificationPolicy(
-            max_payload_bytes=v.max_payload_bytes,
-            max_samples=config.chain.max_samples_per_update,
-            norm_bound=v.norm_bound,
-            min_ms_per_sample=v.min_ms_per_sample,
-        )
+        policy = VerificationPolicy.from_config(config)
         strategy = STRATEGIES["fedavg"]()
         self.miners = [
             MinerNode(k, self.ledger, Verifier(policy), ModelStore(run_dir / f"miner{i}"),
@@ -133,7 +127,7 @@ class Simulation:
         self.strategy = strategy
         self.devices = [
             Device(derived_key("device", i, seed), shard, config.model.name, config.training,
-                   genesis, seed=seed * 7919 + i)
+                   genesis, seed=device_seed(seed, i))
             for i, shard in enumerate(self.experiment.shards)
         ]
         self.rng = random.Random(seed)

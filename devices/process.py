@@ -1,0 +1,143 @@
+"""A device as a process of a network: train, upload, wait for the block, check, repeat.
+
+Each round the device reads the chain head, makes sure it holds the head's global model
+(downloaded from a miner and checked against the on-chain hash; optionally recomputed from the
+block's updates, as in the paper), trains and signs its update for the next round, and uploads
+it to a miner chosen uniformly at random, trying the others if that miner is down. It then waits
+for the block of that round on chain and reads whether its update was paid. Everything it needs
+is on chain or at the miners, so a restarted device simply resumes from the chain head.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+
+from blockfl.aggregation import FedAvg, WeightedUpdate
+from blockfl.chain.blocks import Head
+from blockfl.chain.ledger import Ledger
+from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.devices.device import Device, GlobalModelMismatch
+from blockfl.events import EventLog
+from blockfl.hashing import to_hex
+from blockfl.tensors import decode
+from blockfl.wire import UpdateSubmission
+
+
+class NoMinerAvailable(ConnectionError):
+    """Every miner is down or refused to serve."""
+
+
+class DeviceProcess:
+    """One device's loop against a ledger and a set of miners."""
+
+    def __init__(
+        self,
+        device: Device,
+        ledger: Ledger,
+        miners: Sequence[MinerClient],
+        log: EventLog,
+        seed: int = 0,
+        recompute: bool = False,
+        poll: float = 0.2,
+    ) -> None:
+        self.device = device
+        self.ledger = ledger
+        self.miners = list(miners)
+        self.log = log
+        self.rng = random.Random(seed)
+        self.recompute = recompute
+        self.poll = poll
+
+    def run(self, rounds: int, stop: threading.Event | None = None) -> None:
+        """Take part until the chain has `rounds` blocks (or `stop` is set)."""
+        stop = stop or threading.Event()
+        self.log("started", address=self.device.address, samples=len(self.device.shard.y))
+        while not stop.is_set():
+            head = self.ledger.head()
+            if head.round >= rounds:
+                break
+            try:
+                self.follow(head)
+                round_ = head.round + 1
+                trained = self.device.train(round_, self.ledger.domain)
+                self.upload(trained.submission)
+            except NoMinerAvailable as exc:
+                self.log("no_miner", error=str(exc))
+                stop.wait(1.0)
+                continue
+            self.wait_for_block(round_, stop)
+        self.log("finished", round=self.ledger.head().round)
+
+    def _miners_in_random_order(self) -> list[MinerClient]:
+        first = self.rng.choice(self.miners)  # BlockFL's uniform association
+        return [first] + [m for m in self.miners if m is not first]
+
+    def upload(self, submission: UpdateSubmission) -> None:
+        """Upload to a random miner; on a dead miner, try the next one."""
+        record = submission.signed.record
+        for miner in self._miners_in_random_order():
+            try:
+                miner.upload(submission)
+            except MinerUnavailable as exc:
+                self.log("miner_down", miner=miner.url, error=str(exc))
+                continue
+            except MinerRejected as exc:
+                self.log("update_rejected", round=record.round, miner=miner.url,
+                         reason=exc.reason, detail=exc.detail)
+                return
+            self.log("uploaded", round=record.round, miner=miner.url, samples=record.samples,
+                     compute_time_ms=record.compute_time_ms,
+                     update_hash=to_hex(record.update_hash))
+            return
+        raise NoMinerAvailable("no miner accepted the upload connection")
+
+    def wait_for_block(self, round_: int, stop: threading.Event) -> None:
+        """Poll the chain until round `round_` is committed; log whether this device was paid."""
+        while not stop.is_set() and self.ledger.head().round < round_:
+            stop.wait(self.poll)
+        if stop.is_set():
+            return
+        mine = [u for u in self.ledger.accepted_updates(round_) if u.device == self.device.address]
+        self.log("block", round=round_, included=bool(mine),
+                 reward=str(mine[0].reward) if mine else "0")
+
+    def follow(self, head: Head) -> None:
+        """Hold the head's global model, checked against the on-chain hash."""
+        if self.device.global_hash == head.global_model_hash:
+            return
+        for miner in self._miners_in_random_order():
+            try:
+                model = miner.model(head.global_model_hash)
+                if model is None:
+                    continue
+                updates = self._block_updates(miner, head) if self.recompute else None
+                self.device.adopt(head.global_model_hash, model, updates, FedAvg())
+            except MinerUnavailable as exc:
+                self.log("miner_down", miner=miner.url, error=str(exc))
+                continue
+            except GlobalModelMismatch as exc:
+                self.log("model_mismatch", miner=miner.url, error=str(exc))
+                continue
+            self.log("model", round=head.round, global_model_hash=to_hex(head.global_model_hash),
+                     recomputed=updates is not None)
+            return
+        raise NoMinerAvailable(f"no miner serves the global model of round {head.round}")
+
+    def _block_updates(self, miner: MinerClient, head: Head) -> list[WeightedUpdate] | None:
+        """The block's updates for recomputing the aggregate (None if this device missed the
+        previous model, so there is nothing to recompute from)."""
+        block = miner.block(head.round)
+        if block is None or not self.device.global_hash or head.round == 0:
+            return None
+        if any(u.record.base_model_hash != self.device.global_hash for u in block.updates):
+            return None
+        out = []
+        for update in block.updates:
+            fetched = miner.update(update.record.update_hash)
+            if fetched is None:
+                return None
+            delta = decode(fetched.payload, max_bytes=miner.max_bytes)
+            out.append(WeightedUpdate(update.device, delta, update.record.samples))
+        return out

@@ -1,0 +1,184 @@
+"""The miner's HTTP API (FastAPI). Every rejection is JSON `{"error": reason, "detail": ...}`.
+
+    POST /updates          a device's upload: safetensors body (application/octet-stream) and
+                           the signed record as JSON in the `BlockFL-Update` header
+    POST /gossip           the same, forwarded by another miner (cross-verified, not re-gossiped)
+    POST /blocks           another miner announces a committed block (JSON)
+    GET  /blocks/{round}   a committed block this miner knows (JSON)
+    GET  /updates/{hash}   an acknowledged update by update hash (body + record header)
+    GET  /models/{hash}    a global model by hash (safetensors)
+    GET  /info, /health    the miner's state
+
+Bodies are read as a stream and cut off at the size limit (413) before they are buffered whole;
+the miner's work runs in a thread pool so uploads never block the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from blockfl.hashing import from_hex
+from blockfl.miners.node import Verdict
+from blockfl.miners.service import MinerService
+from blockfl.wire import (
+    RECORD_HEADER,
+    TENSOR_MEDIA_TYPE,
+    UpdateSubmission,
+    WireError,
+    parse_record_header,
+    proposal_from_dict,
+    proposal_to_dict,
+    record_header,
+)
+
+MAX_BLOCK_JSON = 8 * 2**20
+
+#: HTTP status of each rejection reason (anything else is 400 or 422)
+STATUS = {
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "wrong_round": 409,
+    "stale_base_model": 409,
+    "replay": 409,
+    "unknown_device": 403,
+    "not_found": 404,
+}
+
+
+class Rejection(Exception):
+    """A request the miner refuses, with its reason."""
+
+    def __init__(self, reason: str, detail: str = "", status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.status = status or STATUS.get(reason, 400)
+
+
+def error(reason: str, detail: str = "", status: int | None = None) -> JSONResponse:
+    """The JSON error response of a rejection."""
+    return JSONResponse({"error": reason, "detail": detail},
+                        status_code=status or STATUS.get(reason, 400))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejection("bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Rejection("payload_too_large", f"{declared} > {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejection("payload_too_large", f"more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
+    """The FastAPI application of one miner service."""
+    app = FastAPI(title="BlockFL miner", version="1")
+    node = service.node
+
+    @app.exception_handler(Rejection)
+    async def _rejection(_: Request, exc: Rejection) -> JSONResponse:
+        return error(exc.reason, exc.detail, exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        return error(reason, str(exc.detail), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error("bad_request", str(exc.errors())[:500], 422)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        service.log("internal_error", error=f"{type(exc).__name__}: {exc}")
+        return error("internal_error", type(exc).__name__, 500)
+
+    async def receive(request: Request, handler: Callable[[UpdateSubmission], Verdict]) -> dict:
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        if media != TENSOR_MEDIA_TYPE:
+            raise Rejection("unsupported_media_type",
+                            f"an update body is {TENSOR_MEDIA_TYPE} (safetensors), not {media!r}")
+        try:
+            signed = parse_record_header(request.headers.get(RECORD_HEADER))
+        except WireError as exc:
+            raise Rejection("malformed_record", str(exc)) from None
+        payload = await read_body(request, max_payload_bytes)
+        verdict = await run_in_threadpool(handler, UpdateSubmission(signed, payload))
+        if not verdict.accepted:
+            raise Rejection(verdict.reason, verdict.detail)
+        service.log("update_accepted", device=signed.device, round=signed.record.round,
+                    via=request.url.path.strip("/"), samples=signed.record.samples)
+        return {"accepted": True, "round": signed.record.round, "miner": node.address,
+                "status": verdict.reason or "accepted"}
+
+    @app.post("/updates")
+    async def upload(request: Request) -> dict:
+        return await receive(request, node.receive_upload)
+
+    @app.post("/gossip")
+    async def gossip(request: Request) -> dict:
+        return await receive(request, node.receive_gossip)
+
+    @app.post("/blocks", status_code=202)
+    async def announce(request: Request) -> dict:
+        body = await read_body(request, MAX_BLOCK_JSON)
+        try:
+            proposal = proposal_from_dict(json.loads(body))
+        except (ValueError, WireError) as exc:
+            raise Rejection("malformed_block", str(exc)[:300]) from None
+        service.announced(proposal)
+        return {"round": proposal.round}
+
+    @app.get("/blocks/{round_}")
+    async def block(round_: int) -> dict:
+        proposal = await run_in_threadpool(service.block, round_)
+        if proposal is None:
+            raise Rejection("not_found", f"no block of round {round_} here")
+        return proposal_to_dict(proposal)
+
+    def hash_param(value: str) -> bytes:
+        try:
+            return from_hex(value)
+        except ValueError:
+            raise Rejection("bad_request", "a hash is 32 bytes of 0x-hex") from None
+
+    @app.get("/updates/{update_hash}")
+    async def update(update_hash: str) -> Response:
+        found = await run_in_threadpool(service.journal.update, hash_param(update_hash))
+        if found is None:
+            raise Rejection("not_found", f"no update {update_hash} here")
+        return Response(found.payload, media_type=TENSOR_MEDIA_TYPE,
+                        headers={RECORD_HEADER: record_header(found.signed)})
+
+    @app.get("/models/{model_hash}")
+    async def model(model_hash: str) -> Response:
+        try:
+            data = await run_in_threadpool(service.store.get_bytes, hash_param(model_hash))
+        except KeyError:
+            raise Rejection("not_found", f"no model {model_hash} here") from None
+        return Response(data, media_type=TENSOR_MEDIA_TYPE)
+
+    @app.get("/info")
+    async def info() -> dict:
+        return await run_in_threadpool(service.info)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True}
+
+    return app

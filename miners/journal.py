@@ -1,0 +1,111 @@
+"""A miner's durable state in SQLite: every update it acknowledged and every block it knows.
+
+An update is written (and fsynced, WAL with `synchronous=FULL`) before the miner acknowledges
+it, so a miner killed at any moment restarts with every acknowledged update: either it is in a
+committed block or it is still pending for the open round. Committed blocks are kept with their
+updates' tensors so the miner can serve them to peers and devices after a restart. Global
+models live next to it in the content-addressed `ModelStore`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from blockfl.chain.blocks import BlockProposal
+from blockfl.wire import (
+    UpdateSubmission,
+    proposal_from_dict,
+    proposal_to_dict,
+    signed_from_dict,
+    signed_to_dict,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    round INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    update_hash BLOB NOT NULL,
+    record TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (round, device)
+);
+CREATE INDEX IF NOT EXISTS updates_by_hash ON updates (update_hash);
+CREATE TABLE IF NOT EXISTS blocks (
+    round INTEGER PRIMARY KEY,
+    block TEXT NOT NULL
+);
+"""
+
+
+class MinerJournal:
+    """Acknowledged updates and known blocks of one miner, in `path` (SQLite)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def record_update(self, submission: UpdateSubmission) -> None:
+        """Keep an accepted update (durable when this returns)."""
+        with self._lock:
+            self._insert(submission)
+
+    def _insert(self, submission: UpdateSubmission) -> None:
+        record = submission.signed.record
+        self._db.execute(
+            "INSERT OR IGNORE INTO updates VALUES (?, ?, ?, ?, ?)",
+            (record.round, submission.device, record.update_hash,
+             json.dumps(signed_to_dict(submission.signed)), submission.payload),
+        )
+
+    def updates_of(self, round_: int) -> list[UpdateSubmission]:
+        """Every update acknowledged for `round_`, in the order they were accepted."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record, payload FROM updates WHERE round = ? ORDER BY rowid", (round_,)
+            ).fetchall()
+        return [UpdateSubmission(signed_from_dict(json.loads(r)), bytes(p)) for r, p in rows]
+
+    def update(self, update_hash: bytes) -> UpdateSubmission | None:
+        """The acknowledged update with this update hash, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record, payload FROM updates WHERE update_hash = ? LIMIT 1",
+                (update_hash,),
+            ).fetchone()
+        if row is None:
+            return None
+        return UpdateSubmission(signed_from_dict(json.loads(row[0])), bytes(row[1]))
+
+    def record_block(self, proposal: BlockProposal, submissions: list[UpdateSubmission]) -> None:
+        """Keep a committed block and its updates' tensors (one transaction)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for submission in submissions:
+                    self._insert(submission)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO blocks VALUES (?, ?)",
+                    (proposal.round, json.dumps(proposal_to_dict(proposal))),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def block(self, round_: int) -> BlockProposal | None:
+        """The committed block of `round_`, if this miner knows it."""
+        with self._lock:
+            row = self._db.execute("SELECT block FROM blocks WHERE round = ?", (round_,)).fetchone()
+        return None if row is None else proposal_from_dict(json.loads(row[0]))
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,297 @@
+"""A miner as a long-running process: collect, mine on the wall clock, commit, follow the chain.
+
+The loop of one round: the miner collects verified updates (uploads and gossip) until its
+candidate block holds an update of every expected device or `T_wait` has passed since the round
+began; it then searches nonces for its own header at (at most) the configured hash rate, so the
+proof-of-work time is exponential with the block generation rate lambda set by the on-chain
+target. Between chunks of nonces it watches the chain: when another miner's block lands first,
+it stops, checks that block (proof-of-work, signatures, recomputed aggregate) and builds on it;
+a block it commits after that is a fork, rejected by the contract and counted. New updates that
+arrive while mining restart the search with the larger candidate (the race is memoryless).
+
+Everything acknowledged is in the journal first, so a restarted miner resumes from the chain
+head, its model store and its journal, and gossips its pending updates again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from blockfl.aggregation import FedAvg
+from blockfl.chain.blocks import BlockProposal, Head, solve_pow
+from blockfl.chain.ledger import Ledger
+from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.events import EventLog
+from blockfl.hashing import to_hex
+from blockfl.miners.journal import MinerJournal
+from blockfl.miners.node import BlockAnnouncement, Candidate, InvalidBlock, MinerNode
+from blockfl.miners.peers import HttpPeer
+from blockfl.miners.verification import VerificationPolicy, Verifier
+from blockfl.store import ModelStore
+from blockfl.tensors import StateDict, tensor_hash
+from blockfl.wire import UpdateSubmission
+
+
+@dataclass(frozen=True)
+class MiningSettings:
+    """When a miner closes its candidate block and how fast it hashes."""
+
+    t_wait: float  # seconds after the round began
+    block_size: int  # updates that fill a block (the number of devices)
+    hash_rate: float  # hashes per second, the rate the on-chain target was set for (0: no cap)
+    chunk: int = 500  # nonces between checks of the chain and the candidate
+    poll: float = 0.1  # seconds between chain polls while idle
+    check_grace: float = 3.0  # seconds to wait for a new block's data before trusting the hash
+
+
+class MinerService:
+    """A `MinerNode` with its journal, model store, HTTP peers and mining loop."""
+
+    def __init__(
+        self,
+        key: bytes,
+        ledger: Ledger,
+        policy: VerificationPolicy,
+        settings: MiningSettings,
+        data_dir: Path,
+        peers: Sequence[MinerClient],
+        genesis: StateDict | None,
+        log: EventLog,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.log = log
+        self.journal = MinerJournal(data_dir / "miner.db")
+        self.store = ModelStore(data_dir / "models")
+        self.clients = list(peers)
+        self.target = ledger.params().target
+        self._announced: dict[int, BlockProposal] = {}
+        self._wake = threading.Event()
+        self._behind_since: float | None = None
+        head = ledger.head()
+        base = self._model(head.global_model_hash, genesis)
+        self.node = MinerNode(key, ledger, Verifier(policy), self.store, FedAvg(), base,
+                              journal=self.journal)
+        self.node.peers = [HttpPeer(c, log) for c in self.clients]
+        self.round_started = time.monotonic()
+        restored = self.node.restore(self.journal.updates_of(self.node.round))
+        log("started", address=self.node.address, round=self.node.round,
+            restored=sum(v.accepted for v in restored))
+        for submission in self.node.pending_submissions():
+            for peer in self.node.peers:
+                peer.receive_gossip(submission)
+
+    @property
+    def address(self) -> str:
+        """This miner's address."""
+        return self.node.address
+
+    # ------------------------------------------------------------------ chain and models
+
+    def _model(self, model_hash: bytes, genesis: StateDict | None = None) -> StateDict:
+        """A global model by hash: from the store, the genesis model, or a peer."""
+        if self.store.has(model_hash):
+            return self.store.get(model_hash)
+        if genesis is not None and tensor_hash(genesis) == model_hash:
+            self.store.put(genesis)
+            return genesis
+        for client in random.sample(self.clients, len(self.clients)):
+            try:
+                state = client.model(model_hash)
+            except MinerUnavailable:
+                continue
+            if state is not None:
+                self.store.put(state)
+                return state
+        raise LookupError(f"no peer serves the global model {to_hex(model_hash)}")
+
+    def announced(self, proposal: BlockProposal) -> None:
+        """A peer announced a committed block: check it in the loop."""
+        self._announced[proposal.round] = proposal
+        self._wake.set()
+
+    def block(self, round_: int) -> BlockProposal | None:
+        """A committed block this miner knows."""
+        return self.journal.block(round_)
+
+    def sync(self) -> bool:
+        """Follow the chain, checking and adopting new blocks; True when on the chain head.
+
+        The next block is checked in full. When this miner is further behind (it was down), or
+        the block's data cannot be had within `check_grace`, it takes the head's global model
+        by hash from a peer: the chain vouches for the hash.
+        """
+        head = self.ledger.head()
+        if head.round < self.node.round:
+            return True
+        if head.round == self.node.round:
+            if self._adopt_checked(head.round):
+                self._behind_since = None
+                return True
+            now = time.monotonic()
+            self._behind_since = self._behind_since or now
+            if now - self._behind_since < self.settings.check_grace:
+                return False
+        self._behind_since = None
+        self.node.adopt(self._model(head.global_model_hash), head)
+        self._round_began(head, checked=False)
+        return True
+
+    def _adopt_checked(self, round_: int) -> bool:
+        """Check the next block fully (cross-verification of a committed block) and adopt it."""
+        proposal = self._announced.pop(round_, None) or self._fetch_block(round_)
+        if proposal is None:
+            return False
+        submissions = self._block_submissions(proposal)
+        if submissions is None:
+            return False
+        payloads = {s.device: s.payload for s in submissions}
+        try:
+            self.node.receive_block(BlockAnnouncement(proposal, payloads))
+        except InvalidBlock as exc:
+            self.log("invalid_block", round=round_, miner=proposal.miner, error=str(exc))
+            return False
+        self.journal.record_block(proposal, submissions)
+        self._round_began(self.node.head, checked=True)
+        return True
+
+    def _round_began(self, head: Head, checked: bool) -> None:
+        self.round_started = time.monotonic()
+        self.log("adopted", round=head.round, block_hash=to_hex(head.block_hash),
+                 global_model_hash=to_hex(head.global_model_hash), checked=checked)
+
+    def _fetch_block(self, round_: int) -> BlockProposal | None:
+        for client in self.clients:
+            try:
+                proposal = client.block(round_)
+            except MinerUnavailable:
+                continue
+            if proposal is not None:
+                return proposal
+        return None
+
+    def _block_submissions(self, proposal: BlockProposal) -> list[UpdateSubmission] | None:
+        """Every update of a block with its tensors: held, journaled, or fetched from peers."""
+        out = []
+        for update in proposal.updates:
+            payload = self.node.pending_payload(update)
+            if payload is None:
+                known = self.journal.update(update.record.update_hash)
+                payload = known.payload if known and known.signed == update else None
+            if payload is None:
+                fetched = self._fetch_update(update.record.update_hash)
+                if fetched is None:
+                    return None
+                payload = fetched.payload
+            out.append(UpdateSubmission(update, payload))
+        return out
+
+    def _fetch_update(self, update_hash: bytes) -> UpdateSubmission | None:
+        for client in self.clients:
+            try:
+                found = client.update(update_hash)
+            except (MinerUnavailable, MinerRejected):
+                continue
+            if found is not None:
+                return found
+        return None
+
+    # ------------------------------------------------------------------ mining
+
+    def ready(self) -> bool:
+        """Whether the candidate block is closed: full, or `T_wait` passed with updates in it."""
+        pending = len(self.node.pending_devices())
+        if pending == 0:
+            return False
+        if pending >= self.settings.block_size:
+            return True
+        return time.monotonic() - self.round_started >= self.settings.t_wait
+
+    def mine(self, stop: threading.Event) -> None:
+        """Race for the current round; commit if this miner finds a nonce first."""
+        candidate = self.node.candidate()
+        if candidate is None:
+            return
+        proposal = candidate.proposal
+        header = proposal.header(self.ledger.domain)
+        self.log("mining", round=proposal.round, updates=len(proposal.updates))
+        started = last_poll = time.monotonic()
+        nonce, chunk, rate = 0, self.settings.chunk, self.settings.hash_rate
+        while not stop.is_set():
+            solution = solve_pow(header, self.target, start_nonce=nonce, max_attempts=chunk)
+            if solution is not None:
+                self._commit(candidate, replace(proposal, nonce=solution.nonce), nonce + 1)
+                return
+            nonce += chunk
+            if rate > 0:  # hash at the rate the target was set for
+                ahead = started + nonce / rate - time.monotonic()
+                if ahead > 0:
+                    self._wake.wait(ahead)
+            now = time.monotonic()
+            if self._wake.is_set() or now - last_poll >= self.settings.poll:
+                self._wake.clear()
+                last_poll = now
+                if self.ledger.head().round >= proposal.round:
+                    return  # another miner's block landed: sync() takes it
+            if len(self.node.pending_devices()) != len(proposal.updates):
+                return  # a larger candidate: start again with it
+
+    def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int) -> None:
+        receipt = self.node.commit(proposal)
+        if receipt is None:
+            self.log("fork", round=proposal.round, attempts=attempts)
+            return
+        head = Head(proposal.round, receipt.block_hash, proposal.global_model_hash)
+        announcement = self.node.announcement(proposal)
+        self.node.adopt(candidate.global_state, head)
+        self.journal.record_block(proposal, [
+            UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates
+        ])
+        self.log("committed", round=proposal.round, block_hash=to_hex(receipt.block_hash),
+                 global_model_hash=to_hex(proposal.global_model_hash),
+                 updates=len(proposal.updates), attempts=attempts, gas_used=receipt.gas_used)
+        self.round_started = time.monotonic()
+        for peer in self.node.peers:
+            peer.receive_block(announcement)
+
+    def run(self, stop: threading.Event) -> None:
+        """The miner's loop until `stop` is set; an error in one pass is logged, never fatal."""
+        while not stop.is_set():
+            try:
+                if self.sync() and self.ready():
+                    self.mine(stop)
+                else:
+                    self._wake.wait(self.settings.poll)
+                    self._wake.clear()
+            except Exception as exc:  # a miner keeps serving: log and try again
+                self.log("error", error=f"{type(exc).__name__}: {exc}")
+                stop.wait(1.0)
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /info` shows."""
+        node = self.node
+        return {
+            "address": node.address,
+            "round": node.round,
+            "head": {"round": node.head.round, "block_hash": to_hex(node.head.block_hash),
+                     "global_model_hash": to_hex(node.head.global_model_hash)},
+            "pending": node.pending_devices(),
+            "accepted": node.stats.accepted,
+            "rejected": node.stats.rejected,
+            "blocks": node.stats.blocks,
+            "forks": node.stats.forks,
+            "peers": [c.url for c in self.clients],
+        }
+
+    def close(self) -> None:
+        """Stop peers and close the journal."""
+        for peer in self.node.peers:
+            if isinstance(peer, HttpPeer):
+                peer.close()
+        self.journal.close()

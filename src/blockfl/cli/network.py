@@ -1,0 +1,88 @@
+"""`blockfl network up|certs`: a whole local network of processes, and TLS certificates for it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from blockfl.config import add_config_flags, config_from_args
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `network` and its subcommands."""
+    network = commands.add_parser("network", help="a local network of miner/device processes")
+    sub = network.add_subparsers(dest="network_command", required=True)
+
+    up = sub.add_parser(
+        "up", help="start anvil, deploy, start miners and devices, wait for R rounds, stop all"
+    )
+    up.add_argument("--miners", type=int, help="number of miner processes (network.miners)")
+    up.add_argument("--devices", type=int, help="number of device processes (network.devices)")
+    up.add_argument("--rounds", type=int, help="rounds to commit (run.rounds)")
+    up.add_argument("--run-dir", type=Path, help="logs, journals, deployment (default runs/net-…)")
+    up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the rounds")
+    up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
+    up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_config_flags(up)
+    up.set_defaults(func=network_up)
+
+    certs = sub.add_parser("certs", help="a local CA and a loopback server certificate (PEM)")
+    certs.add_argument("--out", type=Path, default=Path(".blockfl/tls"))
+    certs.set_defaults(func=network_certs)
+
+
+def network_up(args: argparse.Namespace) -> int:
+    """Run the network until the rounds are committed, print blocks and rewards, stop it."""
+    from blockfl.cli.inspect import inspect_blocks, inspect_rewards
+    from blockfl.launcher import LocalNetwork
+    from blockfl.tls import make_local_certificates
+
+    args.config = args.config or Path("network")  # the packaged network.toml
+    config = config_from_args(
+        args,
+        **{"network.miners": args.miners, "network.devices": args.devices,
+           "run.rounds": args.rounds},
+    )
+    run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
+    tls = make_local_certificates(run_dir / "tls") if args.tls else None
+    rounds = config.run.rounds
+    status = sys.stderr if args.json else sys.stdout
+    network = LocalNetwork(config, run_dir, tls=tls)
+    print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
+          f"logs in {run_dir / 'logs'}", file=status)
+    with network:
+        print(f"chain at {network.rpc_url}, deployment {network.deployment_path}", file=status)
+        for i in range(len(network.miners)):
+            print(f"miner {i}: {network.miner_url(i)}", file=status)
+        started = time.monotonic()
+        for r in range(1, rounds + 1):
+            network.wait_for_round(r, timeout=max(1.0, args.timeout - (time.monotonic() - started)))
+            print(f"round {r} committed after {time.monotonic() - started:.1f}s", file=status)
+        view = argparse.Namespace(deployment=network.deployment_path, rpc_url=network.rpc_url,
+                                  json=args.json, first=1, last=None)
+        if args.json:
+            from blockfl.chain import inspection
+
+            summary = {
+                "run_dir": str(run_dir),
+                "blocks": [inspection.jsonable(b) for b in inspection.blocks(network.ledger)],
+                "rewards": [inspection.jsonable(r) for r in inspection.rewards(network.ledger)],
+            }
+            print(json.dumps(summary, indent=2))
+            return 0 if all(r["agrees"] for r in summary["rewards"]) else 1
+        inspect_blocks(view)
+        return inspect_rewards(view)
+
+
+def network_certs(args: argparse.Namespace) -> int:
+    """Write ca.pem, server.pem and server-key.pem for miners on loopback."""
+    from blockfl.tls import make_local_certificates
+
+    ca, cert, key = make_local_certificates(args.out)
+    print(f"CA certificate:     {ca}  (give it to devices and miners: --ca-cert)")
+    print(f"server certificate: {cert}  (--tls-cert)")
+    print(f"server key:         {key}  (--tls-key)")
+    return 0

@@ -1,0 +1,138 @@
+"""`blockfl miner` and `blockfl device`: one network process each, against a deployment."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+from blockfl.chain.deployment import Deployment
+from blockfl.client import MinerClient
+from blockfl.config import Config, add_config_flags, config_from_args
+from blockfl.events import EventLog
+from blockfl.keys import parse_key
+from blockfl.signing import address_of
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `miner` and `device`."""
+    miner = commands.add_parser("miner", help="run a miner service (HTTP API + mining loop)")
+    miner.add_argument("--key", required=True, help="miner key: dev:N, 0x-hex, or a key file")
+    miner.add_argument("--port", type=int, default=8600)
+    miner.add_argument("--host", default="127.0.0.1")
+    miner.add_argument("--peers", default="", help="comma-separated URLs of the other miners")
+    miner.add_argument("--data-dir", type=Path,
+                       help="journal and model store (default runs/miner-<address>)")
+    miner.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    miner.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    device = commands.add_parser("device", help="run a device: train, upload, follow the chain")
+    device.add_argument("--key", required=True, help="device key: dev:N, 0x-hex, or a key file")
+    device.add_argument("--miners", required=True, help="comma-separated miner URLs")
+    device.add_argument("--shard", type=int, required=True,
+                        help="index of this device's data shard (0 .. network.devices-1)")
+    device.add_argument("--rounds", type=int, help="stop once the chain has this many blocks")
+    device.add_argument("--data", help="data set: digits, synthetic or mnist (data.dataset)")
+    for parser in (miner, device):
+        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+        parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
+        parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
+        parser.add_argument("--log", type=Path, help="event log file (default: stdout)")
+        add_config_flags(parser)
+    miner.set_defaults(func=miner_command)
+    device.set_defaults(func=device_command)
+
+
+def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
+    verify: str | bool = str(ca_cert) if ca_cert else True
+    return [MinerClient(u, verify=verify)
+            for u in filter(None, (s.strip() for s in urls.split(",")))]
+
+
+def _genesis(config: Config, deployment: Deployment):  # type: ignore[no-untyped-def]
+    """The genesis model of the config, checked against the deployment's."""
+    from blockfl.hashing import to_hex
+    from blockfl.sim.setup import build_experiment
+
+    experiment = build_experiment(config)
+    expected = deployment.parameters["genesis_model_hash"]
+    if to_hex(experiment.genesis_hash) != expected:
+        raise ValueError(
+            f"this config's genesis model {to_hex(experiment.genesis_hash)} is not the "
+            f"deployment's {expected}: use the --config that `chain deploy` used"
+        )
+    return experiment
+
+
+def miner_command(args: argparse.Namespace) -> int:
+    """Serve the miner API and run the mining loop until interrupted."""
+    import uvicorn
+
+    from blockfl.miners.api import create_app
+    from blockfl.miners.service import MinerService, MiningSettings
+    from blockfl.miners.verification import VerificationPolicy
+
+    config = config_from_args(args)
+    deployment = Deployment.read(args.deployment)
+    key = parse_key(args.key)
+    address = address_of(key)
+    experiment = _genesis(config, deployment)
+    policy = VerificationPolicy.from_config(config)
+    settings = MiningSettings(
+        t_wait=config.network.t_wait,
+        block_size=min(config.network.devices, config.chain.max_updates_per_block),
+        hash_rate=config.chain.hash_rate,
+    )
+    log = EventLog(f"miner {address}", args.log)
+    service = MinerService(
+        key, deployment.ledger(args.rpc_url), policy, settings,
+        args.data_dir or Path(config.run.out_dir) / f"miner-{address}",
+        _clients(args.peers, args.ca_cert), experiment.initial, log,
+    )
+    app = create_app(service, policy.max_payload_bytes)
+    tls = {}
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        tls = {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)}
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
+        limit_concurrency=256, **tls,
+    ))
+    stop = threading.Event()
+    loop = threading.Thread(target=service.run, args=(stop,), name="mining", daemon=True)
+    loop.start()
+    scheme = "https" if tls else "http"
+    log("listening", url=f"{scheme}://{args.host}:{args.port}")
+    try:
+        server.run()
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+        service.close()
+        log("stopped")
+    return 0
+
+
+def device_command(args: argparse.Namespace) -> int:
+    """Take part in the network as one device until the chain has `--rounds` blocks."""
+    from blockfl.devices.device import Device, device_seed
+    from blockfl.devices.process import DeviceProcess
+
+    config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
+    deployment = Deployment.read(args.deployment)
+    experiment = _genesis(config, deployment)
+    if not 0 <= args.shard < len(experiment.shards):
+        raise ValueError(f"--shard must be in [0, {len(experiment.shards)}): "
+                         f"network.devices is {config.network.devices}")
+    key = parse_key(args.key)
+    seed = config.run.seed
+    device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
+                    experiment.initial, seed=device_seed(seed, args.shard))
+    log = EventLog(f"device {device.address}", args.log)
+    process = DeviceProcess(
+        device, deployment.ledger(args.rpc_url),
+        _clients(args.miners, args.ca_cert), log,
+        seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
+    )
+    process.run(config.run.rounds)
+    return 0

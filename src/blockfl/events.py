@@ -1,0 +1,44 @@
+"""Structured event logs of network processes: one JSON object per line, with a timestamp.
+
+Miner and device processes write their phase boundaries (upload accepted, mining started,
+block committed, fork, model adopted, ...) here; the launcher keeps one file per process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class EventLog:
+    """Append events as JSON lines to a file (or stdout), thread-safe and flushed per line."""
+
+    def __init__(self, role: str, path: Path | None = None) -> None:
+        self.role = role
+        self._out: TextIO = open(path, "a") if path else sys.stdout  # noqa: SIM115
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        """Write one event with the wall-clock time and the role."""
+        line = json.dumps({"ts": round(time.time(), 6), "role": self.role, "event": event}
+                          | fields, default=str)
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events of a log file (lines that are not JSON objects are skipped)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out

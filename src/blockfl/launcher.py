@@ -1,0 +1,214 @@
+"""A local BlockFL network of real processes on loopback: anvil, the deployment, miners, devices.
+
+`LocalNetwork` starts anvil, deploys the contracts with the experiment's parameters, writes the
+effective config and `deployment.json` into the run directory, and starts each miner and device
+as its own `blockfl miner` / `blockfl device` process with its own log file. Keys are the
+standard development accounts: the deployer is dev:0, miner i is dev:(1+i) (funded by anvil for
+gas), device j is dev:(100+j). Processes can be stopped, killed and restarted one by one (the
+fault tests do), and `stop()` ends everything it started, also on errors.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blockfl.chain.deployment import Deployment, describe
+from blockfl.chain.evm import EvmLedger, rpc_web3
+from blockfl.chain.node import free_port, start_anvil, wait_for_port
+from blockfl.config import Config
+from blockfl.keys import dev_key
+from blockfl.signing import address_of
+
+DEPLOYER = "dev:0"
+MINER_KEY_OFFSET = 1
+DEVICE_KEY_OFFSET = 100
+
+
+@dataclass
+class Role:
+    """One process of the network."""
+
+    name: str
+    args: list[str]
+    log: Path
+    port: int | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+
+class LocalNetwork:
+    """Anvil, a deployment, M miner processes and N device processes under `run_dir`."""
+
+    def __init__(self, config: Config, run_dir: Path, tls: tuple[Path, Path, Path] | None = None):
+        """`tls`: (CA certificate, server certificate, server key) to serve HTTPS."""
+        self.config = config
+        self.run_dir = run_dir
+        self.tls = tls
+        self.anvil: subprocess.Popen | None = None
+        self.rpc_url = ""
+        self.miners: list[Role] = []
+        self.devices: list[Role] = []
+        self.deployment_path = run_dir / "deployment.json"
+        self.config_path = run_dir / "config.toml"
+        self._ledger: EvmLedger | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, start_devices: bool = True) -> LocalNetwork:
+        """Start the chain, deploy, start every miner (and device); clean up on failure."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "logs").mkdir(exist_ok=True)
+            self.config_path.write_text(self.config.to_toml())
+            self._start_chain()
+            ports = [free_port() for _ in range(self.config.network.miners)]
+            self.miners = [self._miner_role(i, ports) for i in range(len(ports))]
+            for role in self.miners:
+                self._spawn(role)
+            for role in self.miners:
+                assert role.port is not None
+                wait_for_port(role.port, timeout=120)
+            self.devices = [self._device_role(j) for j in range(self.config.network.devices)]
+            if start_devices:
+                for role in self.devices:
+                    self._spawn(role)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> LocalNetwork:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _start_chain(self) -> None:
+        from blockfl.sim.engine import chain_params
+        from blockfl.sim.setup import genesis_model_hash
+
+        port = free_port()
+        self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log")
+        self.rpc_url = f"http://127.0.0.1:{port}"
+        deployer = dev_key(int(DEPLOYER[4:]))
+        miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
+        params = chain_params(self.config, genesis_model_hash(self.config))
+        ledger = EvmLedger.create(rpc_web3(self.rpc_url), params, miners, deployer_key=deployer)
+        describe(ledger, self.rpc_url, address_of(deployer)).write(self.deployment_path)
+
+    def stop(self) -> None:
+        """Stop devices, then miners (SIGTERM, then SIGKILL), then anvil."""
+        for role in [*self.devices, *self.miners]:
+            self.stop_role(role)
+        if self.anvil is not None and self.anvil.poll() is None:
+            self.anvil.terminate()
+            try:
+                self.anvil.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.anvil.kill()
+        self.anvil = None
+
+    # ------------------------------------------------------------------ roles
+
+    @staticmethod
+    def miner_key(i: int) -> bytes:
+        """Key of miner i."""
+        return dev_key(MINER_KEY_OFFSET + i)
+
+    @staticmethod
+    def device_key(j: int) -> bytes:
+        """Key of device j."""
+        return dev_key(DEVICE_KEY_OFFSET + j)
+
+    def miner_url(self, i: int) -> str:
+        """Base URL of miner i."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.miners[i].port}"
+
+    def _common(self, log: Path) -> list[str]:
+        args = ["--deployment", str(self.deployment_path), "--config", str(self.config_path),
+                "--log", str(log)]
+        if self.tls:
+            args += ["--ca-cert", str(self.tls[0])]
+        return args
+
+    def _miner_role(self, i: int, ports: list[int]) -> Role:
+        log = self.run_dir / "logs" / f"miner{i}.jsonl"
+        peers = ",".join(f"{'https' if self.tls else 'http'}://127.0.0.1:{p}"
+                         for k, p in enumerate(ports) if k != i)
+        args = ["miner", "--key", f"dev:{MINER_KEY_OFFSET + i}", "--port", str(ports[i]),
+                "--peers", peers, "--data-dir", str(self.run_dir / f"miner{i}"),
+                *self._common(log)]
+        if self.tls:
+            args += ["--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
+        return Role(f"miner{i}", args, log, port=ports[i])
+
+    def _device_role(self, j: int) -> Role:
+        log = self.run_dir / "logs" / f"device{j}.jsonl"
+        urls = ",".join(self.miner_url(i) for i in range(len(self.miners)))
+        args = ["device", "--key", f"dev:{DEVICE_KEY_OFFSET + j}", "--miners", urls,
+                "--shard", str(j), *self._common(log)]
+        return Role(f"device{j}", args, log)
+
+    def _spawn(self, role: Role) -> None:
+        out = open(self.run_dir / "logs" / f"{role.name}.out", "ab")  # noqa: SIM115
+        role.process = subprocess.Popen(
+            [sys.executable, "-m", "blockfl.cli", *role.args],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        out.close()
+
+    def start_role(self, role: Role, wait: bool = True) -> None:
+        """(Re)start a stopped process; for a miner, wait until it serves."""
+        if role.running:
+            return
+        self._spawn(role)
+        if wait and role.port is not None:
+            wait_for_port(role.port, timeout=120)
+
+    def stop_role(self, role: Role, kill: bool = False) -> None:
+        """Stop a process: SIGKILL if `kill` (a crash), else SIGTERM then SIGKILL."""
+        process = role.process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    # ------------------------------------------------------------------ observing
+
+    @property
+    def ledger(self) -> EvmLedger:
+        """The deployment's ledger, read through anvil."""
+        if self._ledger is None:
+            self._ledger = Deployment.read(self.deployment_path).ledger(self.rpc_url)
+        return self._ledger
+
+    def wait_for_round(self, round_: int, timeout: float = 300.0) -> None:
+        """Block until the chain has `round_` blocks; fail fast if every miner died."""
+        deadline = time.monotonic() + timeout
+        while self.ledger.head().round < round_:
+            if self.miners and not any(r.running for r in self.miners):
+                raise RuntimeError(f"every miner exited; see the logs in {self.run_dir / 'logs'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"round {round_} not committed after {timeout:.0f}s "
+                    f"(head at {self.ledger.head().round}); logs in {self.run_dir / 'logs'}"
+                )
+            time.sleep(0.2)
