@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -12,6 +13,7 @@ from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, embedded_web3, rpc_we
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.local import LocalLedger
 from blockfl.chain.node import find_anvil, free_port, start_anvil, stop_pid
+from blockfl.config import Config
 from blockfl.hashing import keccak
 from blockfl.signing import address_of
 
@@ -72,3 +74,21 @@ def make_ledger(request: pytest.FixtureRequest, tmp_path) -> LedgerFactory:
 
 MINER_KEYS = [key(f"miner-{i}") for i in range(3)]
 MINERS = [address_of(k) for k in MINER_KEYS]
+
+
+def small_config(tmp_path, **sections) -> Config:
+    """A quick experiment (5 devices, 3 miners, logreg, 3 rounds); `sections` override fields,
+    e.g. small_config(tmp_path, network={"devices": 3})."""
+    config = Config()
+    config = replace(
+        config,
+        run=replace(config.run, rounds=3, out_dir=str(tmp_path), name="run"),
+        network=replace(config.network, devices=5, miners=3),
+        model=replace(config.model, name="logreg"),
+        # modelled computation times make the signed records, and so every block hash and
+        # the proof-of-work race, reproducible (measured times are wall-clock)
+        training=replace(config.training, epochs=1, lr=0.5, compute_time="modelled"),
+    )
+    for section, values in sections.items():
+        config = replace(config, **{section: replace(getattr(config, section), **values)})
+    return config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -16,22 +15,7 @@ from blockfl.signing import SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.sim.runner import run_experiment
 from blockfl.tensors import encode, tensor_hash
 from blockfl.wire import UpdateSubmission
-
-
-def small_config(tmp_path, **sections) -> Config:
-    config = Config()
-    config = replace(
-        config,
-        run=replace(config.run, rounds=3, out_dir=str(tmp_path), name="run"),
-        network=replace(config.network, devices=5, miners=3),
-        model=replace(config.model, name="logreg"),
-        # modelled computation times make the signed records, and so every block hash and
-        # the proof-of-work race, reproducible (measured times are wall-clock)
-        training=replace(config.training, epochs=1, lr=0.5, compute_time="modelled"),
-    )
-    for section, values in sections.items():
-        config = replace(config, **{section: replace(getattr(config, section), **values)})
-    return config
+from tests.conftest import small_config
 
 
 def test_demo_config_file_matches_defaults():

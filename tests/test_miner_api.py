@@ -1,0 +1,164 @@
+"""The miner's HTTP API in process (FastAPI TestClient) on the embedded chain: uploads, every
+kind of bad request, mining a block, serving blocks/updates/models, and the journal."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from blockfl.chain.evm import EvmLedger, embedded_web3
+from blockfl.devices.device import Device
+from blockfl.events import EventLog
+from blockfl.hashing import to_hex
+from blockfl.keys import derived_key
+from blockfl.miners.api import create_app
+from blockfl.miners.service import MinerService, MiningSettings
+from blockfl.miners.verification import VerificationPolicy
+from blockfl.signing import SignedUpdate, address_of, sign_update
+from blockfl.sim.engine import chain_params
+from blockfl.sim.setup import build_experiment
+from blockfl.tensors import decode, tensor_hash
+from blockfl.wire import (
+    RECORD_HEADER,
+    TENSOR_MEDIA_TYPE,
+    UpdateSubmission,
+    proposal_from_dict,
+    record_header,
+)
+from tests.conftest import small_config
+
+MINER_KEY = derived_key("api-miner", 0)
+LIMIT = 100_000
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = small_config(tmp_path, network={"devices": 3, "miners": 1},
+                          chain={"block_rate": 50.0, "hash_rate": 1000.0})
+    experiment = build_experiment(config)
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+                              [address_of(MINER_KEY)])
+    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+                      experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
+    policy = VerificationPolicy(max_payload_bytes=LIMIT)
+    settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0)
+
+    def start_service() -> MinerService:
+        return MinerService(MINER_KEY, ledger, policy, settings, tmp_path / "miner", [],
+                            experiment.initial, EventLog("miner", tmp_path / "miner.jsonl"))
+
+    service = start_service()
+    yield service, TestClient(create_app(service, LIMIT)), devices, ledger, start_service
+    service.close()
+
+
+def post(client: TestClient, submission: UpdateSubmission, path: str = "/updates", **headers):
+    base = {"Content-Type": TENSOR_MEDIA_TYPE, RECORD_HEADER: record_header(submission.signed)}
+    return client.post(path, content=submission.payload, headers=base | headers)
+
+
+def test_upload_then_serve_update(setup):
+    _, client, devices, ledger, _ = setup
+    submission = devices[0].train(1, ledger.domain).submission
+    response = post(client, submission)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] is True
+    assert client.get("/info").json()["pending"] == [devices[0].address]
+
+    update_hash = to_hex(submission.signed.record.update_hash)
+    served = client.get(f"/updates/{update_hash}")
+    assert served.status_code == 200
+    assert served.content == submission.payload
+    assert json.loads(served.headers[RECORD_HEADER])["device"] == devices[0].address
+
+    again = post(client, submission)
+    assert again.status_code == 409 and again.json()["error"] == "replay"
+
+
+def test_bad_requests_get_clear_errors_and_the_miner_keeps_serving(setup):
+    _, client, devices, ledger, _ = setup
+    good = devices[0].train(1, ledger.domain).submission
+    forged = UpdateSubmission(
+        SignedUpdate(good.signed.record,
+                     sign_update(derived_key("thief", 0), good.signed.record, ledger.domain)),
+        good.payload,
+    )
+    wrong_round = devices[1].train(7, ledger.domain).submission
+    cases = {
+        "wrong content type": (post(client, good, **{"Content-Type": "application/json"}),
+                               415, "unsupported_media_type"),
+        "no record header": (client.post("/updates", content=good.payload,
+                                         headers={"Content-Type": TENSOR_MEDIA_TYPE}),
+                             400, "malformed_record"),
+        "record not JSON": (post(client, good, **{RECORD_HEADER: "{nope"}),
+                            400, "malformed_record"),
+        "record lacks fields": (post(client, good, **{RECORD_HEADER: '{"device": "0x12"}'}),
+                                400, "malformed_record"),
+        "body not safetensors": (post(client, UpdateSubmission(good.signed, b"\x00" * 64)),
+                                 400, "malformed_payload"),
+        "oversized body": (post(client, UpdateSubmission(good.signed, b"\x00" * (LIMIT + 1))),
+                           413, "payload_too_large"),
+        "forged signature": (post(client, forged), 400, "bad_signature"),
+        "wrong round": (post(client, wrong_round), 409, "wrong_round"),
+        "block not JSON": (client.post("/blocks", content=b"\xff\x00"), 400, "malformed_block"),
+        "block missing fields": (client.post("/blocks", json={"round": 1}),
+                                 400, "malformed_block"),
+        "hash not hex": (client.get("/models/xyz"), 400, "bad_request"),
+        "unknown model": (client.get(f"/models/{to_hex(b'1' * 32)}"), 404, "not_found"),
+        "unknown block": (client.get("/blocks/99"), 404, "not_found"),
+        "round not a number": (client.get("/blocks/abc"), 422, "bad_request"),
+        "unknown route": (client.get("/nothing"), 404, "not_found"),
+        "wrong method": (client.put("/updates"), 405, "http_405"),
+    }
+    for name, (response, status, reason) in cases.items():
+        assert response.status_code == status, (name, response.text)
+        assert response.json()["error"] == reason, name
+        assert "detail" in response.json(), name
+    # nothing was accepted, and the honest update still is
+    assert client.get("/info").json()["pending"] == []
+    assert post(client, good).status_code == 200
+    assert client.get("/health").json() == {"ok": True}
+
+
+def test_full_block_is_mined_committed_and_served(setup):
+    service, client, devices, ledger, _ = setup
+    submissions = [d.train(1, ledger.domain).submission for d in devices]
+    for s in submissions[:2]:
+        assert post(client, s).status_code == 200
+    assert not service.ready()  # 2 of 3 updates and T_wait not passed
+    assert post(client, submissions[2]).status_code == 200
+    assert service.ready()
+
+    service.mine(threading.Event())
+    record = ledger.get_block(1)
+    assert record is not None and record.num_updates == 3
+    assert {u.device for u in ledger.accepted_updates(1)} == {d.address for d in devices}
+    assert client.get("/info").json()["round"] == 2
+
+    block = proposal_from_dict(client.get("/blocks/1").json())
+    assert block.global_model_hash == record.global_model_hash
+    assert block.header(ledger.domain).block_hash(block.nonce) == record.block_hash
+    model = client.get(f"/models/{to_hex(record.global_model_hash)}")
+    assert tensor_hash(decode(model.content, max_bytes=LIMIT)) == record.global_model_hash
+    for s in submissions:  # the block's updates stay downloadable
+        got = client.get(f"/updates/{to_hex(s.signed.record.update_hash)}")
+        assert got.content == s.payload
+
+
+def test_restarted_miner_keeps_acknowledged_updates(setup):
+    service, client, devices, ledger, start_service = setup
+    submission = devices[0].train(1, ledger.domain).submission
+    assert post(client, submission).status_code == 200
+    service.close()  # the process dies; its journal and model store stay
+
+    restarted = start_service()
+    try:
+        assert restarted.node.pending_devices() == [devices[0].address]
+        again = TestClient(create_app(restarted, LIMIT))
+        # the restored update is remembered: a second copy is a replay
+        assert post(again, submission).json()["error"] == "replay"
+    finally:
+        restarted.close()
