@@ -19,6 +19,8 @@ class EventLog:
 
     def __init__(self, role: str, path: Path | None = None) -> None:
         self.role = role
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._out: TextIO = open(path, "a") if path else sys.stdout  # noqa: SIM115
         self._lock = threading.Lock()
 

@@ -10,7 +10,9 @@ requires); signing and recovery use libsecp256k1 through coincurve.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import coincurve
 from eth_abi import encode
@@ -29,6 +31,29 @@ UPDATE_TYPE = (
 )
 UPDATE_TYPEHASH = keccak(UPDATE_TYPE.encode())
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_UPDATE_TYPES = ["bytes32", "address", "uint64", "bytes32", "bytes32", "uint64", "uint64"]
+# what eth_utils' is_address (and so eth_abi) accepts as text: no checksum check in eth_utils 6
+_HEX_ADDRESS = re.compile(r"(?:0x)?[0-9a-f]{40}", re.IGNORECASE | re.ASCII)
+_UINT64_END = 2**64
+_PAD12 = bytes(12)
+
+
+def _checksum(address: bytes) -> str:
+    """EIP-55 checksum form of a 20-byte address (as `to_checksum_address`, without its checks)."""
+    lower = address.hex()
+    nibbles = keccak(lower.encode()).hex()
+    # a hex digit is upper-cased where its keccak nibble is >= 8 ("8"-"f" sort after "0"-"7")
+    pairs = zip(lower, nibbles, strict=False)  # the first 40 of the hash's 64 nibbles
+    return "0x" + "".join([c.upper() if n >= "8" else c for c, n in pairs])
+
+
+def _raw_address(address: str | bytes) -> bytes | None:
+    """The 20 bytes of a hex (any case, optional 0x) or raw address; None for anything else."""
+    if isinstance(address, str):
+        return bytes.fromhex(address[-40:]) if _HEX_ADDRESS.fullmatch(address) else None
+    if isinstance(address, (bytes, bytearray)) and len(address) == 20:
+        return bytes(address)
+    return None
 
 
 class SignatureError(ValueError):
@@ -46,9 +71,9 @@ class Domain:
     chain_id: int
     contract: str
 
-    @property
+    @cached_property
     def separator(self) -> bytes:
-        """The domain separator hash."""
+        """The domain separator hash (computed once per Domain)."""
         return keccak(
             encode(
                 ["bytes32", "bytes32", "bytes32", "uint256", "address"],
@@ -74,22 +99,49 @@ class UpdateRecord:
     samples: int
     compute_time_ms: int
 
-    def struct_hash(self) -> bytes:
-        """EIP-712 hashStruct of the record."""
-        return keccak(
-            encode(
-                ["bytes32", "address", "uint64", "bytes32", "bytes32", "uint64", "uint64"],
+    def encoded(self) -> bytes:
+        """`abi.encode(UPDATE_TYPEHASH, device, round, baseModelHash, updateHash, samples,
+        computeTimeMs)`: seven static 32-byte words, byte-identical to eth_abi's `encode`.
+
+        Well-formed fields (a hex or 20-byte device, exactly 32-byte hashes, ints in uint64
+        range) take a hand-rolled path; anything else goes to eth_abi, which pads or raises
+        exactly as before.
+        """
+        device = _raw_address(self.device)
+        ints = (self.round, self.samples, self.compute_time_ms)
+        hashes = (self.base_model_hash, self.update_hash)
+        if (
+            device is None
+            or not all(type(i) is int and 0 <= i < _UINT64_END for i in ints)
+            or not all(type(h) is bytes and len(h) == 32 for h in hashes)
+        ):
+            return encode(
+                _UPDATE_TYPES,
                 [
                     UPDATE_TYPEHASH,
                     self.device,
                     self.round,
-                    self.base_model_hash,
-                    self.update_hash,
+                    *hashes,
                     self.samples,
                     self.compute_time_ms,
                 ],
             )
+        return b"".join(
+            (
+                UPDATE_TYPEHASH,
+                _PAD12,
+                device,
+                self.round.to_bytes(32, "big"),
+                self.base_model_hash,
+                self.update_hash,
+                self.samples.to_bytes(32, "big"),
+                self.compute_time_ms.to_bytes(32, "big"),
+            )
         )
+
+    def struct_hash(self) -> bytes:
+        """EIP-712 hashStruct of the record."""
+        return keccak(self.encoded())
 
     def digest(self, domain: Domain) -> bytes:
         """The EIP-712 digest `keccak(0x1901 || domainSeparator || hashStruct)`."""
@@ -99,7 +151,7 @@ class UpdateRecord:
 def address_of(private_key: bytes) -> str:
     """Checksum address of a private key."""
     public = coincurve.PublicKey.from_secret(private_key).format(compressed=False)
-    return to_checksum_address(keccak(public[1:])[-20:])
+    return _checksum(keccak(public[1:])[-20:])
 
 
 def sign_digest(private_key: bytes, digest: bytes) -> bytes:
@@ -114,7 +166,12 @@ def sign_update(private_key: bytes, record: UpdateRecord, domain: Domain) -> byt
 
 
 def recover_signer(digest: bytes, signature: bytes) -> str:
-    """The address that signed `digest`; SignatureError if the signature is malformed."""
+    """The checksum address that signed `digest`; SignatureError if the signature is malformed."""
+    return _checksum(_recover_address(digest, signature))
+
+
+def _recover_address(digest: bytes, signature: bytes) -> bytes:
+    """The raw 20-byte address that signed `digest`; SignatureError if malformed."""
     if len(signature) != 65:
         raise SignatureError("malformed_signature", f"signature is {len(signature)} bytes, not 65")
     v = signature[64]
@@ -129,15 +186,17 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
         )
     except Exception as exc:  # coincurve raises plain Exception on unrecoverable points
         raise SignatureError("malformed_signature", f"signature does not recover: {exc}") from exc
-    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
+    return keccak(public.format(compressed=False)[1:])[-20:]
 
 
 def verify_update(record: UpdateRecord, signature: bytes, domain: Domain) -> None:
     """Raise SignatureError unless `signature` is the device's signature of `record`."""
-    signer = recover_signer(record.digest(domain), signature)
-    if signer != to_checksum_address(record.device):
+    signer = _recover_address(record.digest(domain), signature)
+    # the digest already rejected a device that is no address, so the raw form exists here
+    if signer != _raw_address(record.device):
         raise SignatureError(
-            "bad_signature", f"signature recovers to {signer}, not to device {record.device}"
+            "bad_signature",
+            f"signature recovers to {_checksum(signer)}, not to device {record.device}",
         )
 
 
@@ -151,7 +210,8 @@ class SignedUpdate:
     @property
     def device(self) -> str:
         """The device address (checksummed)."""
-        return to_checksum_address(self.record.device)
+        raw = _raw_address(self.record.device)
+        return _checksum(raw) if raw is not None else to_checksum_address(self.record.device)
 
     def verify(self, domain: Domain) -> None:
         """Raise SignatureError unless the signature is the device's, for `domain`."""
