@@ -1,13 +1,15 @@
 """A miner as a long-running process: collect, mine on the wall clock, commit, follow the chain.
 
 The loop of one round: the miner collects verified updates (uploads and gossip) until its
-candidate block holds an update of every expected device or `T_wait` has passed since the round
-began; it then searches nonces for its own header at (at most) the configured hash rate, so the
-proof-of-work time is exponential with the block generation rate lambda set by the on-chain
-target. Between chunks of nonces it watches the chain: when another miner's block lands first,
-it stops, checks that block (proof-of-work, signatures, recomputed aggregate) and builds on it;
-a block it commits after that is a fork, rejected by the contract and counted. New updates that
-arrive while mining restart the search with the larger candidate (the race is memoryless).
+candidate block holds an update of every expected device or `T_wait` has passed since the
+candidate got its first update (processes start at different times, so the window opens with
+the first update rather than with the previous block). It then searches nonces for its own
+header at (at most) the configured hash rate, so the proof-of-work time is exponential with the
+block generation rate lambda set by the on-chain target. Between chunks of nonces it watches
+the chain: when another miner's block lands first, it stops, checks that block (proof-of-work,
+signatures, recomputed aggregate) and builds on it; a block it commits after that is a fork,
+rejected by the contract and counted. New updates that arrive while mining restart the search
+with the larger candidate (the race is memoryless).
 
 Everything acknowledged is in the journal first, so a restarted miner resumes from the chain
 head, its model store and its journal, and gossips its pending updates again.
@@ -42,7 +44,7 @@ from blockfl.wire import UpdateSubmission
 class MiningSettings:
     """When a miner closes its candidate block and how fast it hashes."""
 
-    t_wait: float  # seconds after the round began
+    t_wait: float  # seconds after the candidate block's first update
     block_size: int  # updates that fill a block (the number of devices)
     hash_rate: float  # hashes per second, the rate the on-chain target was set for (0: no cap)
     chunk: int = 500  # nonces between checks of the chain and the candidate
@@ -79,7 +81,7 @@ class MinerService:
         self.node = MinerNode(key, ledger, Verifier(policy), self.store, FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
-        self.round_started = time.monotonic()
+        self._window_opened: float | None = None
         restored = self.node.restore(self.journal.updates_of(self.node.round))
         log("started", address=self.node.address, round=self.node.round,
             restored=sum(v.accepted for v in restored))
@@ -162,7 +164,7 @@ class MinerService:
         return True
 
     def _round_began(self, head: Head, checked: bool) -> None:
-        self.round_started = time.monotonic()
+        self._window_opened = None
         self.log("adopted", round=head.round, block_hash=to_hex(head.block_hash),
                  global_model_hash=to_hex(head.global_model_hash), checked=checked)
 
@@ -205,13 +207,17 @@ class MinerService:
     # ------------------------------------------------------------------ mining
 
     def ready(self) -> bool:
-        """Whether the candidate block is closed: full, or `T_wait` passed with updates in it."""
+        """Whether the candidate block is closed: full, or `T_wait` passed since its first
+        update arrived."""
         pending = len(self.node.pending_devices())
         if pending == 0:
+            self._window_opened = None
             return False
         if pending >= self.settings.block_size:
             return True
-        return time.monotonic() - self.round_started >= self.settings.t_wait
+        now = time.monotonic()
+        self._window_opened = self._window_opened or now
+        return now - self._window_opened >= self.settings.t_wait
 
     def mine(self, stop: threading.Event) -> None:
         """Race for the current round; commit if this miner finds a nonce first."""
@@ -256,7 +262,7 @@ class MinerService:
         self.log("committed", round=proposal.round, block_hash=to_hex(receipt.block_hash),
                  global_model_hash=to_hex(proposal.global_model_hash),
                  updates=len(proposal.updates), attempts=attempts, gas_used=receipt.gas_used)
-        self.round_started = time.monotonic()
+        self._window_opened = None
         for peer in self.node.peers:
             peer.receive_block(announcement)
 
