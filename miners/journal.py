@@ -37,19 +37,33 @@ CREATE TABLE IF NOT EXISTS blocks (
     round INTEGER PRIMARY KEY,
     block TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
 class MinerJournal:
-    """Acknowledged updates and known blocks of one miner, in `path` (SQLite)."""
+    """Acknowledged updates and known blocks of one miner on one deployment, in `path` (SQLite).
 
-    def __init__(self, path: Path) -> None:
+    `deployment` names the chain and contract (e.g. "31337:0xAbc..."); a journal written for
+    another deployment is refused rather than mixed with this one.
+    """
+
+    def __init__(self, path: Path, deployment: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('deployment', ?)", (deployment,))
+        (owner,) = self._db.execute("SELECT value FROM meta WHERE key = 'deployment'").fetchone()
+        if owner != deployment:
+            self._db.close()
+            raise ValueError(f"{path} is the journal of deployment {owner}, not {deployment}: "
+                             "give this deployment its own --data-dir")
 
     def record_update(self, submission: UpdateSubmission) -> None:
         """Keep an accepted update (durable when this returns)."""

@@ -69,7 +69,8 @@ class MinerService:
         self.ledger = ledger
         self.settings = settings
         self.log = log
-        self.journal = MinerJournal(data_dir / "miner.db")
+        domain = ledger.domain
+        self.journal = MinerJournal(data_dir / "miner.db", f"{domain.chain_id}:{domain.contract}")
         self.store = ModelStore(data_dir / "models")
         self.clients = list(peers)
         self.target = ledger.params().target

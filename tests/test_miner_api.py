@@ -162,3 +162,11 @@ def test_restarted_miner_keeps_acknowledged_updates(setup):
         assert post(again, submission).json()["error"] == "replay"
     finally:
         restarted.close()
+
+
+def test_journal_refuses_another_deployment(tmp_path):
+    from blockfl.miners.journal import MinerJournal
+
+    MinerJournal(tmp_path / "miner.db", "31337:0xA").close()
+    with pytest.raises(ValueError, match="journal of deployment 31337:0xA"):
+        MinerJournal(tmp_path / "miner.db", "31337:0xB")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ def network_up(args: argparse.Namespace) -> int:
     rounds = config.run.rounds
     status = sys.stderr if args.json else sys.stdout
     network = LocalNetwork(config, run_dir, tls=tls)
+    # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
           f"logs in {run_dir / 'logs'}", file=status)
     with network:

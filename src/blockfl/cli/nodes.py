@@ -22,7 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     miner.add_argument("--host", default="127.0.0.1")
     miner.add_argument("--peers", default="", help="comma-separated URLs of the other miners")
     miner.add_argument("--data-dir", type=Path,
-                       help="journal and model store (default runs/miner-<address>)")
+                       help="journal and model store (default runs/miner-<address>/<contract>)")
     miner.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     miner.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
     device = commands.add_parser("device", help="run a device: train, upload, follow the chain")
@@ -85,7 +85,7 @@ def miner_command(args: argparse.Namespace) -> int:
     log = EventLog(f"miner {address}", args.log)
     service = MinerService(
         key, deployment.ledger(args.rpc_url), policy, settings,
-        args.data_dir or Path(config.run.out_dir) / f"miner-{address}",
+        args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
     )
     app = create_app(service, policy.max_payload_bytes)
