@@ -9,6 +9,8 @@ anything malformed raises `WireError`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +61,22 @@ def signed_to_dict(signed: SignedUpdate) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _parsing(what: str) -> Iterator[None]:
+    """Turn any failure while reading untrusted JSON into a WireError naming `what`."""
+    try:
+        yield
+    except WireError:
+        raise
+    except KeyError as exc:
+        raise WireError(f"{what} lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"malformed {what}: {exc}") from None
+
+
 def signed_from_dict(data: Any) -> SignedUpdate:
     """Parse `signed_to_dict` output; WireError on anything else."""
-    try:
+    with _parsing("signed record"):
         if not isinstance(data, dict):
             raise WireError("a signed record is a JSON object")
         if not isinstance(data["device"], str) or not is_address(data["device"]):
@@ -78,12 +93,6 @@ def signed_from_dict(data: Any) -> SignedUpdate:
         if not isinstance(signature, str) or len(signature) > 200:
             raise WireError("signature is not a hex string")
         return SignedUpdate(record, bytes.fromhex(signature.removeprefix("0x")))
-    except WireError:
-        raise
-    except KeyError as exc:
-        raise WireError(f"signed record lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise WireError(f"malformed signed record: {exc}") from None
 
 
 def _uint64(value: Any, name: str) -> int:
@@ -124,7 +133,7 @@ def proposal_to_dict(proposal: BlockProposal) -> dict[str, Any]:
 
 def proposal_from_dict(data: Any) -> BlockProposal:
     """Parse `proposal_to_dict` output; WireError on anything else."""
-    try:
+    with _parsing("block"):
         if not isinstance(data, dict) or not isinstance(data["updates"], list):
             raise WireError("a block is a JSON object with a list of updates")
         if not is_address(data["miner"]):
@@ -140,9 +149,3 @@ def proposal_from_dict(data: Any) -> BlockProposal:
             miner=to_checksum_address(data["miner"]),
             nonce=nonce,
         )
-    except WireError:
-        raise
-    except KeyError as exc:
-        raise WireError(f"block lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise WireError(f"malformed block: {exc}") from None

@@ -1,0 +1,81 @@
+"""The JSON forms of signed records and blocks: exact round trips, and WireError for junk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blockfl.chain.blocks import BlockProposal
+from blockfl.hashing import keccak
+from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
+from blockfl.wire import (
+    MAX_RECORD_CHARS,
+    WireError,
+    parse_record_header,
+    proposal_from_dict,
+    proposal_to_dict,
+    record_header,
+    signed_from_dict,
+    signed_to_dict,
+)
+
+KEY = keccak(b"wire-device")
+DOMAIN = Domain(31337, "0x" + "ab" * 20)
+
+
+def signed(round_: int = 3) -> SignedUpdate:
+    record = UpdateRecord(address_of(KEY), round_, keccak(b"base"), keccak(b"update"), 42, 7)
+    return SignedUpdate(record, sign_update(KEY, record, DOMAIN))
+
+
+def test_round_trips_are_exact():
+    s = signed()
+    assert signed_from_dict(json.loads(json.dumps(signed_to_dict(s)))) == s
+    assert parse_record_header(record_header(s)) == s
+    proposal = BlockProposal(keccak(b"prev"), 3, keccak(b"model"), (s,), address_of(KEY),
+                             nonce=2**255 + 1)
+    assert proposal_from_dict(json.loads(json.dumps(proposal_to_dict(proposal)))) == proposal
+    parse_record_header(record_header(s)).verify(DOMAIN)  # the signature survives the trip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"device": "0x1234"},
+        {"device": 5},
+        {"round": -1},
+        {"round": 2**64},
+        {"round": True},
+        {"samples": "42"},
+        {"base_model_hash": "0x00"},
+        {"update_hash": "zz" * 32},
+        {"signature": "0x" + "gg" * 65},
+        {"signature": "00" * 500},
+    ],
+)
+def test_malformed_records_raise_wire_error(change):
+    data = signed_to_dict(signed()) | change
+    with pytest.raises(WireError):
+        signed_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "{", "[]", '{"device": 1}', "x" * (MAX_RECORD_CHARS + 1)]
+)
+def test_malformed_headers_raise_wire_error(header):
+    with pytest.raises(WireError):
+        parse_record_header(header)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"updates": {}}, {"miner": "nobody"}, {"nonce": "-1"}, {"nonce": str(2**256)},
+     {"nonce": "abc"}, {"round": "1"}, {"updates": [{"device": "0x00"}]}],
+)
+def test_malformed_blocks_raise_wire_error(change):
+    proposal = BlockProposal(keccak(b"prev"), 3, keccak(b"model"), (signed(),), address_of(KEY))
+    with pytest.raises(WireError):
+        proposal_from_dict(proposal_to_dict(proposal) | change)
+    with pytest.raises(WireError):
+        proposal_from_dict([1, 2])
