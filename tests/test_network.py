@@ -181,4 +181,6 @@ def test_network_up_command(tmp_path):
     summary = json.loads(result.stdout)
     assert [b["round"] for b in summary["blocks"]] == [1]
     assert all(r["agrees"] for r in summary["rewards"])
+    assert [m["round"] for m in summary["models"]] == [1]
+    assert summary["models"][0]["accuracy"] > 0.2  # 10 classes: one round beats chance
     assert (tmp_path / "net" / "tls" / "ca.pem").exists()

@@ -200,6 +200,31 @@ class LocalNetwork:
             self._ledger = Deployment.read(self.deployment_path).ledger(self.rpc_url)
         return self._ledger
 
+    def model_metrics(self) -> list[dict[str, float]]:
+        """Test metrics of every committed round's global model, downloaded from a live miner
+        (checked against the on-chain hash) and evaluated on the experiment's test split."""
+        from blockfl.client import MinerClient
+        from blockfl.devices.training import evaluate
+        from blockfl.sim.setup import build_experiment
+
+        test = build_experiment(self.config).test
+        live = [i for i, role in enumerate(self.miners) if role.running]
+        if not live:
+            raise RuntimeError("no miner is running to serve the global models")
+        verify: str | bool = str(self.tls[0]) if self.tls else True
+        client = MinerClient(self.miner_url(live[0]), verify=verify)
+        out = []
+        for round_ in range(1, self.ledger.head().round + 1):
+            block = self.ledger.get_block(round_)
+            assert block is not None
+            state = client.model(block.global_model_hash)
+            if state is None:
+                raise LookupError(f"miner {live[0]} lacks the global model of round {round_}")
+            metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+            out.append({"round": round_, **metrics})
+        client.close()
+        return out
+
     def wait_for_round(self, round_: int, timeout: float = 300.0) -> None:
         """Block until the chain has `round_` blocks; fail fast if every miner died."""
         deadline = time.monotonic() + timeout

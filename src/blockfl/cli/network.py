@@ -66,17 +66,23 @@ def network_up(args: argparse.Namespace) -> int:
             print(f"round {r} committed after {time.monotonic() - started:.1f}s", file=status)
         view = argparse.Namespace(deployment=network.deployment_path, rpc_url=network.rpc_url,
                                   json=args.json, first=1, last=None)
+        metrics = network.model_metrics()
         if args.json:
             from blockfl.chain import inspection
 
             summary = {
                 "run_dir": str(run_dir),
                 "blocks": [inspection.jsonable(b) for b in inspection.blocks(network.ledger)],
+                "models": metrics,
                 "rewards": [inspection.jsonable(r) for r in inspection.rewards(network.ledger)],
             }
             print(json.dumps(summary, indent=2))
             return 0 if all(r["agrees"] for r in summary["rewards"]) else 1
         inspect_blocks(view)
+        print("global model of each round (downloaded from a miner, hash checked on chain):")
+        for row in metrics:
+            print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in row.items()))
         return inspect_rewards(view)
 
 
