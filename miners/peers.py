@@ -4,7 +4,9 @@ acknowledgement; failures are logged and the peer is tried again with the next m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.events import EventLog
@@ -29,7 +31,7 @@ class HttpPeer:
         """Queue the announcement of a committed block (the peer fetches tensors it lacks)."""
         self._worker.submit(self._send, "announce", self.client.announce, announcement.proposal)
 
-    def _send(self, what: str, call, message) -> None:  # type: ignore[no-untyped-def]
+    def _send(self, what: str, call: Callable[[Any], object], message: object) -> None:
         try:
             call(message)
         except MinerRejected as exc:

@@ -10,8 +10,10 @@ from blockfl.chain.deployment import Deployment
 from blockfl.client import MinerClient
 from blockfl.config import Config, add_config_flags, config_from_args
 from blockfl.events import EventLog
+from blockfl.hashing import to_hex
 from blockfl.keys import parse_key
 from blockfl.signing import address_of
+from blockfl.sim.setup import Experiment, build_experiment
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -48,10 +50,8 @@ def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
             for u in filter(None, (s.strip() for s in urls.split(",")))]
 
 
-def _genesis(config: Config, deployment: Deployment):  # type: ignore[no-untyped-def]
-    """The genesis model of the config, checked against the deployment's."""
-    from blockfl.hashing import to_hex
-    from blockfl.sim.setup import build_experiment
+def _genesis(config: Config, deployment: Deployment) -> Experiment:
+    """The experiment of the config, its genesis model checked against the deployment's."""
 
     experiment = build_experiment(config)
     expected = deployment.parameters["genesis_model_hash"]
