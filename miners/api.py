@@ -141,7 +141,9 @@ def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
             proposal = proposal_from_dict(json.loads(body))
         except (ValueError, WireError) as exc:
             raise Rejection("malformed_block", str(exc)[:300]) from None
-        service.announced(proposal)
+        if not service.announced(proposal):
+            raise Rejection("wrong_round", f"block of round {proposal.round}, this miner "
+                                           f"waits for round {node.round}")
         return {"round": proposal.round}
 
     @app.get("/blocks/{round_}")

@@ -114,10 +114,14 @@ class MinerService:
                 return state
         raise LookupError(f"no peer serves the global model {to_hex(model_hash)}")
 
-    def announced(self, proposal: BlockProposal) -> None:
-        """A peer announced a committed block: check it in the loop."""
-        self._announced[proposal.round] = proposal
+    def announced(self, proposal: BlockProposal) -> bool:
+        """A peer announced a committed block: keep it for the loop to check, if it is the
+        block this miner waits for (at most one is kept, so junk cannot pile up)."""
+        if proposal.round != self.node.round:
+            return False
+        self._announced = {proposal.round: proposal}
         self._wake.set()
+        return True
 
     def block(self, round_: int) -> BlockProposal | None:
         """A committed block this miner knows."""

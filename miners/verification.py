@@ -101,6 +101,11 @@ class VerifiedUpdate:
     payload_size: int
 
 
+def _second_update(signed: SignedUpdate, round_: int) -> UpdateRejected:
+    """The `replay` rejection of a device's second update in a round."""
+    return UpdateRejected("replay", f"{signed.device} already has an update in round {round_}")
+
+
 class Verifier:
     """Verifies submissions against a policy and remembers accepted ones to catch replays."""
 
@@ -108,65 +113,76 @@ class Verifier:
         self.policy = policy
         self._memory = memory
         self._lock = threading.Lock()
-        self._seen_devices: set[tuple[int, str]] = set()
+        self._seen_devices: set[tuple[int, bytes]] = set()  # (round, raw device address)
         self._seen_hashes: OrderedDict[bytes, int] = OrderedDict()
 
     def verify(self, submission: UpdateSubmission, ctx: RoundContext) -> VerifiedUpdate:
         """Check a submission for round `ctx.round`; raise UpdateRejected with the reason."""
         policy = self.policy
-        record = submission.signed.record
-        size = len(submission.payload)
+        signed = submission.signed
+        record = signed.record
+        payload = submission.payload
+        size = len(payload)
         if size > policy.max_payload_bytes:
             raise UpdateRejected("payload_too_large", f"{size} > {policy.max_payload_bytes} bytes")
-        if record.round != ctx.round:
-            raise UpdateRejected("wrong_round", f"update for round {record.round}, now {ctx.round}")
+        round_ = record.round
+        if round_ != ctx.round:
+            raise UpdateRejected("wrong_round", f"update for round {round_}, now {ctx.round}")
         if record.base_model_hash != ctx.base_model_hash:
             raise UpdateRejected("stale_base_model", "update not trained on the current model")
-        device = submission.device
-        if policy.allowed_devices is not None and device not in policy.allowed_devices:
-            raise UpdateRejected("unknown_device", f"{device} is not a registered device")
-        if not 1 <= record.samples <= policy.max_samples:
-            cap = policy.max_samples
-            raise UpdateRejected("sample_count", f"{record.samples} not in [1, {cap}]")
-        needed = record.samples * policy.min_ms_per_sample
+        # the checksum form costs a keccak: only needed for the device allowlist, or to raise
+        # (as `submission.device` does) for a device that is no address at all
+        if policy.allowed_devices is not None or signed.device_bytes is None:
+            device = submission.device
+            if policy.allowed_devices is not None and device not in policy.allowed_devices:
+                raise UpdateRejected("unknown_device", f"{device} is not a registered device")
+        samples = record.samples
+        if not 1 <= samples <= policy.max_samples:
+            raise UpdateRejected("sample_count", f"{samples} not in [1, {policy.max_samples}]")
+        needed = samples * policy.min_ms_per_sample
         if record.compute_time_ms < needed:
             raise UpdateRejected(
                 "implausible_compute_time",
-                f"{record.samples} samples in {record.compute_time_ms} ms (at least {needed:.0f})",
+                f"{samples} samples in {record.compute_time_ms} ms (at least {needed:.0f})",
             )
         try:
-            submission.signed.verify(ctx.domain)
+            raw_device = signed.verify(ctx.domain)
         except SignatureError as exc:
             raise UpdateRejected(exc.reason, str(exc)) from None
-        self._check_replay(record.round, device, record.update_hash)
+        update_hash = record.update_hash
+        self._check_replay((round_, raw_device), update_hash, signed)
         try:
-            delta = decode(submission.payload, max_bytes=policy.max_payload_bytes)
+            delta = decode(payload, max_bytes=policy.max_payload_bytes)
             norms = checked_norms(delta, ctx.spec)  # the spec check; the norms prove finiteness
         except TensorFormatError as exc:
             reason = "malformed_payload" if exc.reason == "malformed" else exc.reason
             raise UpdateRejected(reason, exc.detail) from None
-        if tensor_hash(delta) != record.update_hash:
+        if tensor_hash(delta) != update_hash:
             raise UpdateRejected("hash_mismatch", "tensors do not hash to the signed update hash")
         norm = l2_norm(delta, norms)
         if norm > policy.norm_bound:
             raise UpdateRejected("norm_bound", f"L2 norm {norm:.4g} > {policy.norm_bound}")
-        self._remember(record.round, device, record.update_hash)
-        return VerifiedUpdate(submission.signed, delta, size)
+        self._remember((round_, raw_device), update_hash, signed)
+        return VerifiedUpdate(signed, delta, size)
 
-    def _check_replay(self, round_: int, device: str, update_hash: bytes) -> None:
+    def _check_replay(
+        self, key: tuple[int, bytes], update_hash: bytes, signed: SignedUpdate
+    ) -> None:
         with self._lock:
-            if (round_, device) in self._seen_devices:
-                raise UpdateRejected("replay", f"{device} already has an update in round {round_}")
+            if key in self._seen_devices:
+                raise _second_update(signed, key[0])
             if update_hash in self._seen_hashes:
                 raise UpdateRejected("replay", "this update was already accepted")
 
-    def _remember(self, round_: int, device: str, update_hash: bytes) -> None:
+    def _remember(
+        self, key: tuple[int, bytes], update_hash: bytes, signed: SignedUpdate
+    ) -> None:
         with self._lock:
             # a concurrent twin may have passed the first check: the second to get here loses
-            if (round_, device) in self._seen_devices or update_hash in self._seen_hashes:
-                raise UpdateRejected("replay", f"{device} already has an update in round {round_}")
-            self._seen_devices.add((round_, device))
-            self._seen_hashes[update_hash] = round_
+            if key in self._seen_devices or update_hash in self._seen_hashes:
+                raise _second_update(signed, key[0])
+            self._seen_devices.add(key)
+            self._seen_hashes[update_hash] = key[0]
             while len(self._seen_hashes) > self._memory:
                 self._seen_hashes.popitem(last=False)
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
+from blockfl.chain.blocks import BlockProposal
 from blockfl.chain.evm import EvmLedger, embedded_web3
 from blockfl.devices.device import Device
 from blockfl.events import EventLog
@@ -26,6 +27,7 @@ from blockfl.wire import (
     TENSOR_MEDIA_TYPE,
     UpdateSubmission,
     proposal_from_dict,
+    proposal_to_dict,
     record_header,
 )
 from tests.conftest import small_config
@@ -106,6 +108,9 @@ def test_bad_requests_get_clear_errors_and_the_miner_keeps_serving(setup):
         "block not JSON": (client.post("/blocks", content=b"\xff\x00"), 400, "malformed_block"),
         "block missing fields": (client.post("/blocks", json={"round": 1}),
                                  400, "malformed_block"),
+        "block of another round": (client.post("/blocks", json=proposal_to_dict(
+            BlockProposal(b"\0" * 32, 9, b"\0" * 32, (), devices[0].address))),
+                                   409, "wrong_round"),
         "hash not hex": (client.get("/models/xyz"), 400, "bad_request"),
         "unknown model": (client.get(f"/models/{to_hex(b'1' * 32)}"), 404, "not_found"),
         "unknown block": (client.get("/blocks/99"), 404, "not_found"),
