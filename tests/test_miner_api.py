@@ -175,3 +175,45 @@ def test_journal_refuses_another_deployment(tmp_path):
     MinerJournal(tmp_path / "miner.db", "31337:0xA").close()
     with pytest.raises(ValueError, match="journal of deployment 31337:0xA"):
         MinerJournal(tmp_path / "miner.db", "31337:0xB")
+
+
+def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path):
+    from dataclasses import replace
+
+    from blockfl.client import MinerClient
+    from blockfl.events import read_events
+
+    config = small_config(tmp_path, network={"devices": 3, "miners": 2},
+                          chain={"block_rate": 50.0, "hash_rate": 1000.0})
+    experiment = build_experiment(config)
+    keys = [derived_key("api-miner", i) for i in range(2)]
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+                              [address_of(k) for k in keys])
+    policy = VerificationPolicy(max_payload_bytes=LIMIT)
+    settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0, check_grace=60.0)
+    a = MinerService(keys[0], ledger, policy, settings, tmp_path / "a", [], experiment.initial,
+                     EventLog("a", tmp_path / "a.jsonl"))
+    a_client = MinerClient("http://a", http=TestClient(create_app(a, LIMIT)))
+    b = MinerService(keys[1], ledger, policy, settings, tmp_path / "b", [a_client],
+                     experiment.initial, EventLog("b", tmp_path / "b.jsonl"))
+    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+                      experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
+    for d in devices:  # only miner a hears of the updates (no gossip)
+        assert a.node.receive_upload(d.train(1, ledger.domain).submission).accepted
+    a.mine(threading.Event())
+    real = a.block(1)
+    assert real is not None and ledger.head().round == 1
+
+    tampered = replace(real, updates=real.updates[:2])
+    assert b.announced(tampered)
+    assert not b.sync()  # refused: not the block on chain, and b waits for the real one
+    assert any(e["event"] == "invalid_block" for e in read_events(tmp_path / "b.jsonl"))
+    assert b.node.round == 1
+
+    assert b.sync()  # fetched from a: block, then the three updates' tensors, fully checked
+    assert b.node.round == 2
+    assert b.node.head.global_model_hash == ledger.head().global_model_hash
+    adopted = [e for e in read_events(tmp_path / "b.jsonl") if e["event"] == "adopted"]
+    assert adopted[-1]["checked"] is True
+    a.close()
+    b.close()

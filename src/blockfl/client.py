@@ -47,11 +47,12 @@ class MinerClient:
 
     def __init__(
         self, url: str, timeout: float = 30.0, verify: str | bool = True,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = DEFAULT_MAX_BYTES, http: httpx.Client | None = None,
     ) -> None:
+        """`http`: an httpx client to send through instead (e.g. an in-process test client)."""
         self.url = url.rstrip("/")
         self.max_bytes = max_bytes
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
+        self._http = http or httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:
         return f"MinerClient({self.url!r})"
