@@ -6,7 +6,8 @@ import random
 
 import pytest
 from eth_abi import encode
-from eth_utils import to_checksum_address
+from eth_hash.auto import keccak as eth_keccak
+from eth_utils import is_address, to_checksum_address
 
 from blockfl.hashing import keccak
 from blockfl.keys import derived_key
@@ -19,6 +20,7 @@ from blockfl.signing import (
     SignatureError,
     SignedUpdate,
     UpdateRecord,
+    _raw_address,
     address_of,
     recover_signer,
     sign_update,
@@ -140,3 +142,32 @@ def test_recovery_and_bad_signature_message() -> None:
         assert str(exc.value) == (
             f"signature recovers to {address_of(other)}, not to device {record.device}"
         )
+
+
+def test_keccak_matches_eth_hash() -> None:
+    rng = random.Random(4)
+    assert keccak(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    # every length around the 136-byte rate (padding edge cases), then random longer inputs
+    sizes = [*range(300), *(rng.randrange(300, 20_000) for _ in range(50))]
+    for size in sizes:
+        data = rng.randbytes(size)
+        assert keccak(data) == eth_keccak(data), size
+    assert keccak(bytearray(b"abc")) == eth_keccak(bytearray(b"abc"))
+    with pytest.raises(TypeError):
+        keccak("abc")  # type: ignore[arg-type]
+
+
+def test_raw_address_accepts_text_exactly_as_is_address() -> None:
+    rng = random.Random(5)
+    lower = rng.randbytes(20).hex()
+    texts = [
+        lower, "0x" + lower, "0X" + lower, lower.upper(), "0x" + lower[:-1], "0x" + lower + "0",
+        "0x" + lower[:-2], lower[:-1] + "g", "0x" + lower[:10] + " " + lower[11:],
+        " " + lower[1:], lower[:-1] + "\n", "0x" + lower[:-1] + "\u0660", "0x" + "0" * 40,
+        "", "0x", "x" + lower + "0", "00" + lower, "0x0x" + lower[4:],
+    ]
+    for text in texts:
+        raw = _raw_address(text)
+        assert (raw is not None) == is_address(text), text
+        if raw is not None:
+            assert "0x" + raw.hex() == to_checksum_address(text).lower()

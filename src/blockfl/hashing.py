@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from eth_hash.auto import keccak as _keccak
+from sha3 import keccak_256  # safe-pysha3: C Keccak, ~7x faster than eth_hash's pycryptodome
 
 ZERO_HASH = b"\x00" * 32
 
 
 def keccak(data: bytes) -> bytes:
-    """Keccak-256 of `data` (the EVM's hash)."""
-    return _keccak(data)
+    """Keccak-256 of `data` (the EVM's hash), equal to eth_hash's `keccak`."""
+    return keccak_256(data).digest()
 
 
 def to_hex(value: bytes) -> str:

@@ -10,7 +10,6 @@ requires); signing and recovery use libsecp256k1 through coincurve.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -32,8 +31,6 @@ UPDATE_TYPE = (
 UPDATE_TYPEHASH = keccak(UPDATE_TYPE.encode())
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _UPDATE_TYPES = ["bytes32", "address", "uint64", "bytes32", "bytes32", "uint64", "uint64"]
-# what eth_utils' is_address (and so eth_abi) accepts as text: no checksum check in eth_utils 6
-_HEX_ADDRESS = re.compile(r"(?:0x)?[0-9a-f]{40}", re.IGNORECASE | re.ASCII)
 _UINT64_END = 2**64
 _PAD12 = bytes(12)
 
@@ -48,9 +45,20 @@ def _checksum(address: bytes) -> str:
 
 
 def _raw_address(address: str | bytes) -> bytes | None:
-    """The 20 bytes of a hex (any case, optional 0x) or raw address; None for anything else."""
+    """The 20 bytes of a hex (any case, optional 0x) or raw address; None for anything else.
+
+    Text is accepted as eth_utils' `is_address` accepts it (no checksum check in eth_utils 6).
+    """
     if isinstance(address, str):
-        return bytes.fromhex(address[-40:]) if _HEX_ADDRESS.fullmatch(address) else None
+        if len(address) == 42 and address[:2] in ("0x", "0X"):
+            address = address[2:]
+        elif len(address) != 40:
+            return None
+        try:  # 40 characters make 20 bytes only if all are hex digits (no whitespace)
+            raw = bytes.fromhex(address)
+        except ValueError:
+            return None
+        return raw if len(raw) == 20 else None
     if isinstance(address, (bytes, bytearray)) and len(address) == 20:
         return bytes(address)
     return None
@@ -107,35 +115,36 @@ class UpdateRecord:
         range) take a hand-rolled path; anything else goes to eth_abi, which pads or raises
         exactly as before.
         """
-        device = _raw_address(self.device)
-        ints = (self.round, self.samples, self.compute_time_ms)
-        hashes = (self.base_model_hash, self.update_hash)
+        return self._encoded(_raw_address(self.device))
+
+    def _encoded(self, device: bytes | None) -> bytes:
+        """`encoded()`, given `_raw_address(self.device)`."""
+        r, n, ms = self.round, self.samples, self.compute_time_ms
+        base, update = self.base_model_hash, self.update_hash
         if (
             device is None
-            or not all(type(i) is int and 0 <= i < _UINT64_END for i in ints)
-            or not all(type(h) is bytes and len(h) == 32 for h in hashes)
+            or type(r) is not int
+            or type(n) is not int
+            or type(ms) is not int
+            or not (0 <= r < _UINT64_END and 0 <= n < _UINT64_END and 0 <= ms < _UINT64_END)
+            or type(base) is not bytes
+            or type(update) is not bytes
+            or len(base) != 32
+            or len(update) != 32
         ):
             return encode(
-                _UPDATE_TYPES,
-                [
-                    UPDATE_TYPEHASH,
-                    self.device,
-                    self.round,
-                    *hashes,
-                    self.samples,
-                    self.compute_time_ms,
-                ],
+                _UPDATE_TYPES, [UPDATE_TYPEHASH, self.device, r, base, update, n, ms]
             )
         return b"".join(
             (
                 UPDATE_TYPEHASH,
                 _PAD12,
                 device,
-                self.round.to_bytes(32, "big"),
-                self.base_model_hash,
-                self.update_hash,
-                self.samples.to_bytes(32, "big"),
-                self.compute_time_ms.to_bytes(32, "big"),
+                r.to_bytes(32, "big"),
+                base,
+                update,
+                n.to_bytes(32, "big"),
+                ms.to_bytes(32, "big"),
             )
         )
 
@@ -145,7 +154,11 @@ class UpdateRecord:
 
     def digest(self, domain: Domain) -> bytes:
         """The EIP-712 digest `keccak(0x1901 || domainSeparator || hashStruct)`."""
-        return keccak(b"\x19\x01" + domain.separator + self.struct_hash())
+        return self._digest(domain, _raw_address(self.device))
+
+    def _digest(self, domain: Domain, device: bytes | None) -> bytes:
+        """`digest(domain)`, given `_raw_address(self.device)`."""
+        return keccak(b"\x19\x01" + domain.separator + keccak(self._encoded(device)))
 
 
 def address_of(private_key: bytes) -> str:
@@ -189,15 +202,20 @@ def _recover_address(digest: bytes, signature: bytes) -> bytes:
     return keccak(public.format(compressed=False)[1:])[-20:]
 
 
-def verify_update(record: UpdateRecord, signature: bytes, domain: Domain) -> None:
-    """Raise SignatureError unless `signature` is the device's signature of `record`."""
-    signer = _recover_address(record.digest(domain), signature)
+def verify_update(record: UpdateRecord, signature: bytes, domain: Domain) -> bytes:
+    """Raise SignatureError unless `signature` is the device's signature of `record`.
+
+    Returns the signer's raw 20-byte address (the record's device, as bytes).
+    """
+    device = _raw_address(record.device)
+    signer = _recover_address(record._digest(domain, device), signature)
     # the digest already rejected a device that is no address, so the raw form exists here
-    if signer != _raw_address(record.device):
+    if signer != device:
         raise SignatureError(
             "bad_signature",
             f"signature recovers to {_checksum(signer)}, not to device {record.device}",
         )
+    return signer
 
 
 @dataclass(frozen=True)
@@ -213,6 +231,14 @@ class SignedUpdate:
         raw = _raw_address(self.record.device)
         return _checksum(raw) if raw is not None else to_checksum_address(self.record.device)
 
-    def verify(self, domain: Domain) -> None:
-        """Raise SignatureError unless the signature is the device's, for `domain`."""
-        verify_update(self.record, self.signature, domain)
+    @property
+    def device_bytes(self) -> bytes | None:
+        """The device's raw 20-byte address; None if the record's device is no address."""
+        return _raw_address(self.record.device)
+
+    def verify(self, domain: Domain) -> bytes:
+        """Raise SignatureError unless the signature is the device's, for `domain`.
+
+        Returns the device's raw 20-byte address (which the signature recovered to).
+        """
+        return verify_update(self.record, self.signature, domain)
