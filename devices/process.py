@@ -24,6 +24,8 @@ from blockfl.hashing import to_hex
 from blockfl.tensors import decode
 from blockfl.wire import UpdateSubmission
 
+MAX_BACKOFF = 5.0  # seconds between retries when no miner answers
+
 
 class NoMinerAvailable(ConnectionError):
     """Every miner is down or refused to serve."""
@@ -54,6 +56,7 @@ class DeviceProcess:
         """Take part until the chain has `rounds` blocks (or `stop` is set)."""
         stop = stop or threading.Event()
         self.log("started", address=self.device.address, samples=len(self.device.shard.y))
+        backoff = self.poll
         while not stop.is_set():
             head = self.ledger.head()
             if head.round >= rounds:
@@ -64,9 +67,11 @@ class DeviceProcess:
                 trained = self.device.train(round_, self.ledger.domain)
                 self.upload(trained.submission)
             except NoMinerAvailable as exc:
-                self.log("no_miner", error=str(exc))
-                stop.wait(1.0)
+                self.log("no_miner", error=str(exc), retry_in=backoff)
+                stop.wait(backoff)
+                backoff = min(2 * backoff, MAX_BACKOFF)
                 continue
+            backoff = self.poll
             self.wait_for_block(round_, stop)
         self.log("finished", round=self.ledger.head().round)
 
@@ -126,18 +131,22 @@ class DeviceProcess:
         raise NoMinerAvailable(f"no miner serves the global model of round {head.round}")
 
     def _block_updates(self, miner: MinerClient, head: Head) -> list[WeightedUpdate] | None:
-        """The block's updates for recomputing the aggregate (None if this device missed the
-        previous model, so there is nothing to recompute from)."""
-        block = miner.block(head.round)
-        if block is None or not self.device.global_hash or head.round == 0:
+        """The block's updates for recomputing the aggregate; None when this device does not
+        hold the block's base model (it missed rounds), so there is nothing to recompute from.
+        Raises MinerUnavailable when the miner cannot serve the block (yet)."""
+        if head.round == 0:
             return None
+        block = miner.block(head.round)
+        if block is None:
+            raise MinerUnavailable(f"{miner.url} does not serve the block of round {head.round}")
         if any(u.record.base_model_hash != self.device.global_hash for u in block.updates):
             return None
         out = []
         for update in block.updates:
-            fetched = miner.update(update.record.update_hash)
+            update_hash = update.record.update_hash
+            fetched = miner.update(update_hash)
             if fetched is None:
-                return None
+                raise MinerUnavailable(f"{miner.url} lacks update {to_hex(update_hash)}")
             delta = decode(fetched.payload, max_bytes=miner.max_bytes)
             out.append(WeightedUpdate(update.device, delta, update.record.samples))
         return out

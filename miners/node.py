@@ -120,7 +120,9 @@ class MinerNode:
 
     def context(self) -> RoundContext:
         """What verification checks an update against in the current round."""
-        return RoundContext(self.round, self.head.global_model_hash, self.ledger.domain, self.spec)
+        with self._lock:
+            return RoundContext(self.round, self.head.global_model_hash, self.ledger.domain,
+                                self.spec)
 
     def receive_upload(self, submission: UpdateSubmission) -> Verdict:
         """A device's upload: verify, keep, and gossip to the other miners."""
@@ -139,19 +141,25 @@ class MinerNode:
         return self._accept(submission)
 
     def _accept(self, submission: UpdateSubmission) -> Verdict:
-        with self._lock:
-            try:
-                verified = self.verifier.verify(submission, self.context())
-            except UpdateRejected as exc:
+        # verify outside the node lock (uploads are checked concurrently; the verifier guards
+        # its own replay memory), then admit only if the round did not move meanwhile
+        ctx = self.context()
+        try:
+            verified = self.verifier.verify(submission, ctx)
+            with self._lock:
+                if ctx.round != self.round:
+                    raise UpdateRejected("wrong_round", f"round {ctx.round} closed meanwhile")
+                if self.journal is not None:
+                    self.journal.record_update(submission)  # durable before it is acknowledged
+                self._pending[submission.device] = verified
+                self._payloads[submission.device] = submission.payload
+                self.stats.accepted += 1
+                return Verdict(True)
+        except UpdateRejected as exc:
+            with self._lock:
                 self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
-                self.rejections.append((self.round, submission.device, exc.reason))
-                return Verdict(False, exc.reason, exc.detail)
-            if self.journal is not None:
-                self.journal.record_update(submission)  # durable before it is acknowledged
-            self._pending[submission.device] = verified
-            self._payloads[submission.device] = submission.payload
-            self.stats.accepted += 1
-            return Verdict(True)
+                self.rejections.append((ctx.round, submission.device, exc.reason))
+            return Verdict(False, exc.reason, exc.detail)
 
     def restore(self, submissions: Sequence[UpdateSubmission]) -> list[Verdict]:
         """Re-verify updates acknowledged before a restart (from the journal)."""

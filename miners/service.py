@@ -237,7 +237,8 @@ class MinerService:
         while not stop.is_set():
             solution = solve_pow(header, self.target, start_nonce=nonce, max_attempts=chunk)
             if solution is not None:
-                self._commit(candidate, replace(proposal, nonce=solution.nonce), nonce + 1)
+                self._commit(candidate, replace(proposal, nonce=solution.nonce),
+                             solution.nonce + 1)
                 return
             nonce += chunk
             if rate > 0:  # hash at the rate the target was set for
@@ -254,19 +255,21 @@ class MinerService:
                 return  # a larger candidate: start again with it
 
     def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int) -> None:
+        # the model is served before the block lands: devices fetch it as soon as they see it
+        self.store.put(candidate.global_state)
         receipt = self.node.commit(proposal)
         if receipt is None:
             self.log("fork", round=proposal.round, attempts=attempts)
             return
-        head = Head(proposal.round, receipt.block_hash, proposal.global_model_hash)
-        announcement = self.node.announcement(proposal)
-        self.node.adopt(candidate.global_state, head)
-        self.journal.record_block(proposal, [
-            UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates
-        ])
         self.log("committed", round=proposal.round, block_hash=to_hex(receipt.block_hash),
                  global_model_hash=to_hex(proposal.global_model_hash),
                  updates=len(proposal.updates), attempts=attempts, gas_used=receipt.gas_used)
+        announcement = self.node.announcement(proposal)
+        self.journal.record_block(proposal, [
+            UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates
+        ])
+        head = Head(proposal.round, receipt.block_hash, proposal.global_model_hash)
+        self.node.adopt(candidate.global_state, head)
         self._window_opened = None
         for peer in self.node.peers:
             peer.receive_block(announcement)

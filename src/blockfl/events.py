@@ -32,6 +32,11 @@ class EventLog:
             self._out.write(line + "\n")
             self._out.flush()
 
+    def close(self) -> None:
+        """Close the file (stdout stays open)."""
+        if self._out is not sys.stdout:
+            self._out.close()
+
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The events of a log file (lines that are not JSON objects are skipped)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -98,6 +100,9 @@ def miner_command(args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
         limit_concurrency=256, **tls,
     ))
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the previous handler:
+    # make that handler unwind through the `finally` below instead of killing the process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     stop = threading.Event()
     loop = threading.Thread(target=service.run, args=(stop,), name="mining", daemon=True)
     loop.start()
@@ -110,6 +115,7 @@ def miner_command(args: argparse.Namespace) -> int:
         loop.join(timeout=10)
         service.close()
         log("stopped")
+        log.close()
     return 0
 
 
@@ -134,5 +140,8 @@ def device_command(args: argparse.Namespace) -> int:
         _clients(args.miners, args.ca_cert), log,
         seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
     )
-    process.run(config.run.rounds)
+    try:
+        process.run(config.run.rounds)
+    finally:
+        log.close()
     return 0
