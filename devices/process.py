@@ -53,27 +53,30 @@ class DeviceProcess:
         self.poll = poll
 
     def run(self, rounds: int, stop: threading.Event | None = None) -> None:
-        """Take part until the chain has `rounds` blocks (or `stop` is set)."""
+        """Take part until the chain has `rounds` blocks (or `stop` is set). When no miner or
+        the chain node answers, it logs why and retries with exponential backoff."""
         stop = stop or threading.Event()
         self.log("started", address=self.device.address, samples=len(self.device.shard.y))
         backoff = self.poll
+        head: Head | None = None
         while not stop.is_set():
-            head = self.ledger.head()
-            if head.round >= rounds:
-                break
             try:
+                head = self.ledger.head()
+                if head.round >= rounds:
+                    break
                 self.follow(head)
                 round_ = head.round + 1
                 trained = self.device.train(round_, self.ledger.domain)
                 self.upload(trained.submission)
-            except NoMinerAvailable as exc:
-                self.log("no_miner", error=str(exc), retry_in=backoff)
+                self.wait_for_block(round_, stop)
+            except OSError as exc:  # NoMinerAvailable, or the chain node is unreachable
+                event = "no_miner" if isinstance(exc, NoMinerAvailable) else "chain_unavailable"
+                self.log(event, error=str(exc)[:300], retry_in=backoff)
                 stop.wait(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF)
                 continue
             backoff = self.poll
-            self.wait_for_block(round_, stop)
-        self.log("finished", round=self.ledger.head().round)
+        self.log("finished", round=head.round if head else None)
 
     def _miners_in_random_order(self) -> list[MinerClient]:
         first = self.rng.choice(self.miners)  # BlockFL's uniform association

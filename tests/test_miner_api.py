@@ -217,3 +217,4 @@ def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path)
     assert adopted[-1]["checked"] is True
     a.close()
     b.close()
+

@@ -123,7 +123,7 @@ def test_network_keeps_committing_through_faults(tmp_path):
         assert all(e["event"] != "model_mismatch" for e in events)
 
 
-def test_killed_miner_loses_no_acknowledged_update(tmp_path):
+def test_killed_miner_loses_no_acknowledged_update(tmp_path, capsys):
     # the block is full only with all 3 devices, and T_wait is long: the round stays open
     config = network_config(tmp_path, devices=3, miners=2, rounds=1, t_wait=600.0)
     network = LocalNetwork(config, tmp_path / "net").start(start_devices=False)
@@ -166,6 +166,14 @@ def test_killed_miner_loses_no_acknowledged_update(tmp_path):
         model_events = [e for e in read_events(tmp_path / "fresh.jsonl") if e["event"] == "model"]
         assert model_events[-1]["recomputed"] is True
         resumed.run(rounds=1, stop=threading.Event())  # nothing left to do: returns at once
+
+        # a key that is not a registered miner is refused before the service starts
+        from blockfl.cli import main
+
+        code = main(["miner", "--key", "dev:50", "--deployment", str(network.deployment_path),
+                     "--config", str(network.config_path), "--port", "1"])
+        assert code == 2
+        assert "is not a registered miner" in capsys.readouterr().err
     finally:
         network.stop()
 

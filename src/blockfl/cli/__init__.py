@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ConnectionError, ValueError) as exc:
+    except (FileNotFoundError, ConnectionError, LookupError, ValueError) as exc:
         print(f"blockfl: error: {exc}", file=sys.stderr)
         return 2
 

@@ -84,9 +84,12 @@ def miner_command(args: argparse.Namespace) -> int:
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
         hash_rate=config.chain.hash_rate,
     )
+    ledger = deployment.ledger(args.rpc_url)
+    if not ledger.is_miner(address):
+        raise ValueError(f"{address} is not a registered miner of contract {deployment.contract}")
     log = EventLog(f"miner {address}", args.log)
     service = MinerService(
-        key, deployment.ledger(args.rpc_url), policy, settings,
+        key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
     )

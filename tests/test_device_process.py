@@ -1,0 +1,42 @@
+"""The device process against faults: a chain node and miners that do not answer."""
+
+from __future__ import annotations
+
+import threading
+
+from blockfl.chain.evm import rpc_web3
+from blockfl.chain.node import free_port
+from blockfl.client import MinerClient
+from blockfl.devices.device import Device
+from blockfl.devices.process import DeviceProcess
+from blockfl.events import EventLog, read_events
+from blockfl.keys import derived_key
+from blockfl.sim.setup import build_experiment
+from tests.conftest import small_config
+
+
+def test_a_device_waits_out_a_dead_chain_node_and_miners(tmp_path):
+    config = small_config(tmp_path, network={"devices": 1})
+    experiment = build_experiment(config)
+    device = Device(derived_key("lonely", 0), experiment.shards[0], "logreg", config.training,
+                    experiment.initial)
+
+    class DeadLedger:  # a deployment whose node is down: every call fails like web3 does
+        domain = None
+
+        def head(self):
+            return rpc_web3(f"http://127.0.0.1:{free_port()}", timeout=1).eth.block_number
+
+    stop = threading.Event()
+    process = DeviceProcess(device, DeadLedger(), [MinerClient(f"http://127.0.0.1:{free_port()}")],
+                            EventLog("d", tmp_path / "d.jsonl"), poll=0.01)
+    worker = threading.Thread(target=process.run, args=(3, stop))
+    worker.start()
+    threading.Event().wait(0.5)
+    stop.set()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    events = read_events(tmp_path / "d.jsonl")
+    waits = [e["retry_in"] for e in events if e["event"] == "chain_unavailable"]
+    assert len(waits) >= 3 and waits == sorted(waits) and waits[1] == 2 * waits[0]
+    assert events[-1]["event"] == "finished"
