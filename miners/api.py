@@ -4,7 +4,7 @@
                            the signed record as JSON in the `BlockFL-Update` header
     POST /gossip           the same, forwarded by another miner (cross-verified, not re-gossiped)
     POST /blocks           another miner announces a committed block (JSON)
-    GET  /blocks/{round}   a committed block this miner knows (JSON)
+    GET  /blocks/{ref}     a committed block this miner knows, by round or 0x block hash (JSON)
     GET  /updates/{hash}   an acknowledged update by update hash (body + record header)
     GET  /models/{hash}    a global model by hash (safetensors)
     GET  /info, /health    the miner's state
@@ -146,12 +146,18 @@ def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
                                            f"waits for round {node.round}")
         return {"round": proposal.round}
 
-    @app.get("/blocks/{round_}")
-    async def block(round_: int) -> dict:
-        proposal = await run_in_threadpool(service.block, round_)
+    @app.get("/blocks/{ref}")
+    async def block(ref: str) -> dict:
+        key: int | bytes = hash_param(ref) if ref.startswith("0x") else round_param(ref)
+        proposal = await run_in_threadpool(service.block, key)
         if proposal is None:
-            raise Rejection("not_found", f"no block of round {round_} here")
+            raise Rejection("not_found", f"no block {ref} here")
         return proposal_to_dict(proposal)
+
+    def round_param(value: str) -> int:
+        if not value.isdigit() or len(value) > 20:
+            raise Rejection("bad_request", "a block is a round number or a 0x block hash")
+        return int(value)
 
     def hash_param(value: str) -> bytes:
         try:

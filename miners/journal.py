@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS updates (
 CREATE INDEX IF NOT EXISTS updates_by_hash ON updates (update_hash);
 CREATE TABLE IF NOT EXISTS blocks (
     round INTEGER PRIMARY KEY,
+    block_hash BLOB NOT NULL UNIQUE,
     block TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -97,7 +98,9 @@ class MinerJournal:
             return None
         return UpdateSubmission(signed_from_dict(json.loads(row[0])), bytes(row[1]))
 
-    def record_block(self, proposal: BlockProposal, submissions: list[UpdateSubmission]) -> None:
+    def record_block(
+        self, proposal: BlockProposal, block_hash: bytes, submissions: list[UpdateSubmission]
+    ) -> None:
         """Keep a committed block and its updates' tensors (one transaction)."""
         with self._lock:
             self._db.execute("BEGIN")
@@ -105,18 +108,21 @@ class MinerJournal:
                 for submission in submissions:
                     self._insert(submission)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO blocks VALUES (?, ?)",
-                    (proposal.round, json.dumps(proposal_to_dict(proposal))),
+                    "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?)",
+                    (proposal.round, block_hash, json.dumps(proposal_to_dict(proposal))),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def block(self, round_: int) -> BlockProposal | None:
-        """The committed block of `round_`, if this miner knows it."""
+    def block(self, ref: int | bytes) -> BlockProposal | None:
+        """The committed block of a round (int) or with a block hash (bytes), if known."""
+        column = "block_hash" if isinstance(ref, bytes) else "round"
         with self._lock:
-            row = self._db.execute("SELECT block FROM blocks WHERE round = ?", (round_,)).fetchone()
+            row = self._db.execute(
+                f"SELECT block FROM blocks WHERE {column} = ?", (ref,)
+            ).fetchone()
         return None if row is None else proposal_from_dict(json.loads(row[0]))
 
     def close(self) -> None:

@@ -123,9 +123,9 @@ class MinerService:
         self._wake.set()
         return True
 
-    def block(self, round_: int) -> BlockProposal | None:
-        """A committed block this miner knows."""
-        return self.journal.block(round_)
+    def block(self, ref: int | bytes) -> BlockProposal | None:
+        """A committed block this miner knows, by round or by block hash."""
+        return self.journal.block(ref)
 
     def sync(self) -> bool:
         """Follow the chain, checking and adopting new blocks; True when on the chain head.
@@ -164,7 +164,7 @@ class MinerService:
         except InvalidBlock as exc:
             self.log("invalid_block", round=round_, miner=proposal.miner, error=str(exc))
             return False
-        self.journal.record_block(proposal, submissions)
+        self.journal.record_block(proposal, self.node.head.block_hash, submissions)
         self._round_began(self.node.head, checked=True)
         return True
 
@@ -265,7 +265,7 @@ class MinerService:
                  global_model_hash=to_hex(proposal.global_model_hash),
                  updates=len(proposal.updates), attempts=attempts, gas_used=receipt.gas_used)
         announcement = self.node.announcement(proposal)
-        self.journal.record_block(proposal, [
+        self.journal.record_block(proposal, receipt.block_hash, [
             UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates
         ])
         head = Head(proposal.round, receipt.block_hash, proposal.global_model_hash)

@@ -114,7 +114,8 @@ def test_bad_requests_get_clear_errors_and_the_miner_keeps_serving(setup):
         "hash not hex": (client.get("/models/xyz"), 400, "bad_request"),
         "unknown model": (client.get(f"/models/{to_hex(b'1' * 32)}"), 404, "not_found"),
         "unknown block": (client.get("/blocks/99"), 404, "not_found"),
-        "round not a number": (client.get("/blocks/abc"), 422, "bad_request"),
+        "round not a number": (client.get("/blocks/abc"), 400, "bad_request"),
+        "block hash not hex": (client.get("/blocks/0xzz"), 400, "bad_request"),
         "unknown route": (client.get("/nothing"), 404, "not_found"),
         "wrong method": (client.put("/updates"), 405, "http_405"),
     }
@@ -144,6 +145,8 @@ def test_full_block_is_mined_committed_and_served(setup):
     assert client.get("/info").json()["round"] == 2
 
     block = proposal_from_dict(client.get("/blocks/1").json())
+    assert client.get(f"/blocks/{to_hex(record.block_hash)}").json() == client.get(
+        "/blocks/1").json()
     assert block.global_model_hash == record.global_model_hash
     assert block.header(ledger.domain).block_hash(block.nonce) == record.block_hash
     model = client.get(f"/models/{to_hex(record.global_model_hash)}")

@@ -106,9 +106,9 @@ class MinerClient:
         """Tell this miner about a committed block."""
         self._request("POST", "/blocks", json=proposal_to_dict(proposal))
 
-    def block(self, round_: int) -> BlockProposal | None:
-        """The committed block of `round_` as this miner knows it (None if it does not)."""
-        response = self._request("GET", f"/blocks/{round_}")
+    def block(self, ref: int | bytes) -> BlockProposal | None:
+        """A committed block by round or block hash, as this miner knows it (None if not)."""
+        response = self._request("GET", f"/blocks/{to_hex(ref) if isinstance(ref, bytes) else ref}")
         if response is None:
             return None
         try:
