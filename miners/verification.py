@@ -20,10 +20,7 @@ from blockfl.tensors import (
     StateDict,
     TensorFormatError,
     TensorSpec,
-    checked_norms,
-    decode,
-    l2_norm,
-    tensor_hash,
+    decode_checked,
 )
 from blockfl.wire import UpdateSubmission
 
@@ -151,15 +148,15 @@ class Verifier:
             raise UpdateRejected(exc.reason, str(exc)) from None
         update_hash = record.update_hash
         self._check_replay((round_, raw_device), update_hash, signed)
-        try:
-            delta = decode(payload, max_bytes=policy.max_payload_bytes)
-            norms = checked_norms(delta, ctx.spec)  # the spec check; the norms prove finiteness
+        try:  # decoding, the spec check, the tensor hash and the norm in one pass
+            delta, digest, norm = decode_checked(
+                payload, ctx.spec, max_bytes=policy.max_payload_bytes
+            )
         except TensorFormatError as exc:
             reason = "malformed_payload" if exc.reason == "malformed" else exc.reason
             raise UpdateRejected(reason, exc.detail) from None
-        if tensor_hash(delta) != update_hash:
+        if digest != update_hash:
             raise UpdateRejected("hash_mismatch", "tensors do not hash to the signed update hash")
-        norm = l2_norm(delta, norms)
         if norm > policy.norm_bound:
             raise UpdateRejected("norm_bound", f"L2 norm {norm:.4g} > {policy.norm_bound}")
         self._remember((round_, raw_device), update_hash, signed)

@@ -103,6 +103,15 @@ class Case:
     policy: dict[str, object] = field(default_factory=dict)
 
 
+def _with_duplicate_entry(payload: bytes) -> bytes:
+    """`payload` with its header's first tensor entry repeated (safetensors load accepts it)."""
+    n = int.from_bytes(payload[:8], "little")
+    header = payload[8 : 8 + n]
+    first = header.index(b"},") + 1  # the end of the first entry
+    header = header[:first] + b"," + header[1:first] + header[first:]
+    return len(header).to_bytes(8, "little") + header + payload[8 + n :]
+
+
 def _wrong_dtype() -> StateDict:
     return {k: v.double() for k, v in _delta(1).items()}
 
@@ -155,6 +164,10 @@ CASES: dict[str, Case] = {
     ),
     "garbage_payload": Case(
         "malformed_payload", lambda v: _submission(_delta(1), payload=b"not safetensors")
+    ),
+    "duplicate_tensor_in_header": Case(
+        "malformed_payload",
+        lambda v: _submission(_delta(1), payload=_with_duplicate_entry(encode(_delta(1)))),
     ),
     "truncated_payload": Case(
         "malformed_payload", lambda v: _submission(_delta(1), payload=encode(_delta(1))[:-7])
