@@ -112,14 +112,17 @@ class DeviceProcess:
                  reward=str(mine[0].reward) if mine else "0")
 
     def follow(self, head: Head) -> None:
-        """Hold the head's global model, checked against the on-chain hash."""
+        """Hold the head's global model, checked against the on-chain hash (and recomputed
+        from the block's updates when asked and some miner serves them)."""
         if self.device.global_hash == head.global_model_hash:
             return
+        unrecomputed = None  # a model that matches the chain, for when no miner serves the block
         for miner in self._miners_in_random_order():
             try:
                 model = miner.model(head.global_model_hash)
                 if model is None:
                     continue
+                unrecomputed = unrecomputed or model  # MinerClient.model checked its hash
                 updates = self._block_updates(miner, head) if self.recompute else None
                 self.device.adopt(head.global_model_hash, model, updates, FedAvg())
             except MinerUnavailable as exc:
@@ -131,7 +134,11 @@ class DeviceProcess:
             self.log("model", round=head.round, global_model_hash=to_hex(head.global_model_hash),
                      recomputed=updates is not None)
             return
-        raise NoMinerAvailable(f"no miner serves the global model of round {head.round}")
+        if unrecomputed is None:
+            raise NoMinerAvailable(f"no miner serves the global model of round {head.round}")
+        self.device.adopt(head.global_model_hash, unrecomputed)
+        self.log("model", round=head.round, global_model_hash=to_hex(head.global_model_hash),
+                 recomputed=False)
 
     def _block_updates(self, miner: MinerClient, head: Head) -> list[WeightedUpdate] | None:
         """The block's updates for recomputing the aggregate; None when this device does not

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.aggregation import FedAvg
-from blockfl.chain.blocks import BlockProposal, Head, solve_pow
+from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.events import EventLog
@@ -152,7 +152,8 @@ class MinerService:
 
     def _adopt_checked(self, round_: int) -> bool:
         """Check the next block fully (cross-verification of a committed block) and adopt it."""
-        proposal = self._announced.pop(round_, None) or self._fetch_block(round_)
+        proposal = (self._announced.pop(round_, None) or self._block_from_chain(round_)
+                    or self._fetch_block(round_))
         if proposal is None:
             return False
         submissions = self._block_submissions(proposal)
@@ -167,6 +168,23 @@ class MinerService:
         self.journal.record_block(proposal, self.node.head.block_hash, submissions)
         self._round_began(self.node.head, checked=True)
         return True
+
+    def _block_from_chain(self, round_: int) -> BlockProposal | None:
+        """Rebuild a committed block from the chain's record and the signed updates it names
+        (held in the journal, else fetched from peers): a block stays checkable and its model
+        recoverable even if the miner that committed it died before announcing it."""
+        record = self.ledger.get_block(round_)
+        if record is None:
+            return None
+        signed = []
+        for accepted in self.ledger.accepted_updates(round_):
+            found = self.journal.update(accepted.update_hash)
+            found = found or self._fetch_update(accepted.update_hash)
+            if found is None or found.device != accepted.device:
+                return None
+            signed.append(found.signed)
+        return BlockProposal(record.prev_hash, round_, record.global_model_hash,
+                             tuple(sort_updates(signed)), record.miner, record.nonce)
 
     def _round_began(self, head: Head, checked: bool) -> None:
         self._window_opened = None

@@ -221,3 +221,35 @@ def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path)
     a.close()
     b.close()
 
+
+
+def test_a_block_whose_miner_died_is_rebuilt_from_the_chain(tmp_path):
+    from blockfl.events import read_events
+
+    config = small_config(tmp_path, network={"devices": 3, "miners": 2},
+                          chain={"block_rate": 50.0, "hash_rate": 1000.0})
+    experiment = build_experiment(config)
+    keys = [derived_key("api-miner", i) for i in range(2)]
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+                              [address_of(k) for k in keys])
+    policy = VerificationPolicy(max_payload_bytes=LIMIT)
+    settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0, check_grace=60.0)
+    a, b = (MinerService(k, ledger, policy, settings, tmp_path / f"m{i}", [], experiment.initial,
+                         EventLog(f"m{i}", tmp_path / f"m{i}.jsonl")) for i, k in enumerate(keys))
+    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+                      experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
+    for d in devices:  # both miners hold every update (as after gossip)
+        submission = d.train(1, ledger.domain).submission
+        assert a.node.receive_upload(submission).accepted
+        assert b.node.receive_gossip(submission).accepted
+    a.mine(threading.Event())
+    a.close()  # a dies before b hears of its block; b has no peer to ask
+
+    assert b.sync()
+    assert b.node.head.global_model_hash == ledger.head().global_model_hash
+    adopted = [e for e in read_events(tmp_path / "m1.jsonl") if e["event"] == "adopted"]
+    assert adopted[-1]["checked"] is True  # rebuilt and fully checked, not taken on trust
+    client = TestClient(create_app(b, LIMIT))  # and b now serves the block and its model
+    assert client.get("/blocks/1").json()["nonce"] == str(ledger.get_block(1).nonce)
+    assert client.get(f"/models/{to_hex(ledger.head().global_model_hash)}").status_code == 200
+    b.close()
