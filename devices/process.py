@@ -126,7 +126,7 @@ class DeviceProcess:
                 updates = self._block_updates(miner, head) if self.recompute else None
                 self.device.adopt(head.global_model_hash, model, updates, FedAvg())
             except MinerUnavailable as exc:
-                self.log("miner_down", miner=miner.url, error=str(exc))
+                self.log("download_failed", miner=miner.url, error=str(exc))
                 continue
             except GlobalModelMismatch as exc:
                 self.log("model_mismatch", miner=miner.url, error=str(exc))

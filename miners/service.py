@@ -116,8 +116,11 @@ class MinerService:
 
     def announced(self, proposal: BlockProposal) -> bool:
         """A peer announced a committed block: keep it for the loop to check, if it is the
-        block this miner waits for (at most one is kept, so junk cannot pile up)."""
-        if proposal.round != self.node.round:
+        block this miner waits for (at most one is kept, so junk cannot pile up). False for a
+        block of a future round; a block of a past round is already known: nothing to do."""
+        if proposal.round < self.node.round:
+            return True
+        if proposal.round > self.node.round:
             return False
         self._announced = {proposal.round: proposal}
         self._wake.set()
