@@ -180,11 +180,9 @@ def test_journal_refuses_another_deployment(tmp_path):
         MinerJournal(tmp_path / "miner.db", "31337:0xB")
 
 
-def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path):
-    from dataclasses import replace
-
+def two_miners(tmp_path, b_asks_a: bool):
+    """Miners a and b on one embedded chain (b with a as its peer if `b_asks_a`), 3 devices."""
     from blockfl.client import MinerClient
-    from blockfl.events import read_events
 
     config = small_config(tmp_path, network={"devices": 3, "miners": 2},
                           chain={"block_rate": 50.0, "hash_rate": 1000.0})
@@ -194,13 +192,25 @@ def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path)
                               [address_of(k) for k in keys])
     policy = VerificationPolicy(max_payload_bytes=LIMIT)
     settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0, check_grace=60.0)
-    a = MinerService(keys[0], ledger, policy, settings, tmp_path / "a", [], experiment.initial,
-                     EventLog("a", tmp_path / "a.jsonl"))
-    a_client = MinerClient("http://a", http=TestClient(create_app(a, LIMIT)))
-    b = MinerService(keys[1], ledger, policy, settings, tmp_path / "b", [a_client],
-                     experiment.initial, EventLog("b", tmp_path / "b.jsonl"))
+
+    def miner(name: str, key: bytes, peers: list) -> MinerService:
+        return MinerService(key, ledger, policy, settings, tmp_path / name, peers,
+                            experiment.initial, EventLog(name, tmp_path / f"{name}.jsonl"))
+
+    a = miner("a", keys[0], [])
+    peers = [MinerClient("http://a", http=TestClient(create_app(a, LIMIT)))] if b_asks_a else []
+    b = miner("b", keys[1], peers)
     devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
                       experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
+    return a, b, devices, ledger
+
+
+def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path):
+    from dataclasses import replace
+
+    from blockfl.events import read_events
+
+    a, b, devices, ledger = two_miners(tmp_path, b_asks_a=True)
     for d in devices:  # only miner a hears of the updates (no gossip)
         assert a.node.receive_upload(d.train(1, ledger.domain).submission).accepted
     a.mine(threading.Event())
@@ -213,7 +223,7 @@ def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path)
     assert any(e["event"] == "invalid_block" for e in read_events(tmp_path / "b.jsonl"))
     assert b.node.round == 1
 
-    assert b.sync()  # fetched from a: block, then the three updates' tensors, fully checked
+    assert b.sync()  # rebuilt from the chain with the updates fetched from a, fully checked
     assert b.node.round == 2
     assert b.node.head.global_model_hash == ledger.head().global_model_hash
     adopted = [e for e in read_events(tmp_path / "b.jsonl") if e["event"] == "adopted"]
@@ -222,22 +232,10 @@ def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path)
     b.close()
 
 
-
 def test_a_block_whose_miner_died_is_rebuilt_from_the_chain(tmp_path):
     from blockfl.events import read_events
 
-    config = small_config(tmp_path, network={"devices": 3, "miners": 2},
-                          chain={"block_rate": 50.0, "hash_rate": 1000.0})
-    experiment = build_experiment(config)
-    keys = [derived_key("api-miner", i) for i in range(2)]
-    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
-                              [address_of(k) for k in keys])
-    policy = VerificationPolicy(max_payload_bytes=LIMIT)
-    settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0, check_grace=60.0)
-    a, b = (MinerService(k, ledger, policy, settings, tmp_path / f"m{i}", [], experiment.initial,
-                         EventLog(f"m{i}", tmp_path / f"m{i}.jsonl")) for i, k in enumerate(keys))
-    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
-                      experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
+    a, b, devices, ledger = two_miners(tmp_path, b_asks_a=False)
     for d in devices:  # both miners hold every update (as after gossip)
         submission = d.train(1, ledger.domain).submission
         assert a.node.receive_upload(submission).accepted
@@ -247,7 +245,7 @@ def test_a_block_whose_miner_died_is_rebuilt_from_the_chain(tmp_path):
 
     assert b.sync()
     assert b.node.head.global_model_hash == ledger.head().global_model_hash
-    adopted = [e for e in read_events(tmp_path / "m1.jsonl") if e["event"] == "adopted"]
+    adopted = [e for e in read_events(tmp_path / "b.jsonl") if e["event"] == "adopted"]
     assert adopted[-1]["checked"] is True  # rebuilt and fully checked, not taken on trust
     client = TestClient(create_app(b, LIMIT))  # and b now serves the block and its model
     assert client.get("/blocks/1").json()["nonce"] == str(ledger.get_block(1).nonce)
