@@ -13,6 +13,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate
 from blockfl.config import TrainingConfig
@@ -22,6 +23,8 @@ from blockfl.hashing import to_hex
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
+
+M = TypeVar("M")  # how a miner is named: an address, a client
 
 
 def device_seed(run_seed: int, index: int) -> int:
@@ -99,7 +102,7 @@ class Device:
         return max(1, math.ceil(seconds * 1000))
 
     @staticmethod
-    def choose_miner(miners: Sequence[str], rng: random.Random) -> str:
+    def choose_miner(miners: Sequence[M], rng: random.Random) -> M:
         """A miner chosen uniformly at random (BlockFL's association, redrawn every round)."""
         return rng.choice(list(miners))
 

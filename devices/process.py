@@ -79,7 +79,7 @@ class DeviceProcess:
         self.log("finished", round=head.round if head else None)
 
     def _miners_in_random_order(self) -> list[MinerClient]:
-        first = self.rng.choice(self.miners)  # BlockFL's uniform association
+        first = self.device.choose_miner(self.miners, self.rng)
         return [first] + [m for m in self.miners if m is not first]
 
     def upload(self, submission: UpdateSubmission) -> None:
@@ -122,7 +122,8 @@ class DeviceProcess:
                 model = miner.model(head.global_model_hash)
                 if model is None:
                     continue
-                unrecomputed = unrecomputed or model  # MinerClient.model checked its hash
+                if unrecomputed is None:  # MinerClient.model checked its hash
+                    unrecomputed = model
                 updates = self._block_updates(miner, head) if self.recompute else None
                 self.device.adopt(head.global_model_hash, model, updates, FedAvg())
             except MinerUnavailable as exc:

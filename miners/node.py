@@ -18,7 +18,7 @@ from blockfl.chain.ledger import Ledger
 from blockfl.hashing import to_hex
 from blockfl.miners.verification import RoundContext, UpdateRejected, VerifiedUpdate, Verifier
 from blockfl.models import model_spec
-from blockfl.signing import SignatureError, SignedUpdate, address_of
+from blockfl.signing import SignatureError, address_of
 from blockfl.store import ModelStore
 from blockfl.tensors import StateDict, decode, tensor_hash
 from blockfl.wire import UpdateSubmission
@@ -164,14 +164,6 @@ class MinerNode:
     def restore(self, submissions: Sequence[UpdateSubmission]) -> list[Verdict]:
         """Re-verify updates acknowledged before a restart (from the journal)."""
         return [self._accept(s) for s in submissions]
-
-    def pending_payload(self, update: SignedUpdate) -> bytes | None:
-        """The tensors of a pending update with exactly this signed record, if held."""
-        with self._lock:
-            known = self._pending.get(update.device)
-            if known is None or known.signed != update:
-                return None
-            return self._payloads[update.device]
 
     def pending_submissions(self) -> list[UpdateSubmission]:
         """The verified updates of the current round, as they were received."""

@@ -20,10 +20,10 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from blockfl.aggregation import FedAvg
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
@@ -38,6 +38,8 @@ from blockfl.miners.verification import VerificationPolicy, Verifier
 from blockfl.store import ModelStore
 from blockfl.tensors import StateDict, tensor_hash
 from blockfl.wire import UpdateSubmission
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,10 @@ class MinerService:
         if genesis is not None and tensor_hash(genesis) == model_hash:
             self.store.put(genesis)
             return genesis
-        for client in random.sample(self.clients, len(self.clients)):
-            try:
-                state = client.model(model_hash)
-            except MinerUnavailable:
-                continue
-            if state is not None:
-                self.store.put(state)
-                return state
+        state = self._ask_peers(lambda peer: peer.model(model_hash))
+        if state is not None:
+            self.store.put(state)
+            return state
         raise LookupError(f"no peer serves the global model {to_hex(model_hash)}")
 
     def announced(self, proposal: BlockProposal) -> bool:
@@ -156,7 +154,7 @@ class MinerService:
     def _adopt_checked(self, round_: int) -> bool:
         """Check the next block fully (cross-verification of a committed block) and adopt it."""
         proposal = (self._announced.pop(round_, None) or self._block_from_chain(round_)
-                    or self._fetch_block(round_))
+                    or self._ask_peers(lambda peer: peer.block(round_)))
         if proposal is None:
             return False
         submissions = self._block_submissions(proposal)
@@ -181,8 +179,8 @@ class MinerService:
             return None
         signed = []
         for accepted in self.ledger.accepted_updates(round_):
-            found = self.journal.update(accepted.update_hash)
-            found = found or self._fetch_update(accepted.update_hash)
+            found = self.journal.update(accepted.update_hash) or self._ask_peers(
+                lambda peer, h=accepted.update_hash: peer.update(h))
             if found is None or found.device != accepted.device:
                 return None
             signed.append(found.signed)
@@ -194,41 +192,30 @@ class MinerService:
         self.log("adopted", round=head.round, block_hash=to_hex(head.block_hash),
                  global_model_hash=to_hex(head.global_model_hash), checked=checked)
 
-    def _fetch_block(self, round_: int) -> BlockProposal | None:
-        for client in self.clients:
+    def _ask_peers(self, ask: Callable[[MinerClient], T | None]) -> T | None:
+        """The first answer a peer has (peers in random order); None if none has one."""
+        for client in random.sample(self.clients, len(self.clients)):
             try:
-                proposal = client.block(round_)
-            except MinerUnavailable:
-                continue
-            if proposal is not None:
-                return proposal
-        return None
-
-    def _block_submissions(self, proposal: BlockProposal) -> list[UpdateSubmission] | None:
-        """Every update of a block with its tensors: held, journaled, or fetched from peers."""
-        out = []
-        for update in proposal.updates:
-            payload = self.node.pending_payload(update)
-            if payload is None:
-                known = self.journal.update(update.record.update_hash)
-                payload = known.payload if known and known.signed == update else None
-            if payload is None:
-                fetched = self._fetch_update(update.record.update_hash)
-                if fetched is None:
-                    return None
-                payload = fetched.payload
-            out.append(UpdateSubmission(update, payload))
-        return out
-
-    def _fetch_update(self, update_hash: bytes) -> UpdateSubmission | None:
-        for client in self.clients:
-            try:
-                found = client.update(update_hash)
+                found = ask(client)
             except (MinerUnavailable, MinerRejected):
                 continue
             if found is not None:
                 return found
         return None
+
+    def _block_submissions(self, proposal: BlockProposal) -> list[UpdateSubmission] | None:
+        """Every update of a block with its tensors: journaled (every update this miner
+        accepted is), or fetched from peers; None if one cannot be had."""
+        out = []
+        for update in proposal.updates:
+            update_hash = update.record.update_hash
+            known = self.journal.update(update_hash)
+            if known is None or known.signed != update:
+                known = self._ask_peers(lambda peer, h=update_hash: peer.update(h))
+            if known is None:
+                return None
+            out.append(UpdateSubmission(update, known.payload))
+        return out
 
     # ------------------------------------------------------------------ mining
 

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blockfl.chain.deployment import Deployment, describe
-from blockfl.chain.evm import EvmLedger, rpc_web3
+from blockfl.chain.deployment import Deployment
+from blockfl.chain.evm import EvmLedger
 from blockfl.chain.node import free_port, start_anvil, wait_for_port
 from blockfl.config import Config
-from blockfl.keys import dev_key
+from blockfl.keys import dev_key, parse_key
 from blockfl.signing import address_of
 
 DEPLOYER = "dev:0"
@@ -97,17 +97,14 @@ class LocalNetwork:
         self.stop()
 
     def _start_chain(self) -> None:
-        from blockfl.sim.engine import chain_params
-        from blockfl.sim.setup import genesis_model_hash
+        from blockfl.sim.engine import deploy_to_node
 
         port = free_port()
         self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log")
         self.rpc_url = f"http://127.0.0.1:{port}"
-        deployer = dev_key(int(DEPLOYER[4:]))
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
-        params = chain_params(self.config, genesis_model_hash(self.config))
-        ledger = EvmLedger.create(rpc_web3(self.rpc_url), params, miners, deployer_key=deployer)
-        describe(ledger, self.rpc_url, address_of(deployer)).write(self.deployment_path)
+        deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER))
+        deployment.write(self.deployment_path)
 
     def stop(self) -> None:
         """Stop devices, then miners (SIGTERM, then SIGKILL), then anvil."""

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from eth_utils import is_address, to_checksum_address
 
-from blockfl.chain.deployment import describe
-from blockfl.chain.evm import EvmLedger, rpc_web3
 from blockfl.chain.node import DEFAULT_PORT, start_anvil, stop_pid
 from blockfl.config import add_config_flags, config_from_args
 from blockfl.keys import parse_key
@@ -89,20 +87,12 @@ def miner_addresses(spec: str) -> list[str]:
 
 def chain_deploy(args: argparse.Namespace) -> int:
     """Deploy to a node and write deployment.json."""
-    from blockfl.sim.engine import chain_params
-    from blockfl.sim.setup import genesis_model_hash
+    from blockfl.sim.engine import deploy_to_node
 
     config = config_from_args(args)
-    genesis = (
-        bytes.fromhex(args.genesis_model.removeprefix("0x"))
-        if args.genesis_model
-        else genesis_model_hash(config)
-    )
-    deployer = parse_key(args.deployer_key)
-    w3 = rpc_web3(args.rpc_url)
-    ledger = EvmLedger.create(w3, chain_params(config, genesis), miner_addresses(args.miners),
-                              deployer_key=deployer)
-    deployment = describe(ledger, args.rpc_url, address_of(deployer))
+    genesis = bytes.fromhex(args.genesis_model.removeprefix("0x")) if args.genesis_model else None
+    deployment = deploy_to_node(config, args.rpc_url, miner_addresses(args.miners),
+                                parse_key(args.deployer_key), genesis)
     deployment.write(args.out)
     summary = {k: getattr(deployment, k) for k in ("chain_id", "contract", "token", "miners")}
     print(json.dumps(summary | {"parameters": deployment.parameters}, indent=2))

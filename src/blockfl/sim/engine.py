@@ -20,6 +20,7 @@ from typing import Any
 
 from blockfl.aggregation import STRATEGIES
 from blockfl.chain.blocks import ChainParams, CommitReceipt, target_for_rate
+from blockfl.chain.deployment import Deployment, describe
 from blockfl.chain.evm import (
     DEV_DEPLOYER_KEY,
     EMBEDDED_CHAIN_ID,
@@ -39,7 +40,7 @@ from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import VerificationPolicy, Verifier
 from blockfl.signing import address_of
-from blockfl.sim.setup import Experiment, build_experiment
+from blockfl.sim.setup import Experiment, build_experiment, genesis_model_hash
 from blockfl.store import ModelStore
 from blockfl.tensors import tensor_hash
 from blockfl.wire import UpdateSubmission
@@ -59,6 +60,16 @@ def chain_params(config: Config, genesis: bytes) -> ChainParams:
         device_allow_list=c.allow_list,
         genesis_model_hash=genesis,
     )
+
+
+def deploy_to_node(
+    config: Config, rpc_url: str, miners: list[str], deployer_key: bytes,
+    genesis: bytes | None = None,
+) -> Deployment:
+    """Deploy an experiment's contracts to a JSON-RPC node (genesis model: the config's)."""
+    params = chain_params(config, genesis or genesis_model_hash(config))
+    ledger = EvmLedger.create(rpc_web3(rpc_url), params, miners, deployer_key=deployer_key)
+    return describe(ledger, rpc_url, address_of(deployer_key))
 
 
 def open_ledger(config: Config, miners: list[str], genesis: bytes, run_dir: Path) -> Ledger:
