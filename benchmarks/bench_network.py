@@ -30,8 +30,8 @@ and the mean of each column over rounds 2..R (round 1 carries first-time costs: 
 payouts' storage writes, first training calls). A line before the table says how long the
 processes took to start (launch to `started`, and to the first upload); after it, the events
 that mean something went wrong (errors, failed gossip, rejected updates, unchecked adoptions,
-...) and the tracebacks in the processes' stdout are counted. The processes inherit this
-process's environment, e.g. `OMP_NUM_THREADS=1` (one torch thread per device process).
+...) and the tracebacks in the processes' stdout are counted. The launcher gives every process
+one torch thread (`OMP_NUM_THREADS=1`, unless this environment sets it).
 
 Part 2, one miner's upload throughput. An in-process `MinerService` on the embedded eth-tester
 ledger (block size and T_wait so large that it never mines; its mining loop is not even

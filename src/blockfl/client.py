@@ -7,6 +7,7 @@ checked: a model must hash to the hash it was asked for, an update to its signed
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,15 +44,17 @@ class MinerRejected(ValueError):
 
 
 class MinerClient:
-    """One miner's HTTP API (`verify`: a CA bundle path for TLS, or True/False)."""
+    """One miner's HTTP API."""
 
     def __init__(
-        self, url: str, timeout: float = 30.0, verify: str | bool = True,
+        self, url: str, timeout: float = 30.0, ca_cert: Path | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES, http: httpx.Client | None = None,
     ) -> None:
-        """`http`: an httpx client to send through instead (e.g. an in-process test client)."""
+        """`ca_cert`: the CA to trust for an HTTPS miner (default: the system's); `http`: an
+        httpx client to send through instead (e.g. an in-process test client)."""
         self.url = url.rstrip("/")
         self.max_bytes = max_bytes
+        verify: str | bool = str(ca_cert) if ca_cert else True
         self._http = http or httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:

@@ -211,8 +211,7 @@ class LocalNetwork:
         live = [i for i, role in enumerate(self.miners) if role.running]
         if not live:
             raise RuntimeError("no miner is running to serve the global models")
-        verify: str | bool = str(self.tls[0]) if self.tls else True
-        client = MinerClient(self.miner_url(live[0]), verify=verify)
+        client = MinerClient(self.miner_url(live[0]), ca_cert=self.tls[0] if self.tls else None)
         out = []
         for round_ in range(1, self.ledger.head().round + 1):
             block = self.ledger.get_block(round_)

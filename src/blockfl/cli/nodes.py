@@ -47,14 +47,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
-    verify: str | bool = str(ca_cert) if ca_cert else True
-    return [MinerClient(u, verify=verify)
+    return [MinerClient(u, ca_cert=ca_cert)
             for u in filter(None, (s.strip() for s in urls.split(",")))]
 
 
 def _genesis(config: Config, deployment: Deployment) -> Experiment:
     """The experiment of the config, its genesis model checked against the deployment's."""
-
     experiment = build_experiment(config)
     expected = deployment.parameters["genesis_model_hash"]
     if to_hex(experiment.genesis_hash) != expected:
