@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from blockfl.cli import chain as chain_commands
+from blockfl.cli import explorer as explorer_commands
 from blockfl.cli import inspect as inspect_commands
 from blockfl.cli import network as network_commands
 from blockfl.cli import nodes as node_commands
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (run_commands, chain_commands, node_commands, network_commands,
-                   inspect_commands, latency_commands):
+                   inspect_commands, explorer_commands, latency_commands):
         module.register(commands)
     return parser
 
