@@ -12,6 +12,7 @@ from blockfl.cli import network as network_commands
 from blockfl.cli import nodes as node_commands
 from blockfl.cli import run as run_commands
 from blockfl.latency import cli as latency_commands
+from blockfl.malfunction import cli as malfunction_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (run_commands, chain_commands, node_commands, network_commands,
-                   inspect_commands, latency_commands):
+                   inspect_commands):
         module.register(commands)
+    malfunction_commands.register(latency_commands.register(commands))
     return parser
 
 

@@ -1,7 +1,7 @@
 """``blockfl latency malfunction``: vanilla FL vs BlockFL (unverified, verified) under malfunction.
 
-Registered by :func:`blockfl.latency.cli.register`; the experiment itself lives in
-:mod:`blockfl.sim.malfunction`.
+Registered under ``blockfl latency`` by :mod:`blockfl.cli`; the experiment itself lives in
+:mod:`blockfl.malfunction.experiment`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 import sys
 from pathlib import Path
 
-from blockfl.latency import cli  # the module, not its names: cli imports this module
-from blockfl.sim.malfunction import (
+from blockfl.latency import cli
+from blockfl.malfunction.experiment import (
     CORRUPTIONS,
     SYSTEMS,
     MalfunctionConfig,
