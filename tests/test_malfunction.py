@@ -122,7 +122,7 @@ def test_outputs_are_written(results, tmp_path):
 
 def test_cli_prints_tables_and_writes_figures(tmp_path, capsys):
     parser = build_parser()
-    argv = ["latency", "malfunction", "--rounds", "2", "--devices", "3", "--miners", "2"]
+    argv = ["malfunction", "--rounds", "2", "--devices", "3", "--miners", "2"]
     argv += ["--sweep-p", "0,0.5", "--model", "logreg", "--out", str(tmp_path)]
     args = parser.parse_args([*argv, "--set", "lambda_=0.2"])
     assert args.func(args) == 0

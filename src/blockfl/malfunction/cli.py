@@ -1,6 +1,6 @@
-"""``blockfl latency malfunction``: vanilla FL vs BlockFL (unverified, verified) under malfunction.
+"""``blockfl malfunction``: vanilla FL vs BlockFL (unverified, verified) under malfunction.
 
-Registered under ``blockfl latency`` by :mod:`blockfl.cli`; the experiment itself lives in
+The experiment itself lives in
 :mod:`blockfl.malfunction.experiment`.
 """
 
@@ -32,7 +32,7 @@ def probabilities(text: str) -> tuple[float, ...]:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add the ``malfunction`` subcommand to the ``latency`` subcommands ``commands``."""
+    """Add the ``malfunction`` command."""
     d = MalfunctionConfig()
     parser = commands.add_parser(
         "malfunction",
