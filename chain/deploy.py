@@ -30,6 +30,8 @@ def chain_params(config: Config, genesis: bytes) -> ChainParams:
         max_updates_per_block=c.max_updates_per_block,
         device_allow_list=c.allow_list,
         genesis_model_hash=genesis,
+        mode=c.mode,
+        quorum=c.quorum,
     )
 
 

@@ -21,6 +21,7 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
 from blockfl.chain.blocks import (
+    MODES,
     AcceptedUpdate,
     BlockProposal,
     BlockRecord,
@@ -143,6 +144,9 @@ def params_tuple(params: ChainParams) -> tuple:
         params.max_updates_per_block,
         params.device_allow_list,
         params.genesis_model_hash,
+        params.protocol_spec_hash,
+        MODES.index(params.mode),
+        params.quorum,
     )
 
 
@@ -183,7 +187,10 @@ class EvmLedger(Ledger):
 
     def params(self) -> ChainParams:
         p = self.contract.functions.parameters().call()
-        return ChainParams(*p[:6], genesis_model_hash=bytes(p[6]), token=self.token.address)
+        return ChainParams(
+            *p[:6], genesis_model_hash=bytes(p[6]), protocol_spec_hash=bytes(p[7]),
+            mode=MODES[p[8]], quorum=p[9], token=self.token.address,
+        )
 
     def head(self) -> Head:
         round_, block_hash, model_hash = self.contract.functions.head().call()

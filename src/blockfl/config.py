@@ -105,6 +105,8 @@ class ChainConfig:
     max_samples_per_update: int = 100_000
     max_updates_per_block: int = 1000
     allow_list: bool = False
+    mode: str = "direct"  # direct (every update checked and paid in the commit) | merkle
+    quorum: int = 0  # distinct miners attesting a block; 0 = a majority of registered miners
 
 
 @dataclass(frozen=True)
