@@ -76,7 +76,6 @@ def miner_command(args: argparse.Namespace) -> int:
     from blockfl.keys import parse_key
     from blockfl.miners.api import create_app
     from blockfl.miners.service import MinerService, MiningSettings
-    from blockfl.miners.verification import VerificationPolicy
     from blockfl.signing import address_of
 
     config = config_from_args(args)
@@ -84,7 +83,7 @@ def miner_command(args: argparse.Namespace) -> int:
     key = parse_key(args.key)
     address = address_of(key)
     experiment = _genesis(config, deployment)
-    policy = VerificationPolicy.from_config(config)
+    policy = config.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
