@@ -7,15 +7,15 @@ import json
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Column, Table
 
-from blockfl.chain import inspection
-from blockfl.chain.deployment import Deployment
-from blockfl.chain.evm import EvmLedger
 from blockfl.hashing import to_hex
+
+if TYPE_CHECKING:
+    from blockfl.chain.evm import EvmLedger
 
 TOKEN_DECIMALS = 18
 #: table width when stdout is not a terminal (rich would otherwise squeeze tables into 80)
@@ -59,6 +59,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def open_ledger(args: argparse.Namespace) -> EvmLedger:
     """The deployment's ledger, through --rpc-url if given."""
+    from blockfl.chain.deployment import Deployment
+
     return Deployment.read(args.deployment).ledger(args.rpc_url)
 
 
@@ -87,6 +89,8 @@ def emit_table(table: Table) -> None:
 
 def inspect_blocks(args: argparse.Namespace) -> int:
     """Table of committed blocks."""
+    from blockfl.chain import inspection
+
     found = inspection.blocks(open_ledger(args), args.first, args.last)
     if args.json:
         emit_json([inspection.block_json(b) for b in found])
@@ -106,6 +110,8 @@ def inspect_blocks(args: argparse.Namespace) -> int:
 
 def inspect_updates(args: argparse.Namespace) -> int:
     """Table of the accepted updates of a round."""
+    from blockfl.chain import inspection
+
     found = inspection.updates(open_ledger(args), args.round)
     if args.json:
         emit_json([inspection.jsonable(u) for u in found])
@@ -122,6 +128,8 @@ def inspect_updates(args: argparse.Namespace) -> int:
 
 def inspect_rewards(args: argparse.Namespace) -> int:
     """Token balance against reward events per address; exit 1 if any differ."""
+    from blockfl.chain import inspection
+
     rows = inspection.rewards(open_ledger(args))
     balance = sum(r.balance for r in rows)
     event_total = sum(r.event_total for r in rows)
@@ -148,6 +156,8 @@ def inspect_rewards(args: argparse.Namespace) -> int:
 
 def inspect_model(args: argparse.Namespace) -> int:
     """Compare a model file with a round's global model hash: exit 0 match, 1 mismatch, 2 error."""
+    from blockfl.chain import inspection
+
     ledger = open_ledger(args)
     try:
         check = inspection.check_model(ledger, args.round, args.file)
