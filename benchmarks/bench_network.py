@@ -354,15 +354,14 @@ def bench_uploads(k: int) -> None:
     """Part 2."""
     import httpx
 
+    from blockfl.chain.deploy import chain_params
     from blockfl.chain.evm import EvmLedger, embedded_web3
     from blockfl.client import MinerClient, MinerRejected
     from blockfl.devices.device import Device
     from blockfl.events import EventLog
     from blockfl.keys import derived_key
     from blockfl.miners.service import MinerService, MiningSettings
-    from blockfl.miners.verification import VerificationPolicy
     from blockfl.signing import address_of
-    from blockfl.sim.engine import chain_params
     from blockfl.sim.setup import build_experiment
 
     with tempfile.TemporaryDirectory(prefix="bench-uploads-") as tmp:
@@ -389,7 +388,7 @@ def bench_uploads(k: int) -> None:
         trained = time.perf_counter() - started
         size = statistics.fmean(len(s.payload) for s in submissions)
 
-        policy = VerificationPolicy.from_config(config)
+        policy = config.verification
         settings = MiningSettings(t_wait=1e9, block_size=10**9, hash_rate=0.0)
         services: list[MinerService] = []
         logs: list[EventLog] = []

@@ -20,6 +20,9 @@ from blockfl.hashing import ZERO_HASH, keccak
 from blockfl.signing import Domain, SignedUpdate
 
 MAX_TARGET = 2**256 - 1
+# Block modes, by their `Params.mode` number on chain: `direct` checks and pays every update in
+# the commit; `merkle` commits a Merkle root of the update records and devices claim with proofs.
+MODES = ("direct", "merkle")
 
 
 def sort_updates(updates: Sequence[SignedUpdate]) -> list[SignedUpdate]:
@@ -122,7 +125,12 @@ class AcceptedUpdate:
 
 @dataclass(frozen=True)
 class ChainParams:
-    """The contract's parameters."""
+    """The contract's parameters.
+
+    `mode` is one of `MODES`; `quorum` is how many distinct registered miners must attest a
+    block (0: a majority of the miners registered at commit time); `protocol_spec_hash` is the
+    hash of the protocol spec every node runs (zero when none was given).
+    """
 
     target: int
     reward_per_sample: int
@@ -131,7 +139,16 @@ class ChainParams:
     max_updates_per_block: int
     device_allow_list: bool
     genesis_model_hash: bytes
+    protocol_spec_hash: bytes = ZERO_HASH
+    mode: str = "direct"
+    quorum: int = 0
     token: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown block mode {self.mode!r}: {' or '.join(MODES)}")
+        if not 0 <= self.quorum < 2**16:
+            raise ValueError(f"quorum {self.quorum} out of range (0 = majority of miners)")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 The chain is either embedded (eth-tester with py-evm, in this process: the default) or any
 JSON-RPC node (`--rpc-url`: anvil, geth, hardhat). Transactions are signed locally with the
-sender's key; a commit is first estimated, so a rejected block reverts before it is sent and
-surfaces as `BlockRejected` named after the contract's custom error.
+sender's key. A commit is sent with an analytic gas limit (`commit_gas_limit`) rather than
+`estimate_gas`, whose binary search re-executes the whole block about 15 times on the embedded
+EVM; a reverted commit is replayed once as a call to learn the contract's custom error, which
+surfaces as `BlockRejected` named after it. Other transactions (deployment, admin) are estimated.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
 from blockfl.chain.blocks import (
+    MODES,
     AcceptedUpdate,
     BlockProposal,
     BlockRecord,
@@ -40,6 +43,11 @@ FUNDING_WEI = 10**21
 # eth-tester's chain id: the `local` ledger can take it (and the deployer's first contract
 # address) so that signatures, block hashes and the proof-of-work race match the embedded EVM.
 EMBEDDED_CHAIN_ID = 131277322940537
+# Upper bounds on `commitBlock`'s gas, with margin over what bench_gas.py measures: about 245k
+# for the transaction, block record, event and mining reward, and at most 39k per update (the
+# signature check, a first mint to a new holder, its event, its calldata).
+COMMIT_GAS_BASE = 300_000
+COMMIT_GAS_PER_UPDATE = 50_000
 
 
 def embedded_web3() -> Web3:
@@ -75,26 +83,38 @@ def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]
     return table
 
 
-def send(w3: Web3, key: bytes, call: Any, errors: dict[bytes, tuple[str, list[str]]]) -> Any:
-    """Estimate, sign and send a contract call; raise the decoded custom error if it reverts."""
+def commit_gas_limit(w3: Web3, n_updates: int) -> int:
+    """The gas limit of a commit of `n_updates`: the analytic bound, at most the block's."""
+    cap = w3.eth.get_block("latest")["gasLimit"]
+    return min(COMMIT_GAS_BASE + COMMIT_GAS_PER_UPDATE * n_updates, cap)
+
+
+def send(
+    w3: Web3, key: bytes, call: Any, errors: dict[bytes, tuple[str, list[str]]],
+    gas: int | None = None,
+) -> Any:
+    """Sign and send a contract call with gas limit `gas` (estimated when None); raise the
+    decoded custom error if it reverts."""
     sender = Account.from_key(key)
     try:
-        gas = call.estimate_gas({"from": sender.address})
+        if gas is None:
+            gas = int(call.estimate_gas({"from": sender.address}) * 1.25) + 20_000
         tx = call.build_transaction(
             {
                 "from": sender.address,
                 "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
-                "gas": int(gas * 1.25) + 20_000,
+                "gas": gas,
             }
         )
         signed = sender.sign_transaction(tx)
         tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
         if receipt["status"] != 1:
-            # Another transaction changed the state between estimate and inclusion (a race on
-            # a shared node): replay the call on the new state to learn the reason.
+            # The call reverted on the state it was included in (a rejected block, or a race
+            # on a shared node): replay it as a call on that state to learn the reason.
             call.call({"from": sender.address})
-            raise BlockRejected("Reverted", (receipt["transactionHash"],))
+            raise BlockRejected("OutOfGas" if receipt["gasUsed"] >= gas else "Reverted",
+                                (receipt["transactionHash"],))
         return receipt
     except (ContractLogicError, TransactionFailed) as exc:
         raise _decode_error(exc, errors) from None
@@ -143,6 +163,9 @@ def params_tuple(params: ChainParams) -> tuple:
         params.max_updates_per_block,
         params.device_allow_list,
         params.genesis_model_hash,
+        params.protocol_spec_hash,
+        MODES.index(params.mode),
+        params.quorum,
     )
 
 
@@ -183,7 +206,10 @@ class EvmLedger(Ledger):
 
     def params(self) -> ChainParams:
         p = self.contract.functions.parameters().call()
-        return ChainParams(*p[:6], genesis_model_hash=bytes(p[6]), token=self.token.address)
+        return ChainParams(
+            *p[:6], genesis_model_hash=bytes(p[6]), protocol_spec_hash=bytes(p[7]),
+            mode=MODES[p[8]], quorum=p[9], token=self.token.address,
+        )
 
     def head(self) -> Head:
         round_, block_hash, model_hash = self.contract.functions.head().call()
@@ -203,7 +229,8 @@ class EvmLedger(Ledger):
             [update_tuple(u) for u in proposal.updates],
             proposal.nonce,
         )
-        receipt = send(self.w3, miner_key, call, self._errors)
+        gas = commit_gas_limit(self.w3, len(proposal.updates))
+        receipt = send(self.w3, miner_key, call, self._errors, gas=gas)
         event = self.contract.events.BlockCommitted().process_receipt(receipt, errors=DISCARD)[0]
         return CommitReceipt(
             bytes(event["args"]["blockHash"]), receipt["gasUsed"], bytes(receipt["transactionHash"])

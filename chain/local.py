@@ -283,7 +283,8 @@ class LocalLedger(Ledger):
 
 
 def _unhex(obj: dict) -> dict:
-    """JSON hook: the genesis model hash is stored as hex."""
-    if "genesis_model_hash" in obj:
-        obj["genesis_model_hash"] = bytes.fromhex(obj["genesis_model_hash"])
+    """JSON hook: the hashes among the parameters are stored as hex."""
+    for name in ("genesis_model_hash", "protocol_spec_hash"):
+        if name in obj:
+            obj[name] = bytes.fromhex(obj[name])
     return obj

@@ -49,6 +49,9 @@ contract BlockFL is Ownable, EIP712 {
         uint32 maxUpdatesPerBlock;
         bool deviceAllowList;
         bytes32 genesisModelHash;
+        bytes32 protocolSpecHash;
+        uint8 mode;
+        uint16 quorum;
     }
 
     bytes32 public constant UPDATE_TYPEHASH = keccak256(
@@ -129,6 +132,11 @@ contract BlockFL is Ownable, EIP712 {
     /// @notice The parameters of this deployment.
     function parameters() external view returns (Params memory) {
         return _params;
+    }
+
+    /// @notice Hash of the protocol spec every node must run (keccak of its canonical JSON).
+    function protocolSpecHash() external view returns (bytes32) {
+        return _params.protocolSpecHash;
     }
 
     /// @notice The chain head: last committed round, its block hash and global model hash.

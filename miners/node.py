@@ -199,7 +199,12 @@ class MinerNode:
         return Candidate(proposal, global_state, updates)
 
     def commit(self, proposal: BlockProposal) -> CommitReceipt | None:
-        """Commit a mined block; None (and a fork recorded) if another block won the round."""
+        """Commit a mined block; None (and a fork recorded) if another block won the round.
+
+        A block of a round the chain already has is not sent: it could only be rejected."""
+        if self.ledger.head().round >= proposal.round:
+            self.stats.forks.append(proposal.round)
+            return None
         try:
             receipt = self.ledger.commit_block(self.key, proposal)
         except ForkRejected:

@@ -75,13 +75,15 @@ class MinerService:
         self.journal = MinerJournal(data_dir / "miner.db", f"{domain.chain_id}:{domain.contract}")
         self.store = ModelStore(data_dir / "models")
         self.clients = list(peers)
-        self.target = ledger.params().target
+        params = ledger.params()
+        self.target = params.target
         self._announced: dict[int, BlockProposal] = {}
         self._wake = threading.Event()
         self._behind_since: float | None = None
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
-        self.node = MinerNode(key, ledger, Verifier(policy), self.store, FedAvg(), base,
+        verifier = Verifier(policy, max_samples=params.max_samples_per_update)
+        self.node = MinerNode(key, ledger, verifier, self.store, FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
         self._window_opened: float | None = None

@@ -74,6 +74,15 @@ def test_deployment_reads_back(make_ledger):
     assert ledger.is_miner(MINERS[0]) and not ledger.is_miner(MINERS[2])
 
 
+def test_protocol_spec_mode_and_quorum_read_back(make_ledger):
+    spec = keccak(b"protocol spec")
+    ledger = make_ledger(default_params(protocol_spec_hash=spec, mode="merkle", quorum=2), MINERS)
+    got = ledger.params()
+    assert (got.protocol_spec_hash, got.mode, got.quorum) == (spec, "merkle", 2)
+    if isinstance(ledger, EvmLedger):
+        assert bytes(ledger.contract.functions.protocolSpecHash().call()) == spec
+
+
 def test_commit_pays_devices_and_miner(make_ledger):
     params = default_params()
     ledger = make_ledger(params, MINERS)

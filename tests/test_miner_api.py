@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from blockfl.chain.blocks import BlockProposal
+from blockfl.chain.deploy import chain_params
 from blockfl.chain.evm import EvmLedger, embedded_web3
 from blockfl.devices.device import Device
 from blockfl.events import EventLog
@@ -19,7 +20,6 @@ from blockfl.miners.api import create_app
 from blockfl.miners.service import MinerService, MiningSettings
 from blockfl.miners.verification import VerificationPolicy
 from blockfl.signing import SignedUpdate, address_of, sign_update
-from blockfl.sim.engine import chain_params
 from blockfl.sim.setup import build_experiment
 from blockfl.tensors import decode, tensor_hash
 from blockfl.wire import (

@@ -105,15 +105,18 @@ class ChainConfig:
     max_samples_per_update: int = 100_000
     max_updates_per_block: int = 1000
     allow_list: bool = False
+    mode: str = "direct"  # direct (every update checked and paid in the commit) | merkle
+    quorum: int = 0  # distinct miners attesting a block; 0 = a majority of registered miners
 
 
 @dataclass(frozen=True)
-class VerificationConfig:
-    """A miner's limits on what it accepts."""
+class VerificationPolicy:
+    """What a miner accepts (`[verification]`); the sample cap is the chain's
+    `max_samples_per_update`."""
 
     max_payload_bytes: int = 64 * 2**20
-    norm_bound: float = 1_000.0
-    min_ms_per_sample: float = 0.0
+    norm_bound: float = 1_000.0  # L2 norm of an update
+    min_ms_per_sample: float = 0.0  # BlockFL's computation-time check: at least this per sample
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
-    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

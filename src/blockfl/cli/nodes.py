@@ -7,15 +7,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from blockfl.chain.deployment import Deployment
-from blockfl.client import MinerClient
 from blockfl.config import Config, add_config_flags, config_from_args
-from blockfl.events import EventLog
-from blockfl.hashing import to_hex
-from blockfl.keys import parse_key
-from blockfl.signing import address_of
-from blockfl.sim.setup import Experiment, build_experiment
+
+if TYPE_CHECKING:
+    from blockfl.chain.deployment import Deployment
+    from blockfl.client import MinerClient
+    from blockfl.sim.setup import Experiment
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,12 +46,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
+    from blockfl.client import MinerClient
+
     return [MinerClient(u, ca_cert=ca_cert)
             for u in filter(None, (s.strip() for s in urls.split(",")))]
 
 
 def _genesis(config: Config, deployment: Deployment) -> Experiment:
     """The experiment of the config, its genesis model checked against the deployment's."""
+    from blockfl.hashing import to_hex
+    from blockfl.sim.setup import build_experiment
+
     experiment = build_experiment(config)
     expected = deployment.parameters["genesis_model_hash"]
     if to_hex(experiment.genesis_hash) != expected:
@@ -65,17 +69,20 @@ def _genesis(config: Config, deployment: Deployment) -> Experiment:
 
 def miner_command(args: argparse.Namespace) -> int:
     """Serve the miner API and run the mining loop until interrupted."""
+    from blockfl.chain.deployment import Deployment
+    from blockfl.events import EventLog
+    from blockfl.keys import parse_key
     from blockfl.miners.api import create_app
     from blockfl.miners.http_server import miner_server
     from blockfl.miners.service import MinerService, MiningSettings
-    from blockfl.miners.verification import VerificationPolicy
+    from blockfl.signing import address_of
 
     config = config_from_args(args)
     deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
     address = address_of(key)
     experiment = _genesis(config, deployment)
-    policy = VerificationPolicy.from_config(config)
+    policy = config.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
@@ -116,8 +123,11 @@ def miner_command(args: argparse.Namespace) -> int:
 
 def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
+    from blockfl.chain.deployment import Deployment
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
+    from blockfl.events import EventLog
+    from blockfl.keys import parse_key
 
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)
