@@ -252,3 +252,34 @@ def test_one_address_cannot_take_every_connection(net):
     # the first 32 connections waited for their head until the timeout, the rest were refused
     assert tally.replies == {"408 header_timeout": 32, "503 too_many_connections": 268}
     assert_serving(network)
+
+
+def test_honest_devices_land_their_updates_while_one_address_floods(tmp_path):
+    config = hostile_config(tmp_path, header_timeout=5.0, body_timeout=5.0)
+    network = LocalNetwork(config, tmp_path / "net").start(start_devices=False)
+    stop = threading.Event()
+    tallies: list[hostile.Tally] = []
+    try:
+        port = network.miners[0].port
+        body = b"\0" * 20_000
+        attack = threading.Thread(target=lambda: tallies.append(asyncio.run(hostile.flood(
+            "127.0.0.1", port, signed_headers(network), body, seconds=240, stop=stop))))
+        attack.start()
+        time.sleep(2.0)  # the flood is on before the devices start
+        for role in network.devices:  # honest devices connect from 127.0.0.1
+            network.start_role(role)
+        network.wait_for_round(1, timeout=240)
+        assert httpx.get(f"{network.miner_url(0)}/health", timeout=10).json() == {"ok": True}
+        stop.set()
+        attack.join(timeout=120)
+        assert not attack.is_alive()
+        devices = {role.name for role in network.devices}
+        paid = {u.device for u in network.ledger.accepted_updates(1)}
+        assert len(paid) == len(devices) == 3  # every honest update is in the first block
+        flood = tallies[0].replies
+        assert flood["503 too_many_connections"] > 1000  # the flood was on, and refused
+        assert all(label.split()[0].isdigit() for label in flood), flood  # JSON answers only
+        assert not any("not_json" in label for label in flood), flood
+    finally:
+        stop.set()
+        network.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -151,3 +152,22 @@ async def slow_connections(host: str, port: int, count: int = 300, source: str =
     head = request("POST", "/updates", {"Content-Type": "application/octet-stream"})
     return await many(count, lambda _: exchange(host, port, head, source, timeout,
                                                 pause_after=len(head) // 2))
+
+
+async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seconds: float,
+                stop: threading.Event | None = None, uploads: int = 1000, slow: int = 300,
+                source: str = ATTACKER) -> Tally:
+    """Waves of `uploads` concurrent uploads and `slow` slow connections from one address,
+    until `stop` is set or `seconds` have passed (a wave ends when the miner answered or
+    dropped all of its requests)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    tally = Tally()
+    while loop.time() < deadline and not (stop and stop.is_set()):
+        left = max(deadline - loop.time(), 1.0)
+        for wave in await asyncio.gather(
+            upload_flood(host, port, headers, body, uploads, source, timeout=left),
+            slow_connections(host, port, slow, source, timeout=left),
+        ):
+            tally.replies.update(wave.replies)
+    return tally
