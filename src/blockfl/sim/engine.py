@@ -59,6 +59,7 @@ class RoundResult:
     gas_used: int
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record for metrics.jsonl."""
@@ -213,6 +214,7 @@ class Simulation:
             latency=latency,
             gas_used=receipt.gas_used,
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
+            local_times=[local_s[d.address] for d in self.devices],
             verdicts=verdicts,
         )
 
