@@ -166,13 +166,18 @@ class MinerClient:
             raise MinerUnavailable(f"{self.url}: update does not match {to_hex(update_hash)}")
         return UpdateSubmission(signed, answer.content)
 
+    def model_bytes(self, model_hash: bytes) -> bytes | None:
+        """The bytes this miner serves for a model hash, unchecked (None if it has none)."""
+        answer = self._request("GET", f"/models/{to_hex(model_hash)}", limit=self.max_bytes)
+        return None if answer is None else answer.content
+
     def model(self, model_hash: bytes) -> StateDict | None:
         """A global model by hash, checked against that hash."""
-        answer = self._request("GET", f"/models/{to_hex(model_hash)}", limit=self.max_bytes)
-        if answer is None:
+        data = self.model_bytes(model_hash)
+        if data is None:
             return None
         try:
-            state = decode(answer.content, max_bytes=self.max_bytes)
+            state = decode(data, max_bytes=self.max_bytes)
         except TensorFormatError as exc:
             raise MinerUnavailable(f"{self.url}: malformed model: {exc}") from None
         if tensor_hash(state) != model_hash:
