@@ -224,6 +224,20 @@ def _convert(value: Any, kind: type, where: str) -> Any:
         raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
 
 
+#: the counts an experiment needs at least one of: (section, field, shortcut flag)
+AT_LEAST_ONE = (("run", "rounds", "--rounds"), ("network", "devices", "--devices"),
+                ("network", "miners", "--miners"))
+
+
+def check_counts(config: Config) -> Config:
+    """The config, or ValueError naming a count below 1 (rounds, devices, miners)."""
+    for section, name, flag in AT_LEAST_ONE:
+        value = getattr(getattr(config, section), name)
+        if value < 1:
+            raise ValueError(f"{section}.{name} ({flag}) must be at least 1, got {value}")
+    return config
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add `--config PATH` and one `--section-field` flag per configuration field."""
     parser.add_argument(

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockfl.config import Config, add_config_flags, config_from_args
+from blockfl.config import Config, add_config_flags, check_counts, config_from_args
 
 if TYPE_CHECKING:
     from blockfl.sim.engine import RoundResult
@@ -39,7 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def simulate_command(args: argparse.Namespace) -> int:
     """Run the experiment, print the round and reward tables, write the run directory."""
-    config = config_from_args(
+    config = check_counts(config_from_args(
         args,
         **{
             "network.devices": args.devices,
@@ -49,7 +49,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             "chain.ledger": args.ledger,
             "chain.rpc_url": args.rpc_url,
         },
-    )
+    ))
     # tables need about 130 columns; rich falls back to 80 when output is not a terminal
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     console.print(_banner(config))
