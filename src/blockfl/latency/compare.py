@@ -36,6 +36,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from blockfl.config import load_config
+from blockfl.latency.from_config import params_from_config
 from blockfl.latency.model import (
     LatencyParams,
     expected_latency,
@@ -78,19 +79,8 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 def model_params(run_dir: Path, rows: list[dict[str, Any]]) -> LatencyParams:
     """The latency model's parameters for a run (links, sizes, lambda from its config)."""
-    config = load_config(run_dir / "config.toml")
-    links = config.links
     bits = sum(r["latency"]["update_bits"] for r in rows) / len(rows)
-    return LatencyParams(
-        n_devices=config.network.devices,
-        n_miners=config.network.miners,
-        lambda_=config.chain.block_rate,
-        t_wait=config.network.t_wait,
-        w_up=links.w_up, w_dn=links.w_dn, w_m=links.w_m,
-        snr_up_db=links.snr_up_db, snr_dn_db=links.snr_dn_db, snr_m_db=links.snr_m_db,
-        delta_m=bits,
-        h=links.header_bits,
-    )
+    return params_from_config(load_config(run_dir / "config.toml"), bits)
 
 
 def round_model(p: LatencyParams, row: dict[str, Any]) -> dict[str, float]:
