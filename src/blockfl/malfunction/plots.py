@@ -88,8 +88,8 @@ def plot_time_to_target(
     results: MalfunctionResults, targets: list[TargetSummary], times: list[TimeToTarget],
     path: Path,
 ) -> Path:
-    """Time to the target accuracy vs p: every seed as a dot, the mean over the seeds that
-    reached it with its 95% CI; seeds that never reached it are marked at the top."""
+    """Time to the target accuracy vs p (log scale): every seed as a dot, the mean over the
+    seeds that reached it with its 95% CI; seeds that never reached it sit on the dashed line."""
     ps = results.p_values
     width = 0.2 * (min(np.diff(ps)) if len(ps) > 1 else 1.0)
     fig = Figure(figsize=(7, 4.5))
@@ -98,16 +98,17 @@ def plot_time_to_target(
     ceiling = 1.08 * max(finite) if finite else 1.0
     for k, system in enumerate(SYSTEMS):
         shift = (k - 1) * width
+        rows = [s for s in targets if s.system == system and s.reached]
+        bars = ax.errorbar([s.p + shift for s in rows], [s.mean for s in rows],
+                           yerr=[0 if math.isnan(s.half_width) else s.half_width for s in rows],
+                           fmt=STYLES[system], ms=6, capsize=3, label=system)
         mine = [t for t in times if t.system == system]
         ax.plot([t.p + shift for t in mine],
                 [t.latency if math.isfinite(t.latency) else ceiling for t in mine],
-                STYLES[system][-1], alpha=0.3, ms=3)
-        rows = [s for s in targets if s.system == system and s.reached]
-        ax.errorbar([s.p + shift for s in rows], [s.mean for s in rows],
-                    yerr=[0 if math.isnan(s.half_width) else s.half_width for s in rows],
-                    fmt=STYLES[system], ms=6, capsize=3, label=system)
+                STYLES[system][-1], color=bars[0].get_color(), alpha=0.35, ms=3)
     target = results.config.malfunction.target_accuracy
     ax.axhline(ceiling, color="grey", lw=0.5, ls="--")
+    ax.set_yscale("log")  # vanilla and BlockFL rounds differ by an order of magnitude
     ax.set(xlabel="malfunction probability p",
            ylabel=f"latency to test accuracy {target:g} (s)",
            title=f"{results.config.malfunction.seeds} seeds; dashed line: not reached")
