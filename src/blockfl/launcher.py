@@ -221,7 +221,7 @@ class LocalNetwork:
         return self._ledger
 
     def round_metrics(self, round_: int) -> dict[str, float]:
-        """Test metrics of a round's global model, downloaded from a live miner (checked
+        """Test metrics of a round's global model, downloaded from a running miner (checked
         against the on-chain hash) and evaluated on the experiment's test split (cached)."""
         if round_ in self._metrics:
             return self._metrics[round_]
@@ -237,13 +237,17 @@ class LocalNetwork:
         block = self.ledger.get_block(round_)
         if block is None:
             raise LookupError(f"no block committed for round {round_}")
-        client = MinerClient(self.miner_url(live[0]), ca_cert=self.tls[0] if self.tls else None)
-        try:
-            state = client.model(block.global_model_hash)
-        finally:
-            client.close()
+        state = None
+        for i in live:  # the winner has it at once, the others once they adopted the block
+            client = MinerClient(self.miner_url(i), ca_cert=self.tls[0] if self.tls else None)
+            try:
+                state = client.model(block.global_model_hash)
+            finally:
+                client.close()
+            if state is not None:
+                break
         if state is None:
-            raise LookupError(f"miner {live[0]} lacks the global model of round {round_}")
+            raise LookupError(f"no running miner serves the global model of round {round_}")
         test = self._test
         metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
         self._metrics[round_] = metrics
