@@ -114,6 +114,11 @@ class Site:
                            timeout, f"{count} rows in table {table}")
         return found[0]
 
+    def text(self, selector: str, field: str = "innerText") -> str:
+        """A property of an element, read in the page (its nodes are redrawn at every poll)."""
+        return self.driver.execute_script(
+            f"return document.querySelector(arguments[0]).{field}", selector)
+
     def api(self, path: str) -> Any:
         return httpx.get(self.url + "/api" + path, timeout=10).json()
 
@@ -197,8 +202,7 @@ def test_chart_has_one_point_per_round_and_accuracy_improves(site):
     assert [p["x"] for p in points] == list(range(1, head + 1))
     accuracy = [p["y"] for p in points]
     assert accuracy[-1] > accuracy[0] > 0.1  # digits: 10 classes, far above chance
-    canvas = site.driver.find_element("id", "accuracy-chart")
-    assert canvas.get_attribute("data-points") == str(head)
+    assert site.text("#accuracy-chart", "dataset.points") == str(head)
     if path := os.environ.get("BLOCKFL_EXPLORER_SCREENSHOT"):
         site.driver.save_screenshot(path)
 
@@ -216,7 +220,7 @@ def test_tampered_model_shows_as_a_mismatch(site):
         assert row.hashes[1] == to_hex(site.network.ledger.get_block(row.round).global_model_hash)
     assert statuses == {1: ["match", "MISMATCH"], **{r: ["match", "match"]
                                                      for r in range(2, ROUNDS + 1)}}
-    assert "not every miner" in site.driver.find_element("id", "verdict").text
+    assert "not every miner" in site.text("#verdict")
     check = site.api("/models")["rounds"][0]
     assert check["chain_hash"] == to_hex(tampered)
     assert check["checks"][1]["miner"] == miner1
