@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from blockfl.aggregation import FedAvg
+from blockfl.aggregation import AggregationStrategy, FedAvg
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
@@ -67,6 +67,7 @@ class MinerService:
         peers: Sequence[MinerClient],
         genesis: StateDict | None,
         log: EventLog,
+        rule: AggregationStrategy | None = None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -83,7 +84,7 @@ class MinerService:
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
         verifier = Verifier(policy, max_samples=params.max_samples_per_update)
-        self.node = MinerNode(key, ledger, verifier, self.store, FedAvg(), base,
+        self.node = MinerNode(key, ledger, verifier, self.store, rule or FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
         self._window_opened: float | None = None
@@ -163,8 +164,12 @@ class MinerService:
         if submissions is None:
             return False
         payloads = {s.device: s.payload for s in submissions}
+        excluded = [self.journal.update(h) or self._ask_peers(lambda peer, h=h: peer.update(h))
+                    for h in proposal.excluded]
+        if None in excluded:
+            return False
         try:
-            self.node.receive_block(BlockAnnouncement(proposal, payloads))
+            self.node.receive_block(BlockAnnouncement(proposal, payloads, tuple(excluded)))
         except InvalidBlock as exc:
             self.log("invalid_block", round=round_, miner=proposal.miner, error=str(exc))
             return False
@@ -278,6 +283,13 @@ class MinerService:
         self.journal.record_block(proposal, receipt.block_hash, [
             UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates
         ])
+        for exclusion, submission in zip(candidate.excluded, announcement.excluded, strict=True):
+            update_hash = submission.signed.record.update_hash
+            self.journal.record_exclusion(proposal.round, submission.device, update_hash,
+                                          exclusion.reason, exclusion.detail)
+            self.log("excluded", round=proposal.round, device=submission.device,
+                     update_hash=to_hex(update_hash), reason=exclusion.reason,
+                     detail=exclusion.detail)
         head = Head(proposal.round, receipt.block_hash, proposal.global_model_hash)
         self.node.adopt(candidate.global_state, head)
         self._window_opened = None

@@ -119,6 +119,37 @@ class VerificationPolicy:
     min_ms_per_sample: float = 0.0  # BlockFL's computation-time check: at least this per sample
 
 
+AGGREGATION_RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg")
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """The aggregation rule, a consensus parameter: every miner and device runs the same one
+    (see `blockfl.aggregation.rules`)."""
+
+    rule: str = "fedavg"  # fedavg | median | trimmed_mean | krum | multi_krum | clipped_fedavg
+    beta: float = 0.1  # trimmed_mean: the fraction of values dropped at each end, in [0, 0.5)
+    f: int = 1  # krum, multi_krum: attackers tolerated; must be below half the devices
+    m: int = 0  # multi_krum: updates kept (0: n - f)
+    clip: float = 0.0  # clipped_fedavg: the L2 bound (0: the median norm of the block)
+
+    def __post_init__(self) -> None:
+        if self.rule not in AGGREGATION_RULES:
+            raise ValueError(f"aggregation.rule {self.rule!r} unknown: "
+                             f"{', '.join(AGGREGATION_RULES)}")
+        if not 0.0 <= self.beta < 0.5:
+            raise ValueError(f"aggregation.beta = {self.beta} out of range: trimmed_mean drops "
+                             "a fraction beta at each end, 0 <= beta < 0.5")
+        if self.f < 0 or self.m < 0 or self.clip < 0:
+            raise ValueError("aggregation.f, aggregation.m and aggregation.clip must be >= 0")
+
+    def check_devices(self, devices: int) -> None:
+        """Krum's f must stay below half the devices (its guarantee needs n > 2f + 2)."""
+        if self.rule in ("krum", "multi_krum") and 2 * self.f >= devices:
+            raise ValueError(f"aggregation.f = {self.f} out of range for {devices} devices: "
+                             f"{self.rule} tolerates f < n/2 attackers (f <= {(devices - 1) // 2})")
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole experiment."""
@@ -131,6 +162,7 @@ class Config:
     links: LinksConfig = field(default_factory=LinksConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain dict (for JSON and TOML)."""
