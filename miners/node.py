@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from blockfl.aggregation import AggregationStrategy, Exclusion, WeightedUpdate
-from blockfl.chain.blocks import BlockProposal, CommitReceipt, Head, sort_updates
+from blockfl.chain.blocks import BlockProposal, BlockRecord, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
 from blockfl.chain.ledger import Ledger
 from blockfl.hashing import to_hex
@@ -242,8 +242,7 @@ class MinerNode:
         return out
 
     def receive_block(self, announcement: BlockAnnouncement) -> None:
-        """Check a committed block (chain record, proof-of-work, signatures, update hashes, the
-        recomputed aggregate) and move to the next round on top of it."""
+        """Check a committed block (`check_block`) and move to the next round on top of it."""
         proposal = announcement.proposal
         with self._lock:
             if proposal.round < self.round:
@@ -251,36 +250,47 @@ class MinerNode:
             if proposal.round > self.round:
                 raise InvalidBlock(f"block of round {proposal.round}, but this miner is at "
                                    f"round {self.round}: it needs the blocks in between first")
-            record = self.ledger.get_block(proposal.round)
-            if record is None:
-                raise InvalidBlock(f"round {proposal.round} has no block on chain")
-            domain = self.ledger.domain
-            header = proposal.header(domain)
-            block_hash = header.block_hash(proposal.nonce)
-            if block_hash != record.block_hash:
-                raise InvalidBlock("announced block differs from the block on chain")
-            if int.from_bytes(block_hash, "big") > self.ledger.params().target:
-                raise InvalidBlock("block hash does not meet the proof-of-work target")
-            try:
-                for update in proposal.updates:
-                    update.verify(domain)
-            except SignatureError as exc:
-                raise InvalidBlock(f"update signature: {exc}") from None
-            updates = self.block_updates(announcement)
-            for u, w in zip(proposal.updates, updates, strict=True):
-                if tensor_hash(w.delta) != u.record.update_hash:
-                    raise InvalidBlock(f"update of {u.device} does not match its signed hash")
-            self._check_selection(announcement, updates)
-            global_state = self.strategy.aggregate(self.base_state, updates)
-            global_state_hash = tensor_hash(global_state)
-            if global_state_hash != record.global_model_hash:
-                raise InvalidBlock(
-                    f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
-                )
-            self.adopt(global_state, Head(record.round, record.block_hash, global_state_hash))
+            global_state, record = self.check_block(announcement, self.base_state)
+            self.adopt(global_state, Head(record.round, record.block_hash,
+                                          record.global_model_hash))
+
+    def check_block(
+        self, announcement: BlockAnnouncement, base_state: StateDict
+    ) -> tuple[StateDict, BlockRecord]:
+        """Check a committed block against the chain (its record, proof-of-work, signatures,
+        update hashes, and the aggregate recomputed over `base_state`, the global model of the
+        round before); its global model and chain record, or InvalidBlock."""
+        proposal = announcement.proposal
+        record = self.ledger.get_block(proposal.round)
+        if record is None:
+            raise InvalidBlock(f"round {proposal.round} has no block on chain")
+        domain = self.ledger.domain
+        header = proposal.header(domain)
+        block_hash = header.block_hash(proposal.nonce)
+        if block_hash != record.block_hash:
+            raise InvalidBlock("announced block differs from the block on chain")
+        if int.from_bytes(block_hash, "big") > self.ledger.params().target:
+            raise InvalidBlock("block hash does not meet the proof-of-work target")
+        try:
+            for update in proposal.updates:
+                update.verify(domain)
+        except SignatureError as exc:
+            raise InvalidBlock(f"update signature: {exc}") from None
+        updates = self.block_updates(announcement)
+        for u, w in zip(proposal.updates, updates, strict=True):
+            if tensor_hash(w.delta) != u.record.update_hash:
+                raise InvalidBlock(f"update of {u.device} does not match its signed hash")
+        self._check_selection(announcement, updates, base_state)
+        global_state = self.strategy.aggregate(base_state, updates)
+        if tensor_hash(global_state) != record.global_model_hash:
+            raise InvalidBlock(
+                f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
+            )
+        return global_state, record
 
     def _check_selection(
-        self, announcement: BlockAnnouncement, updates: list[WeightedUpdate]
+        self, announcement: BlockAnnouncement, updates: list[WeightedUpdate],
+        base_state: StateDict,
     ) -> None:
         """Re-run the rule's selection over the block's updates and those its miner excluded:
         the block must keep exactly the updates the selection keeps."""
@@ -289,10 +299,10 @@ class MinerNode:
         if set(excluded) != set(proposal.excluded):
             raise InvalidBlock("the block's excluded updates were not all provided")
         others = []
+        base_hash = tensor_hash(base_state) if excluded else b""
         for s in excluded.values():
             record = s.signed.record
-            if record.round != proposal.round or record.base_model_hash != (
-                    self.head.global_model_hash):
+            if record.round != proposal.round or record.base_model_hash != base_hash:
                 raise InvalidBlock(f"excluded update of {s.device} is not of this round")
             try:
                 s.signed.verify(self.ledger.domain)
@@ -303,7 +313,7 @@ class MinerNode:
                 raise InvalidBlock(f"excluded update of {s.device} does not match its hash")
             others.append(WeightedUpdate(s.device, delta, record.samples))
         try:
-            kept, _ = self.strategy.select(self.base_state, [*updates, *others])
+            kept, _ = self.strategy.select(base_state, [*updates, *others])
         except ValueError as exc:
             raise InvalidBlock(f"the block's updates cannot be selected from: {exc}") from None
         if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in updates):

@@ -10,5 +10,5 @@ source "$(dirname "$0")/_blockfl.sh"
 out="${1:-runs/figures}"
 shift || true
 
-blockfl latency malfunction --p 0.3 --rounds 20 --devices 10 --miners 3 \
+blockfl malfunction --p 0.3 --rounds 20 --devices 10 --miners 3 \
     --sweep-p 0,0.1,0.2,0.3,0.4,0.5 --seed 0 --out "$out" "$@"

@@ -53,3 +53,16 @@ def test_a_wrong_lambda_is_caught(run_dir, capsys):
     bg = next(p for p in report["phases"] if p["term"] == "t_bg")
     assert not bg["agrees"]
     assert (run_dir / "latency_compare.png").exists()
+
+
+def test_updates_that_miss_t_wait_leave_the_block_smaller_and_the_model_follows(tmp_path):
+    # modelled local times of 2 epochs x ~144 samples x 0.2 ms: the devices with larger shards
+    # miss T_wait = 0.1 s, so blocks hold fewer than N_D updates (the demo's NO rows, issue 11)
+    flags = ["simulate", "--rounds", "4", "--ledger", "local", "--network-t-wait", "0.1",
+             "--training-compute-time", "modelled", "--training-ms-per-sample", "0.2"]
+    assert main([*flags, "--run-out-dir", str(tmp_path), "--run-name", "late", "--json"]) == 0
+    comparisons, totals = compare_run(tmp_path / "late")
+    assert 0 < totals["late_updates"] < 4 * 10
+    assert all(c.agrees for c in comparisons), comparisons
+    by_term = {c.term: c for c in comparisons}
+    assert by_term["t_bp"].relative_error < 1e-9 and by_term["t_dn"].relative_error < 1e-9

@@ -1,14 +1,13 @@
-"""BlockFL vs vanilla FL under malfunction (blockfl.sim.malfunction) and its CLI."""
+"""BlockFL vs vanilla FL under malfunction (blockfl.malfunction.experiment) and its CLI."""
 
-import argparse
 import csv
 import json
 
 import pytest
 import torch
 
-from blockfl.latency.cli import register
-from blockfl.sim.malfunction import (
+from blockfl.cli import build_parser
+from blockfl.malfunction.experiment import (
     CORRUPTIONS,
     SYSTEMS,
     MalfunctionConfig,
@@ -122,9 +121,8 @@ def test_outputs_are_written(results, tmp_path):
 
 
 def test_cli_prints_tables_and_writes_figures(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    argv = ["latency", "malfunction", "--rounds", "2", "--devices", "3", "--miners", "2"]
+    parser = build_parser()
+    argv = ["malfunction", "--rounds", "2", "--devices", "3", "--miners", "2"]
     argv += ["--sweep-p", "0,0.5", "--model", "logreg", "--out", str(tmp_path)]
     args = parser.parse_args([*argv, "--set", "lambda_=0.2"])
     assert args.func(args) == 0

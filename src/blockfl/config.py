@@ -151,6 +151,22 @@ class AggregationConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """How much of a miner's HTTP service one client address may take, and for how long
+    (see `blockfl.miners.admission`)."""
+
+    max_connections: int = 512  # open connections, all clients together
+    connections_per_client: int = 32  # open connections of one client address
+    reserved_for_new_clients: int = 64  # of max_connections, only for an address holding none
+    header_timeout: float = 10.0  # seconds for a request head, from connect or the last answer
+    body_timeout: float = 30.0  # seconds to receive a request body once it is read
+    max_head_bytes: int = 16 * 1024  # request line and headers
+    uploads: int = 8  # uploads read and verified at a time
+    uploads_per_client: int = 2  # of those, for one client address
+    upload_wait: float = 5.0  # seconds an upload may wait for its turn before `busy`
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -163,6 +179,7 @@ class Config:
     chain: ChainConfig = field(default_factory=ChainConfig)
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain dict (for JSON and TOML)."""

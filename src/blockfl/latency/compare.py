@@ -9,7 +9,12 @@ measured compute inputs (local training, verification and global-model times, wh
 takes as delta/f_c inputs), and checks the rest:
 
 - deterministic terms (upload, cross-verification wait and exchange, propagation, download)
-  must agree within `DETERMINISTIC_TOLERANCE`;
+  must agree within `DETERMINISTIC_TOLERANCE`. The model is evaluated round by round with that
+  round's block: `N_D` is the number of updates in it, since a device whose update misses
+  `T_wait` (a slow or loaded machine measuring its training time) is not in the block. Using the
+  configured number of devices instead made the demo's t_bp and t_dn 17% too large on a loaded
+  machine. When the gossip exchange rather than `T_wait` ends a wait, `T_cross` depends on the
+  round's random association (the model takes its expectation) and is compared statistically;
 - block generation (mean of min of N_M exponentials, 1/(N_M lambda)) and the fork rate
   (1 - exp(-lambda (N_M-1) T_bp)) must agree within 3 standard errors of the run's mean.
 
@@ -21,6 +26,7 @@ without retries, and the paper's E[T] with retries is printed beside it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -87,6 +93,26 @@ def model_params(run_dir: Path, rows: list[dict[str, Any]]) -> LatencyParams:
     )
 
 
+def round_model(p: LatencyParams, row: dict[str, Any]) -> dict[str, float]:
+    """The model's terms for one round of a run, with that round's block: ``N_D`` is the
+    number of updates in the block (a device whose update missed ``T_wait`` is not in it), and
+    ``T_cross`` is the mean over devices of ``max(T_wait - (T_local,o + T_up), exchange)`` with
+    each device's own local time, plus the measured verification. ``exchange_binds`` is 1 when
+    the exchange, not ``T_wait``, ends some device's wait."""
+    q = dataclasses.replace(p, n_devices=max(int(row["accepted"]), 1), device=0)
+    up, exchange, verify = t_up(q), t_exchange(q), row["latency"]["verification"]
+    local_times = row.get("local_times") or [row["latency"]["t_local"]]
+    slack = [q.t_wait - (local + up) for local in local_times]
+    return {
+        "t_up": up,
+        "t_cross": sum(max(s, exchange) for s in slack) / len(slack) + verify,
+        "exchange_binds": float(min(slack) < exchange),
+        "t_bp": t_bp(q),
+        "t_dn": t_dn(q),
+        "p_fork": p_fork(q),
+    }
+
+
 def compare_run(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]:
     """Compare every term of a run with the model; also return the totals."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -94,43 +120,50 @@ def compare_run(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]
         raise ValueError(f"{run_dir} has no rounds")
     p = model_params(run_dir, rows)
     measured = {k: _mean_se([r["latency"][k] for r in rows]) for k in rows[0]["latency"]}
-    local, verify, global_ = (measured[k][0] for k in ("t_local", "verification", "t_global"))
-    model_cross = max(p.t_wait - (local + t_up(p)), t_exchange(p)) + verify
+    local, global_ = (measured[k][0] for k in ("t_local", "t_global"))
+    per_round = [round_model(p, r) for r in rows]
+    modelled = {k: sum(m[k] for m in per_round) / len(rows) for k in per_round[0]}
     fork_rate = _mean_se([1.0 if r["forks"] > 0 else 0.0 for r in rows])
-    pf = p_fork(p)
-    fork_se = math.sqrt(pf * (1 - pf) / len(rows))
+    pf = modelled["p_fork"]
+    fork_se = math.sqrt(sum(m["p_fork"] * (1 - m["p_fork"]) for m in per_round)) / len(rows)
     expected = {
         "t_local": (local, "input"),
-        "t_up": (t_up(p), "deterministic"),
-        "t_cross": (model_cross, "deterministic"),
+        "t_up": (modelled["t_up"], "deterministic"),
+        # the gossip exchange depends on the round's random association, which the model
+        # replaces by its expectation: statistical wherever it, not T_wait, ends the wait
+        "t_cross": (modelled["t_cross"],
+                    "statistical" if modelled["exchange_binds"] else "deterministic"),
         "t_bg": (1 / (p.n_miners * p.lambda_), "statistical"),
-        "t_bp": (t_bp(p), "deterministic"),
-        "t_dn": (t_dn(p), "deterministic"),
+        "t_bp": (modelled["t_bp"], "deterministic"),
+        "t_dn": (modelled["t_dn"], "deterministic"),
         "t_global": (global_, "input"),
         "fork_rate": (pf, "statistical"),
     }
     out = []
     for term, (model, kind) in expected.items():
-        mean, se = fork_rate if term == "fork_rate" else measured[term]
-        if term == "fork_rate":
-            se = fork_se
-        if kind == "deterministic":
-            ok = abs(mean - model) <= DETERMINISTIC_TOLERANCE * model
-        elif kind == "statistical":
-            ok = abs(mean - model) <= STATISTICAL_SIGMAS * se
-        else:
-            ok = True
-        out.append(PhaseComparison(term, mean, se, model, kind, ok))
+        mean, se = (fork_rate[0], fork_se) if term == "fork_rate" else measured[term]
+        out.append(PhaseComparison(term, mean, se, model, kind, _agrees(mean, se, model, kind)))
     model = {c.term: c.model for c in out}
     bracket = sum(model[t] for t in ("t_local", "t_up", "t_cross", "t_bg", "t_bp"))
     totals = {
         "rounds": float(len(rows)),
+        "late_updates": float(sum(r["late"] for r in rows)),
         "measured_total": measured["total"][0],
         "model_total_without_fork_retries": bracket + model["t_dn"] + model["t_global"],
         "paper_expected_latency_with_fork_retries": bracket * expected_latency(p).n_fork
         + model["t_dn"] + model["t_global"],
     }
     return out, totals
+
+
+def _agrees(mean: float, se: float, model: float, kind: str) -> bool:
+    """Deterministic terms within the relative tolerance, statistical ones within
+    ``STATISTICAL_SIGMAS`` standard errors; inputs agree by construction."""
+    if kind == "deterministic":
+        return abs(mean - model) <= DETERMINISTIC_TOLERANCE * model
+    if kind == "statistical":
+        return abs(mean - model) <= STATISTICAL_SIGMAS * se
+    return True
 
 
 def plot_comparison(comparisons: list[PhaseComparison], path: Path) -> Path:

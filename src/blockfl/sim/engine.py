@@ -61,6 +61,7 @@ class RoundResult:
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # device -> why the rule excluded it
+    local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record for metrics.jsonl."""
@@ -220,6 +221,7 @@ class Simulation:
             latency=latency,
             gas_used=receipt.gas_used,
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
+            local_times=[local_s[d.address] for d in self.devices],
             verdicts=verdicts,
             excluded={e.update.device: f"{e.reason}: {e.detail}" for e in winning.excluded},
         )

@@ -1,7 +1,7 @@
-"""``blockfl latency malfunction``: vanilla FL vs BlockFL (unverified, verified) under malfunction.
+"""``blockfl malfunction``: vanilla FL vs BlockFL (unverified, verified) under malfunction.
 
-Registered by :func:`blockfl.latency.cli.register`; the experiment itself lives in
-:mod:`blockfl.sim.malfunction`.
+The experiment itself lives in
+:mod:`blockfl.malfunction.experiment`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 import sys
 from pathlib import Path
 
-from blockfl.latency import cli  # the module, not its names: cli imports this module
-from blockfl.sim.malfunction import (
+from blockfl.latency import cli
+from blockfl.malfunction.experiment import (
     CORRUPTIONS,
     SYSTEMS,
     MalfunctionConfig,
@@ -32,7 +32,7 @@ def probabilities(text: str) -> tuple[float, ...]:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add the ``malfunction`` subcommand to the ``latency`` subcommands ``commands``."""
+    """Add the ``malfunction`` command."""
     d = MalfunctionConfig()
     parser = commands.add_parser(
         "malfunction",
