@@ -167,6 +167,19 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Attacking devices in an experiment (`simulate`, `network up`, `attack`); not protocol:
+    the behaviours are in `blockfl.devices.behaviours`."""
+
+    attackers: float = 0.0  # the share of devices that attack
+    behaviour: str = "sign_flip"  # what they do
+    scale: float = 10.0  # scale_x10: the boost of the update
+    noise_std: float = 1.0  # gaussian_noise: standard deviation per value
+    inflation: int = 10  # sample_inflation: claimed samples per real one
+    copies: int = 3  # sybil: keys each update is sent under
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -179,6 +192,7 @@ class Config:
     chain: ChainConfig = field(default_factory=ChainConfig)
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -273,6 +287,22 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 metavar=type(getattr(defaults, item.name)).__name__.upper(),
                 help=f"default {getattr(defaults, item.name)!r}",
             )
+
+
+def add_attack_flags(parser: argparse.ArgumentParser) -> None:
+    """`--attackers FRACTION --attack BEHAVIOUR --rule RULE` (shortcuts of `[attack]` and
+    `[aggregation] rule`)."""
+    parser.add_argument("--attackers", type=float,
+                        help="share of devices that attack (attack.attackers), e.g. 0.3")
+    parser.add_argument("--attack", help="their behaviour (attack.behaviour), e.g. sign_flip")
+    parser.add_argument("--rule", choices=AGGREGATION_RULES,
+                        help="aggregation rule (aggregation.rule)")
+
+
+def attack_shortcuts(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of `add_attack_flags`, for `config_from_args`."""
+    return {"attack.attackers": args.attackers, "attack.behaviour": args.attack,
+            "aggregation.rule": args.rule}
 
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:

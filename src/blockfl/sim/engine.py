@@ -23,6 +23,7 @@ from blockfl.chain.blocks import CommitReceipt
 from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
 from blockfl.config import Config, LinksConfig
+from blockfl.devices.behaviours import Behaviour, attackers, behaviour
 from blockfl.devices.device import Device, device_seed
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
@@ -98,10 +99,17 @@ class Simulation:
         self.strategy = strategy
         self.devices = [
             Device(derived_key("device", i, seed), shard, config.model.name, config.training,
-                   genesis, seed=device_seed(seed, i))
+                   genesis, seed=device_seed(seed, i), behaviour=self._behaviour(i))
             for i, shard in enumerate(self.experiment.shards)
         ]
         self.rng = random.Random(seed)
+
+    def _behaviour(self, index: int) -> Behaviour | None:
+        """The attack of device `index` when it is one of `[attack] attackers`."""
+        attack, n = self.config.attack, self.config.network.devices
+        if index not in attackers(n, attack.attackers, self.config.run.seed):
+            return None
+        return behaviour(attack.behaviour, attack, n, device_seed(self.config.run.seed, index))
 
     def run_round(self, inject: Injector | None = None) -> RoundResult:
         """Play one round; `inject(round, miners)` may submit extra (e.g. malicious) updates."""
@@ -130,10 +138,11 @@ class Simulation:
             local_s[device.address] = update.submission.signed.record.compute_time_ms / 1000
             arrival[device.address] = local_s[device.address] + clock.up(update.submission)
             if arrival[device.address] <= cfg.network.t_wait:
-                verdict = miner.receive_upload(update.submission)
-                verdicts[device.address] = verdict
-                if verdict.accepted:
-                    collected[miner.address] += 8 * len(update.submission.payload)
+                for submission in (update.submission, *update.copies):
+                    verdict = miner.receive_upload(submission)
+                    verdicts[submission.device] = verdict
+                    if verdict.accepted:
+                        collected[miner.address] += 8 * len(submission.payload)
         if inject is not None:
             inject(round_, self.miners)
         phases["upload_and_cross_verification"] = time.perf_counter() - start
