@@ -12,9 +12,8 @@ import pytest
 from blockfl.cli import COMMANDS, build_parser, main
 
 HEAVY = ("torch", "web3", "fastapi", "uvicorn", "matplotlib", "scipy")
-# `malfunction` takes its defaults from blockfl.malfunction.experiment, which imports torch
-# (until that module is split); web3 and FastAPI stay out of it all the same
-ALLOWED = {"latency": {"matplotlib", "scipy"}, "malfunction": {"torch", "matplotlib", "scipy"}}
+# the latency model's modules use SciPy and Matplotlib at module level (no torch, web3, FastAPI)
+ALLOWED = {"latency": {"matplotlib", "scipy"}}
 
 PROBE = """
 import json, sys

@@ -2,6 +2,8 @@
 
 import dataclasses
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -187,3 +189,14 @@ def test_expected_latency_never_overflows_and_its_log_is_finite(lam):
         assert total == pytest.approx(by_hand, rel=1e-12)
     else:
         assert total == math.inf and model.expected_latency(p).n_fork == math.inf
+
+
+def test_the_latency_package_never_imports_the_simulator_or_the_experiments():
+    probe = (
+        "import sys, pkgutil, importlib, blockfl.latency as lat\n"
+        "for m in pkgutil.iter_modules(lat.__path__):\n"
+        "    importlib.import_module(f'blockfl.latency.{m.name}')\n"
+        "print(sorted(n for n in sys.modules if n.startswith(('blockfl.sim', 'blockfl.malf'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

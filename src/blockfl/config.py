@@ -151,6 +151,18 @@ class AggregationConfig:
 
 
 @dataclass(frozen=True)
+class MalfunctionConfig:
+    """The malfunction experiment (`blockfl malfunction`): vanilla FL vs BlockFL when the
+    server or miners hand out a corrupted global model with probability `p` per round."""
+
+    p: float = 0.3  # the malfunction probability of the per-round trajectories
+    sweep_p: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5)  # also run at these probabilities
+    corruption: str = "noise"  # noise (re-initialisation at the model's scale) | sign
+    seeds: int = 1  # seeds run.seed, run.seed + 1, ...: the spread of time to accuracy
+    target_accuracy: float = 0.9  # time to accuracy: first round whose test accuracy reaches it
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """How much of a miner's HTTP service one client address may take, and for how long
     (see `blockfl.miners.admission`)."""
@@ -190,6 +202,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    malfunction: MalfunctionConfig = field(default_factory=MalfunctionConfig)
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
@@ -216,6 +229,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float) and math.isinf(value):
         return "inf"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
 
 
@@ -264,6 +279,12 @@ def _convert(value: Any, kind: type, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if kind is tuple:  # a list of numbers: TOML array, or comma-separated on the command line
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return tuple(float(item) for item in items if str(item).strip())
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a list of numbers, got {value!r}") from None
     try:
         return kind(value)
     except (TypeError, ValueError):
@@ -275,6 +296,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path,
         help="experiment TOML, or a packaged one by name: demo, network (defaults otherwise)",
+    )
+    parser.add_argument(
+        "--set", dest="cfg_set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="set any field, e.g. --set network.miners=5 (repeatable; as --section-field)",
     )
     for section in fields(Config):
         group = parser.add_argument_group(f"[{section.name}]")
@@ -306,18 +331,36 @@ def attack_shortcuts(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
-    """The configuration: defaults, then `--config`, then shortcuts, then explicit flags."""
+    """The configuration: defaults, then `--config`, then shortcuts (`--miners`), then explicit
+    `--section-field`/`--set` flags. A shortcut and an explicit flag that set one field to
+    different values are an error, never a silent override."""
     config = load_config(getattr(args, "config", None))
+    explicit: dict[str, Any] = {}
+    for item in getattr(args, "cfg_set", []):
+        dotted, sep, value = item.partition("=")
+        if not sep or dotted.count(".") != 1:
+            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        explicit[dotted.strip()] = value.strip()
+    for name, value in vars(args).items():
+        if name.startswith("cfg__") and value is not None:
+            _, section, key = name.split("__")
+            explicit[f"{section}.{key}"] = value
     overrides: dict[str, dict[str, Any]] = {}
     for dotted, value in shortcuts.items():
         if value is not None:
             section, key = dotted.split(".")
             overrides.setdefault(section, {})[key] = value
-    for name, value in vars(args).items():
-        if name.startswith("cfg__") and value is not None:
-            _, section, key = name.split("__")
-            overrides.setdefault(section, {})[key] = value
+    for dotted, value in explicit.items():
+        section, key = dotted.split(".")
+        if section not in {f.name for f in fields(Config)}:
+            raise ValueError(f"unknown section [{section}] in {dotted!r}")
+        if key in overrides.get(section, {}):
+            shortcut = _section(getattr(config, section), {key: overrides[section][key]}, "")
+            flag = _section(getattr(config, section), {key: value}, f"flags: {dotted}")
+            if getattr(shortcut, key) != getattr(flag, key):
+                raise ValueError(f"{dotted} is set twice, to {overrides[section][key]!r} by a "
+                                 f"shortcut flag and to {value!r}: give one")
+        overrides.setdefault(section, {})[key] = value
     for section, values in overrides.items():
         config = replace(config, **{section: _section(getattr(config, section), values, "flags")})
     return config
-
