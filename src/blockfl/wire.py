@@ -73,7 +73,7 @@ def _parsing(what: str) -> Iterator[None]:
         raise
     except KeyError as exc:
         raise WireError(f"{what} lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:  # e.g. a hash that is no string
         raise WireError(f"malformed {what}: {exc}") from None
 
 
