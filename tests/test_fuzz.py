@@ -80,7 +80,9 @@ def blocks(draw: st.DrawFn) -> dict:
     """A block's JSON fields, with fuzzed records and some fields junk."""
     out = {"prev_hash": "0x" + "44" * 32, "round": 1, "global_model_hash": "0x" + "55" * 32,
            "miner": VALID_RECORD["device"], "nonce": "7",
-           "updates": draw(st.lists(records(), max_size=3))}
+           "updates": draw(st.lists(records(), max_size=3)),
+           "excluded": draw(st.lists(st.binary(min_size=32, max_size=32).map(
+               lambda b: "0x" + b.hex()) | junk, max_size=2))}
     for name in draw(st.sets(st.sampled_from(sorted(out)))):
         out[name] = draw(junk)
     return out
