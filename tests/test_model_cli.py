@@ -149,7 +149,6 @@ def test_export_refuses_copies_that_differ_from_the_chain(run, tmp_path, capsys)
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["export", "5", "--out", "x.safetensors"], "no block committed for round 5"),
-    (["export", "-1", "--out", "x.safetensors"], "round must be 0 or more"),
     (["export", "1", "--out", "x.safetensors", "--miners", "http://127.0.0.1:9"],
      "127.0.0.1:9"),
 ])

@@ -251,7 +251,10 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None:
         return config
     path = config_path(path)
-    data = tomllib.loads(path.read_text())
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
     sections = {f.name: f for f in fields(Config)}
     for name, values in data.items():
         if name not in sections:

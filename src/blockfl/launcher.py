@@ -28,6 +28,8 @@ from blockfl.keys import dev_key, parse_key
 from blockfl.signing import address_of
 
 DEPLOYER = "dev:0"
+#: the chain's state, saved in the run directory when anvil stops (`chain up --state` reloads it)
+ANVIL_STATE = "anvil-state.json"
 MINER_KEY_OFFSET = 1
 DEVICE_KEY_OFFSET = 100
 #: many processes share a few cores: one torch thread each avoids oversubscription, which made
@@ -106,7 +108,8 @@ class LocalNetwork:
         from blockfl.sim.setup import genesis_model_hash
 
         port = free_port()
-        self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log")
+        self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log",
+                                 state=self.run_dir / ANVIL_STATE)
         self.rpc_url = f"http://127.0.0.1:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from blockfl.cli.args import ROUND
 from blockfl.config import Config, load_config
 
 
@@ -22,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "stores of a `network up` run directory (--run-dir), check its tensor hash "
                     "against the chain, and write it as safetensors.",
     )
-    export.add_argument("round", type=int, help="round (0: the genesis model)")
+    export.add_argument("round", type=ROUND, help="round (0: the genesis model)")
     export.add_argument("--out", type=Path, required=True, help="safetensors file to write")
     export.add_argument("--miners", default="", help="comma-separated miner URLs")
     export.add_argument("--run-dir", type=Path,
@@ -62,8 +63,6 @@ def model_export(args: argparse.Namespace) -> int:
     from blockfl.global_model import fetch
     from blockfl.hashing import to_hex
 
-    if args.round < 0:
-        raise ValueError(f"round must be 0 or more, got {args.round}")
     deployment = args.deployment or (args.run_dir / "deployment.json" if args.run_dir
                                      else Path("deployment.json"))
     ledger = Deployment.read(deployment).ledger(args.rpc_url)

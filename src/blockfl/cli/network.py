@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from blockfl.cli.args import port
 from blockfl.config import add_config_flags, check_counts, config_from_args
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--explorer", action="store_true",
                     help="serve the block explorer beside the network; after the rounds, keep "
                          "everything running until Ctrl-C")
-    up.add_argument("--explorer-port", type=int, default=8700,
+    up.add_argument("--explorer-port", type=port, default=8700,
                     help="port of the explorer (default %(default)s)")
     add_config_flags(up)
     up.set_defaults(func=network_up)
