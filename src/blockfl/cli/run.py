@@ -15,6 +15,7 @@ from blockfl.config import (
     add_attack_flags,
     add_config_flags,
     attack_shortcuts,
+    check_counts,
     config_from_args,
 )
 
@@ -46,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def simulate_command(args: argparse.Namespace) -> int:
     """Run the experiment, print the round and reward tables, write the run directory."""
-    config = config_from_args(
+    config = check_counts(config_from_args(
         args,
         **{
             "network.devices": args.devices,
@@ -57,7 +58,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             "chain.rpc_url": args.rpc_url,
             **attack_shortcuts(args),
         },
-    )
+    ))
     # tables need about 130 columns; rich falls back to 80 when output is not a terminal
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     console.print(_banner(config))
