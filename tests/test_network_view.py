@@ -47,3 +47,16 @@ def test_counts_below_one_are_refused_before_anything_starts(argv, message, tmp_
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # no run directory left behind
+
+
+def test_late_devices_are_explained_under_the_round_table(tmp_path, capsys):
+    # modelled training: 10 ms per sample; the shards hold 345, 304, 447 and 342 samples, so
+    # with t_wait = 4 s only the device of 447 samples (4.47 s) misses the block
+    code = main(["simulate", "--rounds", "1", "--devices", "4", "--miners", "1", "--ledger",
+                 "local", "--model-name", "logreg", "--training-compute-time", "modelled",
+                 "--training-ms-per-sample", "10", "--training-epochs", "1",
+                 "--network-t-wait", "4", "--run-out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "took longer than t_wait (4 s)" in " ".join(out.split())
+    assert "(10 ms per sample and epoch)" in " ".join(out.split())

@@ -37,6 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="index of this device's data shard (0 .. network.devices-1)")
     device.add_argument("--rounds", type=int, help="stop once the chain has this many blocks")
     device.add_argument("--data", help="data set: digits, synthetic or mnist (data.dataset)")
+    device.add_argument("--give-up", type=float, default=300.0, metavar="SECONDS",
+                        help="exit when no miner and no chain node answered for this long "
+                             "(default %(default)s)")
     for parser in (miner, device):
         parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
         parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
@@ -50,8 +53,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
     from blockfl.client import MinerClient
 
-    return [MinerClient(u, ca_cert=ca_cert)
-            for u in filter(None, (s.strip() for s in urls.split(",")))]
+    found = [u for u in (s.strip() for s in urls.split(",")) if u]
+    for url in found:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"a miner URL starts with http:// or https://, got {url!r}")
+    return [MinerClient(u, ca_cert=ca_cert) for u in found]
 
 
 def _checked(
@@ -103,7 +109,7 @@ def miner_command(args: argparse.Namespace) -> int:
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
-        rule=AggregationRule(spec.aggregation),
+        rule=AggregationRule(spec.aggregation), give_up=args.give_up,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -138,6 +144,7 @@ def device_command(args: argparse.Namespace) -> int:
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
 
+    miners = _clients(args.miners, args.ca_cert)
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)
     ledger = deployment.ledger(args.rpc_url)
@@ -151,9 +158,9 @@ def device_command(args: argparse.Namespace) -> int:
                     experiment.initial, seed=device_seed(seed, args.shard))
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
-        device, ledger, _clients(args.miners, args.ca_cert), log,
+        device, ledger, miners, log,
         seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
-        rule=AggregationRule(spec.aggregation),
+        rule=AggregationRule(spec.aggregation), give_up=args.give_up,
     )
     try:
         process.run(config.run.rounds)

@@ -108,6 +108,16 @@ def round_table(summary: RunSummary) -> Table:
             str(r.late), *(f"{r.metrics[m]:.4f}" for m in metric_names),
             r.global_model_hash[:18] + "…", f"{r.gas_used:,}",
         )
+    if any(r.late for r in summary.rounds):
+        config = summary.simulation.config
+        network, training = config.network, config.training
+        table.caption = (
+            f"late: the device's local training plus upload took longer than t_wait "
+            f"({network.t_wait:g} s), so no miner had its update when the block closed; "
+            f"training time is {training.compute_time} "
+            + ("wall clock, slow on a loaded machine (--training-compute-time modelled, or a "
+               "larger --network-t-wait)" if training.compute_time == "measured"
+               else f"({training.ms_per_sample:g} ms per sample and epoch)"))
     return table
 
 
