@@ -5,6 +5,7 @@ The chain tests use real anvil nodes; every message is the one the CLI prints.
 
 from __future__ import annotations
 
+import argparse
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from blockfl.chain.deployment import Deployment
 from blockfl.chain.node import find_anvil, free_port, stop_pid
-from blockfl.cli import main
+from blockfl.cli import build_parser, main
 from blockfl.keys import parse_key
 
 needs_anvil = pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm ci)")
@@ -133,3 +134,38 @@ def test_dev_key_index_out_of_range():
         parse_key("dev:one")
     assert len(parse_key("dev:2147483647")) == 32
 
+
+
+@pytest.mark.parametrize(("argv", "usage"), [
+    (["inspect", "blocks", "--jsn"], "usage: blockfl inspect blocks"),
+    (["simulate", "--roundz", "3"], "usage: blockfl simulate"),
+    (["network", "up", "--explorer-prot", "1"], "usage: blockfl network up"),
+])
+def test_a_flag_typo_shows_the_subcommands_usage(argv, usage, capsys):
+    code, _, err = blockfl(capsys, *argv)
+    assert code == 2 and err.startswith(usage)
+    assert f"unrecognized arguments: {' '.join(argv[-2 if argv[-1].isdigit() else -1:])}" in err
+
+
+def test_a_miner_on_a_taken_port_says_so_before_listening(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = blockfl(capsys, "miner", "--key", "dev:1", "--port", str(port))
+    assert code == 2 and f"port {port} on 127.0.0.1 is already in use" in err
+    assert "listening" not in out
+
+
+def test_every_port_and_deployment_flag_has_help():
+    parser = build_parser()
+    pending, checked = [parser], 0
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif {"--port", "--deployment"} & set(action.option_strings):
+                assert action.help, (current.prog, action.option_strings)
+                checked += 1
+    assert checked >= 8

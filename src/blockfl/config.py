@@ -327,7 +327,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 flag,
                 dest=f"cfg__{section.name}__{item.name}",
                 metavar=type(getattr(defaults, item.name)).__name__.upper(),
-                help=f"default {getattr(defaults, item.name)!r}",
+                help=f"built-in default {getattr(defaults, item.name)!r} (--config may set "
+                     "another)",
             )
 
 

@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blockfl.chain.node import port_in_use
+from blockfl.cli.args import port
 from blockfl.config import Config, add_config_flags, config_from_args
 
 if TYPE_CHECKING:
@@ -23,8 +25,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add `miner` and `device`."""
     miner = commands.add_parser("miner", help="run a miner service (HTTP API + mining loop)")
     miner.add_argument("--key", required=True, help="miner key: dev:N, 0x-hex, or a key file")
-    miner.add_argument("--port", type=int, default=8600)
-    miner.add_argument("--host", default="127.0.0.1")
+    miner.add_argument("--port", type=port, default=8600,
+                       help="port of the miner's HTTP API (default %(default)s)")
+    miner.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default %(default)s)")
     miner.add_argument("--peers", default="", help="comma-separated URLs of the other miners")
     miner.add_argument("--data-dir", type=Path,
                        help="journal and model store (default runs/miner-<address>/<contract>)")
@@ -41,7 +45,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="exit when no miner and no chain node answered for this long "
                              "(default %(default)s)")
     for parser in (miner, device):
-        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
+                            help="deployment file written by `chain deploy` "
+                                 "(default %(default)s)")
         parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
         parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
         parser.add_argument("--log", type=Path, help="event log file (default: stdout)")
@@ -90,6 +96,9 @@ def miner_command(args: argparse.Namespace) -> int:
     from blockfl.miners.service import MinerService, MiningSettings
     from blockfl.signing import address_of
 
+    if port_in_use(args.port, args.host):
+        raise ConnectionError(f"port {args.port} on {args.host} is already in use: choose "
+                              "another --port")
     config = config_from_args(args)
     deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
