@@ -356,9 +356,9 @@ def optimal_lambda(p: LatencyParams) -> float:
         lambda* = (-c + sqrt(c^2 + 4 A c N)) / (2 A c N) = 2 / (c + sqrt(c^2 + 4 A c N)),
 
     the second form being the cancellation-free one; it is computed as
-    ``(2 / c) / (1 + sqrt(1 + 4 A N / c))`` so that ``c^2`` cannot overflow. For ``c = 0`` (a single miner, or no
-    propagation delay) there are no forks, ``f = A + 1/(N l)`` decreases monotonically and
-    ``lambda* = inf``.
+    ``(2 / c) / (1 + sqrt(1 + 4 A N / c))`` so that ``c^2`` cannot overflow. For ``c = 0``
+    (a single miner, or no propagation delay) there are no forks, ``f = A + 1/(N l)``
+    decreases monotonically and ``lambda* = inf``.
     """
     c = fork_exponent(p)
     if c == 0.0:
