@@ -169,3 +169,16 @@ def test_every_port_and_deployment_flag_has_help():
                 assert action.help, (current.prog, action.option_strings)
                 checked += 1
     assert checked >= 8
+
+
+def test_certificates_for_miners_on_other_hosts(tmp_path, capsys):
+    from cryptography import x509
+
+    code, out, _ = blockfl(capsys, "network", "certs", "--out", str(tmp_path), "--host",
+                           "10.1.2.3", "--host", "miner.lan")
+    assert code == 0 and "server.pem" in out
+    cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"localhost", "miner.lan"}
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1",
+                                                                             "10.1.2.3"}

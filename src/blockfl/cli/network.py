@@ -43,8 +43,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_flags(up)
     up.set_defaults(func=network_up)
 
-    certs = sub.add_parser("certs", help="a local CA and a loopback server certificate (PEM)")
-    certs.add_argument("--out", type=Path, default=Path(".blockfl/tls"))
+    certs = sub.add_parser("certs", help="a local CA and a server certificate (PEM)")
+    certs.add_argument("--out", type=Path, default=Path(".blockfl/tls"),
+                       help="folder of the PEM files (default %(default)s)")
+    certs.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                       help="another name or address miners are reached at (repeatable; "
+                            "localhost and 127.0.0.1 are always in)")
     certs.set_defaults(func=network_certs)
 
 
@@ -149,7 +153,7 @@ def network_certs(args: argparse.Namespace) -> int:
     """Write ca.pem, server.pem and server-key.pem for miners on loopback."""
     from blockfl.tls import make_local_certificates
 
-    ca, cert, key = make_local_certificates(args.out)
+    ca, cert, key = make_local_certificates(args.out, args.host)
     print(f"CA certificate:     {ca}  (give it to devices and miners: --ca-cert)")
     print(f"server certificate: {cert}  (--tls-cert)")
     print(f"server key:         {key}  (--tls-key)")

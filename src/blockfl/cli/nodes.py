@@ -118,7 +118,7 @@ def miner_command(args: argparse.Namespace) -> int:
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
-        rule=AggregationRule(spec.aggregation), give_up=args.give_up,
+        rule=AggregationRule(spec.aggregation),
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
