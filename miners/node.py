@@ -219,15 +219,6 @@ class MinerNode:
             payloads = {u.device: self._payloads[u.device] for u in proposal.updates}
         return BlockAnnouncement(proposal, payloads)
 
-    def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
-        """The block's updates as aggregation inputs (decoded from the announced tensors)."""
-        max_bytes = self.verifier.policy.max_payload_bytes
-        out = []
-        for u in announcement.proposal.updates:
-            delta = decode(announcement.payloads[u.device], max_bytes=max_bytes)
-            out.append(WeightedUpdate(u.device, delta, u.record.samples))
-        return out
-
     def receive_block(self, announcement: BlockAnnouncement) -> None:
         """Check a committed block (chain record, proof-of-work, signatures, update hashes, the
         recomputed aggregate) and move to the next round on top of it."""
@@ -248,15 +239,26 @@ class MinerNode:
                 raise InvalidBlock("announced block differs from the block on chain")
             if int.from_bytes(block_hash, "big") > self.ledger.params().target:
                 raise InvalidBlock("block hash does not meet the proof-of-work target")
+            # updates this miner verified itself (the same signed record: signature, update
+            # hash) are not checked again; the others are checked in full
+            known = {u.device: self._pending[u.device].delta for u in proposal.updates
+                     if u.device in self._pending and self._pending[u.device].signed == u}
+            others = [u for u in proposal.updates if u.device not in known]
             try:
-                for update in proposal.updates:
+                for update in others:
                     update.verify(domain)
             except SignatureError as exc:
                 raise InvalidBlock(f"update signature: {exc}") from None
-            updates = self.block_updates(announcement)
-            for u, w in zip(proposal.updates, updates, strict=True):
-                if tensor_hash(w.delta) != u.record.update_hash:
+            checked: dict[str, StateDict] = {}
+            for u in others:
+                delta = decode(announcement.payloads[u.device],
+                               max_bytes=self.verifier.policy.max_payload_bytes)
+                if tensor_hash(delta) != u.record.update_hash:
                     raise InvalidBlock(f"update of {u.device} does not match its signed hash")
+                checked[u.device] = delta
+            deltas = known | checked
+            updates = [WeightedUpdate(u.device, deltas[u.device], u.record.samples)
+                       for u in proposal.updates]
             global_state = self.strategy.aggregate(self.base_state, updates)
             global_state_hash = tensor_hash(global_state)
             if global_state_hash != record.global_model_hash:

@@ -11,9 +11,12 @@ from blockfl.devices.data import (
     load_mnist_idx,
     partition_dirichlet,
     partition_iid,
+    synthetic_blobs,
     synthetic_linear,
     train_test_split,
 )
+from blockfl.devices.device import Device, device_seed
+from blockfl.keys import derived_key
 from blockfl.models import initial_state
 from blockfl.tensors import StateDict, tensor_hash
 
@@ -41,11 +44,13 @@ def load_dataset(config: Config) -> Dataset:
         return synthetic_linear(
             data.synthetic_samples, data.synthetic_dim, data.synthetic_noise, config.run.seed
         )
+    if data.dataset == "blobs":
+        return synthetic_blobs(data.synthetic_samples, data.synthetic_dim, config.run.seed)
     if data.dataset == "mnist":
         if not data.mnist_path:
             raise ValueError("dataset mnist needs data.mnist_path (a folder of IDX files)")
         return load_mnist_idx(data.mnist_path)
-    raise ValueError(f"unknown dataset {data.dataset!r}: digits, synthetic or mnist")
+    raise ValueError(f"unknown dataset {data.dataset!r}: digits, synthetic, blobs or mnist")
 
 
 def build_experiment(config: Config) -> Experiment:
@@ -72,3 +77,13 @@ def build_experiment(config: Config) -> Experiment:
 def genesis_model_hash(config: Config) -> bytes:
     """The genesis model hash of a configuration (deterministic from the seed)."""
     return build_experiment(config).genesis_hash
+
+
+def build_devices(config: Config, experiment: Experiment) -> list[Device]:
+    """One device per shard, with its derived key and seed, holding the genesis model."""
+    seed = config.run.seed
+    return [
+        Device(derived_key("device", i, seed), shard, config.model.name, config.training,
+               experiment.initial, seed=device_seed(seed, i))
+        for i, shard in enumerate(experiment.shards)
+    ]
