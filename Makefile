@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install browser clean
 
 install: $(STAMP)
 
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml package.json package-lock.json
 demo: $(STAMP)
 	$(VENV)/bin/blockfl demo
 
-test: $(STAMP)
+# headless Chromium and its driver for the explorer's browser tests: Debian packages, installed
+# when missing (CI runs as root; elsewhere the browser tests skip without them)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q chromium chromium-driver; } || \
+	  echo "could not install chromium chromium-driver: the browser tests will skip"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 

@@ -5,12 +5,12 @@ Devices with the same number of samples share a batch schedule (the sizes of the
 so their parameters are stacked and every SGD step runs for all of them in a few tensor calls.
 
 The forward and backward passes of the linear/ReLU models (`logreg`, `linreg`, `mlp`, `mlp2`)
-are written out with element-wise operations and sums over a contiguous last dimension, never
-with matrix-multiply kernels (whose summation order changes with the batch shape) nor with
-fused multiply-adds: so a device's update has the same bits whether it trains alone or stacked
-with any number of others, on the local engine or a Ray worker, and `train_local` trains a
-device alone through this same code. Other models (`cnn`) train device by device with
-`torch.optim` (`train_module`).
+are written out with element-wise products summed over the contracted dimension, never with
+matrix-multiply kernels (`mm`, `bmm` and `vmap` pick kernels, and so summation orders, by the
+shapes of the whole stack) nor with fused multiply-adds: so a device's update has the same
+bits whether it trains alone or stacked with any number of others, on the local engine or a
+Ray worker, and `train_local` trains a device alone through this same code. Other models
+(`cnn`) train device by device with `torch.optim` (`train_module`).
 """
 
 from __future__ import annotations
@@ -117,13 +117,10 @@ def _layers(state: StateDict) -> list[str]:
     return sorted(names, key=lambda n: (n == "out", int(n.rsplit(".", 1)[-1]) if n != "out" else 0))
 
 
-def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(G, B, K) inputs, (G, O, K) weights, (G, O) biases -> (G, B, O)."""
-    return (h.unsqueeze(2) * w.unsqueeze(1)).sum(-1) + b.unsqueeze(1)
-
-
-def _transposed(t: torch.Tensor) -> torch.Tensor:
-    return t.transpose(1, 2).contiguous()
+def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(G, M, K) and (G, N, K) -> (G, M, N), the sum over k of a[g, m, k] * b[g, n, k]: the
+    products laid out with k first, summed over it element by element in order of k."""
+    return (a.permute(2, 0, 1).unsqueeze(3) * b.permute(2, 0, 1).unsqueeze(2)).sum(0)
 
 
 def _gradients(
@@ -134,20 +131,18 @@ def _gradients(
     h = x
     for i, name in enumerate(names):
         inputs.append(h)
-        z = _linear(h, params[f"{name}.weight"], params[f"{name}.bias"])
+        z = _contract(h, params[f"{name}.weight"]) + params[f"{name}.bias"].unsqueeze(1)
         pre.append(z)
         h = z.clamp_min(0) if i < len(names) - 1 else z
     dz, loss = _loss_gradient(h, y, task)
     grads: StateDict = {}
     for i in reversed(range(len(names))):
-        name, h_in = names[i], inputs[i]
-        dz_t = _transposed(dz)  # (G, O, B): sums over the batch run along the last dimension
-        grads[f"{name}.weight"] = (dz_t.unsqueeze(2) * _transposed(h_in).unsqueeze(1)).sum(-1)
-        grads[f"{name}.bias"] = dz_t.sum(-1)
+        name = names[i]
+        dz_t = dz.transpose(1, 2)  # (G, O, B)
+        grads[f"{name}.weight"] = _contract(dz_t, inputs[i].transpose(1, 2))
+        grads[f"{name}.bias"] = dz.sum(1)
         if i > 0:
-            w_t = _transposed(params[f"{name}.weight"])  # (G, K, O)
-            dh = (dz.unsqueeze(2) * w_t.unsqueeze(1)).sum(-1)
-            dz = dh * (pre[i - 1] > 0)
+            dz = _contract(dz, params[f"{name}.weight"].transpose(1, 2)) * (pre[i - 1] > 0)
     return grads, loss
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate
-from blockfl.chain.blocks import BlockProposal, CommitReceipt, Head, sort_updates
+from blockfl.chain.blocks import BlockProposal, BlockRecord, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
 from blockfl.chain.ledger import Ledger
 from blockfl.hashing import to_hex
@@ -220,8 +220,7 @@ class MinerNode:
         return BlockAnnouncement(proposal, payloads)
 
     def receive_block(self, announcement: BlockAnnouncement) -> None:
-        """Check a committed block (chain record, proof-of-work, signatures, update hashes, the
-        recomputed aggregate) and move to the next round on top of it."""
+        """Check a committed block (`check_block`) and move to the next round on top of it."""
         proposal = announcement.proposal
         with self._lock:
             if proposal.round < self.round:
@@ -229,43 +228,54 @@ class MinerNode:
             if proposal.round > self.round:
                 raise InvalidBlock(f"block of round {proposal.round}, but this miner is at "
                                    f"round {self.round}: it needs the blocks in between first")
-            record = self.ledger.get_block(proposal.round)
-            if record is None:
-                raise InvalidBlock(f"round {proposal.round} has no block on chain")
-            domain = self.ledger.domain
-            header = proposal.header(domain)
-            block_hash = header.block_hash(proposal.nonce)
-            if block_hash != record.block_hash:
-                raise InvalidBlock("announced block differs from the block on chain")
-            if int.from_bytes(block_hash, "big") > self.ledger.params().target:
-                raise InvalidBlock("block hash does not meet the proof-of-work target")
-            # updates this miner verified itself (the same signed record: signature, update
-            # hash) are not checked again; the others are checked in full
+            global_state, record = self.check_block(announcement, self.base_state)
+            self.adopt(global_state, Head(record.round, record.block_hash,
+                                          record.global_model_hash))
+
+    def check_block(
+        self, announcement: BlockAnnouncement, base_state: StateDict
+    ) -> tuple[StateDict, BlockRecord]:
+        """Check a committed block against the chain (its record, proof-of-work, signatures,
+        update hashes, and the aggregate recomputed over `base_state`, the global model of the
+        round before); its global model and chain record, or InvalidBlock."""
+        proposal = announcement.proposal
+        record = self.ledger.get_block(proposal.round)
+        if record is None:
+            raise InvalidBlock(f"round {proposal.round} has no block on chain")
+        domain = self.ledger.domain
+        header = proposal.header(domain)
+        block_hash = header.block_hash(proposal.nonce)
+        if block_hash != record.block_hash:
+            raise InvalidBlock("announced block differs from the block on chain")
+        if int.from_bytes(block_hash, "big") > self.ledger.params().target:
+            raise InvalidBlock("block hash does not meet the proof-of-work target")
+        # updates this miner verified itself (the same signed record: round, signature, update
+        # hash) are not checked again; the others are checked in full
+        with self._lock:
             known = {u.device: self._pending[u.device].delta for u in proposal.updates
                      if u.device in self._pending and self._pending[u.device].signed == u}
-            others = [u for u in proposal.updates if u.device not in known]
-            try:
-                for update in others:
-                    update.verify(domain)
-            except SignatureError as exc:
-                raise InvalidBlock(f"update signature: {exc}") from None
-            checked: dict[str, StateDict] = {}
-            for u in others:
-                delta = decode(announcement.payloads[u.device],
-                               max_bytes=self.verifier.policy.max_payload_bytes)
-                if tensor_hash(delta) != u.record.update_hash:
-                    raise InvalidBlock(f"update of {u.device} does not match its signed hash")
-                checked[u.device] = delta
-            deltas = known | checked
-            updates = [WeightedUpdate(u.device, deltas[u.device], u.record.samples)
-                       for u in proposal.updates]
-            global_state = self.strategy.aggregate(self.base_state, updates)
-            global_state_hash = tensor_hash(global_state)
-            if global_state_hash != record.global_model_hash:
-                raise InvalidBlock(
-                    f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
-                )
-            self.adopt(global_state, Head(record.round, record.block_hash, global_state_hash))
+        others = [u for u in proposal.updates if u.device not in known]
+        try:
+            for update in others:
+                update.verify(domain)
+        except SignatureError as exc:
+            raise InvalidBlock(f"update signature: {exc}") from None
+        checked: dict[str, StateDict] = {}
+        for u in others:
+            delta = decode(announcement.payloads[u.device],
+                           max_bytes=self.verifier.policy.max_payload_bytes)
+            if tensor_hash(delta) != u.record.update_hash:
+                raise InvalidBlock(f"update of {u.device} does not match its signed hash")
+            checked[u.device] = delta
+        deltas = known | checked
+        updates = [WeightedUpdate(u.device, deltas[u.device], u.record.samples)
+                   for u in proposal.updates]
+        global_state = self.strategy.aggregate(base_state, updates)
+        if tensor_hash(global_state) != record.global_model_hash:
+            raise InvalidBlock(
+                f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
+            )
+        return global_state, record
 
     def adopt(self, global_state: StateDict, head: Head | None = None) -> None:
         """Build on `head` (default: the chain head), whose global model is `global_state`."""

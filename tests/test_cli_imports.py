@@ -12,9 +12,6 @@ import pytest
 from blockfl.cli import COMMANDS, build_parser, main
 
 HEAVY = ("torch", "web3", "fastapi", "uvicorn", "matplotlib", "scipy")
-# `latency malfunction` takes its defaults from blockfl.sim.malfunction, which imports torch
-# (until that module is split); web3 and FastAPI stay out of it all the same
-ALLOWED = {"latency": {"torch", "matplotlib", "scipy"}}
 
 PROBE = """
 import json, sys
@@ -32,7 +29,7 @@ def heavy_modules_after_parser(command: str) -> set[str]:
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_parsing_a_command_imports_nothing_heavy(command):
-    assert heavy_modules_after_parser(command) <= ALLOWED.get(command, set())
+    assert heavy_modules_after_parser(command) == set()
 
 
 def test_top_level_help_lists_every_command(capsys):

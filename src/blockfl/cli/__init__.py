@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "device": ("blockfl.cli.nodes", "run a device: train, upload, follow the chain"),
     "network": ("blockfl.cli.network", "a local network of miner/device processes"),
     "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
+    "explorer": ("blockfl.cli.explorer", "a live web page of blocks, rewards, models, accuracy"),
     "latency": ("blockfl.latency.cli", "BlockFL end-to-end latency model"),
+    "malfunction": ("blockfl.malfunction.cli", "vanilla FL vs BlockFL when servers/miners fail"),
 }
 
 
@@ -47,6 +50,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `blockfl` console script."""
+    # one torch thread per process unless told otherwise: small models run many times faster
+    # than on a thread per core, and many of our processes share a machine (read at torch import)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
     args = build_parser(command).parse_args(argv)

@@ -90,11 +90,13 @@ def miner_addresses(spec: str) -> list[str]:
 def chain_deploy(args: argparse.Namespace) -> int:
     """Deploy to a node and write deployment.json."""
     print(f"deploying to {args.rpc_url} ...", file=sys.stderr, flush=True)
+    from blockfl.chain.deploy import deploy_to_node
     from blockfl.keys import parse_key
-    from blockfl.sim.engine import deploy_to_node
+    from blockfl.sim.setup import genesis_model_hash
 
     config = config_from_args(args)
-    genesis = bytes.fromhex(args.genesis_model.removeprefix("0x")) if args.genesis_model else None
+    genesis = (bytes.fromhex(args.genesis_model.removeprefix("0x")) if args.genesis_model
+               else genesis_model_hash(config))
     deployment = deploy_to_node(config, args.rpc_url, miner_addresses(args.miners),
                                 parse_key(args.deployer_key), genesis)
     deployment.write(args.out)

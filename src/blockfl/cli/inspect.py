@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,11 +77,6 @@ def short(value: bytes) -> str:
     return f"{text[:10]}…{text[-6:]}"
 
 
-def iso_time(timestamp: int) -> str:
-    """A block timestamp as ISO 8601 in UTC."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
 def emit_json(value: Any) -> None:
     """Print JSON output."""
     print(json.dumps(value, indent=2))
@@ -99,7 +93,7 @@ def inspect_blocks(args: argparse.Namespace) -> int:
 
     found = inspection.blocks(open_ledger(args), args.first, args.last)
     if args.json:
-        emit_json([inspection.jsonable(b) | {"time": iso_time(b.timestamp)} for b in found])
+        emit_json([inspection.block_json(b) for b in found])
         return 0
     table = Table(
         Number("round"), "miner", "global model", "block hash", Number("updates"),
@@ -108,7 +102,7 @@ def inspect_blocks(args: argparse.Namespace) -> int:
     for b in found:
         table.add_row(
             str(b.round), b.miner, short(b.global_model_hash), short(b.block_hash),
-            str(b.num_updates), str(b.total_samples), iso_time(b.timestamp),
+            str(b.num_updates), str(b.total_samples), inspection.iso_time(b.timestamp),
         )
     emit_table(table)
     return 0

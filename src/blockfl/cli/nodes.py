@@ -69,14 +69,12 @@ def _genesis(config: Config, deployment: Deployment) -> Experiment:
 
 def miner_command(args: argparse.Namespace) -> int:
     """Serve the miner API and run the mining loop until interrupted."""
-    import uvicorn
-
     from blockfl.chain.deployment import Deployment
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
     from blockfl.miners.api import create_app
+    from blockfl.miners.http_server import miner_server
     from blockfl.miners.service import MinerService, MiningSettings
-    from blockfl.miners.verification import VerificationPolicy
     from blockfl.signing import address_of
 
     config = config_from_args(args)
@@ -84,7 +82,7 @@ def miner_command(args: argparse.Namespace) -> int:
     key = parse_key(args.key)
     address = address_of(key)
     experiment = _genesis(config, deployment)
-    policy = VerificationPolicy.from_config(config)
+    policy = config.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
@@ -99,16 +97,11 @@ def miner_command(args: argparse.Namespace) -> int:
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
     )
-    app = create_app(service, policy.max_payload_bytes)
-    tls = {}
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
-        tls = {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)}
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
-        limit_concurrency=256, **tls,
-    ))
+    app = create_app(service, policy.max_payload_bytes, config.server)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    server = miner_server(app, args.host, args.port, config.server, log, tls)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the previous handler:
     # make that handler unwind through the `finally` below instead of killing the process
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
