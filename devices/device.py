@@ -12,15 +12,19 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
+
+import torch
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate
 from blockfl.config import TrainingConfig
+from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
 from blockfl.devices.training import LocalUpdate, train_local, train_svrg_linear
 from blockfl.devices.training_batched import TrainingJob
 from blockfl.hashing import to_hex
+from blockfl.keys import derived_key
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
@@ -39,10 +43,12 @@ class GlobalModelMismatch(ValueError):
 
 @dataclass(frozen=True)
 class TrainedUpdate:
-    """A signed submission plus what the device measured while making it."""
+    """A signed submission plus what the device measured while making it, and the same update
+    signed under other keys (a Sybil behaviour's copies)."""
 
     submission: UpdateSubmission
     local: LocalUpdate
+    copies: tuple[UpdateSubmission, ...] = ()
 
 
 class Device:
@@ -56,10 +62,12 @@ class Device:
         training: TrainingConfig,
         global_state: StateDict,
         seed: int = 0,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.key = key
         self.address = address_of(key)
-        self.shard = shard
+        self.behaviour = behaviour or Behaviour()
+        self.shard = self.behaviour.data(shard)
         self.model_name = model_name
         self.training = training
         self.global_state = global_state
@@ -80,6 +88,10 @@ class Device:
         x, y = self.shard.x, self.shard.y
         options = dict(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
                        seed=self._round_seed(round_))
+        if not self.behaviour.trains:  # a free-rider claims the time training would have taken
+            zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
+            seconds = t.epochs * len(y) * t.ms_per_sample / 1000
+            return LocalUpdate(zero, len(y), seconds, float("nan"))
         if t.algorithm == "svrg":
             return train_svrg_linear(self.global_state, x, y, **options)
         if t.algorithm == "sgd":
@@ -89,17 +101,26 @@ class Device:
         raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
 
     def submission(self, round_: int, domain: Domain, local: LocalUpdate) -> TrainedUpdate:
-        """Hash, sign and encode this device's own update `local` for `round_`."""
+        """Apply this device's behaviour to its update `local`, then hash, sign and encode it
+        for `round_` (with the copies a Sybil behaviour signs under other keys)."""
+        behaviour = self.behaviour
+        delta = behaviour.delta(local.delta, round_)
         record = UpdateRecord(
             device=self.address,
             round=round_,
             base_model_hash=self.global_hash,
-            update_hash=tensor_hash(local.delta),
-            samples=local.n_samples,
+            update_hash=tensor_hash(delta),
+            samples=local.n_samples * behaviour.sample_factor,
             compute_time_ms=self._compute_time_ms(local),
         )
-        signed = SignedUpdate(record, sign_update(self.key, record, domain))
-        return TrainedUpdate(UpdateSubmission(signed, encode(local.delta)), local)
+        payload = encode(delta)
+        submissions = []
+        for i in range(behaviour.copies):
+            key = self.key if i == 0 else derived_key(f"sybil-{self.address}", i)
+            signed_record = replace(record, device=address_of(key))
+            signed = SignedUpdate(signed_record, sign_update(key, signed_record, domain))
+            submissions.append(UpdateSubmission(signed, payload))
+        return TrainedUpdate(submissions[0], local, tuple(submissions[1:]))
 
     def _round_seed(self, round_: int) -> int:
         return self.seed * 1_000_003 + round_

@@ -181,3 +181,18 @@ def test_sweep_without_out_writes_a_fresh_run_dir(parser, capsys, tmp_path, monk
     dirs = sorted((tmp_path / "runs").iterdir())
     assert len(dirs) == 2 and all(d.name.startswith("latency-sweep-lambda-") for d in dirs)
     assert (dirs[0] / "latency_vs_lambda.csv").is_file()
+
+
+def test_analyze_reads_an_experiment_config(parser, capsys, tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text("[network]\nminers = 4\nt_wait = 1.5\n[chain]\nblock_rate = 0.25\n")
+    argv = ["latency", "analyze", "--json", "--experiment", str(config), "--set", "delta_m=2e5"]
+    assert run(parser, argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["lambda"] == 0.25 and payload["aggregate_rate"] == 1.0
+    p = LatencyParams(n_miners=4, n_devices=10, lambda_=0.25, t_wait=1.5, delta_m=2e5,
+                      w_up=1e6, w_dn=1e6, w_m=1e7, h=1536.0, delta_d=4e4, f_c=1e9)
+    assert payload["expected_total"] == pytest.approx(model.expected_latency(p).total)
+    config.write_text("[nosuch]\nx = 1\n")
+    assert run(parser, ["latency", "analyze", "--experiment", str(config)]) == 2
+    assert "unknown section [nosuch]" in capsys.readouterr().err

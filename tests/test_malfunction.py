@@ -127,7 +127,7 @@ def test_outputs_are_written(results, tmp_path):
         "malfunction_rounds.csv",
         "malfunction_time_to_target.csv",
         "malfunction_summary.json",
-        "config.toml",
+        "malfunction_config.toml",
         "malfunction_accuracy.png",
         "malfunction_latency.png",
         "malfunction_accuracy_vs_p.png",

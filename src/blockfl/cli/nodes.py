@@ -9,11 +9,15 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blockfl.chain.node import port_in_use
+from blockfl.cli.args import port
 from blockfl.config import Config, add_config_flags, config_from_args
 
 if TYPE_CHECKING:
     from blockfl.chain.deployment import Deployment
+    from blockfl.chain.ledger import Ledger
     from blockfl.client import MinerClient
+    from blockfl.protocol import ProtocolSpec
     from blockfl.sim.setup import Experiment
 
 
@@ -21,8 +25,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add `miner` and `device`."""
     miner = commands.add_parser("miner", help="run a miner service (HTTP API + mining loop)")
     miner.add_argument("--key", required=True, help="miner key: dev:N, 0x-hex, or a key file")
-    miner.add_argument("--port", type=int, default=8600)
-    miner.add_argument("--host", default="127.0.0.1")
+    miner.add_argument("--port", type=port, default=8600,
+                       help="port of the miner's HTTP API (default %(default)s)")
+    miner.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default %(default)s)")
     miner.add_argument("--peers", default="", help="comma-separated URLs of the other miners")
     miner.add_argument("--data-dir", type=Path,
                        help="journal and model store (default runs/miner-<address>/<contract>)")
@@ -35,8 +41,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="index of this device's data shard (0 .. network.devices-1)")
     device.add_argument("--rounds", type=int, help="stop once the chain has this many blocks")
     device.add_argument("--data", help="data set: digits, synthetic or mnist (data.dataset)")
+    device.add_argument("--give-up", type=float, default=300.0, metavar="SECONDS",
+                        help="exit when no miner and no chain node answered for this long "
+                             "(default %(default)s)")
     for parser in (miner, device):
-        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
+                            help="deployment file written by `chain deploy` "
+                                 "(default %(default)s)")
         parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
         parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
         parser.add_argument("--log", type=Path, help="event log file (default: stdout)")
@@ -48,12 +59,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
     from blockfl.client import MinerClient
 
-    return [MinerClient(u, ca_cert=ca_cert)
-            for u in filter(None, (s.strip() for s in urls.split(",")))]
+    found = [u for u in (s.strip() for s in urls.split(",")) if u]
+    for url in found:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"a miner URL starts with http:// or https://, got {url!r}")
+    return [MinerClient(u, ca_cert=ca_cert) for u in found]
 
 
-def _genesis(config: Config, deployment: Deployment) -> Experiment:
-    """The experiment of the config, its genesis model checked against the deployment's."""
+def _checked(
+    config: Config, deployment: Deployment, ledger: Ledger
+) -> tuple[Experiment, ProtocolSpec]:
+    """The experiment of the config, its genesis model checked against the deployment's, and
+    the deployment's protocol spec (this config must give the same)."""
+    from blockfl.chain.deploy import deployed_spec
     from blockfl.hashing import to_hex
     from blockfl.sim.setup import build_experiment
 
@@ -64,11 +82,12 @@ def _genesis(config: Config, deployment: Deployment) -> Experiment:
             f"this config's genesis model {to_hex(experiment.genesis_hash)} is not the "
             f"deployment's {expected}: use the --config that `chain deploy` used"
         )
-    return experiment
+    return experiment, deployed_spec(deployment, ledger, config, experiment.genesis_hash)
 
 
 def miner_command(args: argparse.Namespace) -> int:
     """Serve the miner API and run the mining loop until interrupted."""
+    from blockfl.aggregation import AggregationRule
     from blockfl.chain.deployment import Deployment
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
@@ -77,18 +96,21 @@ def miner_command(args: argparse.Namespace) -> int:
     from blockfl.miners.service import MinerService, MiningSettings
     from blockfl.signing import address_of
 
+    if port_in_use(args.port, args.host):
+        raise ConnectionError(f"port {args.port} on {args.host} is already in use: choose "
+                              "another --port")
     config = config_from_args(args)
     deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
     address = address_of(key)
-    experiment = _genesis(config, deployment)
-    policy = config.verification
+    ledger = deployment.ledger(args.rpc_url)
+    experiment, spec = _checked(config, deployment, ledger)
+    policy = spec.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
         hash_rate=config.chain.hash_rate,
     )
-    ledger = deployment.ledger(args.rpc_url)
     if not ledger.is_miner(address):
         raise ValueError(f"{address} is not a registered miner of contract {deployment.contract}")
     log = EventLog(f"miner {address}", args.log)
@@ -96,6 +118,7 @@ def miner_command(args: argparse.Namespace) -> int:
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
+        rule=AggregationRule(spec.aggregation),
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -123,15 +146,18 @@ def miner_command(args: argparse.Namespace) -> int:
 
 def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
+    from blockfl.aggregation import AggregationRule
     from blockfl.chain.deployment import Deployment
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
 
+    miners = _clients(args.miners, args.ca_cert)
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)
-    experiment = _genesis(config, deployment)
+    ledger = deployment.ledger(args.rpc_url)
+    experiment, spec = _checked(config, deployment, ledger)
     if not 0 <= args.shard < len(experiment.shards):
         raise ValueError(f"--shard must be in [0, {len(experiment.shards)}): "
                          f"network.devices is {config.network.devices}")
@@ -141,9 +167,9 @@ def device_command(args: argparse.Namespace) -> int:
                     experiment.initial, seed=device_seed(seed, args.shard))
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
-        device, deployment.ledger(args.rpc_url),
-        _clients(args.miners, args.ca_cert), log,
+        device, ledger, miners, log,
         seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
+        rule=AggregationRule(spec.aggregation), give_up=args.give_up,
     )
     try:
         process.run(config.run.rounds)

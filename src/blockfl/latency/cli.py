@@ -39,8 +39,14 @@ PARAMETERS_HELP = "latency parameters (--set KEY=VALUE, SI units):\n" + "\n".joi
 def params_arguments() -> argparse.ArgumentParser:
     """A parent parser with ``--config`` and ``--set`` for the latency parameters."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    source = common.add_mutually_exclusive_group()
+    source.add_argument(
         "--config", type=Path, default=None, help="latency TOML (default: packaged latency.toml)"
+    )
+    source.add_argument(
+        "--experiment", metavar="CONFIG", default=None,
+        help="take N_D, N_M, lambda, T_wait, links and local training from an experiment config "
+        "(as simulate's --config: a TOML file, or demo/network); the update size stays delta_m",
     )
     common.add_argument(
         "--set",
@@ -123,6 +129,16 @@ def parse_override(item: str) -> tuple[str, object]:
 def load_params(args: argparse.Namespace) -> LatencyParams:
     """Parameters from ``--config`` (or the packaged defaults) with ``--set`` overrides; any
     problem is a one-line ``ValueError``."""
+    if getattr(args, "experiment", None):
+        from blockfl.config import load_config
+        from blockfl.latency.from_config import params_from_config
+
+        try:
+            config = load_config(args.experiment)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read experiment config {args.experiment}: {exc}") from None
+        params = params_from_config(config, LatencyParams().delta_m)
+        return params.with_overrides(dict(parse_override(item) for item in args.overrides))
     path = args.config or default_config_path()
     try:
         params = LatencyParams.from_toml(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blockfl.config import Config
+from blockfl.devices.behaviours import attackers, behaviour
 from blockfl.devices.data import (
     Dataset,
     load_digits,
@@ -80,10 +81,14 @@ def genesis_model_hash(config: Config) -> bytes:
 
 
 def build_devices(config: Config, experiment: Experiment) -> list[Device]:
-    """One device per shard, with its derived key and seed, holding the genesis model."""
-    seed = config.run.seed
+    """One device per shard, with its derived key, seed and behaviour (honest, or the attack
+    of `[attack] attackers`), holding the genesis model."""
+    seed, attack, n = config.run.seed, config.attack, config.network.devices
+    chosen = set(attackers(n, attack.attackers, seed))
     return [
         Device(derived_key("device", i, seed), shard, config.model.name, config.training,
-               experiment.initial, seed=device_seed(seed, i))
+               experiment.initial, seed=device_seed(seed, i),
+               behaviour=behaviour(attack.behaviour, attack, n, device_seed(seed, i))
+               if i in chosen else None)
         for i, shard in enumerate(experiment.shards)
     ]

@@ -31,13 +31,17 @@ class Trainer(Protocol):
 def local_updates(devices: Sequence[Device], round_: int, batched: bool) -> list[LocalUpdate]:
     """The devices' updates for `round_`, in their order. Batched, devices that hold the same
     global model and train with SGD are trained together (`train_many`: the same deltas as
-    one by one); otherwise each trains alone (`Device.local_update`)."""
+    one by one); otherwise each trains alone (`Device.local_update`). A device's behaviour
+    (an attack) applies to its update when it signs it (`Device.submission`)."""
     if not batched or not devices or devices[0].training.algorithm != "sgd":
         return [d.local_update(round_) for d in devices]
+    out: list[LocalUpdate | None] = [None] * len(devices)
     by_base: dict[bytes, list[int]] = {}
     for i, device in enumerate(devices):
-        by_base.setdefault(device.global_hash, []).append(i)
-    out: list[LocalUpdate | None] = [None] * len(devices)
+        if device.behaviour.trains:
+            by_base.setdefault(device.global_hash, []).append(i)
+        else:  # a free-rider: nothing to train
+            out[i] = device.local_update(round_)
     t = devices[0].training
     for members in by_base.values():
         first = devices[members[0]]
