@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blockfl.hashing import from_hex
+from blockfl.miners.attestation_api import attestation_router
 from blockfl.miners.node import Verdict
 from blockfl.miners.service import MinerService
 from blockfl.wire import (
@@ -184,6 +185,8 @@ def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
     @app.get("/info")
     async def info() -> dict:
         return await run_in_threadpool(service.info)
+
+    app.include_router(attestation_router(service))  # POST /attestations
 
     @app.get("/health")
     async def health() -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate
+from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
 from blockfl.chain.ledger import Ledger
@@ -179,16 +180,24 @@ class MinerNode:
 
     # ------------------------------------------------------------------ blocks
 
-    def candidate(self) -> Candidate | None:
-        """The candidate block over every verified update (None when there is none)."""
+    def aggregate(self, devices: Sequence[str] | None = None) -> tuple[StateDict, tuple]:
+        """The aggregate of the verified updates of `devices` (default: every pending update),
+        and its inputs."""
         with self._lock:
-            verified = list(self._pending.values())
-        if not verified:
-            return None
+            verified = [self._pending[d] for d in (self._pending if devices is None else devices)]
         updates = tuple(
             WeightedUpdate(v.signed.device, v.delta, v.signed.record.samples) for v in verified
         )
-        global_state = self.strategy.aggregate(self.base_state, updates)
+        return self.strategy.aggregate(self.base_state, updates), updates
+
+    def candidate(self) -> Candidate | None:
+        """The candidate block over every verified update (None when there is none)."""
+        with self._lock:
+            pending = dict(self._pending)
+        if not pending:
+            return None
+        verified = list(pending.values())
+        global_state, updates = self.aggregate(list(pending))
         proposal = BlockProposal(
             prev_hash=self.head.block_hash,
             round=self.round,
@@ -198,10 +207,12 @@ class MinerNode:
         )
         return Candidate(proposal, global_state, updates)
 
-    def commit(self, proposal: BlockProposal) -> CommitReceipt | None:
-        """Commit a mined block; None (and a fork recorded) if another block won the round."""
+    def commit(
+        self, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
+    ) -> CommitReceipt | None:
+        """Commit a mined, attested block; None (and a fork recorded) if another block won."""
         try:
-            receipt = self.ledger.commit_block(self.key, proposal)
+            receipt = self.ledger.commit_block(self.key, proposal, attestations)
         except ForkRejected:
             self.stats.forks.append(proposal.round)
             return None
@@ -237,7 +248,7 @@ class MinerNode:
             if record is None:
                 raise InvalidBlock(f"round {proposal.round} has no block on chain")
             domain = self.ledger.domain
-            header = proposal.header(domain)
+            header = proposal.header(domain, self.ledger.params().mode)
             block_hash = header.block_hash(proposal.nonce)
             if block_hash != record.block_hash:
                 raise InvalidBlock("announced block differs from the block on chain")

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from blockfl.chain.attestation import Attestation, attestation_from_dict
 from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import to_hex
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
@@ -108,6 +109,16 @@ class MinerClient:
     def announce(self, proposal: BlockProposal) -> None:
         """Tell this miner about a committed block."""
         self._request("POST", "/blocks", json=proposal_to_dict(proposal))
+
+    def attest(self, proposal: BlockProposal) -> Attestation:
+        """Ask this miner to check a candidate block and attest it; MinerRejected names why
+        it refuses."""
+        response = self._request("POST", "/attestations", json=proposal_to_dict(proposal))
+        assert response is not None
+        try:
+            return attestation_from_dict(response.json())
+        except ValueError as exc:
+            raise MinerUnavailable(f"{self.url}: {exc}") from None
 
     def block(self, ref: int | bytes) -> BlockProposal | None:
         """A committed block by round or block hash, as this miner knows it (None if not)."""
