@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install browser clean
 
 install: $(STAMP)
 
@@ -14,14 +14,21 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ray]'
 	npm ci --no-audit --no-fund
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/blockfl demo
 
-test: $(STAMP)
+# headless Chromium and its driver for the explorer's browser tests: Debian packages, installed
+# when missing (CI runs as root; elsewhere the browser tests skip without them)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q chromium chromium-driver; } || \
+	  echo "could not install chromium chromium-driver: the browser tests will skip"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 

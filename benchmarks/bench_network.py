@@ -3,29 +3,9 @@
 Part 1, the network. `LocalNetwork` runs the packaged `network` config (3 miners, 6 devices,
 digits with the MLP; `--miners`, `--devices`, `--rounds` change it) as real processes on
 loopback: anvil, `blockfl miner` and `blockfl device`. When every device has finished, the
-benchmark reads the processes' JSON event logs and prints, per round, using only the logged
-timestamps (every process runs on this machine, so they share one clock):
-
-    round       the block's committed time minus the previous block's (round 1: from the
-                first device's `uploaded`)
-    upload      the upload window: first to last `update_accepted` via /updates for the round,
-                over every miner
-    pow+commit  the winning miner's last `mining` event for the round (the candidate that
-                won) to its `committed` event: proof-of-work plus the commit transaction
-    propagate   `committed` to the last other miner's `adopted` of the round: announcement,
-                fetching missing updates, full check of the block (proof-of-work, signatures,
-                recomputed aggregate); "n/m" says how many other miners adopted it at all
-    seen        `committed` to the first device's `block` event of the round (it saw the block
-                on chain); negative when a device saw it before the winner logged `committed`
-    dev model   `committed` to each device's `model` event of the round (notice the block by
-                polling the chain, download the model, check its hash, recompute the aggregate
-                from the block's updates), the mean over devices; the last round has none
-                (devices stop once the chain has all its blocks)
-    train+upl   a device's `model` of the previous round to its `uploaded` of this one (local
-                training, signing, upload), the mean over devices
-    upd, forks  updates in the block, and `fork` events (a block the contract refused because
-                another miner's landed first) for the round
-
+benchmark reads the processes' JSON event logs and prints, per round, the phase times of
+`blockfl.round_phases` (round, upload window, proof-of-work + commit, propagation, when devices
+saw the block and checked its model, their training + upload, updates and forks),
 and the mean of each column over rounds 2..R (round 1 carries first-time costs: the first
 payouts' storage writes, first training calls). A line before the table says how long the
 processes took to start (launch to `started`, and to the first upload); after it, the events
@@ -65,6 +45,7 @@ from typing import Any
 
 from blockfl.config import Config, load_config
 from blockfl.events import read_events
+from blockfl.round_phases import mean_or_none, round_table
 
 # events whose presence means something did not go as planned
 TROUBLE = (
@@ -118,67 +99,6 @@ def run_network(config: Config, run_dir: Path) -> tuple[float, float]:
     return time.monotonic() - started, launched
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def round_table(run_dir: Path, miners: int, devices: int, rounds: int) -> list[dict[str, Any]]:
-    """One row of phase times per round, from the event logs."""
-    logs = run_dir / "logs"
-    miner_events = [read_events(logs / f"miner{i}.jsonl") for i in range(miners)]
-    device_events = [read_events(logs / f"device{j}.jsonl") for j in range(devices)]
-
-    def first(events: list[dict], name: str, round_: int) -> float | None:
-        times = [e["ts"] for e in events if e["event"] == name and e.get("round") == round_]
-        return min(times) if times else None
-
-    rows: list[dict[str, Any]] = []
-    previous_commit: float | None = None
-    for r in range(1, rounds + 1):
-        row: dict[str, Any] = {"round": r}
-        winner, committed = None, None
-        for i, events in enumerate(miner_events):
-            for e in events:
-                if e["event"] == "committed" and e.get("round") == r:
-                    winner, committed, row["upd"] = i, e["ts"], e.get("updates")
-        uploads = [e["ts"] for events in miner_events for e in events
-                   if e["event"] == "update_accepted" and e.get("round") == r
-                   and e.get("via") == "updates"]
-        row["upload"] = max(uploads) - min(uploads) if uploads else None
-        row["forks"] = sum(e["event"] == "fork" and e.get("round") == r
-                           for events in miner_events for e in events)
-        if committed is None:
-            rows.append(row)
-            previous_commit = None
-            continue
-        if r == 1:
-            starts = [t for ev in device_events if (t := first(ev, "uploaded", 1)) is not None]
-            previous_commit = min(starts) if starts else None
-        row["round_s"] = committed - previous_commit if previous_commit is not None else None
-        mining = [e["ts"] for e in miner_events[winner]
-                  if e["event"] == "mining" and e.get("round") == r and e["ts"] <= committed]
-        row["pow"] = committed - max(mining) if mining else None
-        adopted = [t for i, events in enumerate(miner_events) if i != winner
-                   if (t := first(events, "adopted", r)) is not None]
-        row["propagate"] = max(adopted) - committed if adopted else None
-        row["adopted"] = f"{len(adopted)}/{miners - 1}"
-        models = [t - committed for ev in device_events
-                  if (t := first(ev, "model", r)) is not None]
-        row["dev_model"] = _mean(models)
-        seen = [t for ev in device_events if (t := first(ev, "block", r)) is not None]
-        row["seen"] = min(seen) - committed if seen else None
-        trains = []
-        for ev in device_events:
-            uploaded = first(ev, "uploaded", r)
-            model = first(ev, "model", r - 1) if r > 1 else None
-            if uploaded is not None and model is not None:
-                trains.append(uploaded - model)
-        row["train"] = _mean(trains)
-        rows.append(row)
-        previous_commit = committed
-    return rows
-
-
 COLUMNS = [  # (key, header, width, format)
     ("round", "round", 5, "d"),
     ("round_s", "round s", 8, ".3f"),
@@ -211,7 +131,7 @@ def print_rounds(rows: list[dict[str, Any]]) -> None:
         if fmt == "s":
             continue
         values = [row[key] for row in later if row.get(key) is not None]
-        means[key] = _mean(values)
+        means[key] = mean_or_none(values)
     cells = [f"{'mean':>5}"] + [
         _cell(means.get(k), w, ".1f" if f == "d" else f) for k, _, w, f in COLUMNS[1:]
     ]
@@ -275,7 +195,7 @@ def bench_network(rounds: int, miners: int, devices: int) -> None:
               "(start to stop)")
         print_startup(run_dir, launched, miners, devices)
         print("seconds per phase, from the processes' event logs")
-        print_rounds(round_table(run_dir, miners, devices, rounds))
+        print_rounds(round_table(run_dir / "logs", rounds))
         print_trouble(run_dir)
 
 
@@ -354,15 +274,14 @@ def bench_uploads(k: int) -> None:
     """Part 2."""
     import httpx
 
+    from blockfl.chain.deploy import chain_params
     from blockfl.chain.evm import EvmLedger, embedded_web3
     from blockfl.client import MinerClient, MinerRejected
     from blockfl.devices.device import Device
     from blockfl.events import EventLog
     from blockfl.keys import derived_key
     from blockfl.miners.service import MinerService, MiningSettings
-    from blockfl.miners.verification import VerificationPolicy
     from blockfl.signing import address_of
-    from blockfl.sim.engine import chain_params
     from blockfl.sim.setup import build_experiment
 
     with tempfile.TemporaryDirectory(prefix="bench-uploads-") as tmp:
@@ -389,7 +308,7 @@ def bench_uploads(k: int) -> None:
         trained = time.perf_counter() - started
         size = statistics.fmean(len(s.payload) for s in submissions)
 
-        policy = VerificationPolicy.from_config(config)
+        policy = config.verification
         settings = MiningSettings(t_wait=1e9, block_size=10**9, hash_rate=0.0)
         services: list[MinerService] = []
         logs: list[EventLog] = []

@@ -7,9 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blockfl import safejson
 from blockfl.chain.blocks import ChainParams
 from blockfl.chain.evm import EvmLedger, rpc_web3
 from blockfl.contracts import load_artifact
+
+MAX_FILE_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,14 @@ class Deployment:
 
     @classmethod
     def read(cls, path: Path) -> Deployment:
-        """Read a deployment file."""
+        """Read a deployment file (size- and depth-checked JSON: it may come from anyone)."""
         if not path.exists():
             raise FileNotFoundError(f"no deployment file at {path}; run `blockfl chain deploy`")
-        return cls(**json.loads(path.read_text()))
+        try:
+            data = safejson.loads(path.read_bytes(), MAX_FILE_BYTES)
+            return cls(**data)
+        except (safejson.JsonRejected, TypeError) as exc:
+            raise ValueError(f"{path} is not a deployment file: {exc}") from None
 
     def ledger(self, rpc_url: str | None = None, owner_key: bytes | None = None) -> EvmLedger:
         """An `EvmLedger` on this deployment (through `rpc_url` if given)."""

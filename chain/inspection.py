@@ -8,6 +8,7 @@ into JSON-safe values (hashes as 0x-hex, uint256 amounts as exact decimal string
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ def jsonable(row: Any) -> dict[str, Any]:
             value = str(value)
         out[key] = value
     return out
+
+
+def iso_time(timestamp: int) -> str:
+    """A block timestamp as ISO 8601 in UTC."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def block_json(block: BlockRecord) -> dict[str, Any]:
+    """A block as JSON-safe values, with its time as ISO 8601."""
+    return jsonable(block) | {"time": iso_time(block.timestamp)}
 
 
 def blocks(ledger: Ledger, first: int = 1, last: int | None = None) -> list[BlockRecord]:

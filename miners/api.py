@@ -9,42 +9,54 @@
     GET  /models/{hash}    a global model by hash (safetensors)
     GET  /info, /health    the miner's state
 
-Bodies are read as a stream and cut off at the size limit (413) before they are buffered whole;
-the miner's work runs in a thread pool so uploads never block the event loop.
+Bodies are read as a stream and cut off at the size limit (413) before they are buffered whole,
+and within `body_timeout` (408); JSON bodies are size- and depth-checked before they are decoded
+(`read_json`, for any router of this app), off the event loop like the miner's other work.
+Uploads and gossip take turns through a fair `UploadGate` (503 `busy` after a short wait); the
+HTTP server in front (`blockfl.miners.http_server`) guards connections. A client that leaves
+mid-body is one `client_disconnected` event in the miner's log.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from blockfl.config import ServerConfig
 from blockfl.hashing import from_hex
+from blockfl.miners.admission import Busy, UploadGate
 from blockfl.miners.attestation_api import attestation_router
 from blockfl.miners.node import Verdict
 from blockfl.miners.service import MinerService
 from blockfl.wire import (
+    MAX_BLOCK_BYTES,
     RECORD_HEADER,
     TENSOR_MEDIA_TYPE,
     UpdateSubmission,
     WireError,
+    decode_json,
     parse_record_header,
     proposal_from_dict,
     proposal_to_dict,
     record_header,
 )
 
-MAX_BLOCK_JSON = 8 * 2**20
+T = TypeVar("T")
 
 #: HTTP status of each rejection reason (anything else is 400 or 422)
 STATUS = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "body_timeout": 408,
+    "busy": 503,
     "wrong_round": 409,
     "stale_base_model": 409,
     "replay": 409,
@@ -56,44 +68,84 @@ STATUS = {
 class Rejection(Exception):
     """A request the miner refuses, with its reason."""
 
-    def __init__(self, reason: str, detail: str = "", status: int | None = None) -> None:
+    def __init__(self, reason: str, detail: str = "", status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
         self.status = status or STATUS.get(reason, 400)
+        self.headers = headers
 
 
-def error(reason: str, detail: str = "", status: int | None = None) -> JSONResponse:
+def error(reason: str, detail: str = "", status: int | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON error response of a rejection."""
     return JSONResponse({"error": reason, "detail": detail},
-                        status_code=status or STATUS.get(reason, 400))
+                        status_code=status or STATUS.get(reason, 400), headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes, and with 408
+    (closing the connection) unless it arrives within `timeout` seconds (default: the app's
+    `body_timeout`)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise Rejection("bad_request", "Content-Length is not a number")
         if int(declared) > limit:
             raise Rejection("payload_too_large", f"{declared} > {limit} bytes")
+    timeout = timeout if timeout is not None else request.app.state.limits.body_timeout
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejection("payload_too_large", f"more than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Rejection("payload_too_large", f"more than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Rejection("body_timeout", f"{size} bytes of the body in {timeout:g} s",
+                        headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 
-def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
+async def read_json(request: Request, limit: int, reason: str = "malformed_json",
+                    parse: Callable[[Any], T] = lambda data: data) -> T:
+    """A JSON request body (`read_body`), size- and depth-checked before it is decoded, then
+    `parse`d (raising WireError on what it refuses), both off the event loop; Rejection
+    `reason` for anything that is not bounded JSON `parse` accepts."""
+    body = await read_body(request, limit)
+
+    def decode() -> T:
+        return parse(decode_json(body, limit, "body"))
+
+    try:
+        return await run_in_threadpool(decode)
+    except WireError as exc:
+        raise Rejection(reason, str(exc)[:300]) from None
+
+
+def create_app(service: MinerService, max_payload_bytes: int,
+               limits: ServerConfig | None = None) -> FastAPI:
     """The FastAPI application of one miner service."""
     app = FastAPI(title="BlockFL miner", version="1")
+    app.state.limits = limits = limits or ServerConfig()
+    gate = UploadGate(limits)
     node = service.node
 
     @app.exception_handler(Rejection)
     async def _rejection(_: Request, exc: Rejection) -> JSONResponse:
-        return error(exc.reason, exc.detail, exc.status)
+        return error(exc.reason, exc.detail, exc.status, exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _left(request: Request, _: ClientDisconnect) -> JSONResponse:
+        client = request.client.host if request.client else "unknown"
+        service.log("client_disconnected", client=client, path=request.url.path)
+        return error("client_disconnected", "the client left before its body was read")
+
+    @app.exception_handler(Busy)
+    async def _busy(_: Request, exc: Busy) -> JSONResponse:
+        return error("busy", str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -118,8 +170,9 @@ def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
             signed = parse_record_header(request.headers.get(RECORD_HEADER))
         except WireError as exc:
             raise Rejection("malformed_record", str(exc)) from None
-        payload = await read_body(request, max_payload_bytes)
-        verdict = await run_in_threadpool(handler, UpdateSubmission(signed, payload))
+        async with gate.turn(request.client.host if request.client else "unknown"):
+            payload = await read_body(request, max_payload_bytes)
+            verdict = await run_in_threadpool(handler, UpdateSubmission(signed, payload))
         if not verdict.accepted:
             raise Rejection(verdict.reason, verdict.detail)
         service.log("update_accepted", device=signed.device, round=signed.record.round,
@@ -137,11 +190,7 @@ def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
 
     @app.post("/blocks", status_code=202)
     async def announce(request: Request) -> dict:
-        body = await read_body(request, MAX_BLOCK_JSON)
-        try:
-            proposal = proposal_from_dict(json.loads(body))
-        except (ValueError, WireError) as exc:
-            raise Rejection("malformed_block", str(exc)[:300]) from None
+        proposal = await read_json(request, MAX_BLOCK_BYTES, "malformed_block", proposal_from_dict)
         if not service.announced(proposal):
             raise Rejection("wrong_round", f"block of round {proposal.round}, this miner "
                                            f"waits for round {node.round}")
@@ -186,10 +235,10 @@ def create_app(service: MinerService, max_payload_bytes: int) -> FastAPI:
     async def info() -> dict:
         return await run_in_threadpool(service.info)
 
-    app.include_router(attestation_router(service))  # POST /attestations
-
     @app.get("/health")
     async def health() -> dict:
         return {"ok": True}
 
+    # other features' routers are included here, e.g. app.include_router(router(service))
+    app.include_router(attestation_router(service))  # POST /attestations
     return app

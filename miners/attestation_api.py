@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
@@ -16,7 +14,7 @@ from blockfl.chain.attestation import attestation_to_dict
 from blockfl.miners import api
 from blockfl.miners.attestation import AttestationRefused
 from blockfl.miners.service import MinerService
-from blockfl.wire import WireError, proposal_from_dict
+from blockfl.wire import MAX_BLOCK_BYTES, proposal_from_dict
 
 
 def attestation_router(service: MinerService) -> APIRouter:
@@ -25,11 +23,8 @@ def attestation_router(service: MinerService) -> APIRouter:
 
     @router.post("/attestations")
     async def attestations(request: Request) -> dict:
-        body = await api.read_body(request, api.MAX_BLOCK_JSON)
-        try:
-            proposal = proposal_from_dict(json.loads(body))
-        except (ValueError, WireError) as exc:
-            raise api.Rejection("malformed_block", str(exc)[:300]) from None
+        proposal = await api.read_json(request, MAX_BLOCK_BYTES, "malformed_block",
+                                       proposal_from_dict)
         try:
             attestation = await run_in_threadpool(service.attest, proposal)
         except AttestationRefused as exc:

@@ -125,6 +125,13 @@ class MinerJournal:
             ).fetchone()
         return None if row is None else proposal_from_dict(json.loads(row[0]))
 
+    def missing_blocks(self, upto: int) -> list[int]:
+        """Rounds 1..`upto` whose committed block this journal does not hold."""
+        with self._lock:
+            rows = self._db.execute("SELECT round FROM blocks WHERE round <= ?", (upto,))
+            known = {r for (r,) in rows.fetchall()}
+        return [r for r in range(1, upto + 1) if r not in known]
+
     def close(self) -> None:
         """Close the database."""
         with self._lock:

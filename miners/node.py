@@ -13,7 +13,7 @@ from typing import Protocol
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate
 from blockfl.chain.attestation import Attestation
-from blockfl.chain.blocks import BlockProposal, CommitReceipt, Head, sort_updates
+from blockfl.chain.blocks import BlockProposal, BlockRecord, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
 from blockfl.chain.ledger import Ledger
 from blockfl.hashing import to_hex
@@ -211,6 +211,9 @@ class MinerNode:
         self, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
     ) -> CommitReceipt | None:
         """Commit a mined, attested block; None (and a fork recorded) if another block won."""
+        if self.ledger.head().round >= proposal.round:  # it could only be rejected: a fork
+            self.stats.forks.append(proposal.round)
+            return None
         try:
             receipt = self.ledger.commit_block(self.key, proposal, attestations)
         except ForkRejected:
@@ -235,8 +238,7 @@ class MinerNode:
         return out
 
     def receive_block(self, announcement: BlockAnnouncement) -> None:
-        """Check a committed block (chain record, proof-of-work, signatures, update hashes, the
-        recomputed aggregate) and move to the next round on top of it."""
+        """Check a committed block (`check_block`) and move to the next round on top of it."""
         proposal = announcement.proposal
         with self._lock:
             if proposal.round < self.round:
@@ -244,32 +246,42 @@ class MinerNode:
             if proposal.round > self.round:
                 raise InvalidBlock(f"block of round {proposal.round}, but this miner is at "
                                    f"round {self.round}: it needs the blocks in between first")
-            record = self.ledger.get_block(proposal.round)
-            if record is None:
-                raise InvalidBlock(f"round {proposal.round} has no block on chain")
-            domain = self.ledger.domain
-            header = proposal.header(domain, self.ledger.params().mode)
-            block_hash = header.block_hash(proposal.nonce)
-            if block_hash != record.block_hash:
-                raise InvalidBlock("announced block differs from the block on chain")
-            if int.from_bytes(block_hash, "big") > self.ledger.params().target:
-                raise InvalidBlock("block hash does not meet the proof-of-work target")
-            try:
-                for update in proposal.updates:
-                    update.verify(domain)
-            except SignatureError as exc:
-                raise InvalidBlock(f"update signature: {exc}") from None
-            updates = self.block_updates(announcement)
-            for u, w in zip(proposal.updates, updates, strict=True):
-                if tensor_hash(w.delta) != u.record.update_hash:
-                    raise InvalidBlock(f"update of {u.device} does not match its signed hash")
-            global_state = self.strategy.aggregate(self.base_state, updates)
-            global_state_hash = tensor_hash(global_state)
-            if global_state_hash != record.global_model_hash:
-                raise InvalidBlock(
-                    f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
-                )
-            self.adopt(global_state, Head(record.round, record.block_hash, global_state_hash))
+            global_state, record = self.check_block(announcement, self.base_state)
+            self.adopt(global_state, Head(record.round, record.block_hash,
+                                          record.global_model_hash))
+
+    def check_block(
+        self, announcement: BlockAnnouncement, base_state: StateDict
+    ) -> tuple[StateDict, BlockRecord]:
+        """Check a committed block against the chain (its record, proof-of-work, signatures,
+        update hashes, and the aggregate recomputed over `base_state`, the global model of the
+        round before); its global model and chain record, or InvalidBlock."""
+        proposal = announcement.proposal
+        record = self.ledger.get_block(proposal.round)
+        if record is None:
+            raise InvalidBlock(f"round {proposal.round} has no block on chain")
+        domain = self.ledger.domain
+        header = proposal.header(domain, self.ledger.params().mode)
+        block_hash = header.block_hash(proposal.nonce)
+        if block_hash != record.block_hash:
+            raise InvalidBlock("announced block differs from the block on chain")
+        if int.from_bytes(block_hash, "big") > self.ledger.params().target:
+            raise InvalidBlock("block hash does not meet the proof-of-work target")
+        try:
+            for update in proposal.updates:
+                update.verify(domain)
+        except SignatureError as exc:
+            raise InvalidBlock(f"update signature: {exc}") from None
+        updates = self.block_updates(announcement)
+        for u, w in zip(proposal.updates, updates, strict=True):
+            if tensor_hash(w.delta) != u.record.update_hash:
+                raise InvalidBlock(f"update of {u.device} does not match its signed hash")
+        global_state = self.strategy.aggregate(base_state, updates)
+        if tensor_hash(global_state) != record.global_model_hash:
+            raise InvalidBlock(
+                f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
+            )
+        return global_state, record
 
     def adopt(self, global_state: StateDict, head: Head | None = None) -> None:
         """Build on `head` (default: the chain head), whose global model is `global_state`."""

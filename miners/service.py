@@ -12,7 +12,9 @@ rejected by the contract and counted. New updates that arrive while mining resta
 with the larger candidate (the race is memoryless).
 
 Everything acknowledged is in the journal first, so a restarted miner resumes from the chain
-head, its model store and its journal, and gossips its pending updates again.
+head, its model store and its journal, and gossips its pending updates again. It then catches
+up: every committed block it missed while down is fetched from its peers (or rebuilt from the
+chain's record and the updates the peers serve), checked against the chain, and kept to serve.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from blockfl.tensors import StateDict, tensor_hash
 from blockfl.wire import UpdateSubmission
 
 T = TypeVar("T")
+
+CATCH_UP_POLL = 5.0  # seconds between looks for committed blocks this miner lacks
 
 
 @dataclass(frozen=True)
@@ -80,11 +84,15 @@ class MinerService:
         params = ledger.params()
         self.target, self.mode = params.target, params.mode
         self._announced: dict[int, BlockProposal] = {}
+        self._genesis = genesis
+        self._unrecovered: set[int] = set()  # rounds whose catch-up failed (logged once)
+        self._catching_up: threading.Thread | None = None
         self._wake = threading.Event()
         self._behind_since: float | None = None
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
-        self.node = MinerNode(key, ledger, Verifier(policy), self.store, FedAvg(), base,
+        verifier = Verifier(policy, max_samples=params.max_samples_per_update)
+        self.node = MinerNode(key, ledger, verifier, self.store, FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
         self.attester = Attester(self.node)
@@ -190,6 +198,50 @@ class MinerService:
             signed.append(found.signed)
         return BlockProposal(record.prev_hash, round_, record.global_model_hash,
                              tuple(sort_updates(signed)), record.miner, record.nonce)
+
+    def catch_up(self) -> int:
+        """Fetch every committed block this miner lacks (it was down, or took a head's model on
+        trust), check each against the chain, and keep it to serve; returns how many it added.
+        A block is checked in full: its aggregate is recomputed over the global model of the
+        round before (held, or fetched by its on-chain hash)."""
+        added = 0
+        for round_ in self.journal.missing_blocks(self.node.head.round):
+            try:
+                self._recover(round_)
+            except (InvalidBlock, LookupError) as exc:
+                if round_ not in self._unrecovered:
+                    self._unrecovered.add(round_)
+                    self.log("catch_up_failed", round=round_, error=str(exc)[:300])
+                continue
+            self._unrecovered.discard(round_)
+            added += 1
+        return added
+
+    def _recover(self, round_: int) -> None:
+        proposal = (self._block_from_chain(round_)
+                    or self._ask_peers(lambda peer: peer.block(round_)))
+        if proposal is None:
+            raise LookupError(f"no peer serves the block of round {round_}")
+        submissions = self._block_submissions(proposal)
+        if submissions is None:
+            raise LookupError(f"no peer serves every update of the block of round {round_}")
+        previous = self.ledger.get_block(round_ - 1) if round_ > 1 else None
+        base_hash = (previous.global_model_hash if previous is not None
+                     else self.ledger.params().genesis_model_hash)
+        base = self._model(base_hash, self._genesis)
+        payloads = {s.device: s.payload for s in submissions}
+        global_state, record = self.node.check_block(BlockAnnouncement(proposal, payloads), base)
+        self.store.put(global_state)
+        self.journal.record_block(proposal, record.block_hash, submissions)
+        self.log("caught_up", round=round_, block_hash=to_hex(record.block_hash))
+
+    def _catch_up_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.catch_up()
+            except Exception as exc:  # a miner keeps serving: log and try again
+                self.log("error", error=f"catch-up: {type(exc).__name__}: {exc}")
+            stop.wait(CATCH_UP_POLL)
 
     def _round_began(self, head: Head, checked: bool) -> None:
         self._window_opened = None
@@ -323,7 +375,11 @@ class MinerService:
             peer.receive_block(announcement)
 
     def run(self, stop: threading.Event) -> None:
-        """The miner's loop until `stop` is set; an error in one pass is logged, never fatal."""
+        """The miner's loop until `stop` is set; an error in one pass is logged, never fatal.
+        Catching up on missed blocks runs beside it, in its own thread."""
+        self._catching_up = threading.Thread(target=self._catch_up_loop, args=(stop,),
+                                             name="catch-up", daemon=True)
+        self._catching_up.start()
         while not stop.is_set():
             try:
                 if self.sync() and self.ready():
@@ -352,7 +408,9 @@ class MinerService:
         }
 
     def close(self) -> None:
-        """Stop peers and close the journal."""
+        """Stop peers and close the journal (after the catch-up of a stopped `run`)."""
+        if self._catching_up is not None:
+            self._catching_up.join(timeout=10)
         for peer in self.node.peers:
             if isinstance(peer, HttpPeer):
                 peer.close()

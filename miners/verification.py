@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from blockfl.config import Config
+from blockfl.config import ChainConfig, Config, VerificationPolicy
 from blockfl.signing import Domain, SignatureError, SignedUpdate
 from blockfl.tensors import (
     StateDict,
@@ -58,28 +58,6 @@ class UpdateRejected(ValueError):
 
 
 @dataclass(frozen=True)
-class VerificationPolicy:
-    """What a miner accepts."""
-
-    max_payload_bytes: int = 64 * 2**20
-    max_samples: int = 100_000
-    norm_bound: float = float("inf")
-    min_ms_per_sample: float = 0.0
-    allowed_devices: frozenset[str] | None = None
-
-    @classmethod
-    def from_config(cls, config: Config) -> VerificationPolicy:
-        """The policy of an experiment configuration (sample cap as on chain)."""
-        v = config.verification
-        return cls(
-            max_payload_bytes=v.max_payload_bytes,
-            max_samples=config.chain.max_samples_per_update,
-            norm_bound=v.norm_bound,
-            min_ms_per_sample=v.min_ms_per_sample,
-        )
-
-
-@dataclass(frozen=True)
 class RoundContext:
     """What the miner knows about the round it collects updates for."""
 
@@ -104,14 +82,32 @@ def _second_update(signed: SignedUpdate, round_: int) -> UpdateRejected:
 
 
 class Verifier:
-    """Verifies submissions against a policy and remembers accepted ones to catch replays."""
+    """Verifies submissions against a policy and remembers accepted ones to catch replays.
 
-    def __init__(self, policy: VerificationPolicy, memory: int = 100_000) -> None:
+    `max_samples` is the chain's sample cap; `allowed_devices`, when given, the only devices
+    whose updates are accepted.
+    """
+
+    def __init__(
+        self,
+        policy: VerificationPolicy,
+        *,
+        max_samples: int = ChainConfig.max_samples_per_update,
+        allowed_devices: frozenset[str] | None = None,
+        memory: int = 100_000,
+    ) -> None:
         self.policy = policy
+        self.max_samples = max_samples
+        self.allowed_devices = allowed_devices
         self._memory = memory
         self._lock = threading.Lock()
         self._seen_devices: set[tuple[int, bytes]] = set()  # (round, raw device address)
         self._seen_hashes: OrderedDict[bytes, int] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Verifier:
+        """A verifier of an experiment configuration's policy and sample cap."""
+        return cls(config.verification, max_samples=config.chain.max_samples_per_update)
 
     def verify(self, submission: UpdateSubmission, ctx: RoundContext) -> VerifiedUpdate:
         """Check a submission for round `ctx.round`; raise UpdateRejected with the reason."""
@@ -129,13 +125,14 @@ class Verifier:
             raise UpdateRejected("stale_base_model", "update not trained on the current model")
         # the checksum form costs a keccak: only needed for the device allowlist, or to raise
         # (as `submission.device` does) for a device that is no address at all
-        if policy.allowed_devices is not None or signed.device_bytes is None:
+        allowed = self.allowed_devices
+        if allowed is not None or signed.device_bytes is None:
             device = submission.device
-            if policy.allowed_devices is not None and device not in policy.allowed_devices:
+            if allowed is not None and device not in allowed:
                 raise UpdateRejected("unknown_device", f"{device} is not a registered device")
         samples = record.samples
-        if not 1 <= samples <= policy.max_samples:
-            raise UpdateRejected("sample_count", f"{samples} not in [1, {policy.max_samples}]")
+        if not 1 <= samples <= self.max_samples:
+            raise UpdateRejected("sample_count", f"{samples} not in [1, {self.max_samples}]")
         needed = samples * policy.min_ms_per_sample
         if record.compute_time_ms < needed:
             raise UpdateRejected(

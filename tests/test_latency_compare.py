@@ -1,14 +1,23 @@
-"""Measured latency of a simulate run (emulated links, real proof-of-work) against the model."""
+"""Measured latency of a simulate run (emulated links, real proof-of-work) and of a real
+process network (event logs) against the model."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 
+from blockfl.chain.node import find_anvil
 from blockfl.cli import main
-from blockfl.latency.compare import compare_command, compare_run
+from blockfl.latency.compare import (
+    compare_command,
+    compare_network,
+    compare_run,
+)
+from blockfl.latency.network_logs import network_rounds
 
 RUN_FLAGS = [
     "simulate", "--rounds", "40", "--devices", "5", "--miners", "3", "--ledger", "local",
@@ -53,3 +62,42 @@ def test_a_wrong_lambda_is_caught(run_dir, capsys):
     bg = next(p for p in report["phases"] if p["term"] == "t_bg")
     assert not bg["agrees"]
     assert (run_dir / "latency_compare.png").exists()
+
+
+def test_updates_that_miss_t_wait_leave_the_block_smaller_and_the_model_follows(tmp_path):
+    # modelled local times of 2 epochs x ~144 samples x 0.2 ms: the devices with larger shards
+    # miss T_wait = 0.1 s, so blocks hold fewer than N_D updates (the demo's NO rows, issue 11)
+    flags = ["simulate", "--rounds", "4", "--ledger", "local", "--network-t-wait", "0.1",
+             "--training-compute-time", "modelled", "--training-ms-per-sample", "0.2"]
+    assert main([*flags, "--run-out-dir", str(tmp_path), "--run-name", "late", "--json"]) == 0
+    comparisons, totals = compare_run(tmp_path / "late")
+    assert 0 < totals["late_updates"] < 4 * 10
+    assert all(c.agrees for c in comparisons), comparisons
+    by_term = {c.term: c for c in comparisons}
+    assert by_term["t_bp"].relative_error < 1e-9 and by_term["t_dn"].relative_error < 1e-9
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest.mark.skipif(find_anvil() is None, reason="anvil binary not found (npm install)")
+def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
+    run_dir = tmp_path / "net"
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", "--miners", "2", "--devices", "2",
+         "--rounds", "5", "--run-dir", str(run_dir), "--json", "--model-name", "logreg"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rounds = network_rounds(run_dir, t_wait=10.0, n_devices=2)
+    assert [r.round for r in rounds] == [2, 3, 4, 5]
+    for r in rounds:  # the logged phases cover the round exactly
+        path = sum(r.phases[k] for k in ("t_dn", "t_local", "t_up", "t_cross", "t_bg"))
+        assert path == pytest.approx(r.duration, abs=1e-6)
+    comparisons, totals = compare_network(run_dir)
+    by_term = {c.term: c for c in comparisons}
+    assert all(c.agrees for c in comparisons), comparisons
+    assert by_term["t_bg"].model == pytest.approx(1 / (2 * 0.5))  # N_M lambda, network.toml
+    assert totals["mean_updates_per_block"] == 2
+    assert main(["latency", "compare", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "t_cross" in out and "round" in out and "winner_hash_rate" in out

@@ -2,6 +2,8 @@
 
 import dataclasses
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -90,9 +92,15 @@ def test_from_toml_lists_and_unknown_keys(tmp_path):
     path.write_text("n_devices = 3\nsamples = [10, 20, 30]\nlambda_ = 0.5\n")
     p = LatencyParams.from_toml(path)
     assert p.samples == (10, 20, 30) and p.lambda_ == 0.5 and p.n_miners == 10
-    path.write_text("lambda = 0.5\n")
-    with pytest.raises(ValueError, match="unknown latency parameter"):
+    path.write_text("lambda = 0.5\n")  # the alias of lambda_
+    assert LatencyParams.from_toml(path).lambda_ == 0.5
+    path.write_text("lamda = 0.5\n")
+    with pytest.raises(ValueError, match=r"unknown latency parameter.*valid: n_devices"):
         LatencyParams.from_toml(path)
+
+
+def test_every_field_is_documented_for_help():
+    assert list(model.PARAMETERS) == [f.name for f in dataclasses.fields(LatencyParams)]
 
 
 @pytest.mark.parametrize(
@@ -104,6 +112,11 @@ def test_from_toml_lists_and_unknown_keys(tmp_path):
         {"lambda_": 0.0},
         {"snr_m_db": (10.0, 10.0)},
         {"devices_per_miner": (1.0,) * 9},
+        {"lambda_": "fast"},
+        {"w_up": math.inf},
+        {"samples": {"a": 1}},
+        {"device": 1.5},
+        {"snr_up_db": True},
     ],
 )
 def test_invalid_params_raise(overrides):
@@ -160,3 +173,30 @@ def test_single_miner_has_no_finite_optimum():
     limit = model.deterministic_bracket(p) + model.t_dn(p) + model.t_global(p)
     assert model.optimal_latency(p) == pytest.approx(limit)
     assert totals[-1] - limit == pytest.approx(1 / 100)  # E[T] = limit + 1 / (N_M lambda)
+
+
+@pytest.mark.parametrize("lam", [1e-6, 0.1, 10.0, 273.0, 1e4, 1e300])
+def test_expected_latency_never_overflows_and_its_log_is_finite(lam):
+    p = LatencyParams(lambda_=lam)
+    log_total = model.log_expected_latency(p)
+    assert math.isfinite(log_total)
+    total = model.expected_latency(p).total
+    if log_total < 700:
+        assert total == pytest.approx(math.exp(log_total), rel=1e-12)
+        bracket = model.deterministic_bracket(p) + model.t_bg(p)
+        rest = model.t_dn(p) + model.t_global(p)
+        by_hand = bracket * math.exp(lam * model.fork_exponent(p)) + rest
+        assert total == pytest.approx(by_hand, rel=1e-12)
+    else:
+        assert total == math.inf and model.expected_latency(p).n_fork == math.inf
+
+
+def test_the_latency_package_never_imports_the_simulator_or_the_experiments():
+    probe = (
+        "import sys, pkgutil, importlib, blockfl.latency as lat\n"
+        "for m in pkgutil.iter_modules(lat.__path__):\n"
+        "    importlib.import_module(f'blockfl.latency.{m.name}')\n"
+        "print(sorted(n for n in sys.modules if n.startswith(('blockfl.sim', 'blockfl.malf'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,21 +1,79 @@
-"""Monte Carlo round simulator against the closed form."""
+"""Monte Carlo round simulator against the closed form and a per-attempt oracle."""
 
 import dataclasses
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from blockfl.latency import model
 from blockfl.latency.model import BRACKET_TERMS, TERMS, LatencyParams
-from blockfl.latency.montecarlo import Estimate, simulate, simulate_mining
+from blockfl.latency.montecarlo import Estimate, fork_log_odds, simulate, simulate_mining
 
 ROUNDS = 100_000
 LAMBDA_FACTORS = (0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.5, 4.0)  # multiples of lambda*
+PARAMETER_SETS = {
+    "default": LatencyParams(),
+    "other": LatencyParams(
+        n_devices=7, n_miners=4, samples=(50, 80, 120, 40, 60, 90, 70), w_m=2e6, snr_m_db=3.0,
+        t_wait=0.5, delta_m=3e5, h=1e5,
+    ),
+}
+
+
+def simulate_attempts(n_miners, lambda_, t_bp, rounds, rng):
+    """The test oracle: replay every attempt's race of N_M exponential proof-of-work times
+    (cost grows as exp(lambda (N_M - 1) T_bp), so only for small lambda)."""
+    attempts = np.zeros(rounds)
+    block_time = np.zeros(rounds)
+    active = np.arange(rounds)
+    while active.size:
+        finish = np.sort(rng.exponential(1.0 / lambda_, size=(active.size, n_miners)), axis=1)
+        forked = finish[:, 1] - finish[:, 0] < t_bp
+        attempts[active] += 1
+        block_time[active] += finish[:, 0]
+        active = active[forked]
+    return attempts, block_time
+
+
+@pytest.mark.parametrize("name", PARAMETER_SETS)
+@pytest.mark.parametrize("lam", np.geomspace(0.01, 100, 9).tolist())
+def test_mean_within_the_95_ci_of_the_closed_form_at_any_lambda(name, lam):
+    p = dataclasses.replace(PARAMETER_SETS[name], lambda_=lam)
+    summary = simulate(p, ROUNDS, seed=11).summary()
+    expected = model.expected_latency(p).total
+    if math.isinf(expected):  # past float range: the simulation says so too
+        assert summary.total.mean == math.inf
+        return
+    assert summary.total.low <= expected <= summary.total.high
+    assert summary.n_fork.low <= model.expected_latency(p).n_fork <= summary.n_fork.high
+
+
+@pytest.mark.parametrize(("n_miners", "lam"), [(2, 0.5), (4, 0.3), (10, 0.1), (10, 0.4)])
+def test_o1_sampler_has_the_distribution_of_the_per_attempt_oracle(n_miners, lam):
+    t_bp = model.t_bp(LatencyParams())
+    exact = simulate_mining(n_miners, lam, t_bp, 20_000, np.random.default_rng(1))
+    oracle = simulate_attempts(n_miners, lam, t_bp, 20_000, np.random.default_rng(2))
+    for ours, theirs in zip(exact, oracle, strict=True):
+        assert stats.ks_2samp(ours, theirs).pvalue > 0.01
+    # attempts: geometric on {1, 2, ...}, P(N = k) = (1 - q) q^(k - 1); 6+ in one bin
+    q = model.p_fork(LatencyParams(n_miners=n_miners, lambda_=lam))
+    observed = np.bincount(np.minimum(exact[0], 6).astype(int), minlength=7)[1:]
+    expected = 20_000 * np.array([(1 - q) * q**k for k in range(5)] + [q**5])
+    assert stats.chisquare(observed, expected).pvalue > 0.01
+
+
+def test_fork_log_odds_is_accurate_at_both_ends():
+    assert fork_log_odds(1, 5.0, 1.0) == math.inf
+    assert fork_log_odds(3, 1e-12, 1.0) == pytest.approx(-math.log(2e-12), rel=1e-9)
+    assert fork_log_odds(3, 50.0, 1.0) == pytest.approx(math.exp(-100.0), rel=1e-9)
+    attempts, block_time = simulate_mining(3, 1e4, 1.0, 10, np.random.default_rng(0))
+    assert np.all(attempts == math.inf) and np.all(block_time == math.inf)
 
 
 @pytest.mark.parametrize("factor", LAMBDA_FACTORS)
-def test_mean_within_two_percent_of_closed_form(factor):
+def test_mean_within_two_percent_of_closed_form_around_lambda_star(factor):
     p = LatencyParams()
     p = dataclasses.replace(p, lambda_=factor * model.optimal_lambda(p))
     summary = simulate(p, ROUNDS, seed=7).summary()

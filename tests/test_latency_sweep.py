@@ -111,3 +111,88 @@ def test_parse_override():
         parse_override("lambda_")
     with pytest.raises(ValueError):
         parse_override("lambda_=fast")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("nope=3", "unknown latency parameter(s): nope; valid: n_devices"),
+        ("lambda=-1", "lambda_ must be positive, got -1"),
+        ("w_up=0", "w_up must be positive, got 0"),
+        ("n_miners=0", "n_miners must be a positive integer, got 0"),
+        ("n_miners=2.5", "n_miners must be a positive integer, got 2.5"),
+        ("lambda_=fast", "cannot parse value of 'lambda_': 'fast'"),
+        ("lambda_='fast'", "lambda_ must be a finite number or a list of them, got 'fast'"),
+        ("t_wait=nan", "t_wait must be a finite number or a list of them, got nan"),
+        ("samples=[1,2]", "samples must be a scalar or a sequence of length 10"),
+        ("lambda_", "expected KEY=VALUE, got 'lambda_'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["analyze", "sweep"])
+def test_bad_settings_give_one_line_errors(parser, capsys, tmp_path, command, setting, message):
+    argv = ["latency", command, "--set", setting]
+    if command == "sweep":
+        argv += ["--param", "lambda", "--values", "0.1", "--out", str(tmp_path)]
+    assert run(parser, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("lam", ["273", "1e5"])
+def test_analyze_reports_inf_where_the_latency_overflows(parser, capsys, lam):
+    assert run(parser, ["latency", "analyze", "--set", f"lambda={lam}"]) == 0
+    out = capsys.readouterr().out
+    assert "E[T] overflows a float" in out and "per miner" in out
+    assert run(parser, ["latency", "analyze", "--json", "--set", f"lambda={lam}"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["expected_total"] is None and payload["log10_expected_total"] > 308
+    assert payload["lambda_convention"] == "per_miner"
+    assert payload["aggregate_rate_star"] == pytest.approx(10 * payload["lambda_star"])
+
+
+def test_single_miner_is_valid_and_never_forks(parser, capsys):
+    assert run(parser, ["latency", "analyze", "--set", "n_miners=1", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["p_fork"] == 0.0 and payload["lambda_star"] is None  # inf
+
+
+def test_lambda_sweep_over_four_decades_matches_the_closed_form(parser, capsys, tmp_path):
+    argv = ["latency", "sweep", "--param", "lambda", "--start", "0.01", "--stop", "100"]
+    assert run(parser, [*argv, "--num", "9", "--log", "--out", str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "latency_vs_lambda.csv")
+    assert len(rows) == 9
+    for row in rows:  # within 3 standard errors (a 95% CI misses 1 point in 20 by design)
+        analytic, mean, low = (float(row[k]) for k in ("analytic_total", "mc_mean", "mc_ci_low"))
+        assert abs(mean - analytic) <= 1.5 * (mean - low)
+
+
+def test_help_lists_every_key_and_the_lambda_alias(parser, capsys):
+    for command in ("analyze", "sweep"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["latency", command, "--help"])
+        out = capsys.readouterr().out
+        assert all(key in out for key in model.PARAMETERS) and "alias: lambda" in out
+
+
+def test_sweep_without_out_writes_a_fresh_run_dir(parser, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["latency", "sweep", "--param", "lambda", "--values", "0.1", "--rounds", "100"]
+    assert run(parser, argv) == 0 and run(parser, argv) == 0
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(dirs) == 2 and all(d.name.startswith("latency-sweep-lambda-") for d in dirs)
+    assert (dirs[0] / "latency_vs_lambda.csv").is_file()
+
+
+def test_analyze_reads_an_experiment_config(parser, capsys, tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text("[network]\nminers = 4\nt_wait = 1.5\n[chain]\nblock_rate = 0.25\n")
+    argv = ["latency", "analyze", "--json", "--experiment", str(config), "--set", "delta_m=2e5"]
+    assert run(parser, argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["lambda"] == 0.25 and payload["aggregate_rate"] == 1.0
+    p = LatencyParams(n_miners=4, n_devices=10, lambda_=0.25, t_wait=1.5, delta_m=2e5,
+                      w_up=1e6, w_dn=1e6, w_m=1e7, h=1536.0, delta_d=4e4, f_c=1e9)
+    assert payload["expected_total"] == pytest.approx(model.expected_latency(p).total)
+    config.write_text("[nosuch]\nx = 1\n")
+    assert run(parser, ["latency", "analyze", "--experiment", str(config)]) == 2
+    assert "unknown section [nosuch]" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from blockfl.chain.blocks import BlockProposal
+from blockfl.chain.deploy import chain_params
 from blockfl.chain.evm import EvmLedger, embedded_web3
 from blockfl.devices.device import Device
 from blockfl.events import EventLog
@@ -19,7 +20,6 @@ from blockfl.miners.api import create_app
 from blockfl.miners.service import MinerService, MiningSettings
 from blockfl.miners.verification import VerificationPolicy
 from blockfl.signing import SignedUpdate, address_of, sign_update
-from blockfl.sim.engine import chain_params
 from blockfl.sim.setup import build_experiment
 from blockfl.tensors import decode, tensor_hash
 from blockfl.wire import (
@@ -256,3 +256,34 @@ def test_a_block_whose_miner_died_is_rebuilt_from_the_chain(tmp_path):
     assert client.get("/blocks/1").json()["nonce"] == str(ledger.get_block(1).nonce)
     assert client.get(f"/models/{to_hex(ledger.head().global_model_hash)}").status_code == 200
     b.close()
+
+
+def test_a_restarted_miner_catches_up_on_every_block_it_missed(tmp_path):
+    from blockfl.events import read_events
+
+    a, b, devices, ledger = two_miners(tmp_path, b_asks_a=True)
+    b.close()  # b is down while a commits rounds 1 and 2
+    for round_ in (1, 2):
+        for d in devices:
+            head = ledger.head()
+            d.adopt(head.global_model_hash, a.store.get(head.global_model_hash))
+            assert a.node.receive_upload(d.train(round_, ledger.domain).submission).accepted
+        a.mine(threading.Event())
+    assert ledger.head().round == 2
+
+    restarted = MinerService(b.node.key, ledger, b.node.verifier.policy, b.settings,
+                             tmp_path / "b", b.clients, None, b.log)
+    assert restarted.node.round == 3  # it starts at the chain head
+    assert restarted.catch_up() == 2
+    assert restarted.catch_up() == 0  # nothing left to fetch
+    client = TestClient(create_app(restarted, LIMIT))
+    for round_ in (1, 2):
+        record = ledger.get_block(round_)
+        block = proposal_from_dict(client.get(f"/blocks/{round_}").json())
+        assert block.header(ledger.domain).block_hash(block.nonce) == record.block_hash
+        model = client.get(f"/models/{to_hex(record.global_model_hash)}")
+        assert tensor_hash(decode(model.content, max_bytes=LIMIT)) == record.global_model_hash
+    caught = [e["round"] for e in read_events(tmp_path / "b.jsonl") if e["event"] == "caught_up"]
+    assert caught == [1, 2]
+    a.close()
+    restarted.close()

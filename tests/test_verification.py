@@ -26,9 +26,8 @@ BASE = bytes(range(32))
 DOMAIN = Domain(31337, address_of(derived_key("contract", 0)))
 SPEC = model_spec(initial_state("logreg", (64,), 10, seed=0))
 KEYS = [derived_key("device", i) for i in range(4)]
-POLICY = VerificationPolicy(
-    max_payload_bytes=100_000, max_samples=1000, norm_bound=10.0, min_ms_per_sample=1.0
-)
+POLICY = VerificationPolicy(max_payload_bytes=100_000, norm_bound=10.0, min_ms_per_sample=1.0)
+MAX_SAMPLES = 1000
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -100,7 +99,7 @@ class Case:
 
     reason: str
     build: Callable[[Verifier], UpdateSubmission]
-    policy: dict[str, object] = field(default_factory=dict)
+    verifier: dict[str, object] = field(default_factory=dict)  # Verifier keyword arguments
 
 
 def _with_duplicate_entry(payload: bytes) -> bytes:
@@ -208,7 +207,7 @@ def test_cases_cover_every_reason():
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_update_rejected_with_reason_and_verifier_not_poisoned(name):
     case = CASES[name]
-    verifier = Verifier(replace(POLICY, **case.policy))
+    verifier = Verifier(POLICY, max_samples=MAX_SAMPLES, **case.verifier)
     submission = case.build(verifier)
     with pytest.raises(UpdateRejected) as info:
         verifier.verify(submission, _ctx())
@@ -222,7 +221,7 @@ def test_bad_update_rejected_with_reason_and_verifier_not_poisoned(name):
 def test_honest_update_passes_with_decoded_delta():
     delta = _delta(0)
     submission = _submission(delta)
-    verified = Verifier(POLICY).verify(submission, _ctx())
+    verified = Verifier(POLICY, max_samples=MAX_SAMPLES).verify(submission, _ctx())
     assert verified.signed == submission.signed
     assert verified.payload_size == len(submission.payload)
     assert sorted(verified.delta) == sorted(delta)
@@ -241,11 +240,12 @@ def test_huge_finite_values_are_not_non_finite():
     """A float64 norm that overflows falls back to the element-wise finiteness check."""
     delta = {"w": torch.tensor([3e200, -3e200], dtype=torch.float64)}
     ctx = RoundContext(ROUND, BASE, DOMAIN, {"w": ((2,), "float64")})
-    verified = Verifier(VerificationPolicy()).verify(_submission(delta), ctx)
+    unbounded = VerificationPolicy(norm_bound=float("inf"))
+    verified = Verifier(unbounded).verify(_submission(delta), ctx)
     assert torch.equal(verified.delta["w"], delta["w"])
     delta = {"w": torch.tensor([3e200, float("nan")], dtype=torch.float64)}
     with pytest.raises(UpdateRejected, match="non_finite"):
-        Verifier(VerificationPolicy()).verify(_submission(delta), ctx)
+        Verifier(unbounded).verify(_submission(delta), ctx)
 
 
 def test_default_policy_accepts_any_device():
@@ -255,7 +255,7 @@ def test_default_policy_accepts_any_device():
 
 
 def test_same_device_may_submit_again_next_round():
-    verifier = Verifier(POLICY)
+    verifier = Verifier(POLICY, max_samples=MAX_SAMPLES)
     verifier.verify(_submission(_delta(1)), _ctx())
     verifier.verify(_submission(_delta(2), round_=ROUND + 1), _ctx(ROUND + 1))
     with pytest.raises(UpdateRejected) as info:  # the hash is remembered across rounds
@@ -264,7 +264,7 @@ def test_same_device_may_submit_again_next_round():
 
 
 def test_forget_before_drops_device_memory_of_earlier_rounds_only():
-    verifier = Verifier(POLICY)
+    verifier = Verifier(POLICY, max_samples=MAX_SAMPLES)
     verifier.verify(_submission(_delta(1)), _ctx())
     verifier.forget_before(ROUND)  # keeps round ROUND
     with pytest.raises(UpdateRejected, match="replay"):
@@ -277,7 +277,7 @@ def test_forget_before_drops_device_memory_of_earlier_rounds_only():
 
 
 def test_hash_memory_is_bounded():
-    verifier = Verifier(POLICY, memory=1)
+    verifier = Verifier(POLICY, max_samples=MAX_SAMPLES, memory=1)
     verifier.verify(_submission(_delta(1), KEYS[1]), _ctx())
     verifier.verify(_submission(_delta(2), KEYS[2]), _ctx())
     verifier.verify(_submission(_delta(1), KEYS[3]), _ctx())  # hash of _delta(1) was evicted

@@ -3,10 +3,13 @@
 Transport failures, timeouts and 5xx answers raise `MinerUnavailable` (try another miner);
 a rejection raises `MinerRejected` with the miner's machine-readable reason. Downloads are
 checked: a model must hash to the hash it was asked for, an update to its signed update hash.
+A miner is not trusted either: an answer is read up to a size limit, and JSON is size- and
+depth-checked before it is decoded; a malformed answer is `MinerUnavailable`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +20,20 @@ from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import to_hex
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 from blockfl.wire import (
+    MAX_BLOCK_BYTES,
     RECORD_HEADER,
     TENSOR_MEDIA_TYPE,
     UpdateSubmission,
     WireError,
+    decode_json,
+    parse_block,
     parse_record_header,
-    proposal_from_dict,
     proposal_to_dict,
     record_header,
 )
 
 DEFAULT_MAX_BYTES = 256 * 2**20
+MAX_ANSWER_JSON = 2**20  # an acknowledgement, a rejection or /info
 
 
 class MinerUnavailable(ConnectionError):
@@ -42,6 +48,15 @@ class MinerRejected(ValueError):
         self.status = status
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A miner's answer, its body read up to the request's limit."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
 
 
 class MinerClient:
@@ -65,38 +80,55 @@ class MinerClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
-        """Send; None for 404, raise MinerUnavailable / MinerRejected for failures."""
+    def _request(self, method: str, path: str, limit: int = MAX_ANSWER_JSON,
+                 **kwargs: Any) -> Answer | None:
+        """Send and read the answer (at most `limit` bytes); None for 404, raise
+        MinerUnavailable / MinerRejected for failures."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            with self._http.stream(method, path, **kwargs) as response:
+                content = bytearray()
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) > limit:
+                        raise MinerUnavailable(f"{self.url}: answer over {limit} bytes")
         except httpx.HTTPError as exc:
             raise MinerUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code == 404 and method == "GET":
+        answer = Answer(response.status_code, response.headers, bytes(content))
+        if answer.status == 404 and method == "GET":
             return None
-        if response.status_code >= 500:
-            raise MinerUnavailable(f"{self.url}: HTTP {response.status_code}")
-        if response.status_code >= 400:
+        if answer.status >= 500:
+            raise MinerUnavailable(f"{self.url}: HTTP {answer.status}")
+        if answer.status >= 400:
             try:
-                body = response.json()
+                body = decode_json(answer.content, MAX_ANSWER_JSON, "rejection")
                 reason, detail = str(body["error"]), str(body.get("detail", ""))
-            except (ValueError, KeyError, TypeError):
-                reason, detail = f"http_{response.status_code}", response.text[:200]
-            raise MinerRejected(response.status_code, reason, detail)
-        return response
+            except (WireError, KeyError, TypeError):
+                reason, detail = f"http_{answer.status}", answer.content[:200].decode("latin-1")
+            raise MinerRejected(answer.status, reason, detail)
+        return answer
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A JSON object answer (bounded); MinerUnavailable if it is anything else."""
+        answer = self._request(method, path, **kwargs)
+        if answer is None:
+            raise MinerUnavailable(f"{self.url}{path}: not found")
+        try:
+            body = decode_json(answer.content, MAX_ANSWER_JSON, f"answer to {path}")
+        except WireError as exc:
+            raise MinerUnavailable(f"{self.url}: {exc}") from None
+        if not isinstance(body, dict):
+            raise MinerUnavailable(f"{self.url}: the answer to {path} is no JSON object")
+        return body
 
     def info(self) -> dict[str, Any]:
         """The miner's address, round, chain head and counters."""
-        response = self._request("GET", "/info")
-        assert response is not None
-        return response.json()
+        return self._json("GET", "/info")
 
     def _post_update(self, path: str, submission: UpdateSubmission) -> dict[str, Any]:
         headers = {
             "Content-Type": TENSOR_MEDIA_TYPE, RECORD_HEADER: record_header(submission.signed)
         }
-        response = self._request("POST", path, content=submission.payload, headers=headers)
-        assert response is not None
-        return response.json()
+        return self._json("POST", path, content=submission.payload, headers=headers)
 
     def upload(self, submission: UpdateSubmission) -> dict[str, Any]:
         """A device's upload; MinerRejected carries the verification reason."""
@@ -122,35 +154,41 @@ class MinerClient:
 
     def block(self, ref: int | bytes) -> BlockProposal | None:
         """A committed block by round or block hash, as this miner knows it (None if not)."""
-        response = self._request("GET", f"/blocks/{to_hex(ref) if isinstance(ref, bytes) else ref}")
-        if response is None:
+        answer = self._request("GET", f"/blocks/{to_hex(ref) if isinstance(ref, bytes) else ref}",
+                               limit=MAX_BLOCK_BYTES)
+        if answer is None:
             return None
         try:
-            return proposal_from_dict(response.json())
-        except (ValueError, WireError) as exc:
+            return parse_block(answer.content)
+        except WireError as exc:
             raise MinerUnavailable(f"{self.url}: malformed block: {exc}") from None
 
     def update(self, update_hash: bytes) -> UpdateSubmission | None:
         """An update's record and tensors by update hash, checked against that hash."""
-        response = self._request("GET", f"/updates/{to_hex(update_hash)}")
-        if response is None:
+        answer = self._request("GET", f"/updates/{to_hex(update_hash)}", limit=self.max_bytes)
+        if answer is None:
             return None
         try:
-            signed = parse_record_header(response.headers.get(RECORD_HEADER))
-            delta = decode(response.content, max_bytes=self.max_bytes)
+            signed = parse_record_header(answer.headers.get(RECORD_HEADER))
+            delta = decode(answer.content, max_bytes=self.max_bytes)
         except (WireError, TensorFormatError) as exc:
             raise MinerUnavailable(f"{self.url}: malformed update: {exc}") from None
         if signed.record.update_hash != update_hash or tensor_hash(delta) != update_hash:
             raise MinerUnavailable(f"{self.url}: update does not match {to_hex(update_hash)}")
-        return UpdateSubmission(signed, response.content)
+        return UpdateSubmission(signed, answer.content)
+
+    def model_bytes(self, model_hash: bytes) -> bytes | None:
+        """The bytes this miner serves for a model hash, unchecked (None if it has none)."""
+        answer = self._request("GET", f"/models/{to_hex(model_hash)}", limit=self.max_bytes)
+        return None if answer is None else answer.content
 
     def model(self, model_hash: bytes) -> StateDict | None:
         """A global model by hash, checked against that hash."""
-        response = self._request("GET", f"/models/{to_hex(model_hash)}")
-        if response is None:
+        data = self.model_bytes(model_hash)
+        if data is None:
             return None
         try:
-            state = decode(response.content, max_bytes=self.max_bytes)
+            state = decode(data, max_bytes=self.max_bytes)
         except TensorFormatError as exc:
             raise MinerUnavailable(f"{self.url}: malformed model: {exc}") from None
         if tensor_hash(state) != model_hash:

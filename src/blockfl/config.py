@@ -110,12 +110,41 @@ class ChainConfig:
 
 
 @dataclass(frozen=True)
-class VerificationConfig:
-    """A miner's limits on what it accepts."""
+class VerificationPolicy:
+    """What a miner accepts (`[verification]`); the sample cap is the chain's
+    `max_samples_per_update`."""
 
     max_payload_bytes: int = 64 * 2**20
-    norm_bound: float = 1_000.0
-    min_ms_per_sample: float = 0.0
+    norm_bound: float = 1_000.0  # L2 norm of an update
+    min_ms_per_sample: float = 0.0  # BlockFL's computation-time check: at least this per sample
+
+
+@dataclass(frozen=True)
+class MalfunctionConfig:
+    """The malfunction experiment (`blockfl malfunction`): vanilla FL vs BlockFL when the
+    server or miners hand out a corrupted global model with probability `p` per round."""
+
+    p: float = 0.3  # the malfunction probability of the per-round trajectories
+    sweep_p: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5)  # also run at these probabilities
+    corruption: str = "noise"  # noise (re-initialisation at the model's scale) | sign
+    seeds: int = 1  # seeds run.seed, run.seed + 1, ...: the spread of time to accuracy
+    target_accuracy: float = 0.9  # time to accuracy: first round whose test accuracy reaches it
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How much of a miner's HTTP service one client address may take, and for how long
+    (see `blockfl.miners.admission`)."""
+
+    max_connections: int = 512  # open connections, all clients together
+    connections_per_client: int = 32  # open connections of one client address
+    reserved_for_new_clients: int = 64  # of max_connections, only for an address holding none
+    header_timeout: float = 10.0  # seconds for a request head, from connect or the last answer
+    body_timeout: float = 30.0  # seconds to receive a request body once it is read
+    max_head_bytes: int = 16 * 1024  # request line and headers
+    uploads: int = 8  # uploads read and verified at a time
+    uploads_per_client: int = 2  # of those, for one client address
+    upload_wait: float = 5.0  # seconds an upload may wait for its turn before `busy`
 
 
 @dataclass(frozen=True)
@@ -129,7 +158,9 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
-    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    malfunction: MalfunctionConfig = field(default_factory=MalfunctionConfig)
+    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain dict (for JSON and TOML)."""
@@ -152,6 +183,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float) and math.isinf(value):
         return "inf"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
 
 
@@ -200,6 +233,12 @@ def _convert(value: Any, kind: type, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if kind is tuple:  # a list of numbers: TOML array, or comma-separated on the command line
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return tuple(float(item) for item in items if str(item).strip())
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a list of numbers, got {value!r}") from None
     try:
         return kind(value)
     except (TypeError, ValueError):
@@ -211,6 +250,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path,
         help="experiment TOML, or a packaged one by name: demo, network (defaults otherwise)",
+    )
+    parser.add_argument(
+        "--set", dest="cfg_set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="set any field, e.g. --set network.miners=5 (repeatable; as --section-field)",
     )
     for section in fields(Config):
         group = parser.add_argument_group(f"[{section.name}]")
@@ -226,18 +269,36 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
-    """The configuration: defaults, then `--config`, then shortcuts, then explicit flags."""
+    """The configuration: defaults, then `--config`, then shortcuts (`--miners`), then explicit
+    `--section-field`/`--set` flags. A shortcut and an explicit flag that set one field to
+    different values are an error, never a silent override."""
     config = load_config(getattr(args, "config", None))
+    explicit: dict[str, Any] = {}
+    for item in getattr(args, "cfg_set", []):
+        dotted, sep, value = item.partition("=")
+        if not sep or dotted.count(".") != 1:
+            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        explicit[dotted.strip()] = value.strip()
+    for name, value in vars(args).items():
+        if name.startswith("cfg__") and value is not None:
+            _, section, key = name.split("__")
+            explicit[f"{section}.{key}"] = value
     overrides: dict[str, dict[str, Any]] = {}
     for dotted, value in shortcuts.items():
         if value is not None:
             section, key = dotted.split(".")
             overrides.setdefault(section, {})[key] = value
-    for name, value in vars(args).items():
-        if name.startswith("cfg__") and value is not None:
-            _, section, key = name.split("__")
-            overrides.setdefault(section, {})[key] = value
+    for dotted, value in explicit.items():
+        section, key = dotted.split(".")
+        if section not in {f.name for f in fields(Config)}:
+            raise ValueError(f"unknown section [{section}] in {dotted!r}")
+        if key in overrides.get(section, {}):
+            shortcut = _section(getattr(config, section), {key: overrides[section][key]}, "")
+            flag = _section(getattr(config, section), {key: value}, f"flags: {dotted}")
+            if getattr(shortcut, key) != getattr(flag, key):
+                raise ValueError(f"{dotted} is set twice, to {overrides[section][key]!r} by a "
+                                 f"shortcut flag and to {value!r}: give one")
+        overrides.setdefault(section, {})[key] = value
     for section, values in overrides.items():
         config = replace(config, **{section: _section(getattr(config, section), values, "flags")})
     return config
-

@@ -97,13 +97,15 @@ class LocalNetwork:
         self.stop()
 
     def _start_chain(self) -> None:
-        from blockfl.sim.engine import deploy_to_node
+        from blockfl.chain.deploy import deploy_to_node
+        from blockfl.sim.setup import genesis_model_hash
 
         port = free_port()
         self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log")
         self.rpc_url = f"http://127.0.0.1:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
-        deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER))
+        deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
+                                    genesis_model_hash(self.config))
         deployment.write(self.deployment_path)
 
     def stop(self) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
-import re
 import struct
 import sys
 from collections.abc import Iterator, Mapping
@@ -23,6 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
+
+from blockfl import safejson
 
 StateDict = dict[str, torch.Tensor]
 TensorSpec = Mapping[str, tuple[tuple[int, ...], str]]
@@ -300,35 +300,11 @@ def _parse(data: memoryview) -> tuple[int, _Header]:
     return 8 + n, header
 
 
-# a JSON string, or the rest of the text after an unterminated one: always matches at a quote
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_BRACKET_PAIR = re.compile(r"\[\]|\{\}")
-
-
-def _nesting_at_most_3(text: str) -> bool:
-    """Whether JSON ``text`` nests arrays and objects at most 3 deep, as a header does.
-
-    Checked in linear time and without recursion, before ``json`` recurses once per level in C:
-    where the recursion limit is raised (py-evm raises it to 100000), a deeply nested header
-    would overflow the C stack.
-    """
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    for _ in range(3):
-        brackets = _BRACKET_PAIR.sub("", brackets)
-    return not brackets
-
-
 def _parse_header(raw: bytes | memoryview) -> _Header:
     """The header whose JSON text is ``raw`` (see ``_parse``)."""
-    try:
-        text = str(raw, "utf-8")
-        # fewer brackets than the default recursion limit cannot nest deeper than it
-        deep = text.count("[") + text.count("{") > 1000
-        if deep and not _nesting_at_most_3(text):
-            raise ValueError("nested too deep (or unbalanced)")
-        header = json.loads(text, object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, ...
+    try:  # a header nests 3 deep; the depth is checked before json recurses in C
+        header = safejson.loads(raw, max_bytes=len(raw), object_pairs_hook=_unique_keys)
+    except ValueError as exc:  # JsonRejected, or a duplicate key from _unique_keys
         raise _malformed(f"header: {str(exc)[:200]}") from None
     if type(header) is not dict:
         raise _malformed("header is no JSON object")

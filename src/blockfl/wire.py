@@ -1,9 +1,10 @@
 """What travels between devices and miners: signed records, their tensors, and blocks.
 
 Over HTTP an update is its safetensors bytes (the body) plus its signed record as compact
-JSON in the `BlockFL-Update` header; a block travels as JSON (`proposal_to_json`) and the
+JSON in the `BlockFL-Update` header; a block travels as JSON (`proposal_to_dict`) and the
 receiver fetches any update tensors it lacks by update hash. Parsing never trusts its input:
-anything malformed raises `WireError`.
+JSON is size- and depth-checked before it is decoded (`blockfl.safejson`), and anything
+malformed raises `WireError`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
+from blockfl import safejson
 from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import from_hex, to_hex
 from blockfl.signing import SignedUpdate, UpdateRecord
@@ -23,6 +25,7 @@ from blockfl.signing import SignedUpdate, UpdateRecord
 RECORD_HEADER = "BlockFL-Update"
 TENSOR_MEDIA_TYPE = "application/octet-stream"
 MAX_RECORD_CHARS = 4096
+MAX_BLOCK_BYTES = 8 * 2**20  # a block's JSON (64 updates take about 30 KB)
 _UINT64 = 2**64
 
 
@@ -112,11 +115,21 @@ def parse_record_header(value: str | None) -> SignedUpdate:
         raise WireError(f"missing {RECORD_HEADER} header with the signed record")
     if len(value) > MAX_RECORD_CHARS:
         raise WireError(f"{RECORD_HEADER} header longer than {MAX_RECORD_CHARS} characters")
+    return signed_from_dict(decode_json(value, MAX_RECORD_CHARS, f"{RECORD_HEADER} header"))
+
+
+def decode_json(data: bytes | str, max_bytes: int, what: str) -> Any:
+    """Untrusted JSON, bounded in size and depth (`blockfl.safejson`); WireError naming `what`
+    when it is too large, too deep or not JSON."""
     try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise WireError(f"{RECORD_HEADER} header is not JSON: {exc}") from None
-    return signed_from_dict(data)
+        return safejson.loads(data, max_bytes)
+    except safejson.JsonRejected as exc:
+        raise WireError(f"{what}: {exc}") from None
+
+
+def parse_block(body: bytes) -> BlockProposal:
+    """A block from its JSON bytes (`proposal_to_dict`); WireError on anything else."""
+    return proposal_from_dict(decode_json(body, MAX_BLOCK_BYTES, "block"))
 
 
 def proposal_to_dict(proposal: BlockProposal) -> dict[str, Any]:

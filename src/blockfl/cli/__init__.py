@@ -1,35 +1,57 @@
-"""The `blockfl` command line: one subcommand module per area, registered here."""
+"""The `blockfl` command line: one subcommand module per area, registered here.
+
+`blockfl --help` must answer at once, so the top-level parser names every subcommand from the
+table below without importing its module; only the module of the subcommand being run is
+imported (and registers its full parser). Command modules import torch, web3 and FastAPI inside
+the functions that need them, never at module level (a test holds every module to that).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from blockfl.cli import chain as chain_commands
-from blockfl.cli import inspect as inspect_commands
-from blockfl.cli import network as network_commands
-from blockfl.cli import nodes as node_commands
-from blockfl.cli import run as run_commands
-from blockfl.latency import cli as latency_commands
+#: subcommand -> (module whose `register(commands)` adds it, one line for `blockfl --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("blockfl.cli.run", "10 devices, 3 miners, 10 rounds on the embedded chain"),
+    "simulate": ("blockfl.cli.run", "run an experiment from a TOML config"),
+    "chain": ("blockfl.cli.chain", "local anvil node and contract deployment"),
+    "miner": ("blockfl.cli.nodes", "run a miner service (HTTP API + mining loop)"),
+    "device": ("blockfl.cli.nodes", "run a device: train, upload, follow the chain"),
+    "network": ("blockfl.cli.network", "a local network of miner/device processes"),
+    "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
+    "explorer": ("blockfl.cli.explorer", "a live web page of blocks, rewards, models, accuracy"),
+    "latency": ("blockfl.latency.cli", "BlockFL end-to-end latency model"),
+    "malfunction": ("blockfl.malfunction.cli", "vanilla FL vs BlockFL when servers/miners fail"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser. With `command`, only that subcommand's module is imported and the
+    others are listed by name; with None every module registers its full parser."""
     parser = argparse.ArgumentParser(
         prog="blockfl",
         description="BlockFL: blockchain-incentivized federated learning on an Ethereum chain.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run_commands, chain_commands, node_commands, network_commands,
-                   inspect_commands, latency_commands):
-        module.register(commands)
+    modules = dict.fromkeys(
+        module for name, (module, _) in COMMANDS.items() if command in (None, name)
+    )
+    for module in modules:
+        importlib.import_module(module).register(commands)
+    for name, (_, text) in COMMANDS.items():
+        if name not in commands.choices:
+            commands.add_parser(name, help=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `blockfl` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from eth_utils import is_address, to_checksum_address
-
 from blockfl.chain.node import DEFAULT_PORT, start_anvil, stop_pid
 from blockfl.config import add_config_flags, config_from_args
-from blockfl.keys import parse_key
-from blockfl.signing import address_of
 
 STATE_DIR = Path(".blockfl")
 
@@ -79,6 +76,11 @@ def chain_down(args: argparse.Namespace) -> int:
 
 def miner_addresses(spec: str) -> list[str]:
     """Addresses from a comma-separated list of addresses or key specs."""
+    from eth_utils import is_address, to_checksum_address
+
+    from blockfl.keys import parse_key
+    from blockfl.signing import address_of
+
     out = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         out.append(to_checksum_address(item) if is_address(item) else address_of(parse_key(item)))
@@ -87,10 +89,14 @@ def miner_addresses(spec: str) -> list[str]:
 
 def chain_deploy(args: argparse.Namespace) -> int:
     """Deploy to a node and write deployment.json."""
-    from blockfl.sim.engine import deploy_to_node
+    print(f"deploying to {args.rpc_url} ...", file=sys.stderr, flush=True)
+    from blockfl.chain.deploy import deploy_to_node
+    from blockfl.keys import parse_key
+    from blockfl.sim.setup import genesis_model_hash
 
     config = config_from_args(args)
-    genesis = bytes.fromhex(args.genesis_model.removeprefix("0x")) if args.genesis_model else None
+    genesis = (bytes.fromhex(args.genesis_model.removeprefix("0x")) if args.genesis_model
+               else genesis_model_hash(config))
     deployment = deploy_to_node(config, args.rpc_url, miner_addresses(args.miners),
                                 parse_key(args.deployer_key), genesis)
     deployment.write(args.out)

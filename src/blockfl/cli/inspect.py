@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Column, Table
 
-from blockfl.chain import inspection
-from blockfl.chain.deployment import Deployment
-from blockfl.chain.evm import EvmLedger
 from blockfl.hashing import to_hex
+
+if TYPE_CHECKING:
+    from blockfl.chain.evm import EvmLedger
 
 TOKEN_DECIMALS = 18
 #: table width when stdout is not a terminal (rich would otherwise squeeze tables into 80)
@@ -60,6 +59,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def open_ledger(args: argparse.Namespace) -> EvmLedger:
     """The deployment's ledger, through --rpc-url if given."""
+    from blockfl.chain.deployment import Deployment
+
     return Deployment.read(args.deployment).ledger(args.rpc_url)
 
 
@@ -76,11 +77,6 @@ def short(value: bytes) -> str:
     return f"{text[:10]}…{text[-6:]}"
 
 
-def iso_time(timestamp: int) -> str:
-    """A block timestamp as ISO 8601 in UTC."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
 def emit_json(value: Any) -> None:
     """Print JSON output."""
     print(json.dumps(value, indent=2))
@@ -93,9 +89,11 @@ def emit_table(table: Table) -> None:
 
 def inspect_blocks(args: argparse.Namespace) -> int:
     """Table of committed blocks."""
+    from blockfl.chain import inspection
+
     found = inspection.blocks(open_ledger(args), args.first, args.last)
     if args.json:
-        emit_json([inspection.jsonable(b) | {"time": iso_time(b.timestamp)} for b in found])
+        emit_json([inspection.block_json(b) for b in found])
         return 0
     table = Table(
         Number("round"), "miner", "global model", "block hash", Number("updates"),
@@ -104,7 +102,7 @@ def inspect_blocks(args: argparse.Namespace) -> int:
     for b in found:
         table.add_row(
             str(b.round), b.miner, short(b.global_model_hash), short(b.block_hash),
-            str(b.num_updates), str(b.total_samples), iso_time(b.timestamp),
+            str(b.num_updates), str(b.total_samples), inspection.iso_time(b.timestamp),
         )
     emit_table(table)
     return 0
@@ -112,6 +110,8 @@ def inspect_blocks(args: argparse.Namespace) -> int:
 
 def inspect_updates(args: argparse.Namespace) -> int:
     """Table of the accepted updates of a round."""
+    from blockfl.chain import inspection
+
     found = inspection.updates(open_ledger(args), args.round)
     if args.json:
         emit_json([inspection.jsonable(u) for u in found])
@@ -128,6 +128,8 @@ def inspect_updates(args: argparse.Namespace) -> int:
 
 def inspect_rewards(args: argparse.Namespace) -> int:
     """Token balance against reward events per address; exit 1 if any differ."""
+    from blockfl.chain import inspection
+
     rows = inspection.rewards(open_ledger(args))
     balance = sum(r.balance for r in rows)
     event_total = sum(r.event_total for r in rows)
@@ -154,6 +156,8 @@ def inspect_rewards(args: argparse.Namespace) -> int:
 
 def inspect_model(args: argparse.Namespace) -> int:
     """Compare a model file with a round's global model hash: exit 0 match, 1 mismatch, 2 error."""
+    from blockfl.chain import inspection
+
     ledger = open_ledger(args)
     try:
         check = inspection.check_model(ledger, args.round, args.file)

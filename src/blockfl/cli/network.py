@@ -37,10 +37,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def network_up(args: argparse.Namespace) -> int:
     """Run the network until the rounds are committed, print blocks and rewards, stop it."""
-    from blockfl.cli.inspect import inspect_blocks, inspect_rewards
-    from blockfl.launcher import LocalNetwork
-    from blockfl.tls import make_local_certificates
-
     args.config = args.config or Path("network")  # the packaged network.toml
     config = config_from_args(
         args,
@@ -48,14 +44,18 @@ def network_up(args: argparse.Namespace) -> int:
            "run.rounds": args.rounds},
     )
     run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
-    tls = make_local_certificates(run_dir / "tls") if args.tls else None
     rounds = config.run.rounds
     status = sys.stderr if args.json else sys.stdout
+    print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
+          f"logs in {run_dir / 'logs'}", file=status, flush=True)
+    from blockfl.cli.inspect import inspect_blocks, inspect_rewards
+    from blockfl.launcher import LocalNetwork
+    from blockfl.tls import make_local_certificates
+
+    tls = make_local_certificates(run_dir / "tls") if args.tls else None
     network = LocalNetwork(config, run_dir, tls=tls)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
-          f"logs in {run_dir / 'logs'}", file=status)
     with network:
         print(f"chain at {network.rpc_url}, deployment {network.deployment_path}", file=status)
         for i in range(len(network.miners)):

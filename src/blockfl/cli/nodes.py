@@ -7,15 +7,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from blockfl.chain.deployment import Deployment
-from blockfl.client import MinerClient
 from blockfl.config import Config, add_config_flags, config_from_args
-from blockfl.events import EventLog
-from blockfl.hashing import to_hex
-from blockfl.keys import parse_key
-from blockfl.signing import address_of
-from blockfl.sim.setup import Experiment, build_experiment
+
+if TYPE_CHECKING:
+    from blockfl.chain.deployment import Deployment
+    from blockfl.client import MinerClient
+    from blockfl.sim.setup import Experiment
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,12 +46,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
+    from blockfl.client import MinerClient
+
     return [MinerClient(u, ca_cert=ca_cert)
             for u in filter(None, (s.strip() for s in urls.split(",")))]
 
 
 def _genesis(config: Config, deployment: Deployment) -> Experiment:
     """The experiment of the config, its genesis model checked against the deployment's."""
+    from blockfl.hashing import to_hex
+    from blockfl.sim.setup import build_experiment
+
     experiment = build_experiment(config)
     expected = deployment.parameters["genesis_model_hash"]
     if to_hex(experiment.genesis_hash) != expected:
@@ -65,18 +69,20 @@ def _genesis(config: Config, deployment: Deployment) -> Experiment:
 
 def miner_command(args: argparse.Namespace) -> int:
     """Serve the miner API and run the mining loop until interrupted."""
-    import uvicorn
-
+    from blockfl.chain.deployment import Deployment
+    from blockfl.events import EventLog
+    from blockfl.keys import parse_key
     from blockfl.miners.api import create_app
+    from blockfl.miners.http_server import miner_server
     from blockfl.miners.service import MinerService, MiningSettings
-    from blockfl.miners.verification import VerificationPolicy
+    from blockfl.signing import address_of
 
     config = config_from_args(args)
     deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
     address = address_of(key)
     experiment = _genesis(config, deployment)
-    policy = VerificationPolicy.from_config(config)
+    policy = config.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
@@ -91,16 +97,11 @@ def miner_command(args: argparse.Namespace) -> int:
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
     )
-    app = create_app(service, policy.max_payload_bytes)
-    tls = {}
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
-        tls = {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)}
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5,
-        limit_concurrency=256, **tls,
-    ))
+    app = create_app(service, policy.max_payload_bytes, config.server)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    server = miner_server(app, args.host, args.port, config.server, log, tls)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the previous handler:
     # make that handler unwind through the `finally` below instead of killing the process
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -122,8 +123,11 @@ def miner_command(args: argparse.Namespace) -> int:
 
 def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
+    from blockfl.chain.deployment import Deployment
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
+    from blockfl.events import EventLog
+    from blockfl.keys import parse_key
 
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from blockfl.config import Config, add_config_flags, config_from_args
-from blockfl.sim.engine import RoundResult
-from blockfl.sim.runner import RunSummary, run_experiment
+
+if TYPE_CHECKING:
+    from blockfl.sim.engine import RoundResult
+    from blockfl.sim.runner import RunSummary
 
 TOKEN = 10**18
 
@@ -50,6 +53,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     # tables need about 130 columns; rich falls back to 80 when output is not a terminal
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     console.print(_banner(config))
+    from blockfl.sim.runner import run_experiment  # torch and web3: after the first line
+
     with Progress(
         TextColumn("[bold]round"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.description}"), console=console, transient=True,

@@ -78,6 +78,43 @@ def _vector(value: float | tuple[float, ...], n: int, name: str) -> np.ndarray:
     return np.broadcast_to(arr, (n,))
 
 
+PARAMETERS: dict[str, str] = {
+    "n_devices": "N_D, number of devices",
+    "n_miners": "N_M, number of miners",
+    "samples": "N_o, local samples (a number, or a list with one per device)",
+    "device": "index of the modelled device o",
+    "miner": "index of device o's miner i",
+    "devices_per_miner": "N_Mj, list with one per miner (default N_D / N_M each)",
+    "lambda_": "block generation rate of EACH miner, 1/s (alias: lambda)",
+    "t_wait": "T_wait, a miner's maximum wait for updates, s",
+    "w_up": "uplink bandwidth, Hz",
+    "w_dn": "downlink bandwidth, Hz",
+    "w_m": "miner-to-miner bandwidth, Hz",
+    "snr_up_db": "uplink SNR, dB",
+    "snr_dn_db": "downlink SNR, dB",
+    "snr_m_db": "miner link SNR, dB (a number, or a list with one per miner)",
+    "delta_d": "operations (CPU cycles) per local sample",
+    "delta_m": "size of one local model update, bits",
+    "f_c": "clock speed, Hz",
+    "h": "block header size, bits",
+}
+"""The fields of :class:`LatencyParams` (the ``--set`` keys) with their meaning and unit."""
+
+ALIASES: dict[str, str] = {"lambda": "lambda_"}
+"""Accepted spellings of parameter names (``lambda`` is a Python keyword, hence ``lambda_``)."""
+
+_SCALARS = ("lambda_", "t_wait", "w_up", "w_dn", "w_m", "snr_up_db", "snr_dn_db", "delta_d",
+            "delta_m", "f_c", "h")
+
+
+def _check_numbers(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number or a sequence of them."""
+    items = value if isinstance(value, tuple) else () if value is None else (value,)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+            raise ValueError(f"{name} must be a finite number or a list of them, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LatencyParams:
     """Parameters of the BlockFL latency model, SI units (s, bit, Hz); SNRs in dB.
@@ -116,10 +153,15 @@ class LatencyParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("device", "miner"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 0 <= self.device < self.n_devices:
             raise ValueError(f"device must be in [0, {self.n_devices}), got {self.device}")
         if not 0 <= self.miner < self.n_miners:
             raise ValueError(f"miner must be in [0, {self.n_miners}), got {self.miner}")
+        for name in ("samples", "devices_per_miner", "snr_m_db", *_SCALARS):
+            _check_numbers(name, getattr(self, name))
         for name in ("lambda_", "w_up", "w_dn", "w_m", "delta_d", "delta_m", "f_c"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -137,13 +179,22 @@ class LatencyParams:
             data = tomllib.load(fh)
         return cls().with_overrides(data)
 
+    @property
+    def aggregate_rate(self) -> float:
+        """The network's block generation rate ``N_M lambda`` (rate of the winner's block)."""
+        return self.n_miners * self.lambda_
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> LatencyParams:
-        """Return a copy with the given fields replaced; unknown names raise ``ValueError``."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
+        """Return a copy with the given fields replaced (``lambda`` names ``lambda_``); unknown
+        names raise ``ValueError`` listing the valid ones."""
+        renamed = {ALIASES.get(key, key): value for key, value in overrides.items()}
+        unknown = sorted(set(renamed) - set(PARAMETERS))
         if unknown:
-            raise ValueError(f"unknown latency parameter(s): {', '.join(unknown)}")
-        return dataclasses.replace(self, **overrides)
+            raise ValueError(
+                f"unknown latency parameter(s): {', '.join(unknown)}; "
+                f"valid: {', '.join(PARAMETERS)} (lambda = lambda_)"
+            )
+        return dataclasses.replace(self, **renamed)
 
     @property
     def samples_per_device(self) -> np.ndarray:
@@ -248,9 +299,26 @@ def deterministic_bracket(p: LatencyParams) -> float:
     return t_local(p) + t_up(p) + t_cross(p) + t_bp(p)
 
 
+def safe_exp(x: float) -> float:
+    """``exp(x)``, ``inf`` where it overflows a float (instead of raising)."""
+    return math.exp(x) if x < _LOG_FLOAT_MAX else math.inf
+
+
+_LOG_FLOAT_MAX = math.log(np.finfo(float).max)
+
+
+def log_expected_latency(p: LatencyParams) -> float:
+    """Natural log of the closed-form ``E[T]``, finite wherever the parameters are:
+    ``log E[T] = logaddexp(log(A + 1/(N_M lambda)) + lambda c, log(T_dn + T_global))``."""
+    log_forked = math.log(deterministic_bracket(p) + t_bg(p)) + p.lambda_ * fork_exponent(p)
+    return float(np.logaddexp(log_forked, math.log(t_dn(p) + t_global(p))))
+
+
 def expected_latency(p: LatencyParams) -> LatencyBreakdown:
-    """Closed-form ``E[T] = (A + 1/(N_M lambda)) exp(lambda (N_M-1) T_bp) + T_dn + T_global``."""
-    n_fork = math.exp(p.lambda_ * fork_exponent(p))
+    """Closed-form ``E[T] = (A + 1/(N_M lambda)) exp(lambda (N_M-1) T_bp) + T_dn + T_global``;
+    ``E[N_fork]`` and the total are ``inf`` past float range (see :func:`log_expected_latency`).
+    """
+    n_fork = safe_exp(p.lambda_ * fork_exponent(p))
     breakdown = {
         "t_local": t_local(p),
         "t_up": t_up(p),
@@ -260,8 +328,7 @@ def expected_latency(p: LatencyParams) -> LatencyBreakdown:
         "t_dn": t_dn(p),
         "t_global": t_global(p),
     }
-    bracket = sum(breakdown[f"t_{term}"] for term in BRACKET_TERMS)
-    total = bracket * n_fork + breakdown["t_dn"] + breakdown["t_global"]
+    total = safe_exp(log_expected_latency(p))
     return LatencyBreakdown(**breakdown, p_fork=p_fork(p), n_fork=n_fork, total=total)
 
 

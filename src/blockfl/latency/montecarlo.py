@@ -1,13 +1,17 @@
-"""Vectorised Monte Carlo simulation of BlockFL round timing.
+"""Exact Monte Carlo simulation of BlockFL round timing, O(1) per round at any lambda.
 
-Each attempt of a round draws one Exp(lambda) proof-of-work time per miner; the first finisher
+Each attempt of a round is a race of ``N_M`` Exp(lambda) proof-of-work times; the first finisher
 wins (``T_bg`` is its time) and the attempt forks when the runner-up finishes within ``T_bp`` of
 the winner. A fork repeats the whole bracket (local, upload, cross, bg, bp) with fresh draws, so
-the number of attempts is geometric. The deterministic terms come from :mod:`.model`.
+the number of attempts is geometric. Rather than replaying every attempt (whose cost grows as
+``exp(lambda (N_M - 1) T_bp)``), :func:`simulate_mining` draws the number of attempts and the sum
+of the winners' times directly from their exact distributions. The deterministic terms come from
+:mod:`.model`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,9 +42,10 @@ class Estimate:
 
     @classmethod
     def of(cls, samples: np.ndarray) -> Estimate:
-        """Mean and 95% CI half-width of i.i.d. samples."""
-        half = Z_95 * samples.std(ddof=1) / np.sqrt(samples.size) if samples.size > 1 else np.nan
-        return cls(float(samples.mean()), float(half))
+        """Mean and 95% CI half-width of i.i.d. samples (NaN half-width for infinite ones)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            spread = samples.std(ddof=1) if samples.size > 1 else np.nan
+            return cls(float(samples.mean()), float(Z_95 * spread / np.sqrt(samples.size)))
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,9 @@ class MonteCarloResult:
 
     @property
     def fork_rate(self) -> float:
-        """Fraction of attempts that forked: ``(attempts - rounds) / attempts``."""
-        attempts = int(self.n_fork.sum())
-        return (attempts - self.n_fork.size) / attempts
+        """Fraction of attempts that forked: ``(attempts - rounds) / attempts`` (1 past float
+        range)."""
+        return 1.0 - self.n_fork.size / float(self.n_fork.sum())
 
     def summary(self) -> MonteCarloSummary:
         """Means with 95% confidence intervals."""
@@ -79,6 +84,17 @@ class MonteCarloResult:
         )
 
 
+def fork_log_odds(n_miners: int, lambda_: float, t_bp: float) -> float:
+    """``-log p_fork`` with ``p_fork = 1 - exp(-c)``, ``c = lambda (N_M - 1) T_bp``, accurate
+    at both ends: ``inf`` without forks (``c = 0``), about ``exp(-c)`` when forks are certain."""
+    c = lambda_ * (n_miners - 1) * t_bp
+    if c == 0.0:
+        return math.inf
+    if c > math.log(2.0):
+        return -math.log1p(-math.exp(-c))
+    return -math.log(-math.expm1(-c))
+
+
 def simulate_mining(
     n_miners: int,
     lambda_: float,
@@ -86,25 +102,22 @@ def simulate_mining(
     rounds: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Simulate the proof-of-work race until a fork-free block, for ``rounds`` rounds at once.
+    """Draw, for ``rounds`` rounds at once, the attempts until a fork-free block and the summed
+    winning proof-of-work times over those attempts, in O(1) work per round at any lambda.
 
-    Returns the number of attempts per round and the summed winning times over its attempts.
+    Attempts fork independently with ``p_fork``, so their number is geometric on {1, 2, ...}:
+    ``N = 1 + floor(E / -log p_fork)`` with ``E ~ Exp(1)`` (exact, and unlike
+    ``Generator.geometric`` it does not saturate at int64: ``N`` is a float, ``inf`` past
+    float range). By memorylessness each winner's time is ``Exp(N_M lambda)`` independent of the
+    fork events, so their sum over ``N`` attempts is ``Gamma(N, 1 / (N_M lambda))``.
     """
-    attempts = np.zeros(rounds, dtype=np.int64)
-    block_time = np.zeros(rounds)
-    active = np.arange(rounds)
-    while active.size:
-        finish = rng.exponential(1.0 / lambda_, size=(active.size, n_miners))
-        if n_miners > 1:
-            first_two = np.partition(finish, 1, axis=1)
-            winner = first_two[:, 0]
-            forked = first_two[:, 1] - winner < t_bp
-        else:
-            winner = finish[:, 0]
-            forked = np.zeros(active.size, dtype=bool)
-        attempts[active] += 1
-        block_time[active] += winner
-        active = active[forked]
+    with np.errstate(divide="ignore"):  # -log p_fork = 0: forks are certain, N = inf
+        attempts = 1.0 + np.floor(
+            rng.standard_exponential(rounds) / fork_log_odds(n_miners, lambda_, t_bp)
+        )
+    finite = np.isfinite(attempts)
+    block_time = np.full(rounds, math.inf)
+    block_time[finite] = rng.gamma(attempts[finite], 1.0 / (n_miners * lambda_))
     return attempts, block_time
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from blockfl.latency.montecarlo import MonteCarloSummary, simulate
 SWEEP_PARAMS: tuple[str, ...] = ("lambda", "snr", "miners", "devices")
 
 AXIS_LABELS = {
-    "lambda": "block generation rate λ (1/s)",
+    "lambda": "block generation rate per miner λ (1/s)",
     "snr": "SNR (dB)",
     "miners": "number of miners $N_M$",
     "devices": "number of devices $N_D$",
@@ -79,8 +79,10 @@ def sweep(
     values: Sequence[float],
     rounds: int = 100_000,
     seed: int = 0,
+    on_point: Callable[[], None] | None = None,
 ) -> list[SweepPoint]:
-    """Analytic expectation and Monte Carlo estimate at every value of the swept parameter."""
+    """Analytic expectation and Monte Carlo estimate at every value of the swept parameter;
+    ``on_point`` is called after each point (a progress bar)."""
     seeds = np.random.SeedSequence(seed).spawn(len(values))
     points = []
     for value, point_seed in zip(values, seeds, strict=True):
@@ -94,6 +96,8 @@ def sweep(
                 lambda_star_numeric=numeric_optimal_lambda(q),
             )
         )
+        if on_point:
+            on_point()
     return points
 
 
@@ -187,8 +191,11 @@ def plot_sweep(points: Sequence[SweepPoint], name: str, p: LatencyParams, path: 
         capsize=3,
         label="Monte Carlo mean (95% CI)",
     )
+    finite = [y for y in analytic if math.isfinite(y)]
+    if finite and max(finite) / min(finite) > 100:
+        ax.set_yscale("log")  # E[T] grows as exp(λ (N_M - 1) T_bp): wide sweeps span decades
     if name != "lambda":
-        ax.set_title(f"λ = {p.lambda_:g} 1/s")
+        ax.set_title(f"λ = {p.lambda_:g} 1/s (per miner)")
     elif math.isfinite(points[0].lambda_star):
         star = points[0].lambda_star
         ax.axvline(star, color="k", ls="--", lw=1, label=f"λ* = {star:.4g} 1/s")
@@ -214,10 +221,13 @@ def run_sweep(
     out_dir: Path,
     rounds: int = 100_000,
     seed: int = 0,
+    on_point: Callable[[], None] | None = None,
 ) -> tuple[list[dict], list[Path]]:
     """Sweep, write ``latency_vs_<name>.{csv,png}`` and, unless sweeping lambda,
     ``lambda_star_vs_<name>.{csv,png}`` into ``out_dir``; return the sweep rows and the paths."""
-    points = sweep(p, name, values, rounds, seed)
+    if rounds < 1 or not values:
+        raise ValueError("a sweep needs at least one value and one Monte Carlo round")
+    points = sweep(p, name, values, rounds, seed, on_point)
     rows = sweep_rows(points, name, p)
     paths = [
         write_csv(rows, out_dir / f"latency_vs_{name}.csv"),

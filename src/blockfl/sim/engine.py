@@ -19,17 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.aggregation import STRATEGIES
-from blockfl.chain.blocks import ChainParams, CommitReceipt, target_for_rate
-from blockfl.chain.deployment import Deployment, describe
-from blockfl.chain.evm import (
-    DEV_DEPLOYER_KEY,
-    EMBEDDED_CHAIN_ID,
-    EvmLedger,
-    embedded_web3,
-    rpc_web3,
-)
+from blockfl.chain.blocks import CommitReceipt
+from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
-from blockfl.chain.local import LocalLedger
 from blockfl.config import Config, LinksConfig
 from blockfl.devices.device import Device, device_seed
 from blockfl.devices.training import evaluate
@@ -39,55 +31,14 @@ from blockfl.latency.model import link_rate
 from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
-from blockfl.miners.verification import VerificationPolicy, Verifier
+from blockfl.miners.verification import Verifier
 from blockfl.signing import address_of
-from blockfl.sim.setup import Experiment, build_experiment, genesis_model_hash
+from blockfl.sim.setup import Experiment, build_experiment
 from blockfl.store import ModelStore
 from blockfl.tensors import tensor_hash
 from blockfl.wire import UpdateSubmission
 
 Injector = Callable[[int, list[MinerNode]], None]
-
-
-def chain_params(config: Config, genesis: bytes) -> ChainParams:
-    """Contract parameters from an experiment configuration."""
-    c = config.chain
-    return ChainParams(
-        target=target_for_rate(c.block_rate, c.hash_rate),
-        reward_per_sample=c.reward_per_sample,
-        mining_reward=c.mining_reward,
-        max_samples_per_update=c.max_samples_per_update,
-        max_updates_per_block=c.max_updates_per_block,
-        device_allow_list=c.allow_list,
-        genesis_model_hash=genesis,
-        mode=c.mode,
-        quorum=c.quorum,
-    )
-
-
-def deploy_to_node(
-    config: Config, rpc_url: str, miners: list[str], deployer_key: bytes,
-    genesis: bytes | None = None,
-) -> Deployment:
-    """Deploy an experiment's contracts to a JSON-RPC node (genesis model: the config's)."""
-    params = chain_params(config, genesis or genesis_model_hash(config))
-    ledger = EvmLedger.create(rpc_web3(rpc_url), params, miners, deployer_key=deployer_key)
-    return describe(ledger, rpc_url, address_of(deployer_key))
-
-
-def open_ledger(config: Config, miners: list[str], genesis: bytes, run_dir: Path) -> Ledger:
-    """A fresh deployment on the configured ledger (embedded EVM, a node, or SQLite)."""
-    params = chain_params(config, genesis)
-    backend = config.chain.ledger
-    if backend == "local":
-        # same deployer and chain id as the embedded EVM: the same run gives the same blocks
-        return LocalLedger.create(
-            run_dir / "ledger.db", params, miners, DEV_DEPLOYER_KEY, chain_id=EMBEDDED_CHAIN_ID
-        )
-    if backend == "evm":
-        url = config.chain.rpc_url
-        return EvmLedger.create(rpc_web3(url) if url else embedded_web3(), params, miners)
-    raise ValueError(f"unknown ledger {backend!r}: evm or local")
 
 
 @dataclass
@@ -109,6 +60,7 @@ class RoundResult:
     gas_used: int
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record for metrics.jsonl."""
@@ -130,11 +82,10 @@ class Simulation:
         self.ledger = ledger or open_ledger(
             config, [address_of(k) for k in miner_keys], tensor_hash(genesis), run_dir
         )
-        policy = VerificationPolicy.from_config(config)
         strategy = STRATEGIES["fedavg"]()
         self.miners = [
-            MinerNode(k, self.ledger, Verifier(policy), ModelStore(run_dir / f"miner{i}"),
-                      strategy, genesis)
+            MinerNode(k, self.ledger, Verifier.from_config(config),
+                      ModelStore(run_dir / f"miner{i}"), strategy, genesis)
             for i, k in enumerate(miner_keys)
         ]
         connect(self.miners)
@@ -266,6 +217,7 @@ class Simulation:
             latency=latency,
             gas_used=receipt.gas_used,
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
+            local_times=[local_s[d.address] for d in self.devices],
             verdicts=verdicts,
         )
 

@@ -1,0 +1,59 @@
+"""Deploy an experiment's contracts: its chain parameters on a ledger backend or a node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from blockfl.chain.blocks import ChainParams, target_for_rate
+from blockfl.chain.deployment import Deployment, describe
+from blockfl.chain.evm import (
+    DEV_DEPLOYER_KEY,
+    EMBEDDED_CHAIN_ID,
+    EvmLedger,
+    embedded_web3,
+    rpc_web3,
+)
+from blockfl.chain.ledger import Ledger
+from blockfl.chain.local import LocalLedger
+from blockfl.config import Config
+from blockfl.signing import address_of
+
+
+def chain_params(config: Config, genesis: bytes) -> ChainParams:
+    """Contract parameters from an experiment configuration."""
+    c = config.chain
+    return ChainParams(
+        target=target_for_rate(c.block_rate, c.hash_rate),
+        reward_per_sample=c.reward_per_sample,
+        mining_reward=c.mining_reward,
+        max_samples_per_update=c.max_samples_per_update,
+        max_updates_per_block=c.max_updates_per_block,
+        device_allow_list=c.allow_list,
+        genesis_model_hash=genesis,
+        mode=c.mode,
+        quorum=c.quorum,
+    )
+
+
+def deploy_to_node(
+    config: Config, rpc_url: str, miners: list[str], deployer_key: bytes, genesis: bytes
+) -> Deployment:
+    """Deploy an experiment's contracts to a JSON-RPC node, starting from model `genesis`."""
+    params = chain_params(config, genesis)
+    ledger = EvmLedger.create(rpc_web3(rpc_url), params, miners, deployer_key=deployer_key)
+    return describe(ledger, rpc_url, address_of(deployer_key))
+
+
+def open_ledger(config: Config, miners: list[str], genesis: bytes, run_dir: Path) -> Ledger:
+    """A fresh deployment on the configured ledger (embedded EVM, a node, or SQLite)."""
+    params = chain_params(config, genesis)
+    backend = config.chain.ledger
+    if backend == "local":
+        # same deployer and chain id as the embedded EVM: the same run gives the same blocks
+        return LocalLedger.create(
+            run_dir / "ledger.db", params, miners, DEV_DEPLOYER_KEY, chain_id=EMBEDDED_CHAIN_ID
+        )
+    if backend == "evm":
+        url = config.chain.rpc_url
+        return EvmLedger.create(rpc_web3(url) if url else embedded_web3(), params, miners)
+    raise ValueError(f"unknown ledger {backend!r}: evm or local")

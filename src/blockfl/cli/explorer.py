@@ -1,0 +1,82 @@
+"""`blockfl explorer`: a block explorer web page over any deployment and RPC node."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blockfl.explorer.reader import Explorer
+
+DEFAULT_PORT = 8700
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `explorer`."""
+    explorer = commands.add_parser(
+        "explorer", help="a web page of blocks, rewards, model checks and accuracy, live",
+        description="Serve a block explorer for a deployment: the chain of blocks, each round's "
+                    "rewards, balances against reward events, each miner's global models against "
+                    "the on-chain hashes, the accuracy curve and latency phases. It binds to "
+                    "127.0.0.1 unless --host says otherwise.",
+    )
+    explorer.add_argument("--deployment", type=Path, default=Path("deployment.json"),
+                          help="deployment file written by `chain deploy` (default %(default)s)")
+    explorer.add_argument("--rpc-url", help="JSON-RPC node (default: the one in --deployment)")
+    explorer.add_argument("--miners", default="",
+                          help="comma-separated miner URLs to fetch and check global models from")
+    explorer.add_argument("--config", type=Path,
+                          help="experiment config whose test split evaluates the models (default: "
+                               "config.toml beside --deployment, else the packaged `network`)")
+    explorer.add_argument("--logs", type=Path,
+                          help="folder of the network's event logs (default: logs/ beside "
+                               "--deployment when it exists)")
+    explorer.add_argument("--ca-cert", type=Path, help="CA certificate of HTTPS miners")
+    explorer.add_argument("--host", default="127.0.0.1",
+                          help="address to bind (default %(default)s)")
+    explorer.add_argument("--port", type=int, default=DEFAULT_PORT,
+                          help="port to serve on (default %(default)s)")
+    explorer.add_argument("--interval", type=float, default=2.0,
+                          help="seconds between reads of the chain (default %(default)s)")
+    explorer.add_argument("--recheck", type=float, default=30.0,
+                          help="seconds before a model copy that matched is checked again "
+                               "(default %(default)s)")
+    explorer.set_defaults(func=explorer_command)
+
+
+def build_explorer(args: argparse.Namespace) -> Explorer:
+    """The `Explorer` for the command's arguments."""
+    from blockfl.chain.deployment import Deployment
+    from blockfl.client import MinerClient
+    from blockfl.config import load_config
+    from blockfl.explorer.reader import Explorer
+
+    deployment = Deployment.read(args.deployment)
+    ledger = deployment.ledger(args.rpc_url)
+    beside = args.deployment.parent
+    notes = []
+    config_file = args.config or (beside / "config.toml" if (beside / "config.toml").exists()
+                                  else Path("network"))
+    config = load_config(config_file)
+    notes.append(f"models evaluated on the {config.data.dataset} test split of {config_file}")
+    logs = args.logs or (beside / "logs" if (beside / "logs").is_dir() else None)
+    urls = [u.strip() for u in args.miners.split(",") if u.strip()]
+    miners = [MinerClient(u, timeout=10.0, ca_cert=args.ca_cert) for u in urls]
+    return Explorer(ledger, miners, config, logs, notes, recheck=args.recheck)
+
+
+def explorer_command(args: argparse.Namespace) -> int:
+    """Serve the explorer until Ctrl-C."""
+    import uvicorn
+
+    from blockfl.explorer.app import create_app
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    explorer = build_explorer(args)
+    print(f"explorer at http://{args.host}:{args.port}/ (JSON under /api/); Ctrl-C stops it",
+          flush=True)
+    uvicorn.run(create_app(explorer, args.interval), host=args.host, port=args.port,
+                log_level="warning")
+    return 0

@@ -1,0 +1,284 @@
+"""What the explorer shows, read from the chain, the miners and the network's event logs.
+
+`Explorer.refresh()` reads everything once and keeps a `Snapshot` of JSON-ready views, one per
+page: `blocks` (the chain and the accuracy curve), `round(r)` (a round's paid and excluded
+updates), `rewards` (balances against reward events), `models` (each miner's copy of each
+global model against the on-chain hash) and `latency` (phase times from the logs). Chain reads
+go through `blockfl.chain.inspection`, so the "agrees" check is the one `inspect rewards` makes.
+What never changes is cached: the gas of each committed block and the metrics of each model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blockfl.chain import inspection
+from blockfl.chain.blocks import AcceptedUpdate, BlockRecord
+from blockfl.chain.evm import EvmLedger
+from blockfl.client import MinerClient, MinerUnavailable
+from blockfl.config import Config
+from blockfl.events import read_events
+from blockfl.hashing import to_hex
+from blockfl.round_phases import forks_per_round, round_table
+from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
+
+#: event a miner logs for an update its aggregation rule left out of a block (with `round`,
+#: `device` and `reason`); the robust aggregation of issue 9 writes it
+EXCLUDED_EVENT = "update_excluded"
+MAX_MODEL_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A miner's copy of a global model: match, mismatch, missing or unreachable."""
+
+    miner: str
+    status: str
+    served_hash: str | None = None
+    detail: str = ""
+    checked_at: float = 0.0
+
+
+def served_model(client: MinerClient, model_hash: bytes) -> tuple[ModelStatus, StateDict | None]:
+    """Download a model from a miner and compare its tensor hash with `model_hash`."""
+    now = time.time()
+    try:
+        data = client.model_bytes(model_hash)
+    except MinerUnavailable as exc:
+        return ModelStatus(client.url, "unreachable", detail=str(exc), checked_at=now), None
+    except ValueError as exc:  # the miner refused the request
+        return ModelStatus(client.url, "missing", detail=str(exc), checked_at=now), None
+    if data is None:
+        return ModelStatus(client.url, "missing", detail="the miner has no such model",
+                           checked_at=now), None
+    try:
+        state = decode(data, max_bytes=MAX_MODEL_BYTES)
+    except TensorFormatError as exc:
+        return ModelStatus(client.url, "mismatch", detail=f"not a safetensors model: {exc}",
+                           checked_at=now), None
+    served = tensor_hash(state)
+    if served != model_hash:
+        return ModelStatus(client.url, "mismatch", to_hex(served),
+                           "served tensors hash to another value", now), None
+    return ModelStatus(client.url, "match", to_hex(served), checked_at=now), state
+
+
+@dataclass
+class Snapshot:
+    """The views of one refresh; `error` is set when the last refresh failed."""
+
+    blocks: dict[str, Any] = field(default_factory=dict)
+    rounds: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rewards: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Explorer:
+    """Reads one deployment (and optionally its miners, config and logs) into snapshots."""
+
+    def __init__(
+        self,
+        ledger: EvmLedger,
+        miners: list[MinerClient] | None = None,
+        config: Config | None = None,
+        logs: Path | None = None,
+        notes: list[str] | None = None,
+        recheck: float = 30.0,
+    ) -> None:
+        """`config`: the experiment whose test split evaluates the global models; `logs`: the
+        folder of the network's `minerN.jsonl`/`deviceN.jsonl` event logs; `notes`: said on
+        every page (e.g. where the config came from); `recheck`: seconds before a miner's copy
+        of a model that matched is downloaded and checked again."""
+        self.ledger = ledger
+        self.miners = miners or []
+        self.config = config
+        self.logs = logs
+        self.notes = list(notes or [])
+        self.recheck = recheck
+        self.snapshot = Snapshot()
+        self._gas: dict[int, int] = {}
+        self._metrics: dict[bytes, dict[str, float]] = {}
+        self._checks: dict[tuple[str, bytes], ModelStatus] = {}
+        self._test: Any = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the refresh
+
+    def refresh(self) -> Snapshot:
+        """Read the chain, miners and logs once; keep and return the new snapshot."""
+        with self._lock:
+            try:
+                snapshot = self._read()
+            except Exception as exc:  # a node restarting must not stop the page
+                snapshot = Snapshot(**{**self.snapshot.__dict__,
+                                       "error": f"{type(exc).__name__}: {exc}"})
+            self.snapshot = snapshot
+            return snapshot
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        """Refresh every `interval` seconds until `stop` is set."""
+        while not stop.is_set():
+            self.refresh()
+            stop.wait(interval)
+
+    def _read(self) -> Snapshot:
+        ledger = self.ledger
+        head = ledger.head()
+        blocks = inspection.blocks(ledger)
+        accepted = ledger.accepted_updates()
+        forks = forks_per_round(self.logs) if self.logs else None
+        models = self._model_rows(blocks)
+        metrics = [row["metrics"] | {"round": row["round"]} for row in models
+                   if row["metrics"] is not None]
+        chain = {"chain_id": ledger.domain.chain_id, "contract": ledger.contract.address,
+                 "head": head.round, "updated": time.time(), "notes": self._notes()}
+        gas = self._gas_used(head.round)
+        block_rows = [self._block_row(b, gas, forks, models[b.round - 1]) for b in blocks]
+        return Snapshot(
+            blocks=chain | {"blocks": block_rows, "metrics": metrics,
+                            "metric_names": sorted({k for m in metrics for k in m} - {"round"})},
+            rounds={b.round: chain | self._round_view(b, accepted) for b in blocks},
+            rewards=chain | self._rewards_view(blocks, accepted),
+            models=chain | {"miners": [m.url for m in self.miners], "rounds": models,
+                            "all_match": bool(models) and all(r["all_match"] for r in models)},
+            latency=chain | self._latency_view(),
+        )
+
+    def _notes(self) -> list[str]:
+        notes = list(self.notes)
+        if not self.miners:
+            notes.append("no miners given (--miners): models are neither checked nor evaluated")
+        if self.logs is None:
+            notes.append("no event logs (--logs): forks, excluded updates and latency unknown")
+        return notes
+
+    # ------------------------------------------------------------------ blocks
+
+    def _gas_used(self, head: int) -> dict[int, int]:
+        """Gas of each block's commit transaction, from its `BlockCommitted` event's receipt."""
+        if len(self._gas) < head:
+            for log in self.ledger.contract.events.BlockCommitted().get_logs(from_block=0):
+                round_ = int(log["args"]["round"])
+                if round_ not in self._gas:
+                    receipt = self.ledger.w3.eth.get_transaction_receipt(log["transactionHash"])
+                    self._gas[round_] = int(receipt["gasUsed"])
+        return self._gas
+
+    @staticmethod
+    def _block_row(block: BlockRecord, gas: dict[int, int], forks: dict[int, int] | None,
+                   models: dict[str, Any]) -> dict[str, Any]:
+        return inspection.block_json(block) | {
+            "gas": gas.get(block.round),
+            "forks": None if forks is None else forks.get(block.round, 0),
+            "models_match": models["all_match"] if models["checks"] else None,
+        }
+
+    # ------------------------------------------------------------------ rounds and rewards
+
+    def _round_view(self, block: BlockRecord, accepted: list[AcceptedUpdate]) -> dict[str, Any]:
+        paid = [inspection.jsonable(u) for u in accepted if u.round == block.round]
+        mining_reward = self.ledger.params().mining_reward
+        return {
+            "round": block.round,
+            "block": inspection.block_json(block),
+            "updates": paid,
+            "mining": {"miner": block.miner, "reward": str(mining_reward)},
+            "excluded": self._excluded(block.round),
+            "excluded_known": self.logs is not None,
+        }
+
+    def _excluded(self, round_: int) -> list[dict[str, Any]]:
+        """Updates left out of the round's block by the aggregation rule, from miner logs."""
+        if self.logs is None:
+            return []
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for path in sorted(self.logs.glob("miner*.jsonl")):
+            for e in read_events(path):
+                if e.get("event") == EXCLUDED_EVENT and e.get("round") == round_:
+                    key = (str(e.get("device")), str(e.get("reason")))
+                    seen.setdefault(key, {"device": key[0], "reason": key[1],
+                                          "detail": e.get("detail", "")})
+        return list(seen.values())
+
+    def _rewards_view(self, blocks: list[BlockRecord],
+                      accepted: list[AcceptedUpdate]) -> dict[str, Any]:
+        rows = inspection.rewards(self.ledger)
+        mining_reward = self.ledger.params().mining_reward
+        events = [{"round": u.round, "address": u.device, "kind": "data",
+                   "samples": u.samples, "reward": str(u.reward)} for u in accepted]
+        events += [{"round": b.round, "address": b.miner, "kind": "mining", "samples": None,
+                    "reward": str(mining_reward)} for b in blocks]
+        events.sort(key=lambda e: (e["round"], e["kind"] == "mining", e["address"]))
+        return {
+            "rows": [inspection.jsonable(r) for r in rows],
+            "total": {"balance": str(sum(r.balance for r in rows)),
+                      "event_total": str(sum(r.event_total for r in rows))},
+            "agrees": all(r.agrees for r in rows),
+            "events": events,
+        }
+
+    # ------------------------------------------------------------------ models
+
+    def _model_rows(self, blocks: list[BlockRecord]) -> list[dict[str, Any]]:
+        rows = []
+        for block in blocks:
+            checks, state = [], None
+            for client in self.miners:
+                status, served = self._check(client, block.global_model_hash)
+                checks.append(status.__dict__)
+                state = state if state is not None else served
+            rows.append({
+                "round": block.round,
+                "chain_hash": to_hex(block.global_model_hash),
+                "checks": checks,
+                "all_match": bool(checks) and all(c["status"] == "match" for c in checks),
+                "metrics": self._evaluate(block.global_model_hash, state),
+            })
+        return rows
+
+    def _check(
+        self, client: MinerClient, model_hash: bytes
+    ) -> tuple[ModelStatus, StateDict | None]:
+        """A miner's copy of a model, checked again once a match is `recheck` seconds old."""
+        key = (client.url, model_hash)
+        cached = self._checks.get(key)
+        fresh = cached is not None and time.time() - cached.checked_at < self.recheck
+        if cached is not None and cached.status == "match" and fresh:
+            return cached, None
+        status, state = served_model(client, model_hash)
+        self._checks[key] = status
+        return status, state
+
+    def _evaluate(self, model_hash: bytes, state: StateDict | None) -> dict[str, float] | None:
+        """Test metrics of a global model (cached by hash), None until a miner served it."""
+        if model_hash in self._metrics or self.config is None:
+            return self._metrics.get(model_hash)
+        if state is None:
+            return None
+        from blockfl.devices.training import evaluate
+        from blockfl.sim.setup import build_experiment
+
+        if self._test is None:
+            self._test = build_experiment(self.config).test
+        test = self._test
+        try:
+            metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            self.notes.append(f"cannot evaluate the global models with the config: {exc}")
+            self.config = None
+            return None
+        self._metrics[model_hash] = metrics
+        return metrics
+
+    # ------------------------------------------------------------------ latency
+
+    def _latency_view(self) -> dict[str, Any]:
+        if self.logs is None or not self.logs.is_dir():
+            return {"available": False, "logs": None, "rows": []}
+        return {"available": True, "logs": str(self.logs), "rows": round_table(self.logs)}

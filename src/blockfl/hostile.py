@@ -1,0 +1,173 @@
+"""Hostile clients of a miner, for testing one's own miner on loopback (`scripts/attack_miner.py`).
+
+Every attack speaks raw HTTP/1.1 over asyncio sockets bound to a chosen source address (any
+127.0.0.0/8 address is a distinct client on loopback), so it can send what no HTTP library
+would: JSON nested 100,000 deep, a head that never ends, a body that stops half way, a
+Content-Length that is no number, a thousand uploads at once. Every loop is bounded: a count of
+connections and a time limit. An attack returns a `Tally` of how the miner answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from blockfl.hashing import keccak
+from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
+from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE, record_header
+
+DEEP = 100_000
+ATTACKER = "127.0.0.2"
+
+
+def deep_json(depth: int = DEEP) -> bytes:
+    """`[[[...]]]`, nested `depth` deep: the request that used to kill a miner (SIGSEGV)."""
+    return b"[" * depth + b"]" * depth
+
+
+def deep_safetensors(depth: int = DEEP) -> bytes:
+    """A safetensors payload whose JSON header is nested `depth` deep."""
+    header = deep_json(depth)
+    return struct.pack("<Q", len(header)) + header
+
+
+def upload_headers(key: bytes, domain: Domain, round_: int,
+                   base_model_hash: bytes) -> dict[str, str]:
+    """Headers of an upload that `key` really signed for `round_`, naming tensors that no body
+    will match: the miner checks the signature, then has to read and decode the body."""
+    record = UpdateRecord(device=address_of(key), round=round_, base_model_hash=base_model_hash,
+                          update_hash=keccak(b"not these tensors"), samples=10,
+                          compute_time_ms=10**6)
+    signed = SignedUpdate(record, sign_update(key, record, domain))
+    return {"Content-Type": TENSOR_MEDIA_TYPE, RECORD_HEADER: record_header(signed)}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How the miner answered one request: HTTP status (None: no answer) and JSON error."""
+
+    status: int | None
+    error: str
+
+    @property
+    def label(self) -> str:
+        """`status error`, or what happened instead of an answer."""
+        return f"{self.status} {self.error}".strip() if self.status else self.error
+
+
+@dataclass
+class Tally:
+    """How the miner answered the requests of one attack."""
+
+    replies: Counter[str] = field(default_factory=Counter)
+
+    def add(self, reply: Reply) -> None:
+        """Count one answer."""
+        self.replies[reply.label] += 1
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n}x {label}" for label, n in self.replies.most_common())
+
+
+def request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"",
+            content_length: str | None = None) -> bytes:
+    """The bytes of an HTTP/1.1 request (Connection: close), with any Content-Length."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: miner", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or content_length is not None:
+        lines.append(f"Content-Length: {content_length if content_length else len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def parse_reply(data: bytes) -> Reply:
+    """The status and JSON `error` of a raw HTTP response (`not_json` if the body is not)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return Reply(None, "closed without an answer" if not data else "not HTTP")
+    try:
+        return Reply(status, str(json.loads(body)["error"]))
+    except (ValueError, KeyError, TypeError):
+        return Reply(status, "not_json")
+
+
+async def exchange(host: str, port: int, data: bytes, source: str = ATTACKER,
+                   timeout: float = 30.0, pause_after: int | None = None) -> Reply:
+    """Send `data` from `source` and read the answer until the miner closes. With
+    `pause_after`, only that many bytes are sent and the connection then idles (a slow client)
+    until the miner answers or `timeout` passes."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+            try:
+                writer.write(data if pause_after is None else data[:pause_after])
+                await writer.drain()
+                return parse_reply(await reader.read())
+            finally:
+                writer.close()
+    except TimeoutError:
+        return Reply(None, f"no answer in {timeout:g} s")
+    except OSError as exc:
+        return Reply(None, type(exc).__name__)
+
+
+async def disconnect_mid_body(host: str, port: int, path: str, headers: dict[str, str],
+                              body: bytes, source: str = ATTACKER) -> Reply:
+    """Send the head and half the body, then close the connection."""
+    data = request("POST", path, headers, body)
+    try:
+        _, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+        writer.write(data[: len(data) - len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.close()
+    except OSError as exc:
+        return Reply(None, type(exc).__name__)
+    return Reply(None, "client left")
+
+
+async def many(count: int, make: object) -> Tally:
+    """Run `count` attacks `make(i)` (coroutines) at once and tally their replies."""
+    tally = Tally()
+    for reply in await asyncio.gather(*(make(i) for i in range(count))):  # type: ignore[operator]
+        tally.add(reply)
+    return tally
+
+
+async def upload_flood(host: str, port: int, headers: dict[str, str], body: bytes,
+                       count: int = 1000, source: str = ATTACKER, timeout: float = 60.0) -> Tally:
+    """`count` uploads at once from one address."""
+    data = request("POST", "/updates", headers, body)
+    return await many(count, lambda _: exchange(host, port, data, source, timeout))
+
+
+async def slow_connections(host: str, port: int, count: int = 300, source: str = ATTACKER,
+                           timeout: float = 60.0) -> Tally:
+    """`count` connections from one address that send part of a request head, then idle."""
+    head = request("POST", "/updates", {"Content-Type": "application/octet-stream"})
+    return await many(count, lambda _: exchange(host, port, head, source, timeout,
+                                                pause_after=len(head) // 2))
+
+
+async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seconds: float,
+                stop: threading.Event | None = None, uploads: int = 1000, slow: int = 300,
+                source: str = ATTACKER) -> Tally:
+    """Waves of `uploads` concurrent uploads and `slow` slow connections from one address,
+    until `stop` is set or `seconds` have passed (a wave ends when the miner answered or
+    dropped all of its requests)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    tally = Tally()
+    while loop.time() < deadline and not (stop and stop.is_set()):
+        left = max(deadline - loop.time(), 1.0)
+        for wave in await asyncio.gather(
+            upload_flood(host, port, headers, body, uploads, source, timeout=left),
+            slow_connections(host, port, slow, source, timeout=left),
+        ):
+            tally.replies.update(wave.replies)
+    return tally

@@ -1,0 +1,116 @@
+"""Measured phases of a `blockfl network up` run, from its processes' JSON-line event logs.
+
+Every process of a local network logs to `RUN_DIR/logs/{miner,device}N.jsonl` with wall-clock
+timestamps of one machine, so phases are differences of logged times. For round r (from round 2
+on: round 1 carries process start-up), with `c(r)` the winner's `committed` event:
+
+    t_dn      c(r-1) -> the device's `model` event of round r-1: it notices the block on chain,
+              downloads the model, checks its hash and recomputes the aggregate (T_dn + T_global)
+    t_local   the local computation time the device signed (`compute_time_ms` of `uploaded`)
+    t_up      the device's `model` of r-1 -> its miner's `update_accepted` (via /updates), minus
+              t_local: signing, serialisation and the upload over loopback
+    t_cross   `update_accepted` -> the winner's last `mining` event of round r: waiting for the
+              block to fill (or T_wait) and the gossip of the other miners' updates
+    t_bg      the winner's last `mining` event -> its `committed` event (proof-of-work at the
+              throttled hash rate, then the commit transaction)
+    t_bp      `committed` -> each other miner's `adopted` of round r (announcement, full check)
+
+Per device, t_dn + t_local + t_up + t_cross + t_bg adds up exactly to the round, c(r) - c(r-1):
+the phases cover it. Propagation to the other miners runs beside the devices' download (the
+winner serves the model before the block lands), so t_bp is not on the round's path here.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blockfl.events import read_events
+
+PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_bp")
+
+
+@dataclass(frozen=True)
+class NetworkRound:
+    """One round's measured phases (device phases averaged over devices) and the waiting
+    rule's prediction of ``t_cross`` from the logged arrivals."""
+
+    round: int
+    duration: float
+    phases: dict[str, float]
+    modelled_cross: float
+    updates: int
+    forks: int
+    attempts: int
+
+
+def is_network_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is a `network up` run directory (it has per-process logs)."""
+    return (run_dir / "logs").is_dir() and any((run_dir / "logs").glob("miner*.jsonl"))
+
+
+def _logs(run_dir: Path, role: str) -> list[list[dict[str, Any]]]:
+    paths = sorted((run_dir / "logs").glob(f"{role}*.jsonl"),
+                   key=lambda p: int(p.stem.removeprefix(role) or 0))
+    return [read_events(p) for p in paths]
+
+
+def _address(events: list[dict[str, Any]]) -> str:
+    return next((e["address"] for e in events if e["event"] == "started"), "")
+
+
+def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[NetworkRound]:
+    """The measured rounds 2..R of a network run (those whose previous block is logged)."""
+    miners, devices = _logs(run_dir, "miner"), _logs(run_dir, "device")
+    committed = {e["round"]: (i, e) for i, log in enumerate(miners)
+                 for e in log if e["event"] == "committed"}
+    forks: dict[int, int] = {}
+    for log in miners:
+        for e in log:
+            if e["event"] == "fork":
+                forks[e["round"]] = forks.get(e["round"], 0) + 1
+    accepted: dict[tuple[int, str], float] = {}  # (round, device) -> upload accepted
+    for log in miners:
+        for e in log:
+            if e["event"] == "update_accepted" and e.get("via") == "updates":
+                accepted.setdefault((e["round"], e["device"]), e["ts"])
+    out = []
+    for r in sorted(committed):
+        if r - 1 not in committed:
+            continue
+        winner, end = committed[r]
+        start = committed[r - 1][1]["ts"]
+        mining = max(e["ts"] for e in miners[winner]
+                     if e["event"] == "mining" and e["round"] == r and e["ts"] <= end["ts"])
+        arrivals = sorted({e["device"]: e["ts"] for e in miners[winner]
+                           if e["event"] == "update_accepted" and e["round"] == r}.values())
+        # the network's waiting rule: mine once the block is full, or T_wait after its first
+        # update (restarting when a later update makes a larger candidate)
+        close = arrivals[-1] if len(arrivals) >= n_devices else max(arrivals[0] + t_wait,
+                                                                    arrivals[-1])
+        per_device = []
+        for log in devices:
+            address = _address(log)
+            model = [e["ts"] for e in log if e["event"] == "model" and e["round"] == r - 1]
+            upload = [e for e in log if e["event"] == "uploaded" and e["round"] == r]
+            if not model or not upload or (r, address) not in accepted:
+                continue
+            local = upload[0]["compute_time_ms"] / 1000
+            arrival = accepted[(r, address)]
+            per_device.append({"t_dn": model[0] - start, "t_local": local,
+                               "t_up": arrival - model[0] - local, "t_cross": mining - arrival,
+                               "modelled_cross": close - arrival})
+        adopted = [e["ts"] - end["ts"] for i, log in enumerate(miners) if i != winner
+                   for e in log if e["event"] == "adopted" and e["round"] == r]
+        if not per_device:
+            continue
+        phases = {k: statistics.fmean(d[k] for d in per_device)
+                  for k in ("t_dn", "t_local", "t_up", "t_cross")}
+        phases["t_bg"] = end["ts"] - mining
+        phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
+        out.append(NetworkRound(r, end["ts"] - start, phases,
+                                statistics.fmean(d["modelled_cross"] for d in per_device),
+                                int(end["updates"]), forks.get(r, 0), int(end["attempts"])))
+    return out

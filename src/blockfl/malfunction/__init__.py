@@ -1,0 +1,1 @@
+"""Vanilla FL versus BlockFL (without and with model verification) under malfunction."""
