@@ -112,6 +112,13 @@ contract BlockFL is Ownable2Step, EIP712 {
 
     RewardToken public immutable token;
     Params internal _params;
+    // copies of the fixed parameters read on every commit and claim (an immutable costs no SLOAD)
+    uint256 internal immutable _rewardPerSample;
+    uint256 internal immutable _miningReward;
+    bytes32 internal immutable _specHash;
+    uint32 internal immutable _maxUpdates;
+    uint16 internal immutable _quorum;
+    uint8 internal immutable _mode;
     uint64 public headRound;
     uint32 public minerCount;
     mapping(uint64 round => StoredBlock) internal _blocks;
@@ -177,6 +184,12 @@ contract BlockFL is Ownable2Step, EIP712 {
         }
         if (params_.mode > MODE_MERKLE) revert WrongMode(params_.mode);
         _params = params_;
+        _rewardPerSample = params_.rewardPerSample;
+        _miningReward = params_.miningReward;
+        _specHash = params_.protocolSpecHash;
+        _maxUpdates = params_.maxUpdatesPerBlock;
+        _quorum = params_.quorum;
+        _mode = params_.mode;
         token = new RewardToken("BlockFL Reward", "BFLR");
         for (uint256 i = 0; i < miners_.length; ++i) {
             _addMiner(miners_[i]);
@@ -222,8 +235,7 @@ contract BlockFL is Ownable2Step, EIP712 {
     /// @notice Distinct miners that must stand behind a block: `quorum`, or when it is 0 a
     /// majority of the miners registered now.
     function requiredAttesters() public view returns (uint256) {
-        uint16 q = _params.quorum;
-        return q == 0 ? uint256(minerCount) / 2 + 1 : q;
+        return _quorum == 0 ? uint256(minerCount) / 2 + 1 : _quorum;
     }
 
     /// @notice The chain head: last committed round, its block hash and global model hash.
@@ -348,29 +360,25 @@ contract BlockFL is Ownable2Step, EIP712 {
         Signature[] calldata attestations
     ) external returns (bytes32 blockHash) {
         _checkLink(prevHash, round, MODE_MERKLE);
-        _checkCount(numUpdates, _params.maxUpdatesPerBlock);
+        _checkCount(numUpdates, _maxUpdates);
         bytes32 updatesRoot = merkleUpdatesRoot(merkleRoot, numUpdates, totalSamples);
         blockHash =
             _record(prevHash, round, globalModelHash, updatesRoot, merkleRoot, numUpdates, totalSamples, nonce);
-        _checkAttestations(
-            round, Candidate(prevHash, updatesRoot, globalModelHash, _params.protocolSpecHash), attestations
-        );
-        uint256 miningReward = _params.miningReward;
-        if (miningReward > 0) token.mint(msg.sender, miningReward);
+        _checkAttestations(round, Candidate(prevHash, updatesRoot, globalModelHash, _specHash), attestations);
+        if (_miningReward > 0) token.mint(msg.sender, _miningReward);
     }
 
     // ------------------------------------------------------------------ claims (merkle mode)
 
     /// @notice Pay the data reward of one update in the merkle block of `round`.
     function claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof) external {
-        _claim(round, leaf, proof, _params.rewardPerSample);
+        _claim(round, leaf, proof);
     }
 
     /// @notice Pay several updates of the merkle block of `round` in one transaction.
     function claimMany(uint64 round, Claim[] calldata claims) external {
-        uint256 rewardPerSample = _params.rewardPerSample;
         for (uint256 i = 0; i < claims.length; ++i) {
-            _claim(round, claims[i].leaf, claims[i].proof, rewardPerSample);
+            _claim(round, claims[i].leaf, claims[i].proof);
         }
     }
 
@@ -414,7 +422,7 @@ contract BlockFL is Ownable2Step, EIP712 {
     /// @dev The committer, the round and the chain link; returns the head's global model hash.
     function _checkLink(bytes32 prevHash, uint64 round, uint8 mode) internal view returns (bytes32 baseModel) {
         if (!isMiner[msg.sender]) revert NotMiner(msg.sender);
-        if (_params.mode != mode) revert WrongMode(_params.mode);
+        if (_mode != mode) revert WrongMode(_mode);
         uint64 current = headRound;
         if (round == 0 || round > current + 1) revert WrongRound(current + 1, round);
         if (round <= current) revert RoundAlreadyCommitted(round, _blocks[round].blockHash);
@@ -479,7 +487,7 @@ contract BlockFL is Ownable2Step, EIP712 {
         if (err != ECDSA.RecoverError.NoError) revert MalformedAttestation(i);
     }
 
-    function _claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof, uint256 rewardPerSample) internal {
+    function _claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof) internal {
         if (leaf.round != round) revert ClaimWrongRound(round, leaf.round);
         bytes32 root = _blocks[round].updatesRoot;
         if (root == bytes32(0)) revert NoMerkleBlock(round);
@@ -489,7 +497,7 @@ contract BlockFL is Ownable2Step, EIP712 {
         if (bits & bit != 0) revert AlreadyClaimed(round, leaf.index);
         if (!MerkleProof.verifyCalldata(proof, root, leafHash(leaf))) revert InvalidProof(round, leaf.index);
         _claimed[round][word] = bits | bit;
-        uint256 reward = uint256(leaf.samples) * rewardPerSample;
+        uint256 reward = uint256(leaf.samples) * _rewardPerSample;
         token.mint(leaf.device, reward);
         emit UpdateAccepted(round, leaf.device, leaf.updateHash, leaf.samples, reward);
     }

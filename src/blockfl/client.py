@@ -145,10 +145,9 @@ class MinerClient:
     def attest(self, proposal: BlockProposal) -> Attestation:
         """Ask this miner to check a candidate block and attest it; MinerRejected names why
         it refuses."""
-        response = self._request("POST", "/attestations", json=proposal_to_dict(proposal))
-        assert response is not None
+        body = self._json("POST", "/attestations", json=proposal_to_dict(proposal))
         try:
-            return attestation_from_dict(response.json())
+            return attestation_from_dict(body)
         except ValueError as exc:
             raise MinerUnavailable(f"{self.url}: {exc}") from None
 
