@@ -220,3 +220,25 @@ def test_direct_mode_refuses_a_block_too_big_for_the_gas_limit():
     error = rejected(ledger.commit_block, MINER_KEYS[0], big)
     assert error.error == "BlockTooLarge" and "merkle mode" in str(error)
     assert ledger.head().round == 0
+
+
+def test_a_device_claims_what_the_chain_committed(make_ledger):
+    from blockfl.devices.claims import claim, claimable
+
+    ledger = make_ledger(default_params(mode="merkle"), MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    ledger.commit_block(MINER_KEYS[0], proposal)
+    device_key = DEVICE_KEYS[2]
+    device = address_of(device_key)
+    if isinstance(ledger, EvmLedger):
+        fund(ledger.w3, [device])
+    (row,) = claimable(ledger, proposal, device)
+    assert (row.samples, row.claimed) == (SAMPLES[2], False)
+    assert claim(ledger, device_key, proposal, device) == [row]
+    assert claimable(ledger, proposal, device)[0].claimed
+    assert claim(ledger, device_key, proposal, device) == []  # never sent twice
+    assert ledger.balance_of(device) == SAMPLES[2] * 10**15
+    # a miner serving other records than the chain committed is caught before sending
+    tampered = replace(proposal, updates=proposal.updates[1:])
+    with pytest.raises(ValueError, match="does not match the chain"):
+        claimable(ledger, tampered, device)

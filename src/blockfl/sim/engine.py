@@ -27,6 +27,7 @@ from blockfl.devices.device import Device, device_seed
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
+from blockfl.latency.attestation import SIGNATURE_BITS
 from blockfl.latency.model import link_rate
 from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
@@ -196,6 +197,11 @@ class Simulation:
         ]
         latency = {k: sum(p[k] for p in per_device) / len(per_device) for k in per_device[0]}
         latency["total"] = sum(latency.values())
+        # the attestation phase (not yet in the latency model's total): the candidate to the
+        # other miners, their checks in parallel, the signatures back
+        asked = self.ledger.required_attesters() - 1
+        latency["t_att"] = (t_bp + clock.miners(SIGNATURE_BITS) + phases["attestation"] / asked
+                            if asked > 0 else 0.0)
         latency["verification"] = verify_s
         latency["update_bits"] = sum(8 * len(t.submission.payload) for t in trained) / len(trained)
         latency["block_bits"] = block_bits
