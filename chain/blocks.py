@@ -80,7 +80,11 @@ class BlockHeader:
 
 @dataclass(frozen=True)
 class BlockProposal:
-    """A block a miner submits: header fields, sorted signed updates and the nonce."""
+    """A block a miner submits: header fields, sorted signed updates and the nonce.
+
+    `excluded` (not on chain) names the update hashes the aggregation rule kept out of the
+    block, so that peers can re-run the selection (`blockfl.aggregation.select_updates`).
+    """
 
     prev_hash: bytes
     round: int
@@ -88,6 +92,7 @@ class BlockProposal:
     updates: tuple[SignedUpdate, ...]
     miner: str
     nonce: int = 0
+    excluded: tuple[bytes, ...] = ()
 
     def header(self, domain: Domain, mode: str = "direct") -> BlockHeader:
         """The header, with the updates root computed for `domain` and the block mode."""

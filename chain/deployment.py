@@ -28,6 +28,8 @@ class Deployment:
     miners: list[str]
     parameters: dict[str, Any]
     abi: dict[str, list] = field(default_factory=dict)
+    protocol_spec: dict[str, Any] = field(default_factory=dict)  # see blockfl.protocol
+    protocol_spec_hash: str = ""
 
     def write(self, path: Path) -> None:
         """Write as JSON (big integers as decimal strings, hashes as 0x-hex)."""

@@ -12,14 +12,18 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
+
+import torch
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate
 from blockfl.config import TrainingConfig
+from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
 from blockfl.devices.training import LocalUpdate, train_local, train_svrg_linear
 from blockfl.hashing import to_hex
+from blockfl.keys import derived_key
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
@@ -38,10 +42,12 @@ class GlobalModelMismatch(ValueError):
 
 @dataclass(frozen=True)
 class TrainedUpdate:
-    """A signed submission plus what the device measured while making it."""
+    """A signed submission plus what the device measured while making it, and the same update
+    signed under other keys (a Sybil behaviour's copies)."""
 
     submission: UpdateSubmission
     local: LocalUpdate
+    copies: tuple[UpdateSubmission, ...] = ()
 
 
 class Device:
@@ -55,10 +61,12 @@ class Device:
         training: TrainingConfig,
         global_state: StateDict,
         seed: int = 0,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.key = key
         self.address = address_of(key)
-        self.shard = shard
+        self.behaviour = behaviour or Behaviour()
+        self.shard = self.behaviour.data(shard)
         self.model_name = model_name
         self.training = training
         self.global_state = global_state
@@ -71,7 +79,12 @@ class Device:
         seed = self.seed * 1_000_003 + round_
         x, y = self.shard.x, self.shard.y
         options = dict(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=seed)
-        if t.algorithm == "svrg":
+        behaviour = self.behaviour
+        if not behaviour.trains:  # a free-rider claims the time training would have taken
+            zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
+            seconds = t.epochs * len(y) * t.ms_per_sample / 1000
+            local = LocalUpdate(zero, len(y), seconds, float("nan"))
+        elif t.algorithm == "svrg":
             local = train_svrg_linear(self.global_state, x, y, **options)
         elif t.algorithm == "sgd":
             local = train_local(
@@ -79,16 +92,23 @@ class Device:
             )
         else:
             raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
+        delta = behaviour.delta(local.delta, round_)
         record = UpdateRecord(
             device=self.address,
             round=round_,
             base_model_hash=self.global_hash,
-            update_hash=tensor_hash(local.delta),
-            samples=local.n_samples,
+            update_hash=tensor_hash(delta),
+            samples=local.n_samples * behaviour.sample_factor,
             compute_time_ms=self._compute_time_ms(local),
         )
-        signed = SignedUpdate(record, sign_update(self.key, record, domain))
-        return TrainedUpdate(UpdateSubmission(signed, encode(local.delta)), local)
+        payload = encode(delta)
+        submissions = []
+        for i in range(behaviour.copies):
+            key = self.key if i == 0 else derived_key(f"sybil-{self.address}", i)
+            signed_record = replace(record, device=address_of(key))
+            signed = SignedUpdate(signed_record, sign_update(key, signed_record, domain))
+            submissions.append(UpdateSubmission(signed, payload))
+        return TrainedUpdate(submissions[0], local, tuple(submissions[1:]))
 
     def _compute_time_ms(self, local: LocalUpdate) -> int:
         """The computation time to sign: measured, or modelled from the sample count."""

@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Sequence
 
-from blockfl.aggregation import FedAvg, WeightedUpdate
+from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
 from blockfl.chain.blocks import Head
 from blockfl.chain.errors import BlockRejected
 from blockfl.chain.ledger import Ledger
@@ -45,6 +45,7 @@ class DeviceProcess:
         seed: int = 0,
         recompute: bool = False,
         poll: float = 0.2,
+        rule: AggregationStrategy | None = None,
     ) -> None:
         self.device = device
         self.ledger = ledger
@@ -53,6 +54,7 @@ class DeviceProcess:
         self.rng = random.Random(seed)
         self.recompute = recompute
         self.poll = poll
+        self.rule = rule or FedAvg()
 
     def run(self, rounds: int, stop: threading.Event | None = None) -> None:
         """Take part until the chain has `rounds` blocks (or `stop` is set). When no miner or
@@ -145,7 +147,7 @@ class DeviceProcess:
                 if unrecomputed is None:  # MinerClient.model checked its hash
                     unrecomputed = model
                 updates = self._block_updates(miner, head) if self.recompute else None
-                self.device.adopt(head.global_model_hash, model, updates, FedAvg())
+                self.device.adopt(head.global_model_hash, model, updates, self.rule)
             except MinerUnavailable as exc:
                 self.log("download_failed", miner=miner.url, error=str(exc))
                 continue

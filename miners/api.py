@@ -12,9 +12,9 @@
 Bodies are read as a stream and cut off at the size limit (413) before they are buffered whole,
 and within `body_timeout` (408); JSON bodies are size- and depth-checked before they are decoded
 (`read_json`, for any router of this app), off the event loop like the miner's other work.
-Uploads and gossip take turns through a fair `UploadGate` (503 `busy` after a short wait); the
-HTTP server in front (`blockfl.miners.http_server`) guards connections. A client that leaves
-mid-body is one `client_disconnected` event in the miner's log.
+Uploads, gossip and block announcements take turns through a fair `UploadGate` (503 `busy`
+after a short wait); the HTTP server in front (`blockfl.miners.http_server`) guards
+connections. A client that leaves mid-body is one `client_disconnected` event in the log.
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ def error(reason: str, detail: str = "", status: int | None = None,
                         status_code=status or STATUS.get(reason, 400), headers=headers)
 
 
+def client_of(request: Request) -> str:
+    """The client's address (what limits and turns are counted by)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
     """The request body, refused with 413 as soon as it exceeds `limit` bytes, and with 408
     (closing the connection) unless it arrives within `timeout` seconds (default: the app's
@@ -139,8 +144,7 @@ def create_app(service: MinerService, max_payload_bytes: int,
 
     @app.exception_handler(ClientDisconnect)
     async def _left(request: Request, _: ClientDisconnect) -> JSONResponse:
-        client = request.client.host if request.client else "unknown"
-        service.log("client_disconnected", client=client, path=request.url.path)
+        service.log("client_disconnected", client=client_of(request), path=request.url.path)
         return error("client_disconnected", "the client left before its body was read")
 
     @app.exception_handler(Busy)
@@ -170,7 +174,7 @@ def create_app(service: MinerService, max_payload_bytes: int,
             signed = parse_record_header(request.headers.get(RECORD_HEADER))
         except WireError as exc:
             raise Rejection("malformed_record", str(exc)) from None
-        async with gate.turn(request.client.host if request.client else "unknown"):
+        async with gate.turn(client_of(request)):
             payload = await read_body(request, max_payload_bytes)
             verdict = await run_in_threadpool(handler, UpdateSubmission(signed, payload))
         if not verdict.accepted:
@@ -190,7 +194,9 @@ def create_app(service: MinerService, max_payload_bytes: int,
 
     @app.post("/blocks", status_code=202)
     async def announce(request: Request) -> dict:
-        proposal = await read_json(request, MAX_BLOCK_BYTES, "malformed_block", proposal_from_dict)
+        async with gate.turn(client_of(request)):  # up to 8 MB of JSON: it takes a turn too
+            proposal = await read_json(request, MAX_BLOCK_BYTES, "malformed_block",
+                                       proposal_from_dict)
         if not service.announced(proposal):
             raise Rejection("wrong_round", f"block of round {proposal.round}, this miner "
                                            f"waits for round {node.round}")

@@ -2,7 +2,8 @@
 
 A miner signs a `BlockAttestation` only after it checked the candidate itself: the round and
 chain link, every update (the same verification as an upload: signature, sample count,
-computation time, payload, norm, replay), and the global model recomputed from those updates.
+computation time, payload, norm, replay), the aggregation rule's selection (it keeps exactly the
+block's updates of those offered), and the global model recomputed from those updates.
 It signs at most one candidate per round, so an honest miner never equivocates; a refusal names
 its reason. The committer gathers attestations from its peers until the quorum is reached.
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from blockfl.chain.attestation import Attestation, AttestedBlock, attest
 from blockfl.chain.blocks import sort_updates
 from blockfl.hashing import to_hex
-from blockfl.miners.node import BlockAnnouncement, MinerNode
+from blockfl.miners.node import BlockAnnouncement, InvalidBlock, MinerNode
 from blockfl.tensors import tensor_hash
 from blockfl.wire import UpdateSubmission
 
@@ -60,7 +61,12 @@ class Attester:
             if not verdict.accepted:
                 raise AttestationRefused(
                     "invalid_update", f"{update.device}: {verdict.reason} {verdict.detail}")
-        state, _ = node.aggregate([u.device for u in updates])
+        decoded = node.block_updates(announcement)
+        try:  # the aggregation rule keeps exactly these updates of those offered
+            node._check_selection(announcement, decoded, node.base_state)
+        except InvalidBlock as exc:
+            raise AttestationRefused("selection_mismatch", str(exc)) from None
+        state = node.strategy.aggregate(node.base_state, decoded)
         if tensor_hash(state) != proposal.global_model_hash:
             raise AttestationRefused(
                 "model_mismatch", f"recomputed aggregate {to_hex(tensor_hash(state))} differs "

@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS blocks (
     block_hash BLOB NOT NULL UNIQUE,
     block TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS exclusions (
+    round INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    update_hash BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (round, device)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -97,6 +105,22 @@ class MinerJournal:
         if row is None:
             return None
         return UpdateSubmission(signed_from_dict(json.loads(row[0])), bytes(row[1]))
+
+    def record_exclusion(
+        self, round_: int, device: str, update_hash: bytes, reason: str, detail: str
+    ) -> None:
+        """Keep why an accepted update stayed out of the committed block of `round_`."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO exclusions VALUES (?, ?, ?, ?, ?)",
+                             (round_, device, update_hash, reason, detail))
+
+    def exclusions(self, round_: int) -> list[tuple[str, bytes, str, str]]:
+        """`(device, update_hash, reason, detail)` of the updates excluded in `round_`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, update_hash, reason, detail FROM exclusions WHERE round = ? "
+                "ORDER BY device", (round_,)).fetchall()
+        return [(d, bytes(h), r, t) for d, h, r, t in rows]
 
     def record_block(
         self, proposal: BlockProposal, block_hash: bytes, submissions: list[UpdateSubmission]

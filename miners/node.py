@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from blockfl.aggregation import AggregationStrategy, WeightedUpdate
+from blockfl.aggregation import AggregationStrategy, Exclusion, WeightedUpdate
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, BlockRecord, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
@@ -40,19 +40,23 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A miner's candidate block: the proposal (nonce 0), the aggregate and its inputs."""
+    """A miner's candidate block: the proposal (nonce 0), the aggregate and its inputs, and the
+    verified updates the aggregation rule kept out of the block."""
 
     proposal: BlockProposal
     global_state: StateDict
     updates: tuple[WeightedUpdate, ...]
+    excluded: tuple[Exclusion, ...] = ()
 
 
 @dataclass(frozen=True)
 class BlockAnnouncement:
-    """A committed block as propagated between miners: the proposal and every update's tensors."""
+    """A committed block as propagated between miners: the proposal and every update's tensors,
+    plus the updates the rule excluded (`proposal.excluded`), for re-running the selection."""
 
     proposal: BlockProposal
     payloads: dict[str, bytes]
+    excluded: tuple[UpdateSubmission, ...] = ()
 
 
 class Journal(Protocol):
@@ -180,32 +184,27 @@ class MinerNode:
 
     # ------------------------------------------------------------------ blocks
 
-    def aggregate(self, devices: Sequence[str] | None = None) -> tuple[StateDict, tuple]:
-        """The aggregate of the verified updates of `devices` (default: every pending update),
-        and its inputs."""
-        with self._lock:
-            verified = [self._pending[d] for d in (self._pending if devices is None else devices)]
-        updates = tuple(
-            WeightedUpdate(v.signed.device, v.delta, v.signed.record.samples) for v in verified
-        )
-        return self.strategy.aggregate(self.base_state, updates), updates
-
     def candidate(self) -> Candidate | None:
         """The candidate block over every verified update (None when there is none)."""
         with self._lock:
-            pending = dict(self._pending)
-        if not pending:
+            verified = list(self._pending.values())
+        if not verified:
             return None
-        verified = list(pending.values())
-        global_state, updates = self.aggregate(list(pending))
+        updates = tuple(
+            WeightedUpdate(v.signed.device, v.delta, v.signed.record.samples) for v in verified
+        )
+        kept, excluded = self.strategy.select(self.base_state, updates)
+        global_state = self.strategy.aggregate(self.base_state, kept)
+        signed = {v.signed.device: v.signed for v in verified}
         proposal = BlockProposal(
             prev_hash=self.head.block_hash,
             round=self.round,
             global_model_hash=tensor_hash(global_state),
-            updates=tuple(sort_updates([v.signed for v in verified])),
+            updates=tuple(sort_updates([signed[u.device] for u in kept])),
             miner=self.address,
+            excluded=tuple(signed[e.update.device].record.update_hash for e in excluded),
         )
-        return Candidate(proposal, global_state, updates)
+        return Candidate(proposal, global_state, tuple(kept), tuple(excluded))
 
     def commit(
         self, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
@@ -223,10 +222,16 @@ class MinerNode:
         return receipt
 
     def announcement(self, proposal: BlockProposal) -> BlockAnnouncement:
-        """The block with its updates' tensors, for the other miners and the devices."""
+        """The block with its updates' tensors (and the excluded ones), for the other miners and
+        the devices."""
         with self._lock:
             payloads = {u.device: self._payloads[u.device] for u in proposal.updates}
-        return BlockAnnouncement(proposal, payloads)
+            by_hash = {v.signed.record.update_hash: d for d, v in self._pending.items()}
+            excluded = tuple(
+                UpdateSubmission(self._pending[by_hash[h]].signed, self._payloads[by_hash[h]])
+                for h in proposal.excluded
+            )
+        return BlockAnnouncement(proposal, payloads, excluded)
 
     def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
         """The block's updates as aggregation inputs (decoded from the announced tensors)."""
@@ -276,12 +281,45 @@ class MinerNode:
         for u, w in zip(proposal.updates, updates, strict=True):
             if tensor_hash(w.delta) != u.record.update_hash:
                 raise InvalidBlock(f"update of {u.device} does not match its signed hash")
+        self._check_selection(announcement, updates, base_state)
         global_state = self.strategy.aggregate(base_state, updates)
         if tensor_hash(global_state) != record.global_model_hash:
             raise InvalidBlock(
                 f"recomputed aggregate differs from {to_hex(record.global_model_hash)}"
             )
         return global_state, record
+
+    def _check_selection(
+        self, announcement: BlockAnnouncement, updates: list[WeightedUpdate],
+        base_state: StateDict,
+    ) -> None:
+        """Re-run the rule's selection over the block's updates and those its miner excluded:
+        the block must keep exactly the updates the selection keeps."""
+        proposal = announcement.proposal
+        excluded = {s.signed.record.update_hash: s for s in announcement.excluded}
+        if set(excluded) != set(proposal.excluded):
+            raise InvalidBlock("the block's excluded updates were not all provided")
+        others = []
+        base_hash = tensor_hash(base_state) if excluded else b""
+        for s in excluded.values():
+            record = s.signed.record
+            if record.round != proposal.round or record.base_model_hash != base_hash:
+                raise InvalidBlock(f"excluded update of {s.device} is not of this round")
+            try:
+                s.signed.verify(self.ledger.domain)
+            except SignatureError as exc:
+                raise InvalidBlock(f"excluded update signature: {exc}") from None
+            delta = decode(s.payload, max_bytes=self.verifier.policy.max_payload_bytes)
+            if tensor_hash(delta) != record.update_hash:
+                raise InvalidBlock(f"excluded update of {s.device} does not match its hash")
+            others.append(WeightedUpdate(s.device, delta, record.samples))
+        try:
+            kept, _ = self.strategy.select(base_state, [*updates, *others])
+        except ValueError as exc:
+            raise InvalidBlock(f"the block's updates cannot be selected from: {exc}") from None
+        if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in updates):
+            raise InvalidBlock(f"the block keeps other updates than rule "
+                               f"{self.strategy.name!r} selects")
 
     def adopt(self, global_state: StateDict, head: Head | None = None) -> None:
         """Build on `head` (default: the chain head), whose global model is `global_state`."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from blockfl.aggregation import FedAvg
+from blockfl.aggregation import AggregationStrategy, FedAvg
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
@@ -73,6 +73,7 @@ class MinerService:
         peers: Sequence[MinerClient],
         genesis: StateDict | None,
         log: EventLog,
+        rule: AggregationStrategy | None = None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -92,7 +93,7 @@ class MinerService:
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
         verifier = Verifier(policy, max_samples=params.max_samples_per_update)
-        self.node = MinerNode(key, ledger, verifier, self.store, FedAvg(), base,
+        self.node = MinerNode(key, ledger, verifier, self.store, rule or FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
         self.attester = Attester(self.node)
@@ -165,22 +166,40 @@ class MinerService:
 
     def _adopt_checked(self, round_: int) -> bool:
         """Check the next block fully (cross-verification of a committed block) and adopt it."""
-        proposal = (self._announced.pop(round_, None) or self._block_from_chain(round_)
-                    or self._ask_peers(lambda peer: peer.block(round_)))
+        proposal = self._announced.pop(round_, None) or self._known_block(round_)
         if proposal is None:
             return False
-        submissions = self._block_submissions(proposal)
-        if submissions is None:
+        found = self._announcement(proposal)
+        if found is None:
             return False
-        payloads = {s.device: s.payload for s in submissions}
+        announcement, submissions = found
         try:
-            self.node.receive_block(BlockAnnouncement(proposal, payloads))
+            self.node.receive_block(announcement)
         except InvalidBlock as exc:
             self.log("invalid_block", round=round_, miner=proposal.miner, error=str(exc))
             return False
         self.journal.record_block(proposal, self.node.head.block_hash, submissions)
         self._round_began(self.node.head, checked=True)
         return True
+
+    def _known_block(self, round_: int) -> BlockProposal | None:
+        """A committed block from a peer (it names the updates the rule excluded, for the
+        selection check), else rebuilt from the chain."""
+        return (self._ask_peers(lambda peer: peer.block(round_))
+                or self._block_from_chain(round_))
+
+    def _announcement(
+        self, proposal: BlockProposal
+    ) -> tuple[BlockAnnouncement, list[UpdateSubmission]] | None:
+        """The block with every update's tensors, and those it excluded (journaled, or from
+        peers); None when one cannot be had."""
+        submissions = self._block_submissions(proposal)
+        excluded = [self.journal.update(h) or self._ask_peers(lambda peer, h=h: peer.update(h))
+                    for h in proposal.excluded]
+        if submissions is None or None in excluded:
+            return None
+        payloads = {s.device: s.payload for s in submissions}
+        return BlockAnnouncement(proposal, payloads, tuple(excluded)), submissions
 
     def _block_from_chain(self, round_: int) -> BlockProposal | None:
         """Rebuild a committed block from the chain's record and the signed updates it names
@@ -218,19 +237,18 @@ class MinerService:
         return added
 
     def _recover(self, round_: int) -> None:
-        proposal = (self._block_from_chain(round_)
-                    or self._ask_peers(lambda peer: peer.block(round_)))
+        proposal = self._known_block(round_)
         if proposal is None:
             raise LookupError(f"no peer serves the block of round {round_}")
-        submissions = self._block_submissions(proposal)
-        if submissions is None:
+        found = self._announcement(proposal)
+        if found is None:
             raise LookupError(f"no peer serves every update of the block of round {round_}")
+        announcement, submissions = found
         previous = self.ledger.get_block(round_ - 1) if round_ > 1 else None
         base_hash = (previous.global_model_hash if previous is not None
                      else self.ledger.params().genesis_model_hash)
         base = self._model(base_hash, self._genesis)
-        payloads = {s.device: s.payload for s in submissions}
-        global_state, record = self.node.check_block(BlockAnnouncement(proposal, payloads), base)
+        global_state, record = self.node.check_block(announcement, base)
         self.store.put(global_state)
         self.journal.record_block(proposal, record.block_hash, submissions)
         self.log("caught_up", round=round_, block_hash=to_hex(record.block_hash))
@@ -321,11 +339,10 @@ class MinerService:
     def attest(self, proposal: BlockProposal) -> Attestation:
         """Check another miner's candidate in full (its updates from the journal or peers) and
         attest it; AttestationRefused names why not."""
-        submissions = self._block_submissions(proposal)
-        if submissions is None:
+        found = self._announcement(proposal)
+        if found is None:
             raise AttestationRefused("missing_update", "an update of the candidate is not here")
-        payloads = {s.device: s.payload for s in submissions}
-        return self.attester.attest(BlockAnnouncement(proposal, payloads))
+        return self.attester.attest(found[0])
 
     def _attestations(self, proposal: BlockProposal, stop: threading.Event
                       ) -> list[Attestation] | None:
@@ -368,6 +385,13 @@ class MinerService:
         self.journal.record_block(proposal, receipt.block_hash, [
             UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates
         ])
+        for exclusion, submission in zip(candidate.excluded, announcement.excluded, strict=True):
+            update_hash = submission.signed.record.update_hash
+            self.journal.record_exclusion(proposal.round, submission.device, update_hash,
+                                          exclusion.reason, exclusion.detail)
+            self.log("excluded", round=proposal.round, device=submission.device,
+                     update_hash=to_hex(update_hash), reason=exclusion.reason,
+                     detail=exclusion.detail)
         head = Head(proposal.round, receipt.block_hash, proposal.global_model_hash)
         self.node.adopt(candidate.global_state, head)
         self._window_opened = None

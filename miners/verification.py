@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from blockfl.config import ChainConfig, Config, VerificationPolicy
+from blockfl.config import ChainConfig, VerificationPolicy
 from blockfl.signing import Domain, SignatureError, SignedUpdate
 from blockfl.tensors import (
     StateDict,
@@ -103,11 +103,6 @@ class Verifier:
         self._lock = threading.Lock()
         self._seen_devices: set[tuple[int, bytes]] = set()  # (round, raw device address)
         self._seen_hashes: OrderedDict[bytes, int] = OrderedDict()
-
-    @classmethod
-    def from_config(cls, config: Config) -> Verifier:
-        """A verifier of an experiment configuration's policy and sample cap."""
-        return cls(config.verification, max_samples=config.chain.max_samples_per_update)
 
     def verify(self, submission: UpdateSubmission, ctx: RoundContext) -> VerifiedUpdate:
         """Check a submission for round `ctx.round`; raise UpdateRejected with the reason."""

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
+from hypothesis import settings
 
 from blockfl.chain.blocks import MAX_TARGET, ChainParams
 from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, embedded_web3, rpc_web3
@@ -18,6 +19,11 @@ from blockfl.hashing import keccak
 from blockfl.signing import address_of
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# fuzzing (tests/test_fuzz.py): a bounded run in CI; `--hypothesis-profile=fuzz` for a long one
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.load_profile("ci")
 
 BACKENDS = ["evm", "local", "anvil"]
 GENESIS = keccak(b"genesis model")

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from blockfl.aggregation import STRATEGIES, FedAvg, WeightedUpdate, apply_delta
+from blockfl.aggregation import FedAvg, WeightedUpdate, apply_delta
 from blockfl.tensors import TensorFormatError, tensor_hash
 
 
@@ -22,10 +22,6 @@ def _setup(n_updates: int = 6, seed: int = 0):
         for i in range(n_updates)
     ]
     return base, updates
-
-
-def test_registry():
-    assert STRATEGIES["fedavg"] is FedAvg
 
 
 def test_fedavg_matches_float64_reference():

@@ -96,7 +96,8 @@ def test_an_honest_miner_attests_one_candidate_per_round(sim):
     assert attester.attest(sim.miners[0].announcement(first)) == attestation  # same: fine
     # a smaller but valid candidate of the same round: signing it too would be equivocation
     updates = first.updates[:3]
-    state, _ = sim.miners[1].aggregate([u.device for u in updates])
+    state = sim.strategy.aggregate(sim.miners[1].base_state, sim.miners[1].block_updates(
+        sim.miners[0].announcement(replace(first, updates=updates))))
     other = replace(first, updates=updates, global_model_hash=tensor_hash(state))
     assert sim.attesters[1].attest(sim.miners[1].announcement(other))  # a fresh miner signs it
     with pytest.raises(AttestationRefused) as info:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -96,7 +97,7 @@ def assert_serving(network: LocalNetwork) -> None:
     assert network.miners[0].running
     url = network.miner_url(0)
     assert httpx.get(f"{url}/health", timeout=10).json() == {"ok": True}
-    assert MinerClient(url, timeout=10).info()["round"] == 1
+    assert MinerClient(url, timeout=10).info()["round"] >= 1
 
 
 def signed_headers(network: LocalNetwork) -> dict[str, str]:
@@ -251,6 +252,24 @@ def test_one_address_cannot_take_every_connection(net):
     assert probe.status == 200
     # the first 32 connections waited for their head until the timeout, the rest were refused
     assert tally.replies == {"408 header_timeout": 32, "503 too_many_connections": 268}
+    assert_serving(network)
+
+
+def test_the_attack_script_leaves_the_miner_serving_and_honest_updates_landing(net):
+    network, _ = net
+    script = Path(__file__).parents[1] / "scripts" / "attack_miner.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--miner", network.miner_url(0), "--deployment",
+         str(network.deployment_path), "--config", str(network.config_path),
+         "--rpc-url", network.rpc_url],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    rows = [[cell.strip() for cell in line.split(" | ")]
+            for line in result.stdout.splitlines() if " | " in line][1:]
+    assert len(rows) == 13
+    assert all(row[3] == "yes" and row[4] == "yes" for row in rows), result.stdout
+    assert "zero crashes" in result.stdout
     assert_serving(network)
 
 

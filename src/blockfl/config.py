@@ -119,6 +119,37 @@ class VerificationPolicy:
     min_ms_per_sample: float = 0.0  # BlockFL's computation-time check: at least this per sample
 
 
+AGGREGATION_RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg")
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """The aggregation rule, a consensus parameter: every miner and device runs the same one
+    (see `blockfl.aggregation.rules`)."""
+
+    rule: str = "fedavg"  # fedavg | median | trimmed_mean | krum | multi_krum | clipped_fedavg
+    beta: float = 0.1  # trimmed_mean: the fraction of values dropped at each end, in [0, 0.5)
+    f: int = 1  # krum, multi_krum: attackers tolerated; must be below half the devices
+    m: int = 0  # multi_krum: updates kept (0: n - f)
+    clip: float = 0.0  # clipped_fedavg: the L2 bound (0: the median norm of the block)
+
+    def __post_init__(self) -> None:
+        if self.rule not in AGGREGATION_RULES:
+            raise ValueError(f"aggregation.rule {self.rule!r} unknown: "
+                             f"{', '.join(AGGREGATION_RULES)}")
+        if not 0.0 <= self.beta < 0.5:
+            raise ValueError(f"aggregation.beta = {self.beta} out of range: trimmed_mean drops "
+                             "a fraction beta at each end, 0 <= beta < 0.5")
+        if self.f < 0 or self.m < 0 or self.clip < 0:
+            raise ValueError("aggregation.f, aggregation.m and aggregation.clip must be >= 0")
+
+    def check_devices(self, devices: int) -> None:
+        """Krum's f must stay below half the devices (its guarantee needs n > 2f + 2)."""
+        if self.rule in ("krum", "multi_krum") and 2 * self.f >= devices:
+            raise ValueError(f"aggregation.f = {self.f} out of range for {devices} devices: "
+                             f"{self.rule} tolerates f < n/2 attackers (f <= {(devices - 1) // 2})")
+
+
 @dataclass(frozen=True)
 class MalfunctionConfig:
     """The malfunction experiment (`blockfl malfunction`): vanilla FL vs BlockFL when the
@@ -148,6 +179,19 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Attacking devices in an experiment (`simulate`, `network up`, `attack`); not protocol:
+    the behaviours are in `blockfl.devices.behaviours`."""
+
+    attackers: float = 0.0  # the share of devices that attack
+    behaviour: str = "sign_flip"  # what they do
+    scale: float = 10.0  # scale_x10: the boost of the update
+    noise_std: float = 1.0  # gaussian_noise: standard deviation per value
+    inflation: int = 10  # sample_inflation: claimed samples per real one
+    copies: int = 3  # sybil: keys each update is sent under
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -160,6 +204,8 @@ class Config:
     chain: ChainConfig = field(default_factory=ChainConfig)
     malfunction: MalfunctionConfig = field(default_factory=MalfunctionConfig)
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -266,6 +312,22 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 metavar=type(getattr(defaults, item.name)).__name__.upper(),
                 help=f"default {getattr(defaults, item.name)!r}",
             )
+
+
+def add_attack_flags(parser: argparse.ArgumentParser) -> None:
+    """`--attackers FRACTION --attack BEHAVIOUR --rule RULE` (shortcuts of `[attack]` and
+    `[aggregation] rule`)."""
+    parser.add_argument("--attackers", type=float,
+                        help="share of devices that attack (attack.attackers), e.g. 0.3")
+    parser.add_argument("--attack", help="their behaviour (attack.behaviour), e.g. sign_flip")
+    parser.add_argument("--rule", choices=AGGREGATION_RULES,
+                        help="aggregation rule (aggregation.rule)")
+
+
+def attack_shortcuts(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of `add_attack_flags`, for `config_from_args`."""
+    return {"attack.attackers": args.attackers, "attack.behaviour": args.attack,
+            "aggregation.rule": args.rule}
 
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:

@@ -156,18 +156,17 @@ async def slow_connections(host: str, port: int, count: int = 300, source: str =
 
 async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seconds: float,
                 stop: threading.Event | None = None, uploads: int = 1000, slow: int = 300,
-                source: str = ATTACKER) -> Tally:
+                source: str = ATTACKER, timeout: float = 60.0) -> Tally:
     """Waves of `uploads` concurrent uploads and `slow` slow connections from one address,
-    until `stop` is set or `seconds` have passed (a wave ends when the miner answered or
-    dropped all of its requests)."""
+    started until `stop` is set or `seconds` have passed (a wave ends when the miner answered
+    or dropped all of its requests, each waited for at most `timeout` seconds)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     tally = Tally()
     while loop.time() < deadline and not (stop and stop.is_set()):
-        left = max(deadline - loop.time(), 1.0)
         for wave in await asyncio.gather(
-            upload_flood(host, port, headers, body, uploads, source, timeout=left),
-            slow_connections(host, port, slow, source, timeout=left),
+            upload_flood(host, port, headers, body, uploads, source, timeout),
+            slow_connections(host, port, slow, source, timeout),
         ):
             tally.replies.update(wave.replies)
     return tally

@@ -41,11 +41,11 @@ def nesting_depth(data: bytes) -> int:
     at least as deep as any decoder gets before it fails.
     """
     brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    if len(brackets) <= 1:
-        return len(brackets)
+    if not brackets:
+        return 0
     codes = np.frombuffer(brackets, dtype=np.uint8)
     opens = ((codes == ord("[")) | (codes == ord("{"))).view(np.int8)
-    return int(np.cumsum(2 * opens - 1, dtype=np.int32).max())
+    return max(0, int(np.cumsum(2 * opens - 1, dtype=np.int32).max()))
 
 
 def check(data: bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> None:

@@ -73,7 +73,7 @@ def _parsing(what: str) -> Iterator[None]:
         raise
     except KeyError as exc:
         raise WireError(f"{what} lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:  # e.g. a hash that is no string
         raise WireError(f"malformed {what}: {exc}") from None
 
 
@@ -141,6 +141,7 @@ def proposal_to_dict(proposal: BlockProposal) -> dict[str, Any]:
         "miner": to_checksum_address(proposal.miner),
         "nonce": str(proposal.nonce),
         "updates": [signed_to_dict(u) for u in proposal.updates],
+        "excluded": [to_hex(h) for h in proposal.excluded],
     }
 
 
@@ -149,6 +150,8 @@ def proposal_from_dict(data: Any) -> BlockProposal:
     with _parsing("block"):
         if not isinstance(data, dict) or not isinstance(data["updates"], list):
             raise WireError("a block is a JSON object with a list of updates")
+        if not isinstance(data.get("excluded", []), list):
+            raise WireError("excluded is a list of update hashes")
         if not is_address(data["miner"]):
             raise WireError("miner is not an address")
         nonce = int(data["nonce"])
@@ -161,4 +164,5 @@ def proposal_from_dict(data: Any) -> BlockProposal:
             updates=tuple(signed_from_dict(u) for u in data["updates"]),
             miner=to_checksum_address(data["miner"]),
             nonce=nonce,
+            excluded=tuple(from_hex(h) for h in data.get("excluded", [])),
         )

@@ -13,7 +13,9 @@ from blockfl.config import Config, add_config_flags, config_from_args
 
 if TYPE_CHECKING:
     from blockfl.chain.deployment import Deployment
+    from blockfl.chain.ledger import Ledger
     from blockfl.client import MinerClient
+    from blockfl.protocol import ProtocolSpec
     from blockfl.sim.setup import Experiment
 
 
@@ -52,8 +54,12 @@ def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
             for u in filter(None, (s.strip() for s in urls.split(",")))]
 
 
-def _genesis(config: Config, deployment: Deployment) -> Experiment:
-    """The experiment of the config, its genesis model checked against the deployment's."""
+def _checked(
+    config: Config, deployment: Deployment, ledger: Ledger
+) -> tuple[Experiment, ProtocolSpec]:
+    """The experiment of the config, its genesis model checked against the deployment's, and
+    the deployment's protocol spec (this config must give the same)."""
+    from blockfl.chain.deploy import deployed_spec
     from blockfl.hashing import to_hex
     from blockfl.sim.setup import build_experiment
 
@@ -64,11 +70,12 @@ def _genesis(config: Config, deployment: Deployment) -> Experiment:
             f"this config's genesis model {to_hex(experiment.genesis_hash)} is not the "
             f"deployment's {expected}: use the --config that `chain deploy` used"
         )
-    return experiment
+    return experiment, deployed_spec(deployment, ledger, config, experiment.genesis_hash)
 
 
 def miner_command(args: argparse.Namespace) -> int:
     """Serve the miner API and run the mining loop until interrupted."""
+    from blockfl.aggregation import AggregationRule
     from blockfl.chain.deployment import Deployment
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
@@ -81,14 +88,14 @@ def miner_command(args: argparse.Namespace) -> int:
     deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
     address = address_of(key)
-    experiment = _genesis(config, deployment)
-    policy = config.verification
+    ledger = deployment.ledger(args.rpc_url)
+    experiment, spec = _checked(config, deployment, ledger)
+    policy = spec.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
         block_size=min(config.network.devices, config.chain.max_updates_per_block),
         hash_rate=config.chain.hash_rate,
     )
-    ledger = deployment.ledger(args.rpc_url)
     if not ledger.is_miner(address):
         raise ValueError(f"{address} is not a registered miner of contract {deployment.contract}")
     log = EventLog(f"miner {address}", args.log)
@@ -96,6 +103,7 @@ def miner_command(args: argparse.Namespace) -> int:
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         _clients(args.peers, args.ca_cert), experiment.initial, log,
+        rule=AggregationRule(spec.aggregation),
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -123,6 +131,7 @@ def miner_command(args: argparse.Namespace) -> int:
 
 def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
+    from blockfl.aggregation import AggregationRule
     from blockfl.chain.deployment import Deployment
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
@@ -131,7 +140,8 @@ def device_command(args: argparse.Namespace) -> int:
 
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)
-    experiment = _genesis(config, deployment)
+    ledger = deployment.ledger(args.rpc_url)
+    experiment, spec = _checked(config, deployment, ledger)
     if not 0 <= args.shard < len(experiment.shards):
         raise ValueError(f"--shard must be in [0, {len(experiment.shards)}): "
                          f"network.devices is {config.network.devices}")
@@ -141,9 +151,9 @@ def device_command(args: argparse.Namespace) -> int:
                     experiment.initial, seed=device_seed(seed, args.shard))
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
-        device, deployment.ledger(args.rpc_url),
-        _clients(args.miners, args.ca_cert), log,
+        device, ledger, _clients(args.miners, args.ca_cert), log,
         seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
+        rule=AggregationRule(spec.aggregation),
     )
     try:
         process.run(config.run.rounds)

@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockfl.config import Config, add_config_flags, config_from_args
+from blockfl.config import (
+    Config,
+    add_attack_flags,
+    add_config_flags,
+    attack_shortcuts,
+    config_from_args,
+)
 
 if TYPE_CHECKING:
     from blockfl.sim.engine import RoundResult
@@ -33,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--ledger", choices=["evm", "local"], help="chain.ledger")
         parser.add_argument("--rpc-url", help="JSON-RPC node instead of the embedded chain")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
+        add_attack_flags(parser)
         add_config_flags(parser)
         parser.set_defaults(func=simulate_command)
 
@@ -48,6 +55,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             "run.seed": args.seed,
             "chain.ledger": args.ledger,
             "chain.rpc_url": args.rpc_url,
+            **attack_shortcuts(args),
         },
     )
     # tables need about 130 columns; rich falls back to 80 when output is not a terminal

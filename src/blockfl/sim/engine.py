@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from blockfl.aggregation import STRATEGIES
+from blockfl.aggregation import AggregationRule
 from blockfl.chain.blocks import CommitReceipt
 from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
 from blockfl.config import Config, LinksConfig
+from blockfl.devices.behaviours import Behaviour, attackers, behaviour
 from blockfl.devices.device import Device, device_seed
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
@@ -33,6 +34,7 @@ from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import Verifier
+from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_experiment
 from blockfl.store import ModelStore
@@ -61,6 +63,7 @@ class RoundResult:
     gas_used: int
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # device -> why the rule excluded it
     local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
 
     def row(self) -> dict[str, Any]:
@@ -79,13 +82,18 @@ class Simulation:
         seed = config.run.seed
         self.experiment: Experiment = build_experiment(config)
         genesis = self.experiment.initial
+        self.spec = ProtocolSpec.from_config(config, tensor_hash(genesis))
         miner_keys = [derived_key("miner", i, seed) for i in range(config.network.miners)]
         self.ledger = ledger or open_ledger(
             config, [address_of(k) for k in miner_keys], tensor_hash(genesis), run_dir
         )
-        strategy = STRATEGIES["fedavg"]()
+        if self.ledger.params().protocol_spec_hash != self.spec.hash():
+            raise SpecMismatch("the ledger was deployed with another protocol spec than this "
+                               "config's (deploy it with `chain_params` of the same config)")
+        strategy = AggregationRule(self.spec.aggregation)
+        max_samples = self.spec.chain.max_samples_per_update
         self.miners = [
-            MinerNode(k, self.ledger, Verifier.from_config(config),
+            MinerNode(k, self.ledger, Verifier(self.spec.verification, max_samples=max_samples),
                       ModelStore(run_dir / f"miner{i}"), strategy, genesis)
             for i, k in enumerate(miner_keys)
         ]
@@ -94,10 +102,17 @@ class Simulation:
         self.strategy = strategy
         self.devices = [
             Device(derived_key("device", i, seed), shard, config.model.name, config.training,
-                   genesis, seed=device_seed(seed, i))
+                   genesis, seed=device_seed(seed, i), behaviour=self._behaviour(i))
             for i, shard in enumerate(self.experiment.shards)
         ]
         self.rng = random.Random(seed)
+
+    def _behaviour(self, index: int) -> Behaviour | None:
+        """The attack of device `index` when it is one of `[attack] attackers`."""
+        attack, n = self.config.attack, self.config.network.devices
+        if index not in attackers(n, attack.attackers, self.config.run.seed):
+            return None
+        return behaviour(attack.behaviour, attack, n, device_seed(self.config.run.seed, index))
 
     def run_round(self, inject: Injector | None = None) -> RoundResult:
         """Play one round; `inject(round, miners)` may submit extra (e.g. malicious) updates."""
@@ -126,10 +141,11 @@ class Simulation:
             local_s[device.address] = update.submission.signed.record.compute_time_ms / 1000
             arrival[device.address] = local_s[device.address] + clock.up(update.submission)
             if arrival[device.address] <= cfg.network.t_wait:
-                verdict = miner.receive_upload(update.submission)
-                verdicts[device.address] = verdict
-                if verdict.accepted:
-                    collected[miner.address] += 8 * len(update.submission.payload)
+                for submission in (update.submission, *update.copies):
+                    verdict = miner.receive_upload(submission)
+                    verdicts[submission.device] = verdict
+                    if verdict.accepted:
+                        collected[miner.address] += 8 * len(submission.payload)
         if inject is not None:
             inject(round_, self.miners)
         phases["upload_and_cross_verification"] = time.perf_counter() - start
@@ -225,6 +241,7 @@ class Simulation:
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
             local_times=[local_s[d.address] for d in self.devices],
             verdicts=verdicts,
+            excluded={e.update.device: f"{e.reason}: {e.detail}" for e in winning.excluded},
         )
 
     def _commit(

@@ -1,0 +1,189 @@
+"""Attack your own miner on loopback, as a hostile client would, and print what it did.
+
+Every case of issue 13 in turn: JSON nested 100,000 deep at each entry point, broken HTTP,
+slow heads and bodies, a client that leaves mid-body, 300 slow connections and 1,000
+concurrent uploads from one address. The attacks come from one loopback address (`--attacker`,
+default 127.0.0.2); after each case (during it, for the floods) an honest device on another
+address (`--honest`, 127.0.0.3) checks `/health` and uploads a real signed update. Every loop is
+bounded (counts and timeouts). The table: case, HTTP status, JSON error, whether the miner
+still serves, whether the honest update landed. Exit status 1 unless every case left the miner
+serving with JSON answers and every honest update landed.
+
+Honest updates are real: each case's device (keys `derived_key("attack-honest", i)`) trains on
+a shard of the experiment and its update enters the miner's open round (the miner needs
+`chain.allow_list = false`, the default). So point it at a miner of a test network, e.g. one
+started by `blockfl network up`:
+
+    .venv/bin/python scripts/attack_miner.py --miner http://127.0.0.1:8600 \\
+        --deployment runs/net/deployment.json --config runs/net/config.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from blockfl import hostile
+from blockfl.chain.deployment import Deployment
+from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.config import load_config
+from blockfl.devices.device import Device
+from blockfl.keys import derived_key
+from blockfl.sim.setup import build_experiment
+from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE
+
+Attack = Callable[[], Awaitable[hostile.Tally | hostile.Reply]]
+
+
+class Honest:
+    """Honest devices on their own address: each probe checks /health and lands one update."""
+
+    def __init__(self, url: str, source: str, args: argparse.Namespace) -> None:
+        config = load_config(args.config)
+        self.experiment = build_experiment(config)
+        self.config = config
+        self.domain = Deployment.read(args.deployment).ledger(args.rpc_url).domain
+        transport = httpx.HTTPTransport(local_address=source)
+        self.http = httpx.Client(base_url=url, transport=transport, timeout=30)
+        self.miner = MinerClient(url, http=self.http)
+        self.count = 0
+
+    def probe(self) -> tuple[bool, str]:
+        """(serving, honest update landed or why not)."""
+        try:
+            serving = self.http.get("/health").json() == {"ok": True}
+        except (httpx.HTTPError, ValueError):
+            return False, "no"
+        self.count += 1
+        shards = self.experiment.shards
+        device = Device(derived_key("attack-honest", self.count), shards[self.count % len(shards)],
+                        self.config.model.name, self.config.training, self.experiment.initial,
+                        seed=self.count)
+        why = "the round kept closing"
+        for _ in range(3):  # the round may close between reading it and uploading
+            try:
+                head = self.miner.info()["head"]
+                model_hash = bytes.fromhex(head["global_model_hash"][2:])
+                if device.global_hash != model_hash:
+                    model = self.miner.model(model_hash)
+                    if model is None:
+                        return serving, "no: the miner lacks its head model"
+                    device.adopt(model_hash, model)
+                self.miner.upload(device.train(head["round"] + 1, self.domain).submission)
+                return serving, "yes"
+            except MinerRejected as exc:
+                why = exc.reason
+                if why not in ("wrong_round", "stale_base_model", "busy"):
+                    break
+            except MinerUnavailable as exc:
+                why = str(exc)[:60]
+        return serving, f"no: {why}"
+
+    def upload_headers(self) -> dict[str, str]:
+        """Headers of an attacker's upload signed for the miner's open round."""
+        info = self.miner.info()
+        return hostile.upload_headers(derived_key("attacker", 0), self.domain, info["round"],
+                                      bytes.fromhex(info["head"]["global_model_hash"][2:]))
+
+
+def cases(host: str, port: int, attacker: str, upload: dict[str, str]) -> dict[str, Attack]:
+    """Every attack, by name."""
+    def send(data: bytes, **kwargs: object) -> Attack:
+        return lambda: hostile.exchange(host, port, data, attacker, **kwargs)  # type: ignore[arg-type]
+
+    deep, block = hostile.deep_json(), {"Content-Type": "application/json"}
+    nested = {"Content-Type": TENSOR_MEDIA_TYPE, RECORD_HEADER: hostile.deep_json(2000).decode()}
+    body = b"\0" * 50_000
+    full = hostile.request("POST", "/updates", upload, body)
+    return {
+        "100,000-deep block announcement": send(hostile.request("POST", "/blocks", block, deep)),
+        "2,000-deep record header (/updates)": send(hostile.request("POST", "/updates", nested)),
+        "2,000-deep record header (/gossip)": send(hostile.request("POST", "/gossip", nested)),
+        "100,000-deep record header": send(hostile.request(
+            "POST", "/gossip", nested | {RECORD_HEADER: deep.decode()})),
+        "100,000-deep safetensors header": send(hostile.request(
+            "POST", "/updates", upload, hostile.deep_safetensors())),
+        "bad Content-Length": send(hostile.request("POST", "/blocks", block, b"{}",
+                                                   content_length="12abc")),
+        "oversized request head": send(hostile.request("GET", "/health", {"X-Big": "a" * 20_000})),
+        "1 GB declared body": send(hostile.request("POST", "/updates", upload,
+                                                   content_length=str(10**9))),
+        "slow request head": send(full, pause_after=60, timeout=60),
+        "slow body": send(full, pause_after=len(full) - len(body) // 2, timeout=60),
+        "client leaves mid-body": lambda: hostile.disconnect_mid_body(
+            host, port, "/updates", upload, body, attacker),
+        "300 slow connections, one address": lambda: hostile.slow_connections(
+            host, port, 300, attacker, timeout=60),
+        "1,000 concurrent uploads, one address": lambda: hostile.flood(
+            host, port, upload, body, seconds=8, uploads=1000, slow=0, source=attacker),
+    }
+
+
+def describe(outcome: hostile.Tally | hostile.Reply) -> tuple[str, str]:
+    """(status, error) columns of a case."""
+    if isinstance(outcome, hostile.Reply):
+        return str(outcome.status or "-"), outcome.error
+    statuses: dict[str, int] = {}
+    errors: list[str] = []
+    for label, n in outcome.replies.most_common():
+        status, _, error = label.partition(" ")
+        statuses[status] = statuses.get(status, 0) + n
+        errors += [error] if error not in errors else []
+    return " ".join(f"{n}x{s}" for s, n in statuses.items()), ", ".join(errors)
+
+
+async def run_case(attack: Attack, honest: Honest, flood: bool) -> tuple[object, bool, str]:
+    """The attack's outcome, and the honest probe: during a flood, else after the attack."""
+    if not flood:
+        outcome = await attack()
+        return (outcome, *(await asyncio.to_thread(honest.probe)))
+    task = asyncio.create_task(attack())
+    await asyncio.sleep(1.0)
+    serving, landed = await asyncio.to_thread(honest.probe)
+    return await task, serving, landed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--miner", required=True, help="the miner's URL (loopback, http)")
+    parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+    parser.add_argument("--config", type=Path, required=True, help="the network's config TOML")
+    parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
+    parser.add_argument("--attacker", default=hostile.ATTACKER, help="source address of attacks")
+    parser.add_argument("--honest", default="127.0.0.3", help="source address of honest device")
+    args = parser.parse_args(argv)
+    url = urlparse(args.miner)
+    if url.scheme != "http" or not (url.hostname or "").startswith("127."):
+        parser.error("--miner must be http://127.x.x.x:PORT: attack only your own miner")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,300 sockets at once
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+
+    honest = Honest(args.miner, args.honest, args)
+    host, port = url.hostname, url.port or 80
+    rows = [("case", "status", "error", "miner serving", "honest update landed")]
+    ok = True
+    for name in cases(host, port, args.attacker, {}):
+        attack = cases(host, port, args.attacker, honest.upload_headers())[name]
+        outcome, serving, landed = asyncio.run(run_case(attack, honest, "one address" in name))
+        status, error = describe(outcome)  # type: ignore[arg-type]
+        ok &= serving and landed == "yes" and "not_json" not in error and "not HTTP" not in error
+        rows.append((name, status, error, "yes" if serving else "NO", landed))
+        print(f"  {name}: {status} {error}", file=sys.stderr)
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for i, row in enumerate(rows):
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+    print("zero crashes: the miner served after every case" if ok else "FAILED: see the table")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

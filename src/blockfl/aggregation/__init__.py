@@ -1,0 +1,53 @@
+"""Aggregation of device updates into the next global model: the rules and their selection.
+
+`AggregationRule` (configured by `[aggregation]`) selects a block's updates and aggregates
+them; `select_updates(spec, global_model, updates)` is the one selection every miner, peer
+and device runs. The rules and their determinism are described in `blockfl.aggregation.rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from blockfl.aggregation.rules import (
+    ROBUST_FILTER,
+    AggregationRule,
+    Exclusion,
+    FedAvg,
+    Selection,
+    select_updates,
+)
+from blockfl.aggregation.updates import MAX_SAMPLES, WeightedUpdate, apply_delta, ordered_updates
+from blockfl.tensors import StateDict
+
+__all__ = [
+    "MAX_SAMPLES",
+    "ROBUST_FILTER",
+    "AggregationRule",
+    "AggregationStrategy",
+    "Exclusion",
+    "FedAvg",
+    "Selection",
+    "WeightedUpdate",
+    "apply_delta",
+    "ordered_updates",
+    "select_updates",
+]
+
+
+class AggregationStrategy(Protocol):
+    """What miners and devices need of a rule (`AggregationRule` implements it)."""
+
+    @property
+    def name(self) -> str:
+        """The rule's name."""
+        ...
+
+    def select(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> Selection:
+        """The updates a block keeps and those the rule excludes."""
+        ...
+
+    def aggregate(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
+        """The next global state from a block's updates; deterministic in the set of updates."""
+        ...

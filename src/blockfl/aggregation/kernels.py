@@ -1,0 +1,158 @@
+"""Deterministic kernels of the aggregation rules: every miner and device gets the same bits.
+
+Results use element-wise IEEE-754 operations in a fixed order only, never a library reduction
+(whose order depends on the SIMD width, the BLAS and the thread count):
+
+- sums over updates run in block order (ascending device address) in float64, one correctly
+  rounded operation at a time, chunk by chunk so the working set stays in cache;
+- coordinate-wise order statistics come from a sort, whose result is unique once every -0.0
+  is made +0.0 (update values are finite: miners verify that);
+- squared norms are float64 pairwise sums in a fixed tree;
+- Krum's distances are exact integers: updates quantized to a common fixed-point grid, their
+  dot products summed in blocks small enough that float64 holds every partial sum exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+CHUNK = 1 << 16  # elements per chunk of a weighted sum
+SORT_CELLS = 1 << 19  # elements per chunk of a coordinate-wise sort (rows x updates)
+_EXACT_PRODUCT = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)
+
+
+def weighted_mean(
+    base: torch.Tensor, deltas: Sequence[torch.Tensor], weights: Sequence[float], total: float
+) -> torch.Tensor:
+    """``base + sum_i(weights[i] * deltas[i]) / total``, rounded once to ``base.dtype``.
+
+    Per element, a float64 accumulator starts at +0 and adds ``w_i * delta_i`` in the given
+    order. An integer weight below 2**29 times a float32 value is exact in float64, so the
+    product-add is one correctly rounded addition whether or not the CPU fuses it; any other
+    weight's product is rounded on its own first. Then ``acc / total``, ``+ base``.
+    """
+    flat_base = _flat(base)
+    flats = [_flat(d) for d in deltas]
+    length = flat_base.numel()
+    out = torch.empty(length, dtype=base.dtype)
+    acc = torch.empty(min(CHUNK, length), dtype=torch.float64)
+    buf = torch.empty_like(acc)
+    fused = [
+        float(w).is_integer() and abs(w) < 2**29 and d.dtype in _EXACT_PRODUCT
+        for w, d in zip(weights, flats, strict=True)
+    ]
+    for start in range(0, length, CHUNK):
+        end = min(start + CHUNK, length)
+        a, b = acc[: end - start], buf[: end - start]
+        a.zero_()
+        for delta, w, exact in zip(flats, weights, fused, strict=True):
+            b.copy_(delta[start:end])
+            if exact:
+                a.add_(b, alpha=int(w))
+            else:
+                a.add_(b.mul_(w))
+        a.div_(total)
+        a.add_(b.copy_(flat_base[start:end]))
+        out[start:end].copy_(a)
+    return out.view(base.shape)
+
+
+def order_statistic_mean(
+    base: torch.Tensor, deltas: Sequence[torch.Tensor], low: int, high: int
+) -> torch.Tensor:
+    """Per element, ``base + mean(sorted values[low:high])`` of the updates' values.
+
+    The values of each element are sorted ascending; ranks ``low .. high - 1`` are added in
+    rank order in float64, divided by their count, added to the base and rounded once. The
+    coordinate-wise median is ranks ``(n - 1) // 2 .. n // 2``; the trimmed mean drops ``k``
+    at each end.
+    """
+    n = len(deltas)
+    if not 0 <= low < high <= n:
+        raise ValueError(f"ranks [{low}, {high}) out of range for {n} updates")
+    flats = [_flat(d).numpy() for d in deltas]
+    flat_base = _flat(base).numpy()
+    length = flat_base.size
+    dtype = flats[0].dtype if flats else np.float32
+    out = np.empty(length, dtype=flat_base.dtype)
+    step = max(1, SORT_CELLS // n)
+    rows = np.empty((n, min(step, length)), dtype=dtype)
+    cols = np.empty((min(step, length), n), dtype=dtype)
+    acc = np.empty(min(step, length), dtype=np.float64)
+    for start in range(0, length, step):
+        end = min(start + step, length)
+        m = end - start
+        r, c, a = rows[:, :m], cols[:m], acc[:m]
+        for i, flat in enumerate(flats):
+            r[i] = flat[start:end]
+        np.copyto(c, r.T)
+        np.add(c, 0.0, out=c)  # -0.0 becomes +0.0: equal values are then equal bits
+        c.sort(axis=1)
+        np.copyto(r, c.T)
+        a[:] = r[low]
+        for rank in range(low + 1, high):
+            a += r[rank]
+        if high - low > 1:
+            a /= high - low
+        a += flat_base[start:end]
+        out[start:end] = a
+    return torch.from_numpy(out).view(base.shape)
+
+
+def _tree_sum(values: np.ndarray) -> float:
+    """Pairwise sum in a fixed tree: halves added element-wise until one value remains."""
+    v = values
+    while v.size > 1:
+        if v.size % 2:
+            v = np.append(v, 0.0)
+        half = v.size // 2
+        v = v[:half] + v[half:]
+    return float(v[0]) if v.size else 0.0
+
+
+def squared_norm(tensors: Sequence[torch.Tensor]) -> float:
+    """Sum of squares of every element (tensors in the given order), deterministic."""
+    total = 0.0
+    for t in tensors:
+        x = _flat(t).numpy().astype(np.float64)
+        total += _tree_sum(x * x)  # a float32 value squared is exact in float64
+    return total
+
+
+def _grid_bits(length: int) -> int:
+    """Fixed-point bits per value so that any squared distance fits an int64 with room."""
+    return max(4, min(20, (60 - max(1, length).bit_length()) // 2))
+
+
+def squared_distances(updates: Sequence[Sequence[torch.Tensor]]) -> list[list[int]]:
+    """Exact pairwise squared distances between updates on a common fixed-point grid.
+
+    Every value is scaled by ``2**b / max|value|`` (the largest magnitude over all updates)
+    and rounded to an integer (half to even), ``b`` chosen from the model size so that no sum
+    overflows an int64. Dot products are taken over blocks of ``2**(52 - 2b)`` elements, so
+    every partial sum is an integer below 2**53, exact in float64 whatever order the BLAS
+    adds in; blocks are summed as int64. Returns Python ints: ``d[i][j] = |q_i - q_j|^2``.
+    """
+    n = len(updates)
+    length = sum(t.numel() for t in updates[0]) if n else 0
+    bits = _grid_bits(length)
+    block = 1 << (52 - 2 * bits)
+    peak = max((float(t.abs().max()) for u in updates for t in u if t.numel()), default=0.0)
+    gram = np.zeros((n, n), dtype=np.int64)
+    if peak > 0.0:
+        scale = 2.0**bits / peak
+        for k in range(len(updates[0])):
+            flats = [_flat(u[k]) for u in updates]
+            for start in range(0, flats[0].numel(), block):
+                q = torch.stack([f[start : start + block] for f in flats]).to(torch.float64)
+                q.mul_(scale).round_()
+                gram += (q @ q.T).numpy().astype(np.int64)
+    g = gram.tolist()
+    return [[g[i][i] + g[j][j] - 2 * g[i][j] for j in range(n)] for i in range(n)]

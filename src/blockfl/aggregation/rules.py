@@ -1,0 +1,199 @@
+"""The aggregation rules: which updates a block keeps, and how they make the next global model.
+
+A rule is a consensus parameter (`[aggregation]` in the config, part of the protocol spec): a
+miner builds its candidate block with it and every peer and device checks blocks with it, so
+each rule is a pure function of the base model and the updates, with a fixed order (updates
+sorted by device address) and deterministic kernels (`blockfl.aggregation.kernels`).
+
+- `fedavg`: the mean of the deltas weighted by sample count.
+- `median`: the coordinate-wise median (mean of the two middle values for an even count).
+- `trimmed_mean`: per coordinate, drop the `floor(beta * n)` smallest and largest values and
+  average the rest.
+- `krum` / `multi_krum`: score each update by the sum of squared distances to its
+  `n - f - 2` nearest others; keep the `m` lowest scores (krum: 1, multi_krum: `m`, or
+  `n - f` when `m` is 0), then FedAvg over those. The others are *excluded*: they never
+  enter the block, so they are never paid.
+- `clipped_fedavg`: scale every delta whose L2 norm exceeds the bound down to it (the bound:
+  `clip`, or the median norm of the block's updates when `clip` is 0), then FedAvg.
+
+Too few updates: a rule never fails for lack of updates. Krum and Multi-Krum need
+`n >= f + 3` to score (at least one neighbour each); with fewer they keep every update (FedAvg).
+The median and trimmed mean work for any `n >= 1` (`floor(beta * n) < n / 2` always).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+from blockfl.aggregation.kernels import (
+    order_statistic_mean,
+    squared_distances,
+    squared_norm,
+    weighted_mean,
+)
+from blockfl.aggregation.updates import WeightedUpdate, ordered_updates
+from blockfl.config import AggregationConfig
+from blockfl.tensors import StateDict
+
+if TYPE_CHECKING:
+    from blockfl.protocol import ProtocolSpec
+
+ROBUST_FILTER = "robust_filter"  # the reason an excluded update is logged and journaled with
+
+
+class Exclusion(NamedTuple):
+    """An update a rule kept out of the block, and why."""
+
+    update: WeightedUpdate
+    reason: str
+    detail: str
+
+
+class Selection(NamedTuple):
+    """The updates a block keeps (in block order) and those the rule excluded."""
+
+    kept: list[WeightedUpdate]
+    excluded: list[Exclusion]
+
+
+def fedavg(base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
+    """``base + sum_i(n_i * delta_i) / sum_i(n_i)`` over updates in block order."""
+    ordered = ordered_updates(base, updates)
+    weights = [u.n_samples for u in ordered]
+    total = sum(weights)
+    return {
+        name: weighted_mean(b, [u.delta[name] for u in ordered], weights, total)
+        for name, b in base.items()
+    }
+
+
+def _order_statistic(base: StateDict, updates: Sequence[WeightedUpdate], trim: int) -> StateDict:
+    ordered = ordered_updates(base, updates)
+    n = len(ordered)
+    low, high = ((n - 1) // 2, n // 2 + 1) if trim < 0 else (trim, n - trim)
+    return {
+        name: order_statistic_mean(b, [u.delta[name] for u in ordered], low, high)
+        for name, b in base.items()
+    }
+
+
+def median(base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
+    """``base`` plus the coordinate-wise median of the deltas (unweighted)."""
+    return _order_statistic(base, updates, -1)
+
+
+def trimmed_mean(base: StateDict, updates: Sequence[WeightedUpdate], beta: float) -> StateDict:
+    """``base`` plus the coordinate-wise mean of the deltas without the ``floor(beta * n)``
+    smallest and largest values (unweighted)."""
+    if not 0.0 <= beta < 0.5:
+        raise ValueError(f"trimmed mean needs 0 <= beta < 0.5, got {beta}")
+    return _order_statistic(base, updates, int(beta * len(updates)))
+
+
+def norms(base: StateDict, updates: Sequence[WeightedUpdate]) -> list[float]:
+    """Each update's L2 norm (deterministic), tensors in the base model's order."""
+    return [squared_norm([u.delta[name] for name in base]) ** 0.5 for u in updates]
+
+
+def clip_bound(values: Sequence[float]) -> float:
+    """The median of ``values`` (mean of the two middle ones for an even count)."""
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def clipped_fedavg(base: StateDict, updates: Sequence[WeightedUpdate], clip: float) -> StateDict:
+    """FedAvg of the deltas, each scaled to L2 norm at most ``clip`` (0: the median norm)."""
+    ordered = ordered_updates(base, updates)
+    lengths = norms(base, ordered)
+    bound = clip if clip > 0 else clip_bound(lengths)
+    weights = [
+        u.n_samples * (bound / norm if norm > bound else 1.0)
+        for u, norm in zip(ordered, lengths, strict=True)
+    ]
+    total = sum(u.n_samples for u in ordered)
+    return {
+        name: weighted_mean(b, [u.delta[name] for u in ordered], weights, total)
+        for name, b in base.items()
+    }
+
+
+def krum_scores(base: StateDict, updates: Sequence[WeightedUpdate], f: int) -> list[int]:
+    """Krum score of each update: the sum of its ``n - f - 2`` smallest squared distances to
+    the others (exact integers on the fixed-point grid of `kernels.squared_distances`)."""
+    n = len(updates)
+    k = n - f - 2
+    if k < 1:
+        raise ValueError(f"krum needs at least f + 3 = {f + 3} updates, got {n}")
+    dist = squared_distances([[u.delta[name] for name in base] for u in updates])
+    return [sum(sorted(row[:i] + row[i + 1 :])[:k]) for i, row in enumerate(dist)]
+
+
+def multi_krum(
+    base: StateDict, updates: Sequence[WeightedUpdate], f: int, m: int
+) -> Selection:
+    """Keep the ``m`` updates with the lowest Krum scores (ties: lower device address first);
+    with fewer than ``f + 3`` updates, or ``m >= n``, keep them all."""
+    ordered = ordered_updates(base, updates)
+    n = len(ordered)
+    if n < f + 3 or m >= n:
+        return Selection(ordered, [])
+    scores = krum_scores(base, ordered, f)
+    ranked = sorted(range(n), key=lambda i: (scores[i], i))
+    keep = set(ranked[:m])
+    rank = {i: r for r, i in enumerate(ranked)}
+    excluded = [
+        Exclusion(u, ROBUST_FILTER,
+                  f"krum score ranks {rank[i] + 1} of {n}; the block keeps the {m} lowest")
+        for i, u in enumerate(ordered) if i not in keep
+    ]
+    return Selection([u for i, u in enumerate(ordered) if i in keep], excluded)
+
+
+@dataclass(frozen=True)
+class AggregationRule:
+    """A configured rule: `select` decides the block's updates, `aggregate` combines them."""
+
+    config: AggregationConfig = field(default_factory=AggregationConfig)
+
+    @property
+    def name(self) -> str:
+        """The rule's name (`[aggregation] rule`)."""
+        return self.config.rule
+
+    def select(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> Selection:
+        """Which updates enter the block (block order) and which the rule excludes."""
+        c = self.config
+        if c.rule in ("krum", "multi_krum"):
+            m = 1 if c.rule == "krum" else (c.m or len(updates) - c.f)
+            return multi_krum(base, updates, c.f, max(1, m))
+        return Selection(ordered_updates(base, updates), [])
+
+    def aggregate(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
+        """The next global model from the block's (already selected) updates."""
+        c = self.config
+        if c.rule == "median":
+            return median(base, updates)
+        if c.rule == "trimmed_mean":
+            return trimmed_mean(base, updates, c.beta)
+        if c.rule == "clipped_fedavg":
+            return clipped_fedavg(base, updates, c.clip)
+        return fedavg(base, updates)  # fedavg, and krum / multi_krum over the kept updates
+
+
+class FedAvg(AggregationRule):
+    """The default rule: FedAvg weighted by sample count, nothing excluded."""
+
+
+def select_updates(
+    spec: ProtocolSpec, global_model: StateDict, updates: Sequence[WeightedUpdate]
+) -> Selection:
+    """The spec's rule applied to a candidate block's updates: `(kept, excluded)`.
+
+    The one selection function: a miner calls it while building its candidate block, and a
+    peer (or a device that recomputes) calls it on the block's updates plus those the block's
+    miner reported excluded, and rejects the block when the kept set differs.
+    """
+    return AggregationRule(spec.aggregation).select(global_model, updates)

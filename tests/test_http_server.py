@@ -1,0 +1,59 @@
+"""The guarded HTTP server in process, over real loopback sockets: connection caps per address
+and in all, the slots kept for new addresses, and JSON refusals that the client gets to read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from fastapi import FastAPI
+
+from blockfl import hostile
+from blockfl.chain.node import free_port
+from blockfl.config import ServerConfig
+from blockfl.miners.http_server import miner_server
+
+
+def test_an_address_holding_connections_cannot_take_the_slots_kept_for_new_ones():
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True}
+
+    events: list[tuple[str, dict]] = []
+    limits = ServerConfig(max_connections=4, reserved_for_new_clients=2,
+                          connections_per_client=3, header_timeout=1.5)
+    port = free_port()
+    server = miner_server(app, "127.0.0.1", port, limits, lambda e, **kw: events.append((e, kw)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    probe = hostile.request("GET", "/health")
+    head = hostile.request("POST", "/updates")
+
+    async def scenario() -> list[hostile.Reply]:
+        def slow(source: str) -> asyncio.Task:
+            return asyncio.create_task(hostile.exchange("127.0.0.1", port, head, source,
+                                                        timeout=10, pause_after=10))
+
+        held = [slow("127.0.0.2"), slow("127.0.0.2")]
+        await asyncio.sleep(0.3)
+        # 2 of 4 connections open: the other 2 are kept for addresses that hold none
+        third = await hostile.exchange("127.0.0.1", port, probe, "127.0.0.2", timeout=10)
+        newcomer = await hostile.exchange("127.0.0.1", port, probe, "127.0.0.3", timeout=10)
+        return [third, newcomer, *await asyncio.gather(*held)]
+
+    try:
+        third, newcomer, *held = asyncio.run(scenario())
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert (third.status, third.error) == (503, "server_full")
+    assert newcomer.status == 200
+    assert [(r.status, r.error) for r in held] == [(408, "header_timeout")] * 2
+    refused = sorted(kw["reason"] for event, kw in events if event == "http_refused")
+    assert refused == ["header_timeout", "header_timeout", "server_full"]
