@@ -233,6 +233,25 @@ class MinerNode:
             )
         return BlockAnnouncement(proposal, payloads, excluded)
 
+    def _verified_deltas(self, proposal: BlockProposal) -> dict[str, StateDict]:
+        """The tensors of the block's updates that this miner verified itself (by device)."""
+        with self._lock:
+            return {u.device: self._pending[u.device].delta for u in proposal.updates
+                    if u.device in self._pending and self._pending[u.device].signed == u}
+
+    def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
+        """The block's updates as aggregation inputs: the tensors this miner verified for the
+        updates it holds, the announced tensors decoded for the others (whose signatures and
+        hashes `check_block` checks)."""
+        known = self._verified_deltas(announcement.proposal)
+        max_bytes = self.verifier.policy.max_payload_bytes
+        return [
+            WeightedUpdate(u.device, known[u.device] if u.device in known
+                           else decode(announcement.payloads[u.device], max_bytes=max_bytes),
+                           u.record.samples)
+            for u in announcement.proposal.updates
+        ]
+
     def receive_block(self, announcement: BlockAnnouncement) -> None:
         """Check a committed block (`check_block`) and move to the next round on top of it."""
         proposal = announcement.proposal
@@ -265,25 +284,17 @@ class MinerNode:
             raise InvalidBlock("block hash does not meet the proof-of-work target")
         # updates this miner verified itself (the same signed record: round, signature, update
         # hash) are not checked again; the others are checked in full
-        with self._lock:
-            known = {u.device: self._pending[u.device].delta for u in proposal.updates
-                     if u.device in self._pending and self._pending[u.device].signed == u}
-        others = [u for u in proposal.updates if u.device not in known]
+        known = self._verified_deltas(proposal)
         try:
-            for update in others:
-                update.verify(domain)
+            for update in proposal.updates:
+                if update.device not in known:
+                    update.verify(domain)
         except SignatureError as exc:
             raise InvalidBlock(f"update signature: {exc}") from None
-        checked: dict[str, StateDict] = {}
-        for u in others:
-            delta = decode(announcement.payloads[u.device],
-                           max_bytes=self.verifier.policy.max_payload_bytes)
-            if tensor_hash(delta) != u.record.update_hash:
+        updates = self.block_updates(announcement)
+        for u, w in zip(proposal.updates, updates, strict=True):
+            if u.device not in known and tensor_hash(w.delta) != u.record.update_hash:
                 raise InvalidBlock(f"update of {u.device} does not match its signed hash")
-            checked[u.device] = delta
-        deltas = known | checked
-        updates = [WeightedUpdate(u.device, deltas[u.device], u.record.samples)
-                   for u in proposal.updates]
         self._check_selection(announcement, updates, base_state)
         global_state = self.strategy.aggregate(base_state, updates)
         if tensor_hash(global_state) != record.global_model_hash:
