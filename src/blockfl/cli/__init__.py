@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "miner": ("blockfl.cli.nodes", "run a miner service (HTTP API + mining loop)"),
     "device": ("blockfl.cli.nodes", "run a device: train, upload, follow the chain"),
     "network": ("blockfl.cli.network", "a local network of miner/device processes"),
+    "attack": ("blockfl.cli.attack", "attacker fraction x attack x rule: accuracy, rewards"),
     "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
     "explorer": ("blockfl.cli.explorer", "a live web page of blocks, rewards, models, accuracy"),
     "latency": ("blockfl.latency.cli", "BlockFL end-to-end latency model"),

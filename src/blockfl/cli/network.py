@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from blockfl.config import add_config_flags, config_from_args
+from blockfl.config import add_attack_flags, add_config_flags, attack_shortcuts, config_from_args
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the rounds")
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_attack_flags(up)
     add_config_flags(up)
     up.set_defaults(func=network_up)
 
@@ -41,7 +42,7 @@ def network_up(args: argparse.Namespace) -> int:
     config = config_from_args(
         args,
         **{"network.miners": args.miners, "network.devices": args.devices,
-           "run.rounds": args.rounds},
+           "run.rounds": args.rounds, **attack_shortcuts(args)},
     )
     run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
     rounds = config.run.rounds
@@ -50,6 +51,7 @@ def network_up(args: argparse.Namespace) -> int:
           f"logs in {run_dir / 'logs'}", file=status, flush=True)
     from blockfl.cli.inspect import inspect_blocks, inspect_rewards
     from blockfl.launcher import LocalNetwork
+    from blockfl.signing import address_of
     from blockfl.tls import make_local_certificates
 
     tls = make_local_certificates(run_dir / "tls") if args.tls else None
@@ -79,6 +81,10 @@ def network_up(args: argparse.Namespace) -> int:
             print(json.dumps(summary, indent=2))
             return 0 if all(r["agrees"] for r in summary["rewards"]) else 1
         inspect_blocks(view)
+        if network.attackers:
+            print(f"attackers ({config.attack.behaviour}, devices "
+                  f"{', '.join(str(j) for j in network.attackers)}): "
+                  + ", ".join(address_of(network.device_key(j)) for j in network.attackers))
         print("global model of each round (downloaded from a miner, hash checked on chain):")
         for row in metrics:
             print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

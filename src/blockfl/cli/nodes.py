@@ -37,6 +37,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="index of this device's data shard (0 .. network.devices-1)")
     device.add_argument("--rounds", type=int, help="stop once the chain has this many blocks")
     device.add_argument("--data", help="data set: digits, synthetic or mnist (data.dataset)")
+    device.add_argument("--behaviour",
+                        help="attack instead of behaving (blockfl.devices.behaviours), e.g. "
+                             "sign_flip; default: the config's [attack] when this shard is one "
+                             "of its attackers, else honest")
     for parser in (miner, device):
         parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
         parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
@@ -133,6 +137,7 @@ def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
     from blockfl.aggregation import AggregationRule
     from blockfl.chain.deployment import Deployment
+    from blockfl.devices.behaviours import attackers, behaviour
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
     from blockfl.events import EventLog
@@ -147,8 +152,12 @@ def device_command(args: argparse.Namespace) -> int:
                          f"network.devices is {config.network.devices}")
     key = parse_key(args.key)
     seed = config.run.seed
+    attack, n = config.attack, config.network.devices
+    name = args.behaviour or (attack.behaviour if args.shard in attackers(n, attack.attackers, seed)
+                              else "honest")
     device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
-                    experiment.initial, seed=device_seed(seed, args.shard))
+                    experiment.initial, seed=device_seed(seed, args.shard),
+                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)))
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
         device, ledger, _clients(args.miners, args.ca_cert), log,
