@@ -47,8 +47,18 @@ class Deployment:
             raise ValueError(f"{path} is not a deployment file: {exc}") from None
 
     def ledger(self, rpc_url: str | None = None, owner_key: bytes | None = None) -> EvmLedger:
-        """An `EvmLedger` on this deployment (through `rpc_url` if given)."""
-        return EvmLedger(rpc_web3(rpc_url or self.rpc_url), self.contract, owner_key=owner_key)
+        """An `EvmLedger` on this deployment (through `rpc_url` if given), once the node is
+        checked to be on this deployment's chain and to hold its contract."""
+        url = rpc_url or self.rpc_url
+        w3 = rpc_web3(url)
+        if w3.eth.chain_id != self.chain_id:
+            raise ValueError(f"the node at {url} runs chain {w3.eth.chain_id}, the deployment "
+                             f"chain {self.chain_id}: wrong --rpc-url or deployment file")
+        if not w3.eth.get_code(self.contract):
+            raise LookupError(f"no contract at {self.contract} on the chain at {url}: the node "
+                              "was restarted without its state, or the deployment file is for "
+                              "another chain; deploy again (`blockfl chain deploy`)")
+        return EvmLedger(w3, self.contract, owner_key=owner_key)
 
 
 def describe(ledger: EvmLedger, rpc_url: str, deployer: str) -> Deployment:

@@ -59,7 +59,8 @@ def rpc_web3(url: str, timeout: float = 30.0) -> Web3:
     """A web3 connection to a JSON-RPC node."""
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
     if not w3.is_connected():
-        raise ConnectionError(f"no Ethereum node answers at {url}")
+        raise ConnectionError(f"no Ethereum node answers at {url}: start one (`blockfl chain "
+                              "up`) or pass the node's --rpc-url")
     return w3
 
 

@@ -35,6 +35,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on `host:port`."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     """Block until something accepts connections on `port`, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
@@ -48,22 +57,36 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
 
 
 def start_anvil(
-    port: int = DEFAULT_PORT, log_path: Path | None = None, block_time: float | None = None
+    port: int = DEFAULT_PORT, log_path: Path | None = None, block_time: float | None = None,
+    host: str = "127.0.0.1", state: Path | None = None,
 ) -> subprocess.Popen:
-    """Start anvil on loopback in a new process session and wait until it answers."""
+    """Start anvil in a new process session and wait until it answers; `state`: a file the
+    chain is loaded from (if it exists) and saved to when anvil stops.
+
+    Raises ConnectionError when the port is taken or anvil exits at start (never reports
+    another process's node as ours)."""
     binary = find_anvil()
     if binary is None:
         raise FileNotFoundError("anvil not found: run `npm install` in the repository root")
-    args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    if port_in_use(port, host):
+        raise ConnectionError(f"port {port} on {host} is already in use (another node?): "
+                              "choose another --port")
+    args = [str(binary), "--host", host, "--port", str(port), "--silent"]
     if block_time:
         args += ["--block-time", str(block_time)]
+    if state is not None:
+        args += ["--state", str(state)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for_port(port)
+        wait_for_port(port, host=host)
     except TimeoutError:
         proc.kill()
-        raise
+        raise ConnectionError(f"anvil did not answer on {host}:{port} within 15 s"
+                              + (f"; see {log_path}" if log_path else "")) from None
+    if proc.poll() is not None:
+        raise ConnectionError(f"anvil exited at start (code {proc.returncode})"
+                              + (f"; see {log_path}" if log_path else ""))
     return proc
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Sequence
 
 from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
@@ -31,6 +32,10 @@ class NoMinerAvailable(ConnectionError):
     """Every miner is down or refused to serve."""
 
 
+class GaveUp(ConnectionError):
+    """Neither a miner nor the chain node answered for the device's `give_up` seconds."""
+
+
 class DeviceProcess:
     """One device's loop against a ledger and a set of miners."""
 
@@ -44,8 +49,12 @@ class DeviceProcess:
         recompute: bool = False,
         poll: float = 0.2,
         rule: AggregationStrategy | None = None,
+        give_up: float | None = None,
     ) -> None:
+        """`give_up`: seconds of failures in a row (no miner, no chain node) after which `run`
+        raises `GaveUp` (None: retry forever)."""
         self.device = device
+        self.give_up = give_up
         self.ledger = ledger
         self.miners = list(miners)
         self.log = log
@@ -56,12 +65,14 @@ class DeviceProcess:
 
     def run(self, rounds: int, stop: threading.Event | None = None) -> None:
         """Take part until the chain has `rounds` blocks (or `stop` is set). When no miner or
-        the chain node answers, it logs why and retries with exponential backoff."""
+        the chain node answers, it logs why and retries with exponential backoff, for at most
+        `give_up` seconds in a row."""
         stop = stop or threading.Event()
         self.log("started", address=self.device.address, samples=len(self.device.shard.y),
                  behaviour=self.device.behaviour.name)
         backoff = self.poll
         head: Head | None = None
+        failing_since: float | None = None
         while not stop.is_set():
             try:
                 head = self.ledger.head()
@@ -75,11 +86,17 @@ class DeviceProcess:
                 self.wait_for_block(round_, stop)
             except OSError as exc:  # NoMinerAvailable, or the chain node is unreachable
                 event = "no_miner" if isinstance(exc, NoMinerAvailable) else "chain_unavailable"
+                failing_since = failing_since or time.monotonic()
+                if self.give_up is not None and time.monotonic() - failing_since >= self.give_up:
+                    self.log("gave_up", error=str(exc)[:300], after=self.give_up)
+                    what = "no miner" if event == "no_miner" else "the chain node"
+                    raise GaveUp(f"gave up after {self.give_up:g} s: {what} answered "
+                                 f"(last error: {str(exc)[:200]})") from None
                 self.log(event, error=str(exc)[:300], retry_in=backoff)
                 stop.wait(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF)
                 continue
-            backoff = self.poll
+            backoff, failing_since = self.poll, None
         self.log("finished", round=head.round if head else None)
 
     def _miners_in_random_order(self) -> list[MinerClient]:

@@ -8,7 +8,9 @@ none), a deadline for each request head (from connect, or from the previous answ
 keep-alive connection), and JSON for every refusal of the HTTP layer, in the API's shape
 `{"error": reason, "detail": ...}`: `too_many_connections` and `server_full` (503),
 `header_timeout` (408), `bad_http_request` (400, e.g. a bad Content-Length),
-`header_too_large` (431). Each refusal is one event in the miner's log. A connection closed
+`header_too_large` (431). Refusals are `http_refused` events in the miner's log, at most one per
+client and reason every `LOG_EVERY` seconds, with the `count` of refusals it stands for (a
+flood does not become a flood of log lines). A connection closed
 by the server (after any refusal, also the API's, e.g. 413 before the body was read) is first
 half-closed, and what the client still sends is drained for `LINGER` seconds: the client reads
 the answer instead of a connection reset.
@@ -33,6 +35,7 @@ from blockfl.config import ServerConfig
 Log = Callable[..., None]
 
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
+LOG_EVERY = 10.0  # seconds between two `http_refused` events of one client and reason
 _REASONS = {400: "bad_http_request", 408: "header_timeout", 431: "header_too_large"}
 
 
@@ -104,6 +107,7 @@ class GuardedProtocol(H11Protocol):
     limits: ServerConfig = ServerConfig()
     open_by_client: Counter[str]
     log: Log
+    logged: dict[tuple[str, str], list[float]]  # (client, reason) -> [last event, unlogged]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -185,13 +189,25 @@ class GuardedProtocol(H11Protocol):
         self._disarm()
         self.transport.write(refusal_bytes(status, reason, detail))
         self.transport.close()
-        host = self.client[0] if self.client else "unknown"
-        self.log("http_refused", client=host, status=status, reason=reason)
+        self._note(self.client[0] if self.client else "unknown", status, reason)
+
+    def _note(self, client: str, status: int, reason: str) -> None:
+        """Log a refusal, or count it for the next event of its client and reason."""
+        now, seen = self.loop.time(), self.logged.get((client, reason))
+        if seen is not None and now - seen[0] < LOG_EVERY:
+            seen[1] += 1
+            return
+        if len(self.logged) > 10_000:  # many addresses: forget, rather than grow
+            self.logged.clear()
+        self.logged[(client, reason)] = [now, 0]
+        self.log("http_refused", client=client, status=status, reason=reason,
+                 count=1 + int(seen[1] if seen else 0))
 
 
 def protocol_class(limits: ServerConfig, log: Log) -> type[GuardedProtocol]:
     """A `GuardedProtocol` class for one server: its limits, connection table and log."""
-    attributes = {"limits": limits, "open_by_client": Counter(), "log": staticmethod(log)}
+    attributes = {"limits": limits, "open_by_client": Counter(), "logged": {},
+                  "log": staticmethod(log)}
     return type("GuardedProtocol", (GuardedProtocol,), attributes)
 
 

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from blockfl.chain.evm import rpc_web3
 from blockfl.chain.node import free_port
+from blockfl.cli import main
 from blockfl.client import MinerClient
 from blockfl.devices.device import Device
-from blockfl.devices.process import DeviceProcess
+from blockfl.devices.process import DeviceProcess, GaveUp
 from blockfl.events import EventLog, read_events
 from blockfl.keys import derived_key
 from blockfl.sim.setup import build_experiment
 from tests.conftest import small_config
+
+
+class DeadLedger:  # a deployment whose node is down: every call fails like web3 does
+    domain = None
+
+    def head(self):
+        return rpc_web3(f"http://127.0.0.1:{free_port()}", timeout=1).eth.block_number
 
 
 def test_a_device_waits_out_a_dead_chain_node_and_miners(tmp_path):
@@ -20,12 +30,6 @@ def test_a_device_waits_out_a_dead_chain_node_and_miners(tmp_path):
     experiment = build_experiment(config)
     device = Device(derived_key("lonely", 0), experiment.shards[0], "logreg", config.training,
                     experiment.initial)
-
-    class DeadLedger:  # a deployment whose node is down: every call fails like web3 does
-        domain = None
-
-        def head(self):
-            return rpc_web3(f"http://127.0.0.1:{free_port()}", timeout=1).eth.block_number
 
     stop = threading.Event()
     process = DeviceProcess(device, DeadLedger(), [MinerClient(f"http://127.0.0.1:{free_port()}")],
@@ -40,3 +44,19 @@ def test_a_device_waits_out_a_dead_chain_node_and_miners(tmp_path):
     waits = [e["retry_in"] for e in events if e["event"] == "chain_unavailable"]
     assert len(waits) >= 3 and waits == sorted(waits) and waits[1] == 2 * waits[0]
     assert events[-1]["event"] == "finished"
+
+
+def test_a_device_gives_up_after_its_time_with_a_clear_error(tmp_path, capsys):
+    config = small_config(tmp_path, network={"devices": 1})
+    experiment = build_experiment(config)
+    device = Device(derived_key("lonely", 1), experiment.shards[0], "logreg", config.training,
+                    experiment.initial)
+
+    process = DeviceProcess(device, DeadLedger(), [], EventLog("d", tmp_path / "d.jsonl"),
+                            poll=0.01, give_up=0.3)
+    with pytest.raises(GaveUp, match=r"gave up after 0.3 s: the chain node answered"):
+        process.run(3)
+    assert read_events(tmp_path / "d.jsonl")[-1]["event"] == "gave_up"
+
+    assert main(["device", "--key", "dev:100", "--shard", "0", "--miners", "notaurl"]) == 2
+    assert "a miner URL starts with http:// or https://, got 'notaurl'" in capsys.readouterr().err

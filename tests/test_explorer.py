@@ -32,12 +32,12 @@ def test_json_twins_show_the_chain(chain, tmp_path):
         "miner0.jsonl": [{"ts": 1.0, "event": "mining", "round": 1},
                          {"ts": 1.5, "event": "committed", "round": 1, "updates": 3},
                          {"ts": 2.0, "event": "fork", "round": 2},
-                         {"ts": 2.1, "event": EXCLUDED_EVENT, "round": 2,
-                          "device": "0xabc", "reason": "norm_outlier"}],
+                         {"ts": 2.1, "event": EXCLUDED_EVENT, "round": 2, "device": "0xabc",
+                          "update_hash": "0x12", "reason": "norm_outlier"}],
         "miner1.jsonl": [{"ts": 1.6, "event": "adopted", "round": 1},
                          {"ts": 2.5, "event": "committed", "round": 2, "updates": 3},
-                         {"ts": 2.2, "event": EXCLUDED_EVENT, "round": 2,
-                          "device": "0xabc", "reason": "norm_outlier"}],
+                         {"ts": 2.2, "event": EXCLUDED_EVENT, "round": 2, "device": "0xabc",
+                          "update_hash": "0x12", "reason": "norm_outlier"}],
     })
     explorer = Explorer(chain.ledger, logs=logs)
     with TestClient(create_app(explorer, interval=0.1)) as client:
@@ -62,7 +62,8 @@ def test_json_twins_show_the_chain(chain, tmp_path):
         assert [u["samples"] for u in round2["updates"]] == [
             u.samples for u in chain.ledger.accepted_updates(2)]
         assert round2["mining"] == {"miner": MINERS[1], "reward": str(PARAMS.mining_reward)}
-        assert round2["excluded"] == [{"device": "0xabc", "reason": "norm_outlier", "detail": ""}]
+        assert round2["excluded"] == [{"device": "0xabc", "update_hash": "0x12",
+                                       "reason": "norm_outlier", "detail": ""}]
         missing = client.get("/api/rounds/7")
         assert missing.status_code == 404 and "round 7" in missing.json()["error"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +114,11 @@ class Site:
                            timeout, f"{count} rows in table {table}")
         return found[0]
 
+    def text(self, selector: str, field: str = "innerText") -> str:
+        """A property of an element, read in the page (its nodes are redrawn at every poll)."""
+        return self.driver.execute_script(
+            f"return document.querySelector(arguments[0]).{field}", selector)
+
     def api(self, path: str) -> Any:
         return httpx.get(self.url + "/api" + path, timeout=10).json()
 
@@ -196,8 +202,7 @@ def test_chart_has_one_point_per_round_and_accuracy_improves(site):
     assert [p["x"] for p in points] == list(range(1, head + 1))
     accuracy = [p["y"] for p in points]
     assert accuracy[-1] > accuracy[0] > 0.1  # digits: 10 classes, far above chance
-    canvas = site.driver.find_element("id", "accuracy-chart")
-    assert canvas.get_attribute("data-points") == str(head)
+    assert site.text("#accuracy-chart", "dataset.points") == str(head)
     if path := os.environ.get("BLOCKFL_EXPLORER_SCREENSHOT"):
         site.driver.save_screenshot(path)
 
@@ -215,7 +220,7 @@ def test_tampered_model_shows_as_a_mismatch(site):
         assert row.hashes[1] == to_hex(site.network.ledger.get_block(row.round).global_model_hash)
     assert statuses == {1: ["match", "MISMATCH"], **{r: ["match", "match"]
                                                      for r in range(2, ROUNDS + 1)}}
-    assert "not every miner" in site.driver.find_element("id", "verdict").text
+    assert "not every miner" in site.text("#verdict")
     check = site.api("/models")["rounds"][0]
     assert check["chain_hash"] == to_hex(tampered)
     assert check["checks"][1]["miner"] == miner1
@@ -247,3 +252,33 @@ def test_page_tells_who_was_paid_how_much_for_which_round(site):
         assert row.text[3] == f"{update.reward / 10**18:g}"
     first = ledger.accepted_updates(3)[0]
     assert site.api("/rounds/3")["updates"][0]["reward"] == str(first.reward)
+
+
+def test_network_up_explorer_shows_the_block_table_growing(browser, tmp_path):
+    """`network up --explorer`: the page, opened as soon as the explorer serves, gains a row per
+    committed round; the network and the explorer keep running after the rounds."""
+    port, rounds = free_port(), 3
+    command = subprocess.Popen(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", "--rounds", str(rounds),
+         "--miners", "2", "--devices", "3", "--run-dir", str(tmp_path / "net"), "--explorer",
+         "--explorer-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=CHILD_ENV,
+    )
+    try:
+        wait_for_port(port, timeout=180)
+        site = Site(None, f"http://127.0.0.1:{port}", browser)  # type: ignore[arg-type]
+        site.open("/")
+        seen = [len(site.rows("blocks"))]
+        deadline = time.monotonic() + 240
+        while seen[-1] < rounds and time.monotonic() < deadline:
+            time.sleep(0.3)
+            seen.append(len(site.rows("blocks")))
+        assert seen[0] < rounds and seen[-1] == rounds and seen == sorted(seen), seen
+        time.sleep(2)
+        assert command.poll() is None  # still serving after the rounds
+        assert site.api("/blocks")["head"] == rounds
+    finally:
+        command.send_signal(signal.SIGTERM)
+        output = command.communicate(timeout=60)[0].decode()
+    assert f"explorer: http://127.0.0.1:{port}/" in output
+    assert "keep running; Ctrl-C stops them" in output

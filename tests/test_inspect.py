@@ -123,7 +123,9 @@ def test_updates(chain, capsys):
         assert by_device[device]["update_hash"] == to_hex(keccak(k + bytes([1])))
     code, out, _ = inspect(capsys, chain, "updates", "2")
     assert code == 0 and tokens(SAMPLES[2][0] * PARAMS.reward_per_sample) in out
-    assert json.loads(inspect(capsys, chain, "updates", "3", "--json")[1]) == []
+    code, out, err = inspect(capsys, chain, "updates", "3", "--json")
+    assert code == 1 and out == ""
+    assert "no block committed for round 3 (the head is round 2)" in err
 
 
 def test_rewards_agree_with_events_and_a_plain_client(chain, capsys):

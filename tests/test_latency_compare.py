@@ -97,7 +97,7 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
     by_term = {c.term: c for c in comparisons}
     assert all(c.agrees for c in comparisons), comparisons
     assert by_term["t_bg"].model == pytest.approx(1 / (2 * 0.5))  # N_M lambda, network.toml
-    assert totals["mean_updates_per_block"] == 2
+    assert totals["rounds"] == 4 and totals["lambda_per_miner"] == 0.5
     assert main(["latency", "compare", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "t_cross" in out and "round" in out and "winner_hash_rate" in out

@@ -14,7 +14,7 @@ import threading
 import httpx
 import pytest
 
-from blockfl.chain.node import find_anvil
+from blockfl.chain.node import find_anvil, free_port, start_anvil, stop_pid
 from blockfl.client import MinerClient
 from blockfl.devices.device import Device, device_seed
 from blockfl.devices.process import DeviceProcess
@@ -192,3 +192,20 @@ def test_network_up_command(tmp_path):
     assert [m["round"] for m in summary["models"]] == [1]
     assert summary["models"][0]["accuracy"] > 0.2  # 10 classes: one round beats chance
     assert (tmp_path / "net" / "tls" / "ca.pem").exists()
+
+    # the chain outlives the run: its state file brings it back for `inspect`
+    state = tmp_path / "net" / "anvil-state.json"
+    assert state.exists()
+    port = free_port()
+    node = start_anvil(port, state=state)
+    try:
+        inspected = subprocess.run(
+            [sys.executable, "-m", "blockfl.cli", "inspect", "blocks", "--json", "--deployment",
+             str(tmp_path / "net" / "deployment.json"), "--rpc-url", f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        stop_pid(node.pid)
+    assert inspected.returncode == 0, inspected.stderr[-2000:]
+    assert [b["block_hash"] for b in json.loads(inspected.stdout)] == [
+        b["block_hash"] for b in summary["blocks"]]

@@ -255,7 +255,10 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None:
         return config
     path = config_path(path)
-    data = tomllib.loads(path.read_text())
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
     sections = {f.name: f for f in fields(Config)}
     for name, values in data.items():
         if name not in sections:
@@ -295,6 +298,20 @@ def _convert(value: Any, kind: type, where: str) -> Any:
         raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
 
 
+#: the counts an experiment needs at least one of: (section, field, shortcut flag)
+AT_LEAST_ONE = (("run", "rounds", "--rounds"), ("network", "devices", "--devices"),
+                ("network", "miners", "--miners"))
+
+
+def check_counts(config: Config) -> Config:
+    """The config, or ValueError naming a count below 1 (rounds, devices, miners)."""
+    for section, name, flag in AT_LEAST_ONE:
+        value = getattr(getattr(config, section), name)
+        if value < 1:
+            raise ValueError(f"{section}.{name} ({flag}) must be at least 1, got {value}")
+    return config
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add `--config PATH` and one `--section-field` flag per configuration field."""
     parser.add_argument(
@@ -314,7 +331,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 flag,
                 dest=f"cfg__{section.name}__{item.name}",
                 metavar=type(getattr(defaults, item.name)).__name__.upper(),
-                help=f"default {getattr(defaults, item.name)!r}",
+                help=f"built-in default {getattr(defaults, item.name)!r} (--config may set "
+                     "another)",
             )
 
 

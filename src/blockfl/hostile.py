@@ -10,12 +10,12 @@ connections and a time limit. An attack returns a `Tally` of how the miner answe
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from blockfl import safejson
 from blockfl.hashing import keccak
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE, record_header
@@ -91,8 +91,8 @@ def parse_reply(data: bytes) -> Reply:
     except (IndexError, ValueError):
         return Reply(None, "closed without an answer" if not data else "not HTTP")
     try:
-        return Reply(status, str(json.loads(body)["error"]))
-    except (ValueError, KeyError, TypeError):
+        return Reply(status, str(safejson.loads(body, len(body))["error"]))
+    except (ValueError, KeyError, TypeError):  # JsonRejected is a ValueError
         return Reply(status, "not_json")
 
 

@@ -12,6 +12,8 @@ from blockfl.hashing import keccak
 # The public development mnemonic whose accounts anvil, hardhat and Foundry fund on every local
 # chain. Its keys are well known: for local test chains only, never for real funds.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
+#: BIP-32 non-hardened child indexes (the N of dev:N) are below 2^31
+MAX_DEV_INDEX = 2**31
 
 
 @cache
@@ -31,7 +33,11 @@ def parse_key(spec: str) -> bytes:
     """A private key from `dev:N`, a 0x-hex string, or a file holding the hex."""
     spec = spec.strip()
     if spec.startswith("dev:"):
-        return dev_key(int(spec[4:]))
+        index = spec[4:]
+        if not index.isdigit() or int(index) >= MAX_DEV_INDEX:
+            raise ValueError(f"a development key is dev:N with N from 0 to {MAX_DEV_INDEX - 1}, "
+                             f"got {spec!r}")
+        return dev_key(int(index))
     path = Path(spec)
     if len(spec) < 200 and path.exists():
         spec = path.read_text().strip()

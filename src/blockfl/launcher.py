@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from blockfl.chain.deployment import Deployment
 from blockfl.chain.evm import EvmLedger
@@ -26,6 +28,8 @@ from blockfl.keys import dev_key, parse_key
 from blockfl.signing import address_of
 
 DEPLOYER = "dev:0"
+#: the chain's state, saved in the run directory when anvil stops (`chain up --state` reloads it)
+ANVIL_STATE = "anvil-state.json"
 MINER_KEY_OFFSET = 1
 DEVICE_KEY_OFFSET = 100
 #: many processes share a few cores: one torch thread each avoids oversubscription, which made
@@ -63,7 +67,10 @@ class LocalNetwork:
         self.devices: list[Role] = []
         self.deployment_path = run_dir / "deployment.json"
         self.config_path = run_dir / "config.toml"
+        self.explorer: Role | None = None
         self._ledger: EvmLedger | None = None
+        self._metrics: dict[int, dict[str, float]] = {}
+        self._test: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,7 +108,8 @@ class LocalNetwork:
         from blockfl.sim.setup import genesis_model_hash
 
         port = free_port()
-        self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log")
+        self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log",
+                                 state=self.run_dir / ANVIL_STATE)
         self.rpc_url = f"http://127.0.0.1:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
@@ -109,8 +117,8 @@ class LocalNetwork:
         deployment.write(self.deployment_path)
 
     def stop(self) -> None:
-        """Stop devices, then miners (SIGTERM, then SIGKILL), then anvil."""
-        for role in [*self.devices, *self.miners]:
+        """Stop devices, then miners (SIGTERM, then SIGKILL), the explorer, then anvil."""
+        for role in [*self.devices, *self.miners, *filter(None, [self.explorer])]:
             self.stop_role(role)
         if self.anvil is not None and self.anvil.poll() is None:
             self.anvil.terminate()
@@ -179,6 +187,19 @@ class LocalNetwork:
         )
         out.close()
 
+    def start_explorer(self, port: int) -> str:
+        """Start `blockfl explorer` on this network (its miners and logs); its URL once it
+        serves."""
+        args = ["explorer", "--deployment", str(self.deployment_path), "--rpc-url",
+                self.rpc_url, "--port", str(port), "--logs", str(self.run_dir / "logs"),
+                "--config", str(self.config_path),
+                "--miners", ",".join(self.miner_url(i) for i in range(len(self.miners)))]
+        if self.tls:
+            args += ["--ca-cert", str(self.tls[0])]
+        self.explorer = Role("explorer", args, self.run_dir / "logs" / "explorer.out", port=port)
+        self.start_role(self.explorer)
+        return f"http://127.0.0.1:{port}/"
+
     def start_role(self, role: Role, wait: bool = True) -> None:
         """(Re)start a stopped process; for a miner, wait until it serves."""
         if role.running:
@@ -211,36 +232,60 @@ class LocalNetwork:
             self._ledger = Deployment.read(self.deployment_path).ledger(self.rpc_url)
         return self._ledger
 
-    def model_metrics(self) -> list[dict[str, float]]:
-        """Test metrics of every committed round's global model, downloaded from a live miner
-        (checked against the on-chain hash) and evaluated on the experiment's test split."""
+    def round_metrics(self, round_: int) -> dict[str, float]:
+        """Test metrics of a round's global model, downloaded from a running miner (checked
+        against the on-chain hash) and evaluated on the experiment's test split (cached)."""
+        if round_ in self._metrics:
+            return self._metrics[round_]
         from blockfl.client import MinerClient
         from blockfl.devices.training import evaluate
         from blockfl.sim.setup import build_experiment
 
-        test = build_experiment(self.config).test
+        if self._test is None:
+            self._test = build_experiment(self.config).test
         live = [i for i, role in enumerate(self.miners) if role.running]
         if not live:
             raise RuntimeError("no miner is running to serve the global models")
-        client = MinerClient(self.miner_url(live[0]), ca_cert=self.tls[0] if self.tls else None)
-        out = []
-        for round_ in range(1, self.ledger.head().round + 1):
-            block = self.ledger.get_block(round_)
-            assert block is not None
-            state = client.model(block.global_model_hash)
-            if state is None:
-                raise LookupError(f"miner {live[0]} lacks the global model of round {round_}")
-            metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
-            out.append({"round": round_, **metrics})
-        client.close()
-        return out
+        block = self.ledger.get_block(round_)
+        if block is None:
+            raise LookupError(f"no block committed for round {round_}")
+        state = None
+        for i in live:  # the winner has it at once, the others once they adopted the block
+            client = MinerClient(self.miner_url(i), ca_cert=self.tls[0] if self.tls else None)
+            try:
+                state = client.model(block.global_model_hash)
+            finally:
+                client.close()
+            if state is not None:
+                break
+        if state is None:
+            raise LookupError(f"no running miner serves the global model of round {round_}")
+        test = self._test
+        metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+        self._metrics[round_] = metrics
+        return metrics
 
-    def wait_for_round(self, round_: int, timeout: float = 300.0) -> None:
-        """Block until the chain has `round_` blocks; fail fast if every miner died."""
+    def model_metrics(self) -> list[dict[str, float]]:
+        """Test metrics of every committed round's global model (see `round_metrics`)."""
+        return [{"round": r, **self.round_metrics(r)}
+                for r in range(1, self.ledger.head().round + 1)]
+
+    def wait_for_round(self, round_: int, timeout: float = 300.0,
+                       tick: Callable[[], None] | None = None) -> None:
+        """Block until the chain has `round_` blocks, calling `tick` at every look; fail fast
+        if every miner, or every started device, exited."""
         deadline = time.monotonic() + timeout
         while self.ledger.head().round < round_:
+            if tick is not None:
+                tick()
+            logs = self.run_dir / "logs"
             if self.miners and not any(r.running for r in self.miners):
-                raise RuntimeError(f"every miner exited; see the logs in {self.run_dir / 'logs'}")
+                raise RuntimeError(f"every miner exited; see the logs in {logs}")
+            started = [r for r in self.devices if r.process is not None]
+            if started and not any(r.running for r in started) and \
+                    self.ledger.head().round < round_:
+                raise RuntimeError(f"every device exited before round {round_} was committed; "
+                                   f"see the logs in {logs}")
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"round {round_} not committed after {timeout:.0f}s "

@@ -1,13 +1,15 @@
-"""TLS for a local network: a throwaway CA and a server certificate for localhost/127.0.0.1.
+"""TLS for a local network: a throwaway CA and a server certificate for localhost/127.0.0.1
+and any other host names or addresses the miners are reached at.
 
-Generated with `cryptography` (ECDSA P-256). Every miner may share the server certificate on
-loopback; clients trust the CA with `--ca-cert`. For local networks only.
+Generated with `cryptography` (ECDSA P-256). Every miner may share the server certificate;
+clients trust the CA with `--ca-cert`. For test networks only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -30,8 +32,23 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_local_certificates(out: Path) -> tuple[Path, Path, Path]:
-    """Write `ca.pem`, `server.pem`, `server-key.pem` under `out`; return their paths."""
+def subject_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """localhost, 127.0.0.1 and each of `hosts` (an IP address or a DNS name) as SANs."""
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"),
+                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for host in hosts:
+        try:
+            name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            name = x509.DNSName(host)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def make_local_certificates(out: Path, hosts: Sequence[str] = ()) -> tuple[Path, Path, Path]:
+    """Write `ca.pem`, `server.pem`, `server-key.pem` under `out` (the server certificate valid
+    for loopback and `hosts`); return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -63,10 +80,7 @@ def make_local_certificates(out: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]),
+            x509.SubjectAlternativeName(subject_names(hosts)),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

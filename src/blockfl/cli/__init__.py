@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "network": ("blockfl.cli.network", "a local network of miner/device processes"),
     "attack": ("blockfl.cli.attack", "attacker fraction x attack x rule: accuracy, rewards"),
     "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
+    "model": ("blockfl.cli.model", "export, evaluate, predict with a global model"),
     "explorer": ("blockfl.cli.explorer", "a live web page of blocks, rewards, models, accuracy"),
     "latency": ("blockfl.latency.cli", "BlockFL end-to-end latency model"),
     "malfunction": ("blockfl.malfunction.cli", "vanilla FL vs BlockFL when servers/miners fail"),
@@ -48,11 +49,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def innermost(parser: argparse.ArgumentParser,
+              args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the deepest subcommand that `args` selected."""
+    while True:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, actions[0].dest, None) if actions else None
+        if chosen not in (actions[0].choices if actions else {}):
+            return parser
+        parser = actions[0].choices[chosen]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `blockfl` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a typo in a flag: the usage of the subcommand it was given to, not blockfl's
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

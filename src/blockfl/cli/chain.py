@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from blockfl.chain.node import DEFAULT_PORT, start_anvil, stop_pid
+from blockfl.cli.args import port
 from blockfl.config import add_config_flags, config_from_args
 
 STATE_DIR = Path(".blockfl")
@@ -19,18 +21,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     chain = commands.add_parser("chain", help="local anvil node and contract deployment")
     sub = chain.add_subparsers(dest="chain_command", required=True)
 
+    state_help = "where the pid file, node URL and log live (default %(default)s)"
     up = sub.add_parser("up", help="start anvil on loopback")
-    up.add_argument("--port", type=int, default=DEFAULT_PORT)
+    up.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    up.add_argument("--port", type=port, default=DEFAULT_PORT,
+                    help="JSON-RPC port (default %(default)s)")
     up.add_argument("--detach", action="store_true", help="run in the background (pid file)")
-    up.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    up.add_argument("--state", type=Path,
+                    help="chain state file: loaded if it exists, saved when anvil stops (e.g. "
+                         "runs/net-…/anvil-state.json of a `network up` run)")
+    up.add_argument("--state-dir", type=Path, default=STATE_DIR, help=state_help)
     up.set_defaults(func=chain_up)
 
     down = sub.add_parser("down", help="stop an anvil started with --detach")
-    down.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    down.add_argument("--state-dir", type=Path, default=STATE_DIR, help=state_help)
     down.set_defaults(func=chain_down)
 
     deploy = sub.add_parser("deploy", help="deploy BlockFL and write deployment.json")
-    deploy.add_argument("--rpc-url", default=f"http://127.0.0.1:{DEFAULT_PORT}")
+    deploy.add_argument("--rpc-url", help="JSON-RPC node (default: the anvil of `chain up "
+                                          f"--detach`, else http://127.0.0.1:{DEFAULT_PORT})")
+    deploy.add_argument("--state-dir", type=Path, default=STATE_DIR, help=state_help)
     deploy.add_argument(
         "--miners", default="dev:1,dev:2,dev:3",
         help="comma-separated miner addresses or keys (dev:N = N-th development account)",
@@ -42,14 +52,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     deploy.set_defaults(func=chain_deploy)
 
 
+def detached_node(state_dir: Path) -> tuple[int, str] | None:
+    """(pid, URL) of the anvil `chain up --detach` started, if it still runs."""
+    pid_file, url_file = state_dir / "anvil.pid", state_dir / "anvil.url"
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return None
+    url = url_file.read_text().strip() if url_file.exists() else ""
+    return pid, url
+
+
 def chain_up(args: argparse.Namespace) -> int:
     """Start anvil in the foreground, or detached with a pid file."""
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    running = detached_node(args.state_dir) if args.detach else None
+    if running is not None:
+        raise ValueError(f"an anvil started by `chain up` already runs (pid {running[0]}, "
+                         f"{running[1] or 'unknown URL'}): `blockfl chain down` stops it, or "
+                         "pass another --state-dir")
     log = args.state_dir / "anvil.log"
-    proc = start_anvil(args.port, log_path=log)
-    url = f"http://127.0.0.1:{args.port}"
+    proc = start_anvil(args.port, log_path=log, host=args.host, state=args.state)
+    url = f"http://{args.host}:{args.port}"
     if args.detach:
         (args.state_dir / "anvil.pid").write_text(f"{proc.pid}\n")
+        (args.state_dir / "anvil.url").write_text(f"{url}\n")
         print(f"anvil running at {url} (pid {proc.pid}, log {log}); stop: blockfl chain down")
         return 0
     print(f"anvil running at {url}; Ctrl-C stops it")
@@ -70,6 +100,7 @@ def chain_down(args: argparse.Namespace) -> int:
     pid = int(pid_file.read_text())
     stopped = stop_pid(pid)
     pid_file.unlink()
+    (args.state_dir / "anvil.url").unlink(missing_ok=True)
     print(f"anvil (pid {pid}) {'stopped' if stopped else 'was not running'}")
     return 0
 
@@ -89,6 +120,10 @@ def miner_addresses(spec: str) -> list[str]:
 
 def chain_deploy(args: argparse.Namespace) -> int:
     """Deploy to a node and write deployment.json."""
+    if args.rpc_url is None:
+        running = detached_node(args.state_dir)
+        args.rpc_url = (running[1] if running and running[1]
+                        else f"http://127.0.0.1:{DEFAULT_PORT}")
     print(f"deploying to {args.rpc_url} ...", file=sys.stderr, flush=True)
     from blockfl.chain.deploy import deploy_to_node
     from blockfl.keys import parse_key

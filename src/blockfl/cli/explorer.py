@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blockfl.cli.args import port
+
 if TYPE_CHECKING:
     from blockfl.explorer.reader import Explorer
 
@@ -35,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     explorer.add_argument("--ca-cert", type=Path, help="CA certificate of HTTPS miners")
     explorer.add_argument("--host", default="127.0.0.1",
                           help="address to bind (default %(default)s)")
-    explorer.add_argument("--port", type=int, default=DEFAULT_PORT,
+    explorer.add_argument("--port", type=port, default=DEFAULT_PORT,
                           help="port to serve on (default %(default)s)")
     explorer.add_argument("--interval", type=float, default=2.0,
                           help="seconds between reads of the chain (default %(default)s)")
@@ -72,8 +74,6 @@ def explorer_command(args: argparse.Namespace) -> int:
 
     from blockfl.explorer.app import create_app
 
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     explorer = build_explorer(args)
     print(f"explorer at http://{args.host}:{args.port}/ (JSON under /api/); Ctrl-C stops it",
           flush=True)

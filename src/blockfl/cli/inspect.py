@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Column, Table
 
+from blockfl.cli.args import BLOCK_ROUND, ROUND
 from blockfl.hashing import to_hex
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ Number = partial(Column, justify="right")
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `inspect` and its subcommands."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+    common.add_argument("--deployment", type=Path, default=Path("deployment.json"),
+                        help="deployment file written by `chain deploy` (default %(default)s)")
     common.add_argument("--rpc-url", help="JSON-RPC node (default: the one in --deployment)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -35,12 +37,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = inspect.add_subparsers(dest="inspect_command", required=True)
 
     blocks = sub.add_parser("blocks", parents=[common], help="committed blocks")
-    blocks.add_argument("--from", dest="first", type=int, default=1, metavar="ROUND")
-    blocks.add_argument("--to", dest="last", type=int, metavar="ROUND")
+    blocks.add_argument("--from", dest="first", type=BLOCK_ROUND, default=1, metavar="ROUND")
+    blocks.add_argument("--to", dest="last", type=BLOCK_ROUND, metavar="ROUND")
     blocks.set_defaults(func=inspect_blocks)
 
     updates = sub.add_parser("updates", parents=[common], help="accepted updates of a round")
-    updates.add_argument("round", type=int)
+    updates.add_argument("round", type=BLOCK_ROUND)
     updates.set_defaults(func=inspect_updates)
 
     rewards = sub.add_parser(
@@ -52,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "model", parents=[common],
         help="compare a model file with a round's global model hash (exit 1: differ)",
     )
-    model.add_argument("round", type=int, help="round (0: the genesis model)")
+    model.add_argument("round", type=ROUND, help="round (0: the genesis model)")
     model.add_argument("--file", type=Path, required=True, help="safetensors model file")
     model.set_defaults(func=inspect_model)
 
@@ -112,7 +114,13 @@ def inspect_updates(args: argparse.Namespace) -> int:
     """Table of the accepted updates of a round."""
     from blockfl.chain import inspection
 
-    found = inspection.updates(open_ledger(args), args.round)
+    ledger = open_ledger(args)
+    head = ledger.head().round
+    if args.round > head:
+        print(f"blockfl inspect updates: no block committed for round {args.round} (the head "
+              f"is round {head})", file=sys.stderr)
+        return 1
+    found = inspection.updates(ledger, args.round)
     if args.json:
         emit_json([inspection.jsonable(u) for u in found])
         return 0

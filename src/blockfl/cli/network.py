@@ -8,8 +8,22 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from blockfl.config import add_attack_flags, add_config_flags, attack_shortcuts, config_from_args
+from blockfl.cli.args import port
+from blockfl.config import (
+    add_attack_flags,
+    add_config_flags,
+    attack_shortcuts,
+    check_counts,
+    config_from_args,
+)
+
+if TYPE_CHECKING:
+    from blockfl.launcher import LocalNetwork
+
+#: seconds between redraws of the live table
+REDRAW_SECONDS = 0.5
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,75 +42,131 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_attack_flags(up)
+    up.add_argument("--explorer", action="store_true",
+                    help="serve the block explorer beside the network; after the rounds, keep "
+                         "everything running until Ctrl-C")
+    up.add_argument("--explorer-port", type=port, default=8700,
+                    help="port of the explorer (default %(default)s)")
     add_config_flags(up)
     up.set_defaults(func=network_up)
 
-    certs = sub.add_parser("certs", help="a local CA and a loopback server certificate (PEM)")
-    certs.add_argument("--out", type=Path, default=Path(".blockfl/tls"))
+    certs = sub.add_parser("certs", help="a local CA and a server certificate (PEM)")
+    certs.add_argument("--out", type=Path, default=Path(".blockfl/tls"),
+                       help="folder of the PEM files (default %(default)s)")
+    certs.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                       help="another name or address miners are reached at (repeatable; "
+                            "localhost and 127.0.0.1 are always in)")
     certs.set_defaults(func=network_certs)
 
 
 def network_up(args: argparse.Namespace) -> int:
     """Run the network until the rounds are committed, print blocks and rewards, stop it."""
     args.config = args.config or Path("network")  # the packaged network.toml
-    config = config_from_args(
+    config = check_counts(config_from_args(
         args,
         **{"network.miners": args.miners, "network.devices": args.devices,
            "run.rounds": args.rounds, **attack_shortcuts(args)},
-    )
+    ))
     run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
     rounds = config.run.rounds
     status = sys.stderr if args.json else sys.stdout
     print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
           f"logs in {run_dir / 'logs'}", file=status, flush=True)
-    from blockfl.cli.inspect import inspect_blocks, inspect_rewards
     from blockfl.launcher import LocalNetwork
-    from blockfl.signing import address_of
     from blockfl.tls import make_local_certificates
 
     tls = make_local_certificates(run_dir / "tls") if args.tls else None
     network = LocalNetwork(config, run_dir, tls=tls)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with network:
+    try:
+        network.start(start_devices=False)
         print(f"chain at {network.rpc_url}, deployment {network.deployment_path}", file=status)
         for i in range(len(network.miners)):
             print(f"miner {i}: {network.miner_url(i)}", file=status)
-        started = time.monotonic()
-        for r in range(1, rounds + 1):
-            network.wait_for_round(r, timeout=max(1.0, args.timeout - (time.monotonic() - started)))
-            print(f"round {r} committed after {time.monotonic() - started:.1f}s", file=status)
-        view = argparse.Namespace(deployment=network.deployment_path, rpc_url=network.rpc_url,
-                                  json=args.json, first=1, last=None)
-        metrics = network.model_metrics()
-        if args.json:
-            from blockfl.chain import inspection
+        if args.explorer:
+            url = network.start_explorer(args.explorer_port)
+            print(f"explorer: {url}", file=status, flush=True)
+        for role in network.devices:
+            network.start_role(role)
+        watch(network, rounds, args.timeout, status)
+        code = summarize(network, run_dir, args.json)
+        if args.explorer:
+            print(f"the network and the explorer ({url}) keep running; Ctrl-C stops them",
+                  file=status, flush=True)
+            while True:
+                time.sleep(1)
+        return code
+    finally:
+        network.stop()
 
-            summary = {
-                "run_dir": str(run_dir),
-                "blocks": [inspection.jsonable(b) for b in inspection.blocks(network.ledger)],
-                "models": metrics,
-                "rewards": [inspection.jsonable(r) for r in inspection.rewards(network.ledger)],
-            }
-            print(json.dumps(summary, indent=2))
-            return 0 if all(r["agrees"] for r in summary["rewards"]) else 1
-        inspect_blocks(view)
-        if network.attackers:
-            print(f"attackers ({config.attack.behaviour}, devices "
-                  f"{', '.join(str(j) for j in network.attackers)}): "
-                  + ", ".join(address_of(network.device_key(j)) for j in network.attackers))
-        print("global model of each round (downloaded from a miner, hash checked on chain):")
-        for row in metrics:
-            print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                   for k, v in row.items()))
-        return inspect_rewards(view)
+
+def watch(network: LocalNetwork, rounds: int, timeout: float, status: TextIO) -> None:
+    """Wait for the rounds: a live table on a terminal, a line per round otherwise."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from blockfl.network_view import NetworkView
+
+    started = time.monotonic()
+    view = NetworkView(network, rounds)
+    if not status.isatty():
+        for r in range(1, rounds + 1):
+            network.wait_for_round(r, timeout=max(1.0, timeout - (time.monotonic() - started)))
+            print(f"round {r} committed after {time.monotonic() - started:.1f}s", file=status)
+        return
+    last = 0.0
+
+    def tick() -> None:
+        nonlocal last
+        if time.monotonic() - last >= REDRAW_SECONDS:
+            view.update()
+            live.update(view.table(), refresh=True)
+            last = time.monotonic()
+
+    with Live(view.table(), console=Console(file=status), auto_refresh=False) as live:
+        network.wait_for_round(rounds, timeout=timeout, tick=tick)
+        last = 0.0
+        tick()
+
+
+def summarize(network: LocalNetwork, run_dir: Path, as_json: bool) -> int:
+    """Print the blocks, each round's model metrics and the rewards; 1 if rewards disagree."""
+    from blockfl.cli.inspect import inspect_blocks, inspect_rewards
+    from blockfl.signing import address_of
+
+    view = argparse.Namespace(deployment=network.deployment_path, rpc_url=network.rpc_url,
+                              json=as_json, first=1, last=None)
+    metrics = network.model_metrics()
+    if as_json:
+        from blockfl.chain import inspection
+
+        summary = {
+            "run_dir": str(run_dir),
+            "blocks": [inspection.jsonable(b) for b in inspection.blocks(network.ledger)],
+            "models": metrics,
+            "rewards": [inspection.jsonable(r) for r in inspection.rewards(network.ledger)],
+        }
+        print(json.dumps(summary, indent=2))
+        return 0 if all(r["agrees"] for r in summary["rewards"]) else 1
+    inspect_blocks(view)
+    if network.attackers:
+        attack = network.config.attack
+        print(f"attackers ({attack.behaviour}, devices "
+              f"{', '.join(str(j) for j in network.attackers)}): "
+              + ", ".join(address_of(network.device_key(j)) for j in network.attackers))
+    print("global model of each round (downloaded from a miner, hash checked on chain):")
+    for row in metrics:
+        print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in row.items()))
+    return inspect_rewards(view)
 
 
 def network_certs(args: argparse.Namespace) -> int:
     """Write ca.pem, server.pem and server-key.pem for miners on loopback."""
     from blockfl.tls import make_local_certificates
 
-    ca, cert, key = make_local_certificates(args.out)
+    ca, cert, key = make_local_certificates(args.out, args.host)
     print(f"CA certificate:     {ca}  (give it to devices and miners: --ca-cert)")
     print(f"server certificate: {cert}  (--tls-cert)")
     print(f"server key:         {key}  (--tls-key)")

@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blockfl.chain.node import port_in_use
+from blockfl.cli.args import port
 from blockfl.config import Config, add_config_flags, config_from_args
 
 if TYPE_CHECKING:
@@ -23,8 +25,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add `miner` and `device`."""
     miner = commands.add_parser("miner", help="run a miner service (HTTP API + mining loop)")
     miner.add_argument("--key", required=True, help="miner key: dev:N, 0x-hex, or a key file")
-    miner.add_argument("--port", type=int, default=8600)
-    miner.add_argument("--host", default="127.0.0.1")
+    miner.add_argument("--port", type=port, default=8600,
+                       help="port of the miner's HTTP API (default %(default)s)")
+    miner.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default %(default)s)")
     miner.add_argument("--peers", default="", help="comma-separated URLs of the other miners")
     miner.add_argument("--data-dir", type=Path,
                        help="journal and model store (default runs/miner-<address>/<contract>)")
@@ -37,12 +41,17 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="index of this device's data shard (0 .. network.devices-1)")
     device.add_argument("--rounds", type=int, help="stop once the chain has this many blocks")
     device.add_argument("--data", help="data set: digits, synthetic or mnist (data.dataset)")
+    device.add_argument("--give-up", type=float, default=300.0, metavar="SECONDS",
+                        help="exit when no miner and no chain node answered for this long "
+                             "(default %(default)s)")
     device.add_argument("--behaviour",
                         help="attack instead of behaving (blockfl.devices.behaviours), e.g. "
                              "sign_flip; default: the config's [attack] when this shard is one "
                              "of its attackers, else honest")
     for parser in (miner, device):
-        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+        parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
+                            help="deployment file written by `chain deploy` "
+                                 "(default %(default)s)")
         parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
         parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
         parser.add_argument("--log", type=Path, help="event log file (default: stdout)")
@@ -54,8 +63,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
     from blockfl.client import MinerClient
 
-    return [MinerClient(u, ca_cert=ca_cert)
-            for u in filter(None, (s.strip() for s in urls.split(",")))]
+    found = [u for u in (s.strip() for s in urls.split(",")) if u]
+    for url in found:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"a miner URL starts with http:// or https://, got {url!r}")
+    return [MinerClient(u, ca_cert=ca_cert) for u in found]
 
 
 def _checked(
@@ -88,6 +100,9 @@ def miner_command(args: argparse.Namespace) -> int:
     from blockfl.miners.service import MinerService, MiningSettings
     from blockfl.signing import address_of
 
+    if port_in_use(args.port, args.host):
+        raise ConnectionError(f"port {args.port} on {args.host} is already in use: choose "
+                              "another --port")
     config = config_from_args(args)
     deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
@@ -143,6 +158,7 @@ def device_command(args: argparse.Namespace) -> int:
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
 
+    miners = _clients(args.miners, args.ca_cert)
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)
     ledger = deployment.ledger(args.rpc_url)
@@ -160,9 +176,9 @@ def device_command(args: argparse.Namespace) -> int:
                     behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)))
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
-        device, ledger, _clients(args.miners, args.ca_cert), log,
+        device, ledger, miners, log,
         seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
-        rule=AggregationRule(spec.aggregation),
+        rule=AggregationRule(spec.aggregation), give_up=args.give_up,
     )
     try:
         process.run(config.run.rounds)

@@ -15,6 +15,7 @@ from blockfl.config import (
     add_attack_flags,
     add_config_flags,
     attack_shortcuts,
+    check_counts,
     config_from_args,
 )
 
@@ -46,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def simulate_command(args: argparse.Namespace) -> int:
     """Run the experiment, print the round and reward tables, write the run directory."""
-    config = config_from_args(
+    config = check_counts(config_from_args(
         args,
         **{
             "network.devices": args.devices,
@@ -57,7 +58,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             "chain.rpc_url": args.rpc_url,
             **attack_shortcuts(args),
         },
-    )
+    ))
     # tables need about 130 columns; rich falls back to 80 when output is not a terminal
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     console.print(_banner(config))
@@ -107,6 +108,16 @@ def round_table(summary: RunSummary) -> Table:
             str(r.late), *(f"{r.metrics[m]:.4f}" for m in metric_names),
             r.global_model_hash[:18] + "…", f"{r.gas_used:,}",
         )
+    if any(r.late for r in summary.rounds):
+        config = summary.simulation.config
+        network, training = config.network, config.training
+        table.caption = (
+            f"late: the device's local training plus upload took longer than t_wait "
+            f"({network.t_wait:g} s), so no miner had its update when the block closed; "
+            f"training time is {training.compute_time} "
+            + ("wall clock, slow on a loaded machine (--training-compute-time modelled, or a "
+               "larger --network-t-wait)" if training.compute_time == "measured"
+               else f"({training.ms_per_sample:g} ms per sample and epoch)"))
     return table
 
 

@@ -26,9 +26,9 @@ from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 
-#: event a miner logs for an update its aggregation rule left out of a block (with `round`,
-#: `device` and `reason`); the robust aggregation of issue 9 writes it
-EXCLUDED_EVENT = "update_excluded"
+#: event the winning miner logs for each update its aggregation rule left out of its block
+#: (`round`, `device`, `update_hash`, `reason`, `detail`)
+EXCLUDED_EVENT = "excluded"
 MAX_MODEL_BYTES = 1 << 30
 
 
@@ -105,6 +105,7 @@ class Explorer:
         self._gas: dict[int, int] = {}
         self._metrics: dict[bytes, dict[str, float]] = {}
         self._checks: dict[tuple[str, bytes], ModelStatus] = {}
+        self._exclusions: dict[int, tuple[bytes, ...]] = {}
         self._test: Any = None
         self._lock = threading.Lock()
 
@@ -190,21 +191,38 @@ class Explorer:
             "updates": paid,
             "mining": {"miner": block.miner, "reward": str(mining_reward)},
             "excluded": self._excluded(block.round),
-            "excluded_known": self.logs is not None,
+            "excluded_known": self.logs is not None or bool(self.miners),
         }
 
     def _excluded(self, round_: int) -> list[dict[str, Any]]:
-        """Updates left out of the round's block by the aggregation rule, from miner logs."""
-        if self.logs is None:
-            return []
-        seen: dict[tuple[str, str], dict[str, Any]] = {}
-        for path in sorted(self.logs.glob("miner*.jsonl")):
+        """Updates the aggregation rule left out of the round's block: with their reasons from
+        the miners' logs, and the update hashes the block carries as a miner serves it."""
+        found: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.logs.glob("miner*.jsonl")) if self.logs else []:
             for e in read_events(path):
                 if e.get("event") == EXCLUDED_EVENT and e.get("round") == round_:
-                    key = (str(e.get("device")), str(e.get("reason")))
-                    seen.setdefault(key, {"device": key[0], "reason": key[1],
-                                          "detail": e.get("detail", "")})
-        return list(seen.values())
+                    found.setdefault(str(e.get("update_hash")), {
+                        "device": e.get("device"), "update_hash": e.get("update_hash"),
+                        "reason": e.get("reason"), "detail": e.get("detail", "")})
+        for update_hash in self._block_exclusions(round_):
+            found.setdefault(to_hex(update_hash), {
+                "device": None, "update_hash": to_hex(update_hash), "reason": None,
+                "detail": "the reason is in the winning miner's log"})
+        return list(found.values())
+
+    def _block_exclusions(self, round_: int) -> tuple[bytes, ...]:
+        """The excluded update hashes of a round's block, as the first miner that has the block
+        serves it (cached: a committed block does not change)."""
+        if round_ not in self._exclusions:
+            for client in self.miners:
+                try:
+                    proposal = client.block(round_)
+                except (MinerUnavailable, ValueError):
+                    continue
+                if proposal is not None:
+                    self._exclusions[round_] = tuple(proposal.excluded)
+                    break
+        return self._exclusions.get(round_, ())
 
     def _rewards_view(self, blocks: list[BlockRecord],
                       accepted: list[AcceptedUpdate]) -> dict[str, Any]:

@@ -131,10 +131,11 @@ const pages = {
     const mining = table("mining", [["miner"], ["mining reward (tokens)", 1]],
       [[el("td", { class: "mono" }, data.mining.miner), tokens(data.mining.reward)]]);
     const excluded = !data.excluded_known
-      ? el("p", { class: "muted" }, "unknown: the explorer was started without the network's event logs")
+      ? el("p", { class: "muted" }, "unknown: the explorer was started without the network's event logs or miners")
       : data.excluded.length === 0 ? el("p", { id: "excluded", class: "muted" }, "none")
-        : table("excluded", [["device"], ["reason"], ["detail"]],
-          data.excluded.map((x) => [el("td", { class: "mono" }, x.device), x.reason, x.detail]));
+        : table("excluded", [["device"], ["update hash"], ["reason"], ["detail"]],
+          data.excluded.map((x) => [el("td", { class: "mono" }, dash(x.device)),
+            hashCell(x.update_hash), dash(x.reason), x.detail]));
     const nav = el("p", {}, b.round > 1 ? el("a", { href: `/rounds/${b.round - 1}` }, "← previous round") : "",
       " ", el("a", { href: `/rounds/${b.round + 1}` }, "next round →"));
     app.replaceChildren(nav, section(`block of round ${b.round}`, facts),
