@@ -17,8 +17,10 @@ from collections.abc import Sequence
 
 from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
 from blockfl.chain.blocks import Head
+from blockfl.chain.errors import BlockRejected
 from blockfl.chain.ledger import Ledger
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.devices.claims import claim
 from blockfl.devices.device import Device, GlobalModelMismatch
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
@@ -128,9 +130,27 @@ class DeviceProcess:
             stop.wait(self.poll)
         if stop.is_set():
             return
+        if self.ledger.params().mode == "merkle":
+            self.claim(round_)
         mine = [u for u in self.ledger.accepted_updates(round_) if u.device == self.device.address]
         self.log("block", round=round_, included=bool(mine),
                  reward=str(mine[0].reward) if mine else "0")
+
+    def claim(self, round_: int) -> None:
+        """Claim this device's reward in the merkle block of `round_`, with the block's records
+        from the first miner that serves them (checked against the chain's root)."""
+        for miner in self._miners_in_random_order():
+            try:
+                block = miner.block(round_)
+                if block is None:
+                    continue
+                done = claim(self.ledger, self.device.key, block, self.device.address)
+            except (MinerUnavailable, ValueError, LookupError, BlockRejected) as exc:
+                self.log("claim_failed", round=round_, miner=miner.url, error=str(exc)[:300])
+                continue
+            self.log("claimed", round=round_, reward=str(sum(c.reward for c in done)),
+                     updates=len(done))
+            return
 
     def follow(self, head: Head) -> None:
         """Hold the head's global model, checked against the on-chain hash (and recomputed

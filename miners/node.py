@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from blockfl.aggregation import AggregationStrategy, Exclusion, WeightedUpdate
+from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, BlockRecord, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
 from blockfl.chain.ledger import Ledger
@@ -205,15 +206,15 @@ class MinerNode:
         )
         return Candidate(proposal, global_state, tuple(kept), tuple(excluded))
 
-    def commit(self, proposal: BlockProposal) -> CommitReceipt | None:
-        """Commit a mined block; None (and a fork recorded) if another block won the round.
-
-        A block of a round the chain already has is not sent: it could only be rejected."""
-        if self.ledger.head().round >= proposal.round:
+    def commit(
+        self, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
+    ) -> CommitReceipt | None:
+        """Commit a mined, attested block; None (and a fork recorded) if another block won."""
+        if self.ledger.head().round >= proposal.round:  # it could only be rejected: a fork
             self.stats.forks.append(proposal.round)
             return None
         try:
-            receipt = self.ledger.commit_block(self.key, proposal)
+            receipt = self.ledger.commit_block(self.key, proposal, attestations)
         except ForkRejected:
             self.stats.forks.append(proposal.round)
             return None
@@ -265,7 +266,7 @@ class MinerNode:
         if record is None:
             raise InvalidBlock(f"round {proposal.round} has no block on chain")
         domain = self.ledger.domain
-        header = proposal.header(domain)
+        header = proposal.header(domain, self.ledger.params().mode)
         block_hash = header.block_hash(proposal.nonce)
         if block_hash != record.block_hash:
             raise InvalidBlock("announced block differs from the block on chain")

@@ -16,6 +16,7 @@ from blockfl.devices.behaviours import BEHAVIOURS, attackers, behaviour
 from blockfl.devices.device import Device
 from blockfl.events import read_events
 from blockfl.launcher import LocalNetwork
+from blockfl.miners.attestation import AttestationRefused
 from blockfl.miners.node import InvalidBlock
 from blockfl.signing import Domain, address_of
 from blockfl.sim.engine import Simulation
@@ -119,7 +120,8 @@ def test_sample_inflation_and_sybil_copies_are_refused(tmp_path):
 
 
 def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
-    sim = _attacked(tmp_path, "multi_krum", "sign_flip")
+    # a quorum of 1, as if the cheat were the only miner the chain asks for
+    sim = _attacked(tmp_path, "multi_krum", "sign_flip", quorum=1)
     for device in sim.devices:  # every update reaches both miners (gossip)
         sim.miners[0].receive_upload(device.train(1, sim.ledger.domain).submission)
     honest_miner, cheat = sim.miners
@@ -134,6 +136,9 @@ def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
                      excluded=(*candidate.proposal.excluded, victim.record.update_hash))
     nonce = _mine(sim, forged)
     forged = replace(forged, nonce=nonce)
+    # with a quorum, the honest miner would not have attested it
+    with pytest.raises(AttestationRefused, match="other updates than rule 'multi_krum'"):
+        sim.attesters[0].attest(cheat.announcement(forged))
     assert cheat.commit(forged) is not None  # the chain cannot see the selection
     with pytest.raises(InvalidBlock, match="other updates than rule 'multi_krum'"):
         honest_miner.receive_block(cheat.announcement(forged))

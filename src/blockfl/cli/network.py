@@ -37,6 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--miners", type=int, help="number of miner processes (network.miners)")
     up.add_argument("--devices", type=int, help="number of device processes (network.devices)")
     up.add_argument("--rounds", type=int, help="rounds to commit (run.rounds)")
+    up.add_argument("--mode", choices=["direct", "merkle"], help="block mode (chain.mode)")
+    up.add_argument("--quorum", type=int, help="miners behind each block, 0 = majority "
+                                               "(chain.quorum)")
     up.add_argument("--run-dir", type=Path, help="logs, journals, deployment (default runs/net-…)")
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the rounds")
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
@@ -65,7 +68,8 @@ def network_up(args: argparse.Namespace) -> int:
     config = check_counts(config_from_args(
         args,
         **{"network.miners": args.miners, "network.devices": args.devices,
-           "run.rounds": args.rounds, **attack_shortcuts(args)},
+           "run.rounds": args.rounds, "chain.mode": args.mode, "chain.quorum": args.quorum,
+           **attack_shortcuts(args)},
     ))
     run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
     rounds = config.run.rounds
@@ -89,7 +93,10 @@ def network_up(args: argparse.Namespace) -> int:
             print(f"explorer: {url}", file=status, flush=True)
         for role in network.devices:
             network.start_role(role)
+        started = time.monotonic()
         watch(network, rounds, args.timeout, status)
+        if config.chain.mode == "merkle":  # devices claim their rewards once they see a block
+            network.wait_for_claims(timeout=max(1.0, args.timeout - (time.monotonic() - started)))
         code = summarize(network, run_dir, args.json)
         if args.explorer:
             print(f"the network and the explorer ({url}) keep running; Ctrl-C stops them",

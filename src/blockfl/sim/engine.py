@@ -28,7 +28,9 @@ from blockfl.devices.device import Device, device_seed
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
+from blockfl.latency.attestation import SIGNATURE_BITS
 from blockfl.latency.model import link_rate
+from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import Verifier
@@ -96,6 +98,7 @@ class Simulation:
             for i, k in enumerate(miner_keys)
         ]
         connect(self.miners)
+        self.attesters = [Attester(m) for m in self.miners]
         self.strategy = strategy
         self.devices = [
             Device(derived_key("device", i, seed), shard, config.model.name, config.training,
@@ -157,13 +160,14 @@ class Simulation:
         t_bp = clock.miners(block_bits)
 
         start = time.perf_counter()
-        headers = [c.proposal.header(domain) if c else None for c in candidates]
+        mode = self.ledger.params().mode
+        headers = [c.proposal.header(domain, mode) if c else None for c in candidates]
         finishes = race(headers, self.ledger.params().target, cfg.chain.hash_rate, t_bp)
         phases["proof_of_work"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        winner, receipt, forks = self._commit(candidates, finishes)
-        phases["block_commit"] = time.perf_counter() - start
+        winner, receipt, forks, phases["attestation"] = self._commit(candidates, finishes)
+        phases["block_commit"] = time.perf_counter() - start - phases["attestation"]
 
         start = time.perf_counter()
         winning = candidates[winner]
@@ -209,6 +213,11 @@ class Simulation:
         ]
         latency = {k: sum(p[k] for p in per_device) / len(per_device) for k in per_device[0]}
         latency["total"] = sum(latency.values())
+        # the attestation phase (not yet in the latency model's total): the candidate to the
+        # other miners, their checks in parallel, the signatures back
+        asked = self.ledger.required_attesters() - 1
+        latency["t_att"] = (t_bp + clock.miners(SIGNATURE_BITS) + phases["attestation"] / asked
+                            if asked > 0 else 0.0)
         latency["verification"] = verify_s
         latency["update_bits"] = sum(8 * len(t.submission.payload) for t in trained) / len(trained)
         latency["block_bits"] = block_bits
@@ -237,22 +246,34 @@ class Simulation:
 
     def _commit(
         self, candidates: list[Candidate | None], finishes: list[Finish]
-    ) -> tuple[int, CommitReceipt, int]:
-        """Every miner that finished before hearing of the winner commits; later ones fork."""
+    ) -> tuple[int, CommitReceipt, int, float]:
+        """Every miner that finished before hearing of the winner gathers attestations from the
+        others and commits; later ones fork (on chain, or short of a quorum because honest
+        miners attest one candidate per round). Returns the winner, its receipt, the forks and
+        the seconds spent gathering attestations."""
         winner: tuple[int, CommitReceipt] | None = None
-        forks = 0
+        forks, attesting = 0, 0.0
+        needed = self.ledger.required_attesters() - 1  # the committer counts itself
         for finish in finishes:
             candidate = candidates[finish.miner]
             assert candidate is not None
             proposal = replace(candidate.proposal, nonce=finish.solution.nonce)
-            receipt = self.miners[finish.miner].commit(proposal)
+            announcement = self.miners[finish.miner].announcement(proposal)
+            start = time.perf_counter()
+            asks = [lambda a=a, b=announcement: a.attest(b)
+                    for i, a in enumerate(self.attesters) if i != finish.miner]
+            attestations = gather(asks, needed, lambda _: None)
+            attesting += time.perf_counter() - start
+            receipt = None
+            if len(attestations) >= needed:
+                receipt = self.miners[finish.miner].commit(proposal, attestations)
             if receipt is None:
                 forks += 1
             elif winner is None:
                 winner = (finish.miner, receipt)
         if winner is None:
-            raise RuntimeError("no block was committed")
-        return winner[0], winner[1], forks
+            raise RuntimeError("no block was committed: no candidate reached the quorum")
+        return winner[0], winner[1], forks, attesting
 
 
 class LinkClock:
