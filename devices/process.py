@@ -70,7 +70,8 @@ class DeviceProcess:
         the chain node answers, it logs why and retries with exponential backoff, for at most
         `give_up` seconds in a row."""
         stop = stop or threading.Event()
-        self.log("started", address=self.device.address, samples=len(self.device.shard.y))
+        self.log("started", address=self.device.address, samples=len(self.device.shard.y),
+                 behaviour=self.device.behaviour.name)
         backoff = self.poll
         head: Head | None = None
         failing_since: float | None = None
@@ -82,7 +83,8 @@ class DeviceProcess:
                 self.follow(head)
                 round_ = head.round + 1
                 trained = self.device.train(round_, self.ledger.domain)
-                self.upload(trained.submission)
+                for submission in (trained.submission, *trained.copies):
+                    self.upload(submission)
                 self.wait_for_block(round_, stop)
             except OSError as exc:  # NoMinerAvailable, or the chain node is unreachable
                 event = "no_miner" if isinstance(exc, NoMinerAvailable) else "chain_unavailable"

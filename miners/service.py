@@ -333,7 +333,7 @@ class MinerService:
                 last_poll = now
                 if self.ledger.head().round >= proposal.round:
                     return  # another miner's block landed: sync() takes it
-            if len(self.node.pending_devices()) != len(proposal.updates):
+            if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
     def attest(self, proposal: BlockProposal) -> Attestation:

@@ -168,6 +168,15 @@ class LocalNetwork:
             args += ["--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
         return Role(f"miner{i}", args, log, port=ports[i])
 
+    @property
+    def attackers(self) -> list[int]:
+        """Indices of the devices that attack (`[attack] attackers`; each device process finds
+        out from the config it is given)."""
+        from blockfl.devices.behaviours import attackers
+
+        attack = self.config.attack
+        return attackers(self.config.network.devices, attack.attackers, self.config.run.seed)
+
     def _device_role(self, j: int) -> Role:
         log = self.run_dir / "logs" / f"device{j}.jsonl"
         urls = ",".join(self.miner_url(i) for i in range(len(self.miners)))

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "miner": ("blockfl.cli.nodes", "run a miner service (HTTP API + mining loop)"),
     "device": ("blockfl.cli.nodes", "run a device: train, upload, follow the chain"),
     "network": ("blockfl.cli.network", "a local network of miner/device processes"),
+    "attack": ("blockfl.cli.attack", "attacker fraction x attack x rule: accuracy, rewards"),
     "claim": ("blockfl.cli.claim", "claim a device's merkle-block rewards"),
     "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
     "model": ("blockfl.cli.model", "export, evaluate, predict with a global model"),
