@@ -32,7 +32,9 @@ test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
+# Flower (the [bench] extra) after torch, so its dependencies never replace the CPU torch
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
 
 clean:

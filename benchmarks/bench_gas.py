@@ -1,8 +1,13 @@
-"""Gas of `commitBlock` for blocks of 1, 10 and 100 updates, and gas per accepted update.
+"""Gas per block in both modes at 1 to 10,000 updates, per extra attestation, and per claim.
 
-Round 1 pays devices that hold no tokens yet (a fresh balance slot each); round 2 pays the same
-devices again, the steady state. Runs on the embedded EVM (eth-tester); pass an RPC URL as
-the first argument to measure on a node (e.g. anvil).
+`direct`: the commit checks and pays every update (round 1 pays devices that hold no tokens
+yet, a fresh balance slot each; round 2 pays them again, the steady state); blocks that cannot
+fit the block gas limit are refused before sending. `merkle`: the commit carries a Merkle root,
+count and total samples, so its gas does not depend on the number of updates; each device then
+claims with a proof (`claim`), or many at once (`claimMany`). Runs on the embedded EVM
+(eth-tester); pass an RPC URL as the first argument to measure on a node (e.g. anvil).
+
+Usage: python benchmarks/bench_gas.py [RPC_URL]
 """
 
 from __future__ import annotations
@@ -10,17 +15,29 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
+from blockfl.chain.attestation import attest
 from blockfl.chain.blocks import MAX_TARGET, BlockProposal, ChainParams, solve_pow, sort_updates
-from blockfl.chain.evm import EvmLedger, embedded_web3, rpc_web3
+from blockfl.chain.errors import BlockRejected
+from blockfl.chain.evm import EvmLedger, embedded_web3, fund, rpc_web3
+from blockfl.chain.merkle import block_claims
 from blockfl.hashing import keccak
 from blockfl.keys import derived_key
 from blockfl.signing import SignedUpdate, UpdateRecord, address_of, sign_update
 
-MINER_KEY = derived_key("bench-miner", 0)
+MINER_KEYS = [derived_key("bench-miner", i) for i in range(4)]
+SIZES = (1, 10, 100, 1_000, 10_000)
 
 
-def commit_round(ledger: EvmLedger, keys: list[bytes], round_: int) -> int:
-    """Commit one block with an update from each key; return the gas used."""
+def ledger_for(url: str | None, mode: str, quorum: int = 1) -> EvmLedger:
+    """A fresh deployment of `mode` with four miners."""
+    params = ChainParams(MAX_TARGET >> 2, 10**15, 10**18, 10_000, 20_000, False, keccak(b"g"),
+                         mode=mode, quorum=quorum)
+    w3 = rpc_web3(url) if url else embedded_web3()
+    return EvmLedger.create(w3, params, [address_of(k) for k in MINER_KEYS])
+
+
+def proposal_for(ledger: EvmLedger, keys: list[bytes], round_: int) -> BlockProposal:
+    """A mined block of round `round_` with one signed update per key."""
     head = ledger.head()
     updates = []
     for k in keys:
@@ -28,25 +45,99 @@ def commit_round(ledger: EvmLedger, keys: list[bytes], round_: int) -> int:
                               keccak(k + bytes([round_])), 100, 40)
         updates.append(SignedUpdate(record, sign_update(k, record, ledger.domain)))
     proposal = BlockProposal(head.block_hash, round_, keccak(b"model %d" % round_),
-                             tuple(sort_updates(updates)), address_of(MINER_KEY))
-    solution = solve_pow(proposal.header(ledger.domain), ledger.params().target)
+                             tuple(sort_updates(updates)), address_of(MINER_KEYS[0]))
+    params = ledger.params()
+    solution = solve_pow(proposal.header(ledger.domain, params.mode), params.target)
     assert solution is not None
-    return ledger.commit_block(MINER_KEY, replace(proposal, nonce=solution.nonce)).gas_used
+    return replace(proposal, nonce=solution.nonce)
+
+
+def commit(ledger: EvmLedger, proposal: BlockProposal, attesters: int = 0) -> int:
+    """Commit with `attesters` attestations besides the committer; the gas used."""
+    statement = ledger.attested_block(proposal)
+    attestations = [attest(k, statement, ledger.domain) for k in MINER_KEYS[1:1 + attesters]]
+    return ledger.commit_block(MINER_KEYS[0], proposal, attestations).gas_used
+
+
+def direct_rows(url: str | None) -> None:
+    """Direct mode: gas of a first and a repeat payment block at each size."""
+    for n in SIZES:
+        ledger = ledger_for(url, "direct")
+        keys = [derived_key("bench-device", i) for i in range(n)]
+        for round_, label in ((1, "first"), (2, "repeat")):
+            try:
+                gas = commit(ledger, proposal_for(ledger, keys, round_))
+            except BlockRejected as exc:
+                print(f"{'direct':>7} {n:>7} {label:>7} {'refused':>11}   {exc.error}: "
+                      f"at most {exc.details['maxUpdates']} updates fit")
+                break
+            print(f"{'direct':>7} {n:>7} {label:>7} {gas:>11,} {gas / n:>11,.0f}")
+
+
+def merkle_rows(url: str | None) -> None:
+    """Merkle mode: gas per block at each size (round 1 and 2), then claims of the largest."""
+    for n in SIZES:
+        ledger = ledger_for(url, "merkle")
+        keys = [derived_key("bench-device", i) for i in range(n)]
+        for round_, label in ((1, "first"), (2, "repeat")):
+            gas = commit(ledger, proposal_for(ledger, keys, round_))
+            print(f"{'merkle':>7} {n:>7} {label:>7} {gas:>11,} {gas / n:>11,.1f}")
+    claim_rows(ledger, keys)
+
+
+def claim_rows(ledger: EvmLedger, keys: list[bytes]) -> None:
+    """Gas of claims in the 10,000-update blocks of rounds 1 and 2."""
+    relayer = derived_key("bench-relayer", 0)
+    fund(ledger.w3, [address_of(relayer)])
+    print(f"\nclaims in a block of {len(keys):,} updates (proof of "
+          f"{len(block_claims(proposal_for_claims(ledger, keys, 1), 1)[0].proof)} hashes)")
+    for round_ in (1, 2):
+        updates = proposal_for_claims(ledger, keys, round_)
+        claims = block_claims(updates, round_)
+        label = "first payment" if round_ == 1 else "holder already paid"
+        # the first claim of a round sets a fresh word of the claimed bitmap (256 leaves each)
+        first = ledger.claim(relayer, round_, claims[:1])
+        next_ = ledger.claim(relayer, round_, claims[1:2])
+        many = ledger.claim(relayer, round_, claims[2:102])
+        print(f"  {label:<20} claim: {first:>7,} gas (first in its bitmap word), "
+              f"{next_:>7,} (next)   claimMany x100: {many / 100:>7,.0f} per claim")
+
+
+def proposal_for_claims(ledger: EvmLedger, keys: list[bytes], round_: int) -> tuple:
+    """The signed updates of the committed block of `round_` (as the devices know them)."""
+    record = ledger.get_block(round_)
+    assert record is not None
+    base = ledger.params().genesis_model_hash if round_ == 1 else \
+        ledger.get_block(round_ - 1).global_model_hash
+    updates = []
+    for k in keys:
+        r = UpdateRecord(address_of(k), round_, base, keccak(k + bytes([round_])), 100, 40)
+        updates.append(SignedUpdate(r, b""))
+    return tuple(sort_updates(updates))
+
+
+def attestation_rows(url: str | None) -> None:
+    """Merkle mode: gas of a block with 0 to 3 attestations besides the committer."""
+    keys = [derived_key("bench-device", i) for i in range(10)]
+    previous = None
+    for attesters in range(4):
+        ledger = ledger_for(url, "merkle", quorum=attesters + 1)
+        gas = commit(ledger, proposal_for(ledger, keys, 1), attesters)
+        extra = "" if previous is None else f"   +{gas - previous:,} for one more"
+        print(f"  quorum {attesters + 1}: {gas:>9,} gas{extra}")
+        previous = gas
 
 
 def main() -> None:
-    """Print the gas table."""
+    """Print the gas tables."""
     url = sys.argv[1] if len(sys.argv) > 1 else None
-    print(f"commitBlock gas on {'node ' + url if url else 'the embedded EVM (eth-tester)'}")
-    print(f"{'updates':>8} {'round':>6} {'gas':>12} {'gas/update':>11}")
-    for n in (1, 10, 100):
-        params = ChainParams(MAX_TARGET >> 2, 10**15, 10**18, 10_000, 200, False, keccak(b"g"))
-        w3 = rpc_web3(url) if url else embedded_web3()
-        ledger = EvmLedger.create(w3, params, [address_of(MINER_KEY)])
-        keys = [derived_key("bench-device", i) for i in range(n)]
-        for round_, label in ((1, "first"), (2, "repeat")):
-            gas = commit_round(ledger, keys, round_)
-            print(f"{n:>8} {label:>6} {gas:>12,} {gas / n:>11,.0f}")
+    print(f"commit gas on {'node ' + url if url else 'the embedded EVM (eth-tester)'}, "
+          "quorum 1 (the committer alone)")
+    print(f"{'mode':>7} {'updates':>7} {'round':>7} {'gas':>11} {'gas/update':>11}")
+    direct_rows(url)
+    merkle_rows(url)
+    print("\nmerkle block of 10 updates by number of attesting miners")
+    attestation_rows(url)
 
 
 if __name__ == "__main__":

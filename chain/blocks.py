@@ -2,8 +2,10 @@
 
 The block hash is `keccak256(abi.encode(prevHash, round, globalModelHash, updatesRoot, miner,
 nonce))`; the proof-of-work holds when the block hash, read as a 256-bit integer, is at most
-`target`. The updates root is `keccak256(digest_1 || ... || digest_n)` over the EIP-712 digests
-of the block's updates in block order (sorted by device address). A miner's name is in the
+`target`. In direct mode the updates root is `keccak256(digest_1 || ... || digest_n)` over the
+EIP-712 digests of the block's updates in block order (sorted by device address); in merkle
+mode it is the Merkle root of the update records bound to their count and total samples
+(`blockfl.chain.merkle`). A miner's name is in the
 header, so a nonce found by one miner is worthless to another.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from eth_abi import encode
 from eth_utils import to_checksum_address
 
+from blockfl.chain.merkle import block_summary, committed_root
 from blockfl.hashing import ZERO_HASH, keccak
 from blockfl.signing import Domain, SignedUpdate
 
@@ -41,6 +44,16 @@ def update_digests(updates: Sequence[SignedUpdate], round_: int, domain: Domain)
 def updates_root(digests: Sequence[bytes]) -> bytes:
     """keccak256 over the concatenated EIP-712 digests of a block's updates, in block order."""
     return keccak(b"".join(digests))
+
+
+def block_updates_root(
+    updates: Sequence[SignedUpdate], round_: int, domain: Domain, mode: str = "direct"
+) -> bytes:
+    """The updates root a block's header and attestations commit to: in direct mode the hash
+    of the update digests, in merkle mode the Merkle root bound to count and total samples."""
+    if mode == "merkle":
+        return committed_root(*block_summary(updates, round_))
+    return updates_root(update_digests(updates, round_, domain))
 
 
 @dataclass(frozen=True)
@@ -81,13 +94,13 @@ class BlockProposal:
     nonce: int = 0
     excluded: tuple[bytes, ...] = ()
 
-    def header(self, domain: Domain) -> BlockHeader:
-        """The header, with the updates root computed for `domain`."""
+    def header(self, domain: Domain, mode: str = "direct") -> BlockHeader:
+        """The header, with the updates root computed for `domain` and the block mode."""
         return BlockHeader(
             self.prev_hash,
             self.round,
             self.global_model_hash,
-            updates_root(update_digests(self.updates, self.round, domain)),
+            block_updates_root(self.updates, self.round, domain, mode),
             to_checksum_address(self.miner),
         )
 

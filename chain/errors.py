@@ -1,4 +1,5 @@
-"""Rejections of a block, named after the contract's custom errors."""
+"""Rejections of a block, a claim or an administrative call, named after the contract's custom
+errors."""
 
 from __future__ import annotations
 
@@ -22,6 +23,27 @@ BLOCK_ERRORS: dict[str, tuple[str, ...]] = {
     "MalformedSignature": ("index",),
     "InvalidSignature": ("index", "device", "signer"),
     "InsufficientWork": ("blockHash", "target"),
+    "InvalidParams": ("maxSamplesPerUpdate", "maxUpdatesPerBlock"),
+    "WrongMode": ("mode",),
+    "MalformedAttestation": ("index",),
+    "AttesterNotMiner": ("index", "signer"),
+    "DuplicateAttester": ("index", "signer"),
+    "AttestationsNotSorted": ("index",),
+    "QuorumNotReached": ("attesters", "quorum"),
+    "NotEquivocation": (),
+    "NoMerkleBlock": ("round",),
+    "ClaimWrongRound": ("round", "recordRound"),
+    "AlreadyClaimed": ("round", "index"),
+    "InvalidProof": ("round", "index"),
+    "OwnableUnauthorizedAccount": ("account",),
+    "BlockTooLarge": ("updates", "maxUpdates"),
+}
+
+# What to do about a rejection, where the error name alone does not say it.
+HINTS = {
+    "BlockTooLarge": "a direct-mode block this size exceeds the block gas limit; deploy in "
+                     "merkle mode (--chain-mode merkle), where a block costs the same at any size",
+    "QuorumNotReached": "gather attestations of more registered miners",
 }
 
 
@@ -33,7 +55,8 @@ class BlockRejected(Exception):
         self.error = error
         self.details = dict(zip(names, values, strict=False))
         shown = ", ".join(f"{k}={_show(v)}" for k, v in self.details.items())
-        super().__init__(f"{error}({shown})")
+        hint = f": {HINTS[error]}" if error in HINTS else ""
+        super().__init__(f"{error}({shown}){hint}")
 
 
 class ForkRejected(BlockRejected):

@@ -11,6 +11,7 @@ surfaces as `BlockRejected` named after it. Other transactions (deployment, admi
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from typing import Any
 
 from eth_abi import decode
@@ -22,6 +23,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
+from blockfl.chain.attestation import Attestation, equivocator, sort_attestations
 from blockfl.chain.blocks import (
     MODES,
     AcceptedUpdate,
@@ -33,6 +35,7 @@ from blockfl.chain.blocks import (
 )
 from blockfl.chain.errors import BlockRejected, rejection
 from blockfl.chain.ledger import Ledger
+from blockfl.chain.merkle import MerkleClaim, block_summary
 from blockfl.contracts import load_artifact
 from blockfl.signing import Domain, SignedUpdate
 
@@ -48,6 +51,11 @@ EMBEDDED_CHAIN_ID = 131277322940537
 # signature check, a first mint to a new holder, its event, its calldata).
 COMMIT_GAS_BASE = 300_000
 COMMIT_GAS_PER_UPDATE = 50_000
+ATTESTATION_GAS = 10_000  # an attestation's calldata, recovery and miner lookup
+# What bench_gas.py measures for a direct commit paying first-time devices: a block that needs
+# more than the block gas limit even so is refused before sending, pointing to merkle mode.
+DIRECT_GAS_BASE = 245_000
+DIRECT_GAS_PER_UPDATE = 39_000
 
 
 def embedded_web3() -> Web3:
@@ -84,10 +92,16 @@ def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]
     return table
 
 
-def commit_gas_limit(w3: Web3, n_updates: int) -> int:
-    """The gas limit of a commit of `n_updates`: the analytic bound, at most the block's."""
-    cap = w3.eth.get_block("latest")["gasLimit"]
-    return min(COMMIT_GAS_BASE + COMMIT_GAS_PER_UPDATE * n_updates, cap)
+def commit_gas_limit(w3: Web3, n_updates: int, n_attestations: int = 0) -> int:
+    """The gas limit of a commit of `n_updates` paid in the commit (0 in merkle mode) and
+    `n_attestations`: the analytic bound, at most the block's. `BlockTooLarge` when even the
+    measured gas (about 245k plus 39k per update) exceeds the block's gas limit."""
+    cap = block_gas_limit(w3)
+    if DIRECT_GAS_BASE + DIRECT_GAS_PER_UPDATE * n_updates > cap:
+        raise rejection("BlockTooLarge", n_updates,
+                        (cap - DIRECT_GAS_BASE) // DIRECT_GAS_PER_UPDATE)
+    gas = COMMIT_GAS_BASE + COMMIT_GAS_PER_UPDATE * n_updates + ATTESTATION_GAS * n_attestations
+    return min(gas, cap)
 
 
 def send(
@@ -119,6 +133,11 @@ def send(
         return receipt
     except (ContractLogicError, TransactionFailed) as exc:
         raise _decode_error(exc, errors) from None
+
+
+def block_gas_limit(w3: Web3) -> int:
+    """The gas limit of the latest block: the most one transaction can use."""
+    return int(w3.eth.get_block("latest")["gasLimit"])
 
 
 def _revert_data(exc: Exception) -> bytes:
@@ -163,11 +182,18 @@ def params_tuple(params: ChainParams) -> tuple:
         params.max_samples_per_update,
         params.max_updates_per_block,
         params.device_allow_list,
-        params.genesis_model_hash,
-        params.protocol_spec_hash,
         MODES.index(params.mode),
         params.quorum,
+        params.genesis_model_hash,
+        params.protocol_spec_hash,
     )
+
+
+def leaf_tuple(claim: MerkleClaim) -> tuple:
+    """The `BlockFL.Leaf` struct of a claim."""
+    r = claim.record
+    return (claim.index, r.device, r.round, r.base_model_hash, r.update_hash, r.samples,
+            r.compute_time_ms)
 
 
 def deploy(w3: Web3, deployer_key: bytes, params: ChainParams, miners: list[str]) -> str:
@@ -191,6 +217,7 @@ class EvmLedger(Ledger):
         )
         self.owner_key = owner_key
         self.domain = Domain(w3.eth.chain_id, self.contract.address)
+        self.mode = MODES[self.contract.functions.parameters().call()[6]]
         self._errors = _error_table(abi)
 
     @classmethod
@@ -208,8 +235,8 @@ class EvmLedger(Ledger):
     def params(self) -> ChainParams:
         p = self.contract.functions.parameters().call()
         return ChainParams(
-            *p[:6], genesis_model_hash=bytes(p[6]), protocol_spec_hash=bytes(p[7]),
-            mode=MODES[p[8]], quorum=p[9], token=self.token.address,
+            *p[:6], mode=MODES[p[6]], quorum=p[7], genesis_model_hash=bytes(p[8]),
+            protocol_spec_hash=bytes(p[9]), token=self.token.address,
         )
 
     def head(self) -> Head:
@@ -220,22 +247,56 @@ class EvmLedger(Ledger):
         b = self.contract.functions.getBlock(round_).call()
         if b[0] == b"\x00" * 32:
             return None
-        return BlockRecord(round_, *(bytes(x) for x in b[:4]), *b[4:])
+        # the nonce and the time are in the `BlockCommitted` event, not in storage
+        log = self.contract.events.BlockCommitted().get_logs(
+            from_block=0, argument_filters={"round": round_})[-1]
+        timestamp = self.w3.eth.get_block(log["blockNumber"])["timestamp"]
+        return BlockRecord(round_, *(bytes(x) for x in b[:4]), b[4], b[5], timestamp, b[6],
+                           log["args"]["nonce"])
 
-    def commit_block(self, miner_key: bytes, proposal: BlockProposal) -> CommitReceipt:
-        call = self.contract.functions.commitBlock(
-            proposal.prev_hash,
-            proposal.round,
-            proposal.global_model_hash,
-            [update_tuple(u) for u in proposal.updates],
-            proposal.nonce,
-        )
-        gas = commit_gas_limit(self.w3, len(proposal.updates))
+    def commit_block(
+        self, miner_key: bytes, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
+    ) -> CommitReceipt:
+        signatures = [a.compact() for a in sort_attestations(attestations, self.domain)]
+        head = (proposal.prev_hash, proposal.round, proposal.global_model_hash)
+        n = len(proposal.updates) if self.mode == "direct" else 0  # merkle: O(1) in updates
+        gas = commit_gas_limit(self.w3, n, len(signatures))
+        if self.mode == "merkle":
+            summary = block_summary(proposal.updates, proposal.round) if proposal.updates else (
+                b"\x00" * 32, 0, 0)
+            call = self.contract.functions.commitRoot(*head, *summary, proposal.nonce, signatures)
+        else:
+            call = self.contract.functions.commitBlock(
+                *head, [update_tuple(u) for u in proposal.updates], proposal.nonce, signatures)
         receipt = send(self.w3, miner_key, call, self._errors, gas=gas)
         event = self.contract.events.BlockCommitted().process_receipt(receipt, errors=DISCARD)[0]
         return CommitReceipt(
             bytes(event["args"]["blockHash"]), receipt["gasUsed"], bytes(receipt["transactionHash"])
         )
+
+    def required_attesters(self) -> int:
+        return self.contract.functions.requiredAttesters().call()
+
+    def report_equivocation(self, reporter_key: bytes, a: Attestation, b: Attestation) -> str:
+        miner = equivocator(a, b, self.domain)
+        call = self.contract.functions.reportEquivocation(
+            a.block.round, a.block.candidate(), a.compact(), b.block.candidate(), b.compact())
+        send(self.w3, reporter_key, call, self._errors)
+        return miner
+
+    def claim(self, sender_key: bytes, round_: int, claims: Sequence[MerkleClaim]) -> int:
+        if not claims:
+            return 0
+        if len(claims) == 1:
+            c = claims[0]
+            call = self.contract.functions.claim(round_, leaf_tuple(c), list(c.proof))
+        else:
+            call = self.contract.functions.claimMany(
+                round_, [(leaf_tuple(c), list(c.proof)) for c in claims])
+        return send(self.w3, sender_key, call, self._errors)["gasUsed"]
+
+    def is_claimed(self, round_: int, index: int) -> bool:
+        return self.contract.functions.isClaimed(round_, index).call()
 
     def is_miner(self, address: str) -> bool:
         return self.contract.functions.isMiner(to_checksum_address(address)).call()
@@ -256,9 +317,11 @@ class EvmLedger(Ledger):
         ]
 
     def add_miner(self, miner: str) -> None:
-        """Register a miner (deployer only)."""
         self._admin(self.contract.functions.addMiner(to_checksum_address(miner)))
         fund(self.w3, [miner])
+
+    def remove_miner(self, miner: str) -> None:
+        self._admin(self.contract.functions.removeMiner(to_checksum_address(miner)))
 
     def set_target(self, target: int) -> None:
         self._admin(self.contract.functions.setTarget(target))

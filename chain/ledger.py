@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
+from blockfl.chain.attestation import Attestation, AttestedBlock
 from blockfl.chain.blocks import (
     AcceptedUpdate,
     BlockProposal,
@@ -11,15 +13,19 @@ from blockfl.chain.blocks import (
     ChainParams,
     CommitReceipt,
     Head,
+    block_updates_root,
 )
+from blockfl.chain.merkle import MerkleClaim
 from blockfl.signing import Domain
 
 
 class Ledger(ABC):
-    """A BlockFL chain: read the head and blocks, commit a block, read rewards.
+    """A BlockFL chain: read the head and blocks, commit attested blocks, claim, read rewards.
 
-    `commit_block` raises `BlockRejected` (or its subclass `ForkRejected`) with the contract's
-    custom error name; a rejected block changes no state and mints nothing.
+    Every write raises `BlockRejected` (or its subclass `ForkRejected`) with the contract's
+    custom error name; a rejected call changes no state and mints nothing. Owner-only calls
+    need the ledger opened with the deployer's key (`PermissionError` otherwise) and are
+    rejected as `OwnableUnauthorizedAccount` for any other key.
     """
 
     #: the EIP-712 domain devices sign under for this deployment
@@ -38,8 +44,28 @@ class Ledger(ABC):
         """The block committed for `round_`, or None."""
 
     @abstractmethod
-    def commit_block(self, miner_key: bytes, proposal: BlockProposal) -> CommitReceipt:
-        """Submit a block signed (as a transaction) by the miner's key."""
+    def commit_block(
+        self, miner_key: bytes, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
+    ) -> CommitReceipt:
+        """Submit a block, sent (as a transaction) by the miner's key, with the attestations of
+        other miners (any order; the committer counts towards the quorum without one)."""
+
+    @abstractmethod
+    def required_attesters(self) -> int:
+        """Distinct miners that must stand behind a block now (the quorum)."""
+
+    @abstractmethod
+    def report_equivocation(self, reporter_key: bytes, a: Attestation, b: Attestation) -> str:
+        """Prove that a miner attested two candidates of one round; it is removed. Returns it."""
+
+    @abstractmethod
+    def claim(self, sender_key: bytes, round_: int, claims: Sequence[MerkleClaim]) -> int:
+        """Pay the data rewards of updates in the merkle block of `round_` (anyone may send
+        the claims; rewards go to each record's device). Returns the gas used (0 if none)."""
+
+    @abstractmethod
+    def is_claimed(self, round_: int, index: int) -> bool:
+        """Whether update `index` of the merkle block of `round_` was paid."""
 
     @abstractmethod
     def is_miner(self, address: str) -> bool:
@@ -60,6 +86,21 @@ class Ledger(ABC):
     @abstractmethod
     def set_device_allowed(self, device: str, allowed: bool) -> None:
         """Allow or disallow a device on the allow-list (deployer only)."""
+
+    @abstractmethod
+    def add_miner(self, miner: str) -> None:
+        """Register a miner (deployer only)."""
+
+    @abstractmethod
+    def remove_miner(self, miner: str) -> None:
+        """Deregister a miner (deployer only)."""
+
+    def attested_block(self, proposal: BlockProposal) -> AttestedBlock:
+        """What miners attest about `proposal` on this deployment."""
+        params = self.params()
+        root = block_updates_root(proposal.updates, proposal.round, self.domain, params.mode)
+        return AttestedBlock(proposal.round, proposal.prev_hash, root,
+                             proposal.global_model_hash, params.protocol_spec_hash)
 
     def blocks(self) -> list[BlockRecord]:
         """Every committed block, from round 1 to the head."""

@@ -12,12 +12,19 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import rlp
 from eth_utils import to_checksum_address
 
+from blockfl.chain.attestation import (
+    Attestation,
+    check_attestations,
+    equivocator,
+    sort_attestations,
+)
 from blockfl.chain.blocks import (
     AcceptedUpdate,
     BlockHeader,
@@ -31,6 +38,13 @@ from blockfl.chain.blocks import (
 )
 from blockfl.chain.errors import rejection
 from blockfl.chain.ledger import Ledger
+from blockfl.chain.merkle import (
+    UINT64_MAX,
+    MerkleClaim,
+    block_summary,
+    committed_root,
+    verify,
+)
 from blockfl.hashing import ZERO_HASH, keccak
 from blockfl.signing import Domain, SignatureError, address_of, recover_signer
 
@@ -43,13 +57,15 @@ CREATE TABLE IF NOT EXISTS allowed_devices (address TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS blocks (
     round INTEGER PRIMARY KEY, block_hash BLOB NOT NULL, prev_hash BLOB NOT NULL,
     global_model_hash BLOB NOT NULL, updates_root BLOB NOT NULL, miner TEXT NOT NULL,
-    num_updates INTEGER NOT NULL, timestamp INTEGER NOT NULL, total_samples INTEGER NOT NULL,
+    num_updates INTEGER NOT NULL, timestamp INTEGER NOT NULL, total_samples TEXT NOT NULL,
     nonce TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accepted_updates (
     round INTEGER NOT NULL, position INTEGER NOT NULL, device TEXT NOT NULL,
-    update_hash BLOB NOT NULL, samples INTEGER NOT NULL, reward TEXT NOT NULL,
+    update_hash BLOB NOT NULL, samples TEXT NOT NULL, reward TEXT NOT NULL,
     PRIMARY KEY (round, position));
 CREATE TABLE IF NOT EXISTS balances (address TEXT PRIMARY KEY, amount TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (round INTEGER NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY (round, idx));
 """
 
 
@@ -62,8 +78,9 @@ def contract_address(deployer: str, nonce: int = 0) -> str:
 class LocalLedger(Ledger):
     """A BlockFL ledger in one SQLite database. Use `create` or `open`."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, owner_key: bytes | None = None) -> None:
         self._db = db
+        self.owner_key = owner_key
         self._lock = threading.RLock()
         meta = dict(db.execute("SELECT key, value FROM meta"))
         if "params" not in meta:
@@ -80,11 +97,11 @@ class LocalLedger(Ledger):
         return db
 
     @classmethod
-    def open(cls, path: str | Path) -> LocalLedger:
-        """Open an existing ledger file."""
+    def open(cls, path: str | Path, owner_key: bytes | None = None) -> LocalLedger:
+        """Open an existing ledger file (with the deployer's key for owner-only calls)."""
         if not Path(path).exists():
             raise FileNotFoundError(f"no ledger at {path}")
-        return cls(cls._connect(path))
+        return cls(cls._connect(path), owner_key)
 
     @classmethod
     def create(
@@ -100,6 +117,9 @@ class LocalLedger(Ledger):
         The contract and token addresses are those a first deployment by that key would get,
         so signatures are bound to a domain just as on an EVM chain.
         """
+        if params.max_samples_per_update * params.max_updates_per_block > UINT64_MAX:
+            raise rejection("InvalidParams", params.max_samples_per_update,
+                            params.max_updates_per_block)
         db = cls._connect(path)
         if db.execute("SELECT 1 FROM meta WHERE key = 'params'").fetchone():
             raise FileExistsError(f"{path} already holds a ledger")
@@ -118,9 +138,10 @@ class LocalLedger(Ledger):
                 ],
             )
             db.executemany(
-                "INSERT INTO miners VALUES (?)", [(to_checksum_address(m),) for m in miners]
+                "INSERT OR IGNORE INTO miners VALUES (?)",
+                [(to_checksum_address(m),) for m in miners],
             )
-        return cls(db)
+        return cls(db, owner_key)
 
     # -------------------------------------------------------------- reads
 
@@ -140,7 +161,7 @@ class LocalLedger(Ledger):
         row = self._db.execute("SELECT * FROM blocks WHERE round = ?", (round_,)).fetchone()
         if row is None:
             return None
-        return BlockRecord(*row[:9], nonce=int(row[9]))
+        return BlockRecord(*row[:8], total_samples=int(row[8]), nonce=int(row[9]))
 
     def is_miner(self, address: str) -> bool:
         query = "SELECT 1 FROM miners WHERE address = ?"
@@ -158,29 +179,39 @@ class LocalLedger(Ledger):
             query += " WHERE round = ?"
             args = (round_,)
         rows = self._db.execute(query + " ORDER BY round, position", args)
-        return [AcceptedUpdate(r, d, h, s, int(w)) for r, d, h, s, w in rows]
+        return [AcceptedUpdate(r, d, h, int(s), int(w)) for r, d, h, s, w in rows]
 
     # -------------------------------------------------------------- writes
 
-    def commit_block(self, miner_key: bytes, proposal: BlockProposal) -> CommitReceipt:
+    def commit_block(
+        self, miner_key: bytes, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
+    ) -> CommitReceipt:
         miner = address_of(miner_key)
         with self._lock:
             block_hash, root, total = self._check(miner, proposal)
+            ordered = sort_attestations(attestations, self.domain)
+            check_attestations(self.attested_block(proposal), ordered, self.domain, miner,
+                               self.is_miner, self.required_attesters())
             self._record(miner, proposal, block_hash, root, total)
         return CommitReceipt(block_hash, gas_used=0)
 
+    def required_attesters(self) -> int:
+        if self._params.quorum:
+            return self._params.quorum
+        return self._db.execute("SELECT COUNT(*) FROM miners").fetchone()[0] // 2 + 1
+
     def _check(self, miner: str, proposal: BlockProposal) -> tuple[bytes, bytes, int]:
-        """The contract's checks, in its order; returns (block hash, updates root, samples)."""
+        """The contract's checks, in its order; returns (block hash, stored root, samples)."""
         p = self._params
         if not self.is_miner(miner):
             raise rejection("NotMiner", miner)
         head = self.head()
+        if proposal.round == 0 or proposal.round > head.round + 1:
+            raise rejection("WrongRound", head.round + 1, proposal.round)
         if proposal.round <= head.round:
             committed = self.get_block(proposal.round)
             raise rejection("RoundAlreadyCommitted", proposal.round,
                             committed.block_hash if committed else ZERO_HASH)
-        if proposal.round != head.round + 1:
-            raise rejection("WrongRound", head.round + 1, proposal.round)
         if proposal.prev_hash != head.block_hash:
             raise rejection("WrongPreviousHash", head.block_hash, proposal.prev_hash)
         updates = proposal.updates
@@ -188,6 +219,11 @@ class LocalLedger(Ledger):
             raise rejection("EmptyBlock")
         if len(updates) > p.max_updates_per_block:
             raise rejection("TooManyUpdates", len(updates), p.max_updates_per_block)
+        if p.mode == "merkle":
+            # the attesting quorum checked every update; the chain keeps the Merkle root
+            root, count, total = block_summary(updates, proposal.round)
+            block_hash = self._proof_of_work(miner, proposal, committed_root(root, count, total))
+            return block_hash, root, total
         digests = update_digests(updates, proposal.round, self.domain)
         for i, update in enumerate(updates):
             record = update.record
@@ -213,12 +249,17 @@ class LocalLedger(Ledger):
             if signer != device:
                 raise rejection("InvalidSignature", i, device, signer)
         root = updates_root(digests)
+        return self._proof_of_work(miner, proposal, root), root, sum(
+            u.record.samples for u in updates)
+
+    def _proof_of_work(self, miner: str, proposal: BlockProposal, root: bytes) -> bytes:
+        """The block hash, if it meets the target."""
         header = BlockHeader(proposal.prev_hash, proposal.round, proposal.global_model_hash, root,
                              miner)
         block_hash = header.block_hash(proposal.nonce)
-        if int.from_bytes(block_hash, "big") > p.target:
-            raise rejection("InsufficientWork", block_hash, p.target)
-        return block_hash, root, sum(u.record.samples for u in updates)
+        if int.from_bytes(block_hash, "big") > self._params.target:
+            raise rejection("InsufficientWork", block_hash, self._params.target)
+        return block_hash
 
     def _record(
         self, miner: str, proposal: BlockProposal, block_hash: bytes, root: bytes, total: int
@@ -230,22 +271,68 @@ class LocalLedger(Ledger):
             db.execute(
                 "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (proposal.round, block_hash, proposal.prev_hash, proposal.global_model_hash,
-                 root, miner, len(proposal.updates), int(time.time()), total,
+                 root, miner, len(proposal.updates), int(time.time()), str(total),
                  str(proposal.nonce)),
             )
+            if p.mode == "merkle":
+                self._mint(miner, p.mining_reward)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'head_round'",
+                           (str(proposal.round),))
+                return
             for position, update in enumerate(proposal.updates):
                 reward = update.record.samples * p.reward_per_sample
                 db.execute(
                     "INSERT INTO accepted_updates VALUES (?, ?, ?, ?, ?, ?)",
                     (proposal.round, position, update.device, update.record.update_hash,
-                     update.record.samples, str(reward)),
+                     str(update.record.samples), str(reward)),
                 )
                 self._mint(update.device, reward)
-            if p.mining_reward:
-                self._mint(miner, p.mining_reward)
+            self._mint(miner, p.mining_reward)
             db.execute("UPDATE meta SET value = ? WHERE key = 'head_round'", (str(proposal.round),))
 
+    def report_equivocation(self, reporter_key: bytes, a: Attestation, b: Attestation) -> str:
+        with self._lock:
+            miner = equivocator(a, b, self.domain)
+            self._remove_miner(miner)
+        return miner
+
+    def claim(self, sender_key: bytes, round_: int, claims: Sequence[MerkleClaim]) -> int:
+        with self._lock:
+            block = self.get_block(round_)
+            paid: set[int] = set()
+            for c in claims:  # all checks first: a rejected batch pays nothing
+                if c.record.round != round_:
+                    raise rejection("ClaimWrongRound", round_, c.record.round)
+                if block is None:
+                    raise rejection("NoMerkleBlock", round_)
+                if c.index in paid or self.is_claimed(round_, c.index):
+                    raise rejection("AlreadyClaimed", round_, c.index)
+                if not verify(c.proof, block.updates_root, c.leaf()):
+                    raise rejection("InvalidProof", round_, c.index)
+                paid.add(c.index)
+            db = self._db
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                position = db.execute("SELECT COUNT(*) FROM accepted_updates WHERE round = ?",
+                                      (round_,)).fetchone()[0]
+                for offset, c in enumerate(claims):
+                    reward = c.record.samples * self._params.reward_per_sample
+                    db.execute("INSERT INTO claims VALUES (?, ?)", (round_, c.index))
+                    db.execute(
+                        "INSERT INTO accepted_updates VALUES (?, ?, ?, ?, ?, ?)",
+                        (round_, position + offset, to_checksum_address(c.record.device),
+                         c.record.update_hash, str(c.record.samples), str(reward)),
+                    )
+                    self._mint(to_checksum_address(c.record.device), reward)
+        return 0
+
+    def is_claimed(self, round_: int, index: int) -> bool:
+        query = "SELECT 1 FROM claims WHERE round = ? AND idx = ?"
+        return self._db.execute(query, (round_, index)).fetchone() is not None
+
     def _mint(self, address: str, amount: int) -> None:
+        if not amount:
+            return
         total = self.balance_of(address) + amount
         self._db.execute(
             "INSERT INTO balances VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET amount = ?",
@@ -262,11 +349,30 @@ class LocalLedger(Ledger):
 
     # -------------------------------------------------------------- administration
 
+    def _require_owner(self) -> None:
+        """The contract's `onlyOwner`."""
+        if self.owner_key is None:
+            raise PermissionError("this ledger was opened without the deployer's key")
+        caller = address_of(self.owner_key)
+        if caller != self.owner:
+            raise rejection("OwnableUnauthorizedAccount", caller)
+
     def add_miner(self, miner: str) -> None:
-        """Register a miner."""
+        self._require_owner()
         self._db.execute("INSERT OR IGNORE INTO miners VALUES (?)", (to_checksum_address(miner),))
 
+    def remove_miner(self, miner: str) -> None:
+        self._require_owner()
+        with self._lock:
+            self._remove_miner(miner)
+
+    def _remove_miner(self, miner: str) -> None:
+        if not self.is_miner(miner):
+            raise rejection("NotMiner", to_checksum_address(miner))
+        self._db.execute("DELETE FROM miners WHERE address = ?", (to_checksum_address(miner),))
+
     def set_target(self, target: int) -> None:
+        self._require_owner()
         with self._lock:
             self._params = ChainParams(**{**asdict(self._params), "target": target})
             self._db.execute(
@@ -275,6 +381,7 @@ class LocalLedger(Ledger):
             )
 
     def set_device_allowed(self, device: str, allowed: bool) -> None:
+        self._require_owner()
         device = to_checksum_address(device)
         if allowed:
             self._db.execute("INSERT OR IGNORE INTO allowed_devices VALUES (?)", (device,))

@@ -2,20 +2,27 @@
 pragma solidity ^0.8.24;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {RewardToken} from "./RewardToken.sol";
 
-/// @title BlockFL: blocks of signed local model updates, proof-of-work checked, rewards minted
-/// @notice One block per round. A registered miner submits the block of round `head + 1`
-/// holding every verified local update (sorted by device address), the hash of the aggregated
-/// global model, and a proof-of-work nonce. The contract checks the chain link, the round,
-/// the proof-of-work, each device's EIP-712 signature and the sample-count cap, records the
-/// block, and mints the data reward (rewardPerSample x samples) to every device and the mining
-/// reward to the miner. A second block for a committed round is a fork and reverts with
-/// `RoundAlreadyCommitted`, distinct from every invalid-block error.
-contract BlockFL is Ownable, EIP712 {
-    /// @notice A device's signed local update as carried in a block.
+/// @title BlockFL: blocks of signed local model updates, attested by a quorum of miners
+/// @notice One block per round. A registered miner submits the block of round `head + 1` with
+/// a proof-of-work nonce and EIP-712 attestations of other registered miners over
+/// (round, prevHash, updatesRoot, globalModelHash, protocol spec hash): at least `quorum`
+/// distinct miners, the committer included, must stand behind every block.
+/// Two modes. `direct`: the block holds every update (sorted by device address); the contract
+/// checks each device's signature and sample-count cap and mints the data rewards in the
+/// commit. `merkle`: the block holds the root of an OpenZeppelin Merkle tree over the update
+/// records with their count and total samples (the attesting miners checked every signature);
+/// each device claims its reward with a proof, so a block costs the same gas at any size.
+/// A second block for a committed round is a fork and reverts with `RoundAlreadyCommitted`.
+/// A miner that attests two different candidates for one round can be reported by anyone:
+/// the contract emits `Equivocation` and removes it, so it earns no further mining rewards.
+contract BlockFL is Ownable2Step, EIP712 {
+    /// @notice A device's signed local update as carried in a direct-mode block.
     struct Update {
         address device;
         bytes32 baseModelHash;
@@ -27,7 +34,49 @@ contract BlockFL is Ownable, EIP712 {
         bytes32 s;
     }
 
-    /// @notice A committed block.
+    /// @notice A miner's EIP-2098 compact signature of a `BlockAttestation`.
+    struct Signature {
+        bytes32 r;
+        bytes32 vs;
+    }
+
+    /// @notice The candidate a `BlockAttestation` is about, without its round.
+    struct Candidate {
+        bytes32 prevHash;
+        bytes32 updatesRoot;
+        bytes32 globalModelHash;
+        bytes32 specHash;
+    }
+
+    /// @notice A leaf of a merkle-mode block: an update record and its position in the block.
+    struct Leaf {
+        uint32 index;
+        address device;
+        uint64 round;
+        bytes32 baseModelHash;
+        bytes32 updateHash;
+        uint64 samples;
+        uint64 computeTimeMs;
+    }
+
+    /// @notice One claim of `claimMany`.
+    struct Claim {
+        Leaf leaf;
+        bytes32[] proof;
+    }
+
+    /// @notice A committed block as stored (4 slots; the nonce is in `BlockCommitted`).
+    /// In merkle mode `updatesRoot` is the Merkle root that claims are checked against.
+    struct StoredBlock {
+        bytes32 blockHash;
+        bytes32 globalModelHash;
+        bytes32 updatesRoot;
+        address miner;
+        uint32 numUpdates;
+        uint64 totalSamples;
+    }
+
+    /// @notice A committed block as `getBlock` returns it.
     struct BlockRecord {
         bytes32 blockHash;
         bytes32 prevHash;
@@ -35,9 +84,7 @@ contract BlockFL is Ownable, EIP712 {
         bytes32 updatesRoot;
         address miner;
         uint32 numUpdates;
-        uint64 timestamp;
         uint64 totalSamples;
-        uint256 nonce;
     }
 
     /// @notice Parameters fixed at deployment (the target can be changed by the owner).
@@ -48,24 +95,39 @@ contract BlockFL is Ownable, EIP712 {
         uint64 maxSamplesPerUpdate;
         uint32 maxUpdatesPerBlock;
         bool deviceAllowList;
-        bytes32 genesisModelHash;
-        bytes32 protocolSpecHash;
         uint8 mode;
         uint16 quorum;
+        bytes32 genesisModelHash;
+        bytes32 protocolSpecHash;
     }
 
+    uint8 public constant MODE_DIRECT = 0;
+    uint8 public constant MODE_MERKLE = 1;
     bytes32 public constant UPDATE_TYPEHASH = keccak256(
         "LocalUpdate(address device,uint64 round,bytes32 baseModelHash,bytes32 updateHash,uint64 samples,uint64 computeTimeMs)"
+    );
+    bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
+        "BlockAttestation(uint64 round,bytes32 prevHash,bytes32 updatesRoot,bytes32 globalModelHash,bytes32 specHash)"
     );
 
     RewardToken public immutable token;
     Params internal _params;
+    // copies of the fixed parameters read on every commit and claim (an immutable costs no SLOAD)
+    uint256 internal immutable _rewardPerSample;
+    uint256 internal immutable _miningReward;
+    bytes32 internal immutable _specHash;
+    uint32 internal immutable _maxUpdates;
+    uint16 internal immutable _quorum;
+    uint8 internal immutable _mode;
     uint64 public headRound;
-    mapping(uint64 round => BlockRecord) internal _blocks;
+    uint32 public minerCount;
+    mapping(uint64 round => StoredBlock) internal _blocks;
     mapping(address => bool) public isMiner;
     mapping(address => bool) public isDeviceAllowed;
+    mapping(uint64 round => mapping(uint256 word => uint256 bits)) internal _claimed;
 
     event MinerAdded(address indexed miner);
+    event MinerRemoved(address indexed miner);
     event DeviceAllowed(address indexed device, bool allowed);
     event TargetChanged(uint256 target);
     event BlockCommitted(
@@ -81,8 +143,13 @@ contract BlockFL is Ownable, EIP712 {
     event UpdateAccepted(
         uint64 indexed round, address indexed device, bytes32 updateHash, uint256 samples, uint256 reward
     );
+    event Equivocation(
+        address indexed miner, uint64 indexed round, bytes32 digestA, bytes32 digestB, address reporter
+    );
 
     error NotMiner(address sender);
+    error InvalidParams(uint64 maxSamplesPerUpdate, uint32 maxUpdatesPerBlock);
+    error WrongMode(uint8 mode);
     error RoundAlreadyCommitted(uint64 round, bytes32 committedHash);
     error WrongRound(uint64 expected, uint64 given);
     error WrongPreviousHash(bytes32 expected, bytes32 given);
@@ -96,12 +163,33 @@ contract BlockFL is Ownable, EIP712 {
     error MalformedSignature(uint256 index);
     error InvalidSignature(uint256 index, address device, address signer);
     error InsufficientWork(bytes32 blockHash, uint256 target);
+    error MalformedAttestation(uint256 index);
+    error AttesterNotMiner(uint256 index, address signer);
+    error DuplicateAttester(uint256 index, address signer);
+    error AttestationsNotSorted(uint256 index);
+    error QuorumNotReached(uint256 attesters, uint256 quorum);
+    error NotEquivocation();
+    error NoMerkleBlock(uint64 round);
+    error ClaimWrongRound(uint64 round, uint64 recordRound);
+    error AlreadyClaimed(uint64 round, uint32 index);
+    error InvalidProof(uint64 round, uint32 index);
 
     constructor(Params memory params_, address[] memory miners_)
         Ownable(msg.sender)
         EIP712("BlockFL", "1")
     {
+        // a block's total samples is stored as uint64: the largest possible block must fit
+        if (uint256(params_.maxSamplesPerUpdate) * params_.maxUpdatesPerBlock > type(uint64).max) {
+            revert InvalidParams(params_.maxSamplesPerUpdate, params_.maxUpdatesPerBlock);
+        }
+        if (params_.mode > MODE_MERKLE) revert WrongMode(params_.mode);
         _params = params_;
+        _rewardPerSample = params_.rewardPerSample;
+        _miningReward = params_.miningReward;
+        _specHash = params_.protocolSpecHash;
+        _maxUpdates = params_.maxUpdatesPerBlock;
+        _quorum = params_.quorum;
+        _mode = params_.mode;
         token = new RewardToken("BlockFL Reward", "BFLR");
         for (uint256 i = 0; i < miners_.length; ++i) {
             _addMiner(miners_[i]);
@@ -113,6 +201,11 @@ contract BlockFL is Ownable, EIP712 {
     /// @notice Register a miner (owner only).
     function addMiner(address miner) external onlyOwner {
         _addMiner(miner);
+    }
+
+    /// @notice Deregister a miner (owner only).
+    function removeMiner(address miner) external onlyOwner {
+        _removeMiner(miner);
     }
 
     /// @notice Allow or disallow a device when the allow-list is enabled (owner only).
@@ -139,6 +232,12 @@ contract BlockFL is Ownable, EIP712 {
         return _params.protocolSpecHash;
     }
 
+    /// @notice Distinct miners that must stand behind a block: `quorum`, or when it is 0 a
+    /// majority of the miners registered now.
+    function requiredAttesters() public view returns (uint256) {
+        return _quorum == 0 ? uint256(minerCount) / 2 + 1 : _quorum;
+    }
+
     /// @notice The chain head: last committed round, its block hash and global model hash.
     function head() external view returns (uint64 round, bytes32 blockHash, bytes32 globalModelHash) {
         round = headRound;
@@ -146,8 +245,18 @@ contract BlockFL is Ownable, EIP712 {
     }
 
     /// @notice The block committed for `round` (all zero if none).
-    function getBlock(uint64 round) external view returns (BlockRecord memory) {
-        return _blocks[round];
+    function getBlock(uint64 round) external view returns (BlockRecord memory b) {
+        StoredBlock storage s = _blocks[round];
+        if (s.blockHash == bytes32(0)) return b;
+        bytes32 prev = round > 1 ? _blocks[round - 1].blockHash : bytes32(0);
+        return BlockRecord(
+            s.blockHash, prev, s.globalModelHash, s.updatesRoot, s.miner, s.numUpdates, s.totalSamples
+        );
+    }
+
+    /// @notice Whether the update at `index` of the merkle block of `round` was claimed.
+    function isClaimed(uint64 round, uint256 index) public view returns (bool) {
+        return _claimed[round][index >> 8] & (1 << (index & 0xff)) != 0;
     }
 
     /// @notice The EIP-712 digest a device signs for its update in `round`.
@@ -166,6 +275,15 @@ contract BlockFL is Ownable, EIP712 {
         );
     }
 
+    /// @notice The EIP-712 digest a miner signs to attest a candidate of `round`.
+    function attestationDigest(uint64 round, Candidate memory c) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(ATTESTATION_TYPEHASH, round, c.prevHash, c.updatesRoot, c.globalModelHash, c.specHash)
+            )
+        );
+    }
+
     /// @notice The block hash that the proof-of-work must bring at or below `target`.
     function blockHashOf(
         bytes32 prevHash,
@@ -178,27 +296,37 @@ contract BlockFL is Ownable, EIP712 {
         return keccak256(abi.encode(prevHash, round, globalModelHash, updatesRoot, miner, nonce));
     }
 
-    // ------------------------------------------------------------------ the block
+    /// @notice What a merkle block's header and attestations commit to as its updates root:
+    /// the Merkle root bound to the update count and total samples.
+    function merkleUpdatesRoot(bytes32 merkleRoot, uint32 numUpdates, uint64 totalSamples)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(merkleRoot, numUpdates, totalSamples));
+    }
 
-    /// @notice Commit the block of `round` (must be head + 1), paying every device and the miner.
+    /// @notice The leaf of an update record in a merkle block (double keccak, as OpenZeppelin's
+    /// StandardMerkleTree hashes leaves).
+    function leafHash(Leaf calldata leaf) public pure returns (bytes32) {
+        return keccak256(bytes.concat(keccak256(abi.encode(leaf))));
+    }
+
+    // ------------------------------------------------------------------ blocks
+
+    /// @notice Commit the direct-mode block of `round` (head + 1), paying every device and the miner.
     function commitBlock(
         bytes32 prevHash,
         uint64 round,
         bytes32 globalModelHash,
         Update[] calldata updates,
-        uint256 nonce
+        uint256 nonce,
+        Signature[] calldata attestations
     ) external returns (bytes32 blockHash) {
-        if (!isMiner[msg.sender]) revert NotMiner(msg.sender);
-        uint64 current = headRound;
-        if (round <= current) revert RoundAlreadyCommitted(round, _blocks[round].blockHash);
-        if (round != current + 1) revert WrongRound(current + 1, round);
-        (bytes32 headHash, bytes32 baseModel) = _headLink();
-        if (prevHash != headHash) revert WrongPreviousHash(headHash, prevHash);
-
+        bytes32 baseModel = _checkLink(prevHash, round, MODE_DIRECT);
         Params memory p = _params;
         uint256 n = updates.length;
-        if (n == 0) revert EmptyBlock();
-        if (n > p.maxUpdatesPerBlock) revert TooManyUpdates(n, p.maxUpdatesPerBlock);
+        _checkCount(n, p.maxUpdatesPerBlock);
 
         bytes32[] memory digests = new bytes32[](n);
         uint256 totalSamples;
@@ -207,22 +335,8 @@ contract BlockFL is Ownable, EIP712 {
             totalSamples += updates[i].samples;
         }
         bytes32 updatesRoot = keccak256(abi.encodePacked(digests));
-        blockHash = blockHashOf(prevHash, round, globalModelHash, updatesRoot, msg.sender, nonce);
-        if (uint256(blockHash) > p.target) revert InsufficientWork(blockHash, p.target);
-
-        headRound = round;
-        _blocks[round] = BlockRecord({
-            blockHash: blockHash,
-            prevHash: prevHash,
-            globalModelHash: globalModelHash,
-            updatesRoot: updatesRoot,
-            miner: msg.sender,
-            numUpdates: uint32(n),
-            timestamp: uint64(block.timestamp),
-            totalSamples: uint64(totalSamples),
-            nonce: nonce
-        });
-        emit BlockCommitted(round, blockHash, msg.sender, globalModelHash, updatesRoot, n, totalSamples, nonce);
+        blockHash = _record(prevHash, round, globalModelHash, updatesRoot, updatesRoot, n, totalSamples, nonce);
+        _checkAttestations(round, Candidate(prevHash, updatesRoot, globalModelHash, p.protocolSpecHash), attestations);
 
         for (uint256 i = 0; i < n; ++i) {
             Update calldata u = updates[i];
@@ -233,14 +347,162 @@ contract BlockFL is Ownable, EIP712 {
         if (p.miningReward > 0) token.mint(msg.sender, p.miningReward);
     }
 
+    /// @notice Commit the merkle-mode block of `round`: the Merkle root of its update records,
+    /// their count and total samples. Devices claim their data rewards with proofs.
+    function commitRoot(
+        bytes32 prevHash,
+        uint64 round,
+        bytes32 globalModelHash,
+        bytes32 merkleRoot,
+        uint32 numUpdates,
+        uint64 totalSamples,
+        uint256 nonce,
+        Signature[] calldata attestations
+    ) external returns (bytes32 blockHash) {
+        _checkLink(prevHash, round, MODE_MERKLE);
+        _checkCount(numUpdates, _maxUpdates);
+        bytes32 updatesRoot = merkleUpdatesRoot(merkleRoot, numUpdates, totalSamples);
+        blockHash =
+            _record(prevHash, round, globalModelHash, updatesRoot, merkleRoot, numUpdates, totalSamples, nonce);
+        _checkAttestations(round, Candidate(prevHash, updatesRoot, globalModelHash, _specHash), attestations);
+        if (_miningReward > 0) token.mint(msg.sender, _miningReward);
+    }
+
+    // ------------------------------------------------------------------ claims (merkle mode)
+
+    /// @notice Pay the data reward of one update in the merkle block of `round`.
+    function claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof) external {
+        _claim(round, leaf, proof);
+    }
+
+    /// @notice Pay several updates of the merkle block of `round` in one transaction.
+    function claimMany(uint64 round, Claim[] calldata claims) external {
+        for (uint256 i = 0; i < claims.length; ++i) {
+            _claim(round, claims[i].leaf, claims[i].proof);
+        }
+    }
+
+    // ------------------------------------------------------------------ equivocation
+
+    /// @notice Prove that a miner attested two different candidates for `round`: the miner is
+    /// removed (it can commit and attest no more, so it earns no further mining rewards).
+    function reportEquivocation(
+        uint64 round,
+        Candidate calldata a,
+        Signature calldata sigA,
+        Candidate calldata b,
+        Signature calldata sigB
+    ) external {
+        bytes32 digestA = attestationDigest(round, a);
+        bytes32 digestB = attestationDigest(round, b);
+        if (digestA == digestB) revert NotEquivocation();
+        address signer = _attester(digestA, sigA, 0);
+        if (_attester(digestB, sigB, 1) != signer) revert NotEquivocation();
+        if (!isMiner[signer]) revert NotMiner(signer);
+        _removeMiner(signer);
+        emit Equivocation(signer, round, digestA, digestB, msg.sender);
+    }
+
     // ------------------------------------------------------------------ internals
 
     function _addMiner(address miner) internal {
+        if (isMiner[miner]) return;
         isMiner[miner] = true;
+        ++minerCount;
         emit MinerAdded(miner);
     }
 
-    /// @dev Check update `i` of a block of `round`; return its EIP-712 digest.
+    function _removeMiner(address miner) internal {
+        if (!isMiner[miner]) revert NotMiner(miner);
+        isMiner[miner] = false;
+        --minerCount;
+        emit MinerRemoved(miner);
+    }
+
+    /// @dev The committer, the round and the chain link; returns the head's global model hash.
+    function _checkLink(bytes32 prevHash, uint64 round, uint8 mode) internal view returns (bytes32 baseModel) {
+        if (!isMiner[msg.sender]) revert NotMiner(msg.sender);
+        if (_mode != mode) revert WrongMode(_mode);
+        uint64 current = headRound;
+        if (round == 0 || round > current + 1) revert WrongRound(current + 1, round);
+        if (round <= current) revert RoundAlreadyCommitted(round, _blocks[round].blockHash);
+        bytes32 headHash;
+        (headHash, baseModel) = _headLink();
+        if (prevHash != headHash) revert WrongPreviousHash(headHash, prevHash);
+    }
+
+    function _checkCount(uint256 n, uint32 max) internal pure {
+        if (n == 0) revert EmptyBlock();
+        if (n > max) revert TooManyUpdates(n, max);
+    }
+
+    /// @dev Check the proof-of-work, store the block and move the head.
+    function _record(
+        bytes32 prevHash,
+        uint64 round,
+        bytes32 globalModelHash,
+        bytes32 updatesRoot,
+        bytes32 storedRoot,
+        uint256 n,
+        uint256 totalSamples,
+        uint256 nonce
+    ) internal returns (bytes32 blockHash) {
+        blockHash = blockHashOf(prevHash, round, globalModelHash, updatesRoot, msg.sender, nonce);
+        uint256 target = _params.target;
+        if (uint256(blockHash) > target) revert InsufficientWork(blockHash, target);
+        headRound = round;
+        _blocks[round] = StoredBlock({
+            blockHash: blockHash,
+            globalModelHash: globalModelHash,
+            updatesRoot: storedRoot,
+            miner: msg.sender,
+            numUpdates: uint32(n),
+            totalSamples: uint64(totalSamples)
+        });
+        emit BlockCommitted(round, blockHash, msg.sender, globalModelHash, storedRoot, n, totalSamples, nonce);
+    }
+
+    /// @dev At least `requiredAttesters()` distinct registered miners, the committer included,
+    /// signed this candidate; signers in ascending address order (so duplicates are visible).
+    function _checkAttestations(uint64 round, Candidate memory c, Signature[] calldata sigs) internal view {
+        bytes32 digest = attestationDigest(round, c);
+        address previous = address(0);
+        bool committerSigned = false;
+        for (uint256 i = 0; i < sigs.length; ++i) {
+            address signer = _attester(digest, sigs[i], i);
+            if (signer == previous) revert DuplicateAttester(i, signer);
+            if (signer < previous) revert AttestationsNotSorted(i);
+            if (!isMiner[signer]) revert AttesterNotMiner(i, signer);
+            if (signer == msg.sender) committerSigned = true;
+            previous = signer;
+        }
+        uint256 attesters = sigs.length + (committerSigned ? 0 : 1);
+        uint256 quorum = requiredAttesters();
+        if (attesters < quorum) revert QuorumNotReached(attesters, quorum);
+    }
+
+    function _attester(bytes32 digest, Signature calldata sig, uint256 i) internal pure returns (address signer) {
+        ECDSA.RecoverError err;
+        (signer, err,) = ECDSA.tryRecover(digest, sig.r, sig.vs);
+        if (err != ECDSA.RecoverError.NoError) revert MalformedAttestation(i);
+    }
+
+    function _claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof) internal {
+        if (leaf.round != round) revert ClaimWrongRound(round, leaf.round);
+        bytes32 root = _blocks[round].updatesRoot;
+        if (root == bytes32(0)) revert NoMerkleBlock(round);
+        uint256 word = leaf.index >> 8;
+        uint256 bit = 1 << (leaf.index & 0xff);
+        uint256 bits = _claimed[round][word];
+        if (bits & bit != 0) revert AlreadyClaimed(round, leaf.index);
+        if (!MerkleProof.verifyCalldata(proof, root, leafHash(leaf))) revert InvalidProof(round, leaf.index);
+        _claimed[round][word] = bits | bit;
+        uint256 reward = uint256(leaf.samples) * _rewardPerSample;
+        token.mint(leaf.device, reward);
+        emit UpdateAccepted(round, leaf.device, leaf.updateHash, leaf.samples, reward);
+    }
+
+    /// @dev Check update `i` of a direct block of `round`; return its EIP-712 digest.
     function _checkUpdate(
         Update[] calldata updates,
         uint256 i,
@@ -268,7 +530,7 @@ contract BlockFL is Ownable, EIP712 {
     function _headLink() internal view returns (bytes32 blockHash, bytes32 globalModelHash) {
         uint64 current = headRound;
         if (current == 0) return (bytes32(0), _params.genesisModelHash);
-        BlockRecord storage b = _blocks[current];
+        StoredBlock storage b = _blocks[current];
         return (b.blockHash, b.globalModelHash);
     }
 }

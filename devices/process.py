@@ -17,8 +17,10 @@ from collections.abc import Sequence
 
 from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
 from blockfl.chain.blocks import Head
+from blockfl.chain.errors import BlockRejected
 from blockfl.chain.ledger import Ledger
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.devices.claims import claim
 from blockfl.devices.device import Device, GlobalModelMismatch
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
@@ -68,7 +70,8 @@ class DeviceProcess:
         the chain node answers, it logs why and retries with exponential backoff, for at most
         `give_up` seconds in a row."""
         stop = stop or threading.Event()
-        self.log("started", address=self.device.address, samples=len(self.device.shard.y))
+        self.log("started", address=self.device.address, samples=len(self.device.shard.y),
+                 behaviour=self.device.behaviour.name)
         backoff = self.poll
         head: Head | None = None
         failing_since: float | None = None
@@ -80,7 +83,8 @@ class DeviceProcess:
                 self.follow(head)
                 round_ = head.round + 1
                 trained = self.device.train(round_, self.ledger.domain)
-                self.upload(trained.submission)
+                for submission in (trained.submission, *trained.copies):
+                    self.upload(submission)
                 self.wait_for_block(round_, stop)
             except OSError as exc:  # NoMinerAvailable, or the chain node is unreachable
                 event = "no_miner" if isinstance(exc, NoMinerAvailable) else "chain_unavailable"
@@ -126,9 +130,27 @@ class DeviceProcess:
             stop.wait(self.poll)
         if stop.is_set():
             return
+        if self.ledger.params().mode == "merkle":
+            self.claim(round_)
         mine = [u for u in self.ledger.accepted_updates(round_) if u.device == self.device.address]
         self.log("block", round=round_, included=bool(mine),
                  reward=str(mine[0].reward) if mine else "0")
+
+    def claim(self, round_: int) -> None:
+        """Claim this device's reward in the merkle block of `round_`, with the block's records
+        from the first miner that serves them (checked against the chain's root)."""
+        for miner in self._miners_in_random_order():
+            try:
+                block = miner.block(round_)
+                if block is None:
+                    continue
+                done = claim(self.ledger, self.device.key, block, self.device.address)
+            except (MinerUnavailable, ValueError, LookupError, BlockRejected) as exc:
+                self.log("claim_failed", round=round_, miner=miner.url, error=str(exc)[:300])
+                continue
+            self.log("claimed", round=round_, reward=str(sum(c.reward for c in done)),
+                     updates=len(done))
+            return
 
     def follow(self, head: Head) -> None:
         """Hold the head's global model, checked against the on-chain hash (and recomputed

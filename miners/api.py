@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from blockfl.config import ServerConfig
 from blockfl.hashing import from_hex
 from blockfl.miners.admission import Busy, UploadGate
+from blockfl.miners.attestation_api import attestation_router
 from blockfl.miners.node import Verdict
 from blockfl.miners.service import MinerService
 from blockfl.wire import (
@@ -245,4 +246,5 @@ def create_app(service: MinerService, max_payload_bytes: int,
         return {"ok": True}
 
     # other features' routers are included here, e.g. app.include_router(router(service))
+    app.include_router(attestation_router(service))  # POST /attestations
     return app

@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blockfl.aggregation import AggregationStrategy, FedAvg
+from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
+from blockfl.miners.attestation import AttestationRefused, Attester, gather
 from blockfl.miners.journal import MinerJournal
 from blockfl.miners.node import BlockAnnouncement, Candidate, InvalidBlock, MinerNode
 from blockfl.miners.peers import HttpPeer
@@ -81,7 +83,7 @@ class MinerService:
         self.store = ModelStore(data_dir / "models")
         self.clients = list(peers)
         params = ledger.params()
-        self.target = params.target
+        self.target, self.mode = params.target, params.mode
         self._announced: dict[int, BlockProposal] = {}
         self._genesis = genesis
         self._unrecovered: set[int] = set()  # rounds whose catch-up failed (logged once)
@@ -94,6 +96,7 @@ class MinerService:
         self.node = MinerNode(key, ledger, verifier, self.store, rule or FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
+        self.attester = Attester(self.node)
         self._window_opened: float | None = None
         restored = self.node.restore(self.journal.updates_of(self.node.round))
         log("started", address=self.node.address, round=self.node.round,
@@ -309,7 +312,7 @@ class MinerService:
         if candidate is None:
             return
         proposal = candidate.proposal
-        header = proposal.header(self.ledger.domain)
+        header = proposal.header(self.ledger.domain, self.mode)
         self.log("mining", round=proposal.round, updates=len(proposal.updates))
         started = last_poll = time.monotonic()
         nonce, chunk, rate = 0, self.settings.chunk, self.settings.hash_rate
@@ -317,7 +320,7 @@ class MinerService:
             solution = solve_pow(header, self.target, start_nonce=nonce, max_attempts=chunk)
             if solution is not None:
                 self._commit(candidate, replace(proposal, nonce=solution.nonce),
-                             solution.nonce + 1)
+                             solution.nonce + 1, stop)
                 return
             nonce += chunk
             if rate > 0:  # hash at the rate the target was set for
@@ -330,13 +333,48 @@ class MinerService:
                 last_poll = now
                 if self.ledger.head().round >= proposal.round:
                     return  # another miner's block landed: sync() takes it
-            if len(self.node.pending_devices()) != len(proposal.updates):
+            if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
-    def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int) -> None:
+    def attest(self, proposal: BlockProposal) -> Attestation:
+        """Check another miner's candidate in full (its updates from the journal or peers) and
+        attest it; AttestationRefused names why not."""
+        found = self._announcement(proposal)
+        if found is None:
+            raise AttestationRefused("missing_update", "an update of the candidate is not here")
+        return self.attester.attest(found[0])
+
+    def _attestations(self, proposal: BlockProposal, stop: threading.Event
+                      ) -> list[Attestation] | None:
+        """Ask the peers to attest the candidate until the quorum is reached, backing off and
+        logging why while it is not; None when the round is decided meanwhile."""
+        needed = self.ledger.required_attesters() - 1  # the committer counts itself
+        started, delay = time.monotonic(), 0.5
+        while not stop.is_set():
+            reasons: list[str] = []
+            got = gather([lambda c=c: c.attest(proposal) for c in self.clients], needed,
+                         reasons.append)
+            if len(got) >= needed:
+                self.log("attestations", round=proposal.round, attesters=len(got) + 1,
+                         seconds=round(time.monotonic() - started, 4))
+                return got
+            self.log("quorum_wait", round=proposal.round, attesters=len(got) + 1,
+                     quorum=needed + 1, retry_in=delay, reasons=reasons)
+            stop.wait(delay)
+            if self.ledger.head().round >= proposal.round:
+                return None
+            delay = min(2 * delay, 8.0)
+        return None
+
+    def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int,
+                stop: threading.Event) -> None:
         # the model is served before the block lands: devices fetch it as soon as they see it
         self.store.put(candidate.global_state)
-        receipt = self.node.commit(proposal)
+        attestations = self._attestations(proposal, stop)
+        if attestations is None:
+            self.log("fork", round=proposal.round, attempts=attempts, quorum=False)
+            return
+        receipt = self.node.commit(proposal, attestations)
         if receipt is None:
             self.log("fork", round=proposal.round, attempts=attempts)
             return

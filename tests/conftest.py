@@ -46,7 +46,8 @@ def anvil_url() -> Iterator[str]:
 
 
 def default_params(**overrides: object) -> ChainParams:
-    """Test parameters: an easy target (1 hash in 16 succeeds), small rewards."""
+    """Test parameters: an easy target (1 hash in 16 succeeds), small rewards, a quorum of one
+    (the committer alone; attestation tests raise it)."""
     values = dict(
         target=MAX_TARGET >> 4,
         reward_per_sample=10**15,
@@ -55,6 +56,7 @@ def default_params(**overrides: object) -> ChainParams:
         max_updates_per_block=64,
         device_allow_list=False,
         genesis_model_hash=GENESIS,
+        quorum=1,
     )
     values.update(overrides)
     return ChainParams(**values)  # type: ignore[arg-type]

@@ -5,26 +5,37 @@ selection is not the rule's."""
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 
 import pytest
 import torch
 
-from blockfl.config import AttackConfig
+from blockfl.chain.node import find_anvil
+from blockfl.config import AGGREGATION_RULES, AttackConfig, Config
 from blockfl.devices.behaviours import BEHAVIOURS, attackers, behaviour
 from blockfl.devices.device import Device
+from blockfl.events import read_events
+from blockfl.launcher import LocalNetwork
+from blockfl.miners.attestation import AttestationRefused
 from blockfl.miners.node import InvalidBlock
 from blockfl.signing import Domain, address_of
 from blockfl.sim.engine import Simulation
-from blockfl.sim.setup import build_experiment
+from blockfl.sim.runner import run_experiment
+from blockfl.sim.setup import Experiment, build_experiment
 from blockfl.tensors import decode, tensor_hash
 from tests.conftest import key, small_config
 
 DOMAIN = Domain(31337, address_of(key("contract")))
 
 
-def _device(tmp_path, name: str, **attack) -> Device:
+@cache
+def _experiment(tmp_path) -> tuple[Config, Experiment]:
     config = small_config(tmp_path)
-    experiment = build_experiment(config)
+    return config, build_experiment(config)
+
+
+def _device(tmp_path, name: str, **attack) -> Device:
+    config, experiment = _experiment(tmp_path)
     return Device(key("attacker"), experiment.shards[0], "logreg", config.training,
                   experiment.initial, seed=1,
                   behaviour=behaviour(name, AttackConfig(**attack), 5, seed=1))
@@ -109,7 +120,8 @@ def test_sample_inflation_and_sybil_copies_are_refused(tmp_path):
 
 
 def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
-    sim = _attacked(tmp_path, "multi_krum", "sign_flip")
+    # a quorum of 1, as if the cheat were the only miner the chain asks for
+    sim = _attacked(tmp_path, "multi_krum", "sign_flip", quorum=1)
     for device in sim.devices:  # every update reaches both miners (gossip)
         sim.miners[0].receive_upload(device.train(1, sim.ledger.domain).submission)
     honest_miner, cheat = sim.miners
@@ -124,6 +136,9 @@ def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
                      excluded=(*candidate.proposal.excluded, victim.record.update_hash))
     nonce = _mine(sim, forged)
     forged = replace(forged, nonce=nonce)
+    # with a quorum, the honest miner would not have attested it
+    with pytest.raises(AttestationRefused, match="other updates than rule 'multi_krum'"):
+        sim.attesters[0].attest(cheat.announcement(forged))
     assert cheat.commit(forged) is not None  # the chain cannot see the selection
     with pytest.raises(InvalidBlock, match="other updates than rule 'multi_krum'"):
         honest_miner.receive_block(cheat.announcement(forged))
@@ -139,3 +154,53 @@ def _mine(sim: Simulation, proposal) -> int:
     solution = solve_pow(header, sim.ledger.params().target, max_attempts=10**7)
     assert solution is not None
     return solution.nonce
+
+
+def _agreeing_run(tmp_path, rule: str, **chain) -> list[str]:
+    config = small_config(tmp_path, network={"devices": 7, "miners": 2}, run={"rounds": 2},
+                          aggregation={"rule": rule, "f": 2, "beta": 0.2},
+                          attack={"attackers": 0.3, "behaviour": "sign_flip"}, chain=chain)
+    summary = run_experiment(config)
+    assert summary.hashes_agree and summary.rewards_match
+    return [r.global_model_hash for r in summary.rounds]
+
+
+@pytest.mark.parametrize("rule", AGGREGATION_RULES)
+def test_every_rule_keeps_miners_devices_and_chain_on_one_model(tmp_path, rule):
+    """Devices recompute every block's aggregate with the rule; evm and local agree."""
+    evm = _agreeing_run(tmp_path / "evm", rule, ledger="evm")
+    assert _agreeing_run(tmp_path / "local", rule, ledger="local") == evm
+
+
+@pytest.mark.anvil
+def test_a_filtering_rule_agrees_on_anvil(tmp_path, anvil_url):
+    local = _agreeing_run(tmp_path / "local", "multi_krum", ledger="local")
+    assert _agreeing_run(tmp_path / "anvil", "multi_krum", ledger="evm", rpc_url=anvil_url) == local
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest.mark.skipif(find_anvil() is None, reason="anvil binary not found (npm install)")
+def test_a_process_network_keeps_sign_flippers_unpaid_under_multi_krum(tmp_path):
+    """`network up --attackers 0.34 --attack sign_flip --rule multi_krum`, as processes."""
+    config = small_config(tmp_path, run={"rounds": 2, "out_dir": str(tmp_path)},
+                          network={"devices": 6, "miners": 2, "t_wait": 30.0},
+                          chain={"block_rate": 2.0, "hash_rate": 20_000.0},
+                          aggregation={"rule": "multi_krum", "f": 2},
+                          attack={"attackers": 0.34, "behaviour": "sign_flip"})
+    network = LocalNetwork(config, tmp_path / "net").start()
+    try:
+        network.wait_for_round(2, timeout=300)
+        bad = {address_of(network.device_key(j)) for j in network.attackers}
+        paid = {u.device for u in network.ledger.accepted_updates()}
+        assert len(bad) == 2 and len(paid) == 4 and not paid & bad
+    finally:
+        network.stop()
+    logs = tmp_path / "net" / "logs"
+    excluded = [e for i in range(2) for e in read_events(logs / f"miner{i}.jsonl")
+                if e["event"] == "excluded"]
+    assert {e["device"] for e in excluded} == bad
+    assert {e["reason"] for e in excluded} == {"robust_filter"}
+    invalid = [e for i in range(2) for e in read_events(logs / f"miner{i}.jsonl")
+               if e["event"] == "invalid_block"]
+    assert invalid == []

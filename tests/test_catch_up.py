@@ -27,7 +27,9 @@ def test_a_restarted_miner_serves_the_blocks_it_missed(tmp_path):
         tmp_path,
         run={"rounds": 3, "out_dir": str(tmp_path)},
         network={"devices": 3, "miners": 2, "t_wait": 5.0},
-        chain={"block_rate": 2.0, "hash_rate": 20_000.0},
+        # quorum 1: miner 0 alone keeps committing while miner 1 is down (a majority of two
+        # miners would wait for it)
+        chain={"block_rate": 2.0, "hash_rate": 20_000.0, "quorum": 1},
         verification={"max_payload_bytes": 100_000},
     )
     network = LocalNetwork(config, tmp_path / "net").start()

@@ -192,7 +192,7 @@ def test_a_deep_deployment_file_is_refused_with_a_message(net, tmp_path):
     deep_file.write_bytes(DEEP)
     result = subprocess.run(
         [sys.executable, "-m", "blockfl.cli", "miner", "--key", "dev:1", "--deployment",
-         str(deep_file), "--config", str(network.config_path)],
+         str(deep_file), "--config", str(network.config_path), "--port", str(free_port())],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]

@@ -200,3 +200,20 @@ def test_the_latency_package_never_imports_the_simulator_or_the_experiments():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"f_c": 1e-300}, "t_local overflow"), ({"w_up": 1e-300, "delta_m": 1e300}, "t_up overflow")],
+)
+def test_parameters_whose_terms_overflow_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        LatencyParams(**overrides)
+
+
+def test_lambda_star_of_huge_blocks_is_finite_and_positive():
+    p = LatencyParams(delta_m=1e300, n_devices=1000)  # c^2 and A c N overflow a float
+    star = model.optimal_lambda(p)
+    assert 0 < star < math.inf
+    assert model.numeric_optimal_lambda(p) == pytest.approx(star, rel=1e-5)
+    assert math.isfinite(model.optimal_latency(p))

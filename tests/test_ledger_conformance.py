@@ -34,7 +34,8 @@ def signed(
 
 def mined(ledger: Ledger, proposal: BlockProposal) -> BlockProposal:
     """The proposal with a nonce meeting the ledger's target."""
-    solution = solve_pow(proposal.header(ledger.domain), ledger.params().target)
+    params = ledger.params()
+    solution = solve_pow(proposal.header(ledger.domain, params.mode), params.target)
     assert solution is not None
     return replace(proposal, nonce=solution.nonce)
 

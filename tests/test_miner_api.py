@@ -180,12 +180,13 @@ def test_journal_refuses_another_deployment(tmp_path):
         MinerJournal(tmp_path / "miner.db", "31337:0xB")
 
 
-def two_miners(tmp_path, b_asks_a: bool):
-    """Miners a and b on one embedded chain (b with a as its peer if `b_asks_a`), 3 devices."""
+def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False):
+    """Miners a and b on one embedded chain (b with a as its peer if `b_asks_a`, a with b if
+    `a_asks_b`), 3 devices; a block needs `quorum` miners (1: a commits alone)."""
     from blockfl.client import MinerClient
 
     config = small_config(tmp_path, network={"devices": 3, "miners": 2},
-                          chain={"block_rate": 50.0, "hash_rate": 1000.0})
+                          chain={"block_rate": 50.0, "hash_rate": 1000.0, "quorum": quorum})
     experiment = build_experiment(config)
     keys = [derived_key("api-miner", i) for i in range(2)]
     ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
@@ -197,9 +198,13 @@ def two_miners(tmp_path, b_asks_a: bool):
         return MinerService(key, ledger, policy, settings, tmp_path / name, peers,
                             experiment.initial, EventLog(name, tmp_path / f"{name}.jsonl"))
 
-    a = miner("a", keys[0], [])
+    b_peers: list = []
+    a = miner("a", keys[0], b_peers)
     peers = [MinerClient("http://a", http=TestClient(create_app(a, LIMIT)))] if b_asks_a else []
     b = miner("b", keys[1], peers)
+    if a_asks_b:
+        b_peers.append(MinerClient("http://b", http=TestClient(create_app(b, LIMIT))))
+        a.clients = b_peers
     devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
                       experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
     return a, b, devices, ledger

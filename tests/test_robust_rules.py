@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from blockfl.aggregation import AggregationRule, FedAvg, WeightedUpdate, select_updates
-from blockfl.aggregation.kernels import squared_distances, squared_norm
-from blockfl.aggregation.rules import clipped_fedavg, krum_scores, median, trimmed_mean
+from blockfl.aggregation.kernels import grid_distances, squared_norm
+from blockfl.aggregation.rules import clipped_fedavg, median, multi_krum, trimmed_mean
 from blockfl.config import AGGREGATION_RULES, AggregationConfig, Config
 from blockfl.protocol import ProtocolSpec
 from blockfl.tensors import tensor_hash
@@ -124,7 +124,7 @@ def test_krum_falls_back_to_every_update_when_the_block_is_too_small():
 def test_krum_distances_are_exact_integers_on_the_grid():
     updates = _updates(4, seed=5)
     tensors = [[u.delta[k] for k in SHAPES] for u in updates]
-    got = squared_distances(tensors)
+    got, squares = grid_distances(tensors)
     flat = [torch.cat([t.reshape(-1) for t in ts]).double() for ts in tensors]
     peak = max(float(f.abs().max()) for f in flat)
     bits = 20
@@ -132,8 +132,25 @@ def test_krum_distances_are_exact_integers_on_the_grid():
     for i in range(4):
         for j in range(4):
             assert got[i][j] == sum((a - b) ** 2 for a, b in zip(q[i], q[j], strict=True))
-    scores = krum_scores(_base(), updates, f=1)
-    assert scores == [sum(sorted(got[i][j] for j in range(4) if j != i)[:1]) for i in range(4)]
+        assert squares[i] == sum(a * a for a in q[i])
+    # Krum (f = 1, one neighbour) keeps the update whose nearest other is nearest
+    scores = [min(got[i][j] for j in range(4) if j != i) for i in range(4)]
+    kept, _ = multi_krum(_base(), updates, f=1, m=1)
+    assert kept == [updates[min(range(4), key=lambda i: (scores[i], i))]]
+
+
+def test_krum_excludes_free_riders_before_scoring():
+    base, updates = _base(), _updates(7, seed=2)
+    g = torch.Generator().manual_seed(4)
+    riders = [WeightedUpdate(f"0x{0xf0 + i:040x}",
+                             {k: torch.randn(s, generator=g) * 1e-5 for k, s in SHAPES.items()},
+                             300) for i in range(3)]
+    for rule in ("krum", "multi_krum"):
+        kept, excluded = _rule(rule, f=3).select(base, updates + riders)
+        assert not {u.device for u in kept} & {u.device for u in riders}
+        assert "free-rider" in " ".join(e.detail for e in excluded)
+    kept, _ = _rule("multi_krum", f=3, min_norm_ratio=0.0).select(base, updates + riders)
+    assert {u.device for u in riders} <= {u.device for u in kept}  # without the filter
 
 
 def test_clipped_fedavg_scales_long_updates_to_the_bound():
@@ -162,6 +179,7 @@ def test_fedavg_rule_is_the_default_and_keeps_every_update():
     ({"beta": 0.5}, "beta"),
     ({"beta": -0.1}, "beta"),
     ({"f": -1}, ">= 0"),
+    ({"min_norm_ratio": 1.0}, "min_norm_ratio"),
 ])
 def test_rule_parameters_out_of_range_are_config_errors(params, message):
     with pytest.raises(ValueError, match=message):

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from blockfl.chain.attestation import Attestation, attestation_from_dict
 from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import to_hex
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
@@ -140,6 +141,15 @@ class MinerClient:
     def announce(self, proposal: BlockProposal) -> None:
         """Tell this miner about a committed block."""
         self._request("POST", "/blocks", json=proposal_to_dict(proposal))
+
+    def attest(self, proposal: BlockProposal) -> Attestation:
+        """Ask this miner to check a candidate block and attest it; MinerRejected names why
+        it refuses."""
+        body = self._json("POST", "/attestations", json=proposal_to_dict(proposal))
+        try:
+            return attestation_from_dict(body)
+        except ValueError as exc:
+            raise MinerUnavailable(f"{self.url}: {exc}") from None
 
     def block(self, ref: int | bytes) -> BlockProposal | None:
         """A committed block by round or block hash, as this miner knows it (None if not)."""

@@ -25,13 +25,16 @@ class RunConfig:
     seed: int = 0
     out_dir: str = "runs"
     name: str = ""
+    engine: str = "local"  # local (this process) | ray (device training on a Ray cluster)
+    ray_address: str = ""  # an existing Ray cluster (e.g. "auto", "10.0.0.1:6379"); "" = local
+    batch_training: bool = True  # train devices stacked: the same updates as one by one
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which data set and how it is split across devices."""
 
-    dataset: str = "digits"  # digits | synthetic | mnist
+    dataset: str = "digits"  # digits | synthetic (regression) | blobs (classification) | mnist
     mnist_path: str = ""
     partition: str = "iid"  # iid | dirichlet
     alpha: float = 0.5
@@ -132,6 +135,7 @@ class AggregationConfig:
     f: int = 1  # krum, multi_krum: attackers tolerated; must be below half the devices
     m: int = 0  # multi_krum: updates kept (0: n - f)
     clip: float = 0.0  # clipped_fedavg: the L2 bound (0: the median norm of the block)
+    min_norm_ratio: float = 0.1  # krum, multi_krum: below this x the median norm: a free-rider
 
     def __post_init__(self) -> None:
         if self.rule not in AGGREGATION_RULES:
@@ -142,6 +146,9 @@ class AggregationConfig:
                              "a fraction beta at each end, 0 <= beta < 0.5")
         if self.f < 0 or self.m < 0 or self.clip < 0:
             raise ValueError("aggregation.f, aggregation.m and aggregation.clip must be >= 0")
+        if not 0.0 <= self.min_norm_ratio < 1.0:
+            raise ValueError(f"aggregation.min_norm_ratio = {self.min_norm_ratio} out of "
+                             "range: 0 <= min_norm_ratio < 1")
 
     def check_devices(self, devices: int) -> None:
         """Krum's f must stay below half the devices (its guarantee needs n > 2f + 2)."""

@@ -115,6 +115,11 @@ class LocalNetwork:
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
                                     genesis_model_hash(self.config))
         deployment.write(self.deployment_path)
+        if self.config.chain.mode == "merkle":  # devices send their own claims: gas money
+            from blockfl.chain.evm import fund, rpc_web3
+
+            fund(rpc_web3(self.rpc_url),
+                 [address_of(self.device_key(j)) for j in range(self.config.network.devices)])
 
     def stop(self) -> None:
         """Stop devices, then miners (SIGTERM, then SIGKILL), the explorer, then anvil."""
@@ -162,6 +167,15 @@ class LocalNetwork:
         if self.tls:
             args += ["--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
         return Role(f"miner{i}", args, log, port=ports[i])
+
+    @property
+    def attackers(self) -> list[int]:
+        """Indices of the devices that attack (`[attack] attackers`; each device process finds
+        out from the config it is given)."""
+        from blockfl.devices.behaviours import attackers
+
+        attack = self.config.attack
+        return attackers(self.config.network.devices, attack.attackers, self.config.run.seed)
 
     def _device_role(self, j: int) -> Role:
         log = self.run_dir / "logs" / f"device{j}.jsonl"
@@ -260,6 +274,21 @@ class LocalNetwork:
         """Test metrics of every committed round's global model (see `round_metrics`)."""
         return [{"round": r, **self.round_metrics(r)}
                 for r in range(1, self.ledger.head().round + 1)]
+
+    def wait_for_claims(self, timeout: float = 120.0) -> None:
+        """Block until every update in a committed merkle block was claimed (devices claim
+        once they see their block)."""
+        deadline = time.monotonic() + timeout
+        ledger = self.ledger
+        while True:
+            included = sum(b.num_updates for b in ledger.blocks())
+            claimed = len(ledger.accepted_updates())
+            if claimed >= included:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{claimed} of {included} updates claimed after "
+                                   f"{timeout:.0f}s; logs in {self.run_dir / 'logs'}")
+            time.sleep(0.5)
 
     def wait_for_round(self, round_: int, timeout: float = 300.0,
                        tick: Callable[[], None] | None = None) -> None:

@@ -131,14 +131,18 @@ def _grid_bits(length: int) -> int:
     return max(4, min(20, (60 - max(1, length).bit_length()) // 2))
 
 
-def squared_distances(updates: Sequence[Sequence[torch.Tensor]]) -> list[list[int]]:
-    """Exact pairwise squared distances between updates on a common fixed-point grid.
+def grid_distances(
+    updates: Sequence[Sequence[torch.Tensor]],
+) -> tuple[list[list[int]], list[int]]:
+    """Exact pairwise squared distances, and squared norms, of updates on a common fixed-point
+    grid.
 
     Every value is scaled by ``2**b / max|value|`` (the largest magnitude over all updates)
     and rounded to an integer (half to even), ``b`` chosen from the model size so that no sum
     overflows an int64. Dot products are taken over blocks of ``2**(52 - 2b)`` elements, so
     every partial sum is an integer below 2**53, exact in float64 whatever order the BLAS
-    adds in; blocks are summed as int64. Returns Python ints: ``d[i][j] = |q_i - q_j|^2``.
+    adds in; blocks are summed as int64. Returns Python ints: ``d[i][j] = |q_i - q_j|^2`` and
+    ``|q_i|^2``.
     """
     n = len(updates)
     length = sum(t.numel() for t in updates[0]) if n else 0
@@ -155,4 +159,5 @@ def squared_distances(updates: Sequence[Sequence[torch.Tensor]]) -> list[list[in
                 q.mul_(scale).round_()
                 gram += (q @ q.T).numpy().astype(np.int64)
     g = gram.tolist()
-    return [[g[i][i] + g[j][j] - 2 * g[i][j] for j in range(n)] for i in range(n)]
+    return ([[g[i][i] + g[j][j] - 2 * g[i][j] for j in range(n)] for i in range(n)],
+            [g[i][i] for i in range(n)])

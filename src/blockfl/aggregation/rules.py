@@ -9,15 +9,17 @@ sorted by device address) and deterministic kernels (`blockfl.aggregation.kernel
 - `median`: the coordinate-wise median (mean of the two middle values for an even count).
 - `trimmed_mean`: per coordinate, drop the `floor(beta * n)` smallest and largest values and
   average the rest.
-- `krum` / `multi_krum`: score each update by the sum of squared distances to its
-  `n - f - 2` nearest others; keep the `m` lowest scores (krum: 1, multi_krum: `m`, or
+- `krum` / `multi_krum`: exclude free-riders (an L2 norm below `min_norm_ratio` times the
+  block's median), score each other update by the sum of squared distances to its
+  `n - f - 2` nearest others, keep the `m` lowest scores (krum: 1, multi_krum: `m`, or
   `n - f` when `m` is 0), then FedAvg over those. The others are *excluded*: they never
   enter the block, so they are never paid.
 - `clipped_fedavg`: scale every delta whose L2 norm exceeds the bound down to it (the bound:
   `clip`, or the median norm of the block's updates when `clip` is 0), then FedAvg.
 
 Too few updates: a rule never fails for lack of updates. Krum and Multi-Krum need
-`n >= f + 3` to score (at least one neighbour each); with fewer they keep every update (FedAvg).
+`n >= f + 3` to score (at least one neighbour each); with fewer they keep every update that
+is not a free-rider (FedAvg).
 The median and trimmed mean work for any `n >= 1` (`floor(beta * n) < n / 2` always).
 """
 
@@ -28,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from blockfl.aggregation.kernels import (
+    grid_distances,
     order_statistic_mean,
-    squared_distances,
     squared_norm,
     weighted_mean,
 )
@@ -120,36 +122,36 @@ def clipped_fedavg(base: StateDict, updates: Sequence[WeightedUpdate], clip: flo
     }
 
 
-def krum_scores(base: StateDict, updates: Sequence[WeightedUpdate], f: int) -> list[int]:
-    """Krum score of each update: the sum of its ``n - f - 2`` smallest squared distances to
-    the others (exact integers on the fixed-point grid of `kernels.squared_distances`)."""
-    n = len(updates)
-    k = n - f - 2
-    if k < 1:
-        raise ValueError(f"krum needs at least f + 3 = {f + 3} updates, got {n}")
-    dist = squared_distances([[u.delta[name] for name in base] for u in updates])
-    return [sum(sorted(row[:i] + row[i + 1 :])[:k]) for i, row in enumerate(dist)]
-
-
 def multi_krum(
-    base: StateDict, updates: Sequence[WeightedUpdate], f: int, m: int
+    base: StateDict, updates: Sequence[WeightedUpdate], f: int, m: int,
+    min_norm_ratio: float = 0.0,
 ) -> Selection:
-    """Keep the ``m`` updates with the lowest Krum scores (ties: lower device address first);
-    with fewer than ``f + 3`` updates, or ``m >= n``, keep them all."""
+    """Multi-Krum with a free-rider filter (Krum is ``m = 1``).
+
+    First, updates whose squared norm is below ``min_norm_ratio**2`` times the block's median
+    squared norm are excluded: they carry (almost) no work, and a few of them would otherwise
+    form the tightest cluster Krum prefers. Then each remaining update is scored by the sum of
+    its ``n - f - 2`` smallest squared distances to the others, and the ``m`` lowest scores are
+    kept (``m = 0``: ``n - f``; ties: lower device address first). Norms and distances are exact
+    integers on the fixed-point grid of `kernels.grid_distances`. With fewer than ``f + 3``
+    remaining updates, or ``m >= n``, every remaining update is kept.
+    """
     ordered = ordered_updates(base, updates)
     n = len(ordered)
-    if n < f + 3 or m >= n:
-        return Selection(ordered, [])
-    scores = krum_scores(base, ordered, f)
-    ranked = sorted(range(n), key=lambda i: (scores[i], i))
-    keep = set(ranked[:m])
-    rank = {i: r for r, i in enumerate(ranked)}
-    excluded = [
-        Exclusion(u, ROBUST_FILTER,
-                  f"krum score ranks {rank[i] + 1} of {n}; the block keeps the {m} lowest")
-        for i, u in enumerate(ordered) if i not in keep
-    ]
-    return Selection([u for i, u in enumerate(ordered) if i in keep], excluded)
+    dist, squares = grid_distances([[u.delta[name] for name in base] for u in ordered])
+    floor = min_norm_ratio**2 * clip_bound(squares)
+    why = {i: f"L2 norm below {min_norm_ratio} x the block's median: no work (a free-rider)"
+           for i in range(n) if squares[i] < floor}
+    rest = [i for i in range(n) if i not in why]
+    keep = m or len(rest) - f
+    if len(rest) >= f + 3 and keep < len(rest):
+        k = len(rest) - f - 2
+        scores = {i: sum(sorted(dist[i][j] for j in rest if j != i)[:k]) for i in rest}
+        ranked = sorted(rest, key=lambda i: (scores[i], i))
+        for rank, i in enumerate(ranked[keep:], start=keep + 1):
+            why[i] = f"krum score ranks {rank} of {len(rest)}; the block keeps the {keep} lowest"
+    return Selection([u for i, u in enumerate(ordered) if i not in why],
+                     [Exclusion(ordered[i], ROBUST_FILTER, why[i]) for i in sorted(why)])
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,8 @@ class AggregationRule:
         """Which updates enter the block (block order) and which the rule excludes."""
         c = self.config
         if c.rule in ("krum", "multi_krum"):
-            m = 1 if c.rule == "krum" else (c.m or len(updates) - c.f)
-            return multi_krum(base, updates, c.f, max(1, m))
+            return multi_krum(base, updates, c.f, 1 if c.rule == "krum" else c.m,
+                              c.min_norm_ratio)
         return Selection(ordered_updates(base, updates), [])
 
     def aggregate(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:

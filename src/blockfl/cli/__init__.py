@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "miner": ("blockfl.cli.nodes", "run a miner service (HTTP API + mining loop)"),
     "device": ("blockfl.cli.nodes", "run a device: train, upload, follow the chain"),
     "network": ("blockfl.cli.network", "a local network of miner/device processes"),
+    "attack": ("blockfl.cli.attack", "attacker fraction x attack x rule: accuracy, rewards"),
+    "claim": ("blockfl.cli.claim", "claim a device's merkle-block rewards"),
     "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
     "model": ("blockfl.cli.model", "export, evaluate, predict with a global model"),
     "explorer": ("blockfl.cli.explorer", "a live web page of blocks, rewards, models, accuracy"),
@@ -61,6 +64,9 @@ def innermost(parser: argparse.ArgumentParser,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `blockfl` console script."""
+    # one torch thread per process unless told otherwise: small models run many times faster
+    # than on a thread per core, and many of our processes share a machine (read at torch import)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
     parser = build_parser(command)

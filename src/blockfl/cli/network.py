@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from blockfl.cli.args import port
-from blockfl.config import add_config_flags, check_counts, config_from_args
+from blockfl.config import (
+    add_attack_flags,
+    add_config_flags,
+    attack_shortcuts,
+    check_counts,
+    config_from_args,
+)
 
 if TYPE_CHECKING:
     from blockfl.launcher import LocalNetwork
@@ -31,10 +37,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--miners", type=int, help="number of miner processes (network.miners)")
     up.add_argument("--devices", type=int, help="number of device processes (network.devices)")
     up.add_argument("--rounds", type=int, help="rounds to commit (run.rounds)")
+    up.add_argument("--mode", choices=["direct", "merkle"], help="block mode (chain.mode)")
+    up.add_argument("--quorum", type=int, help="miners behind each block, 0 = majority "
+                                               "(chain.quorum)")
     up.add_argument("--run-dir", type=Path, help="logs, journals, deployment (default runs/net-…)")
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the rounds")
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_attack_flags(up)
     up.add_argument("--explorer", action="store_true",
                     help="serve the block explorer beside the network; after the rounds, keep "
                          "everything running until Ctrl-C")
@@ -58,7 +68,8 @@ def network_up(args: argparse.Namespace) -> int:
     config = check_counts(config_from_args(
         args,
         **{"network.miners": args.miners, "network.devices": args.devices,
-           "run.rounds": args.rounds},
+           "run.rounds": args.rounds, "chain.mode": args.mode, "chain.quorum": args.quorum,
+           **attack_shortcuts(args)},
     ))
     run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
     rounds = config.run.rounds
@@ -82,7 +93,10 @@ def network_up(args: argparse.Namespace) -> int:
             print(f"explorer: {url}", file=status, flush=True)
         for role in network.devices:
             network.start_role(role)
+        started = time.monotonic()
         watch(network, rounds, args.timeout, status)
+        if config.chain.mode == "merkle":  # devices claim their rewards once they see a block
+            network.wait_for_claims(timeout=max(1.0, args.timeout - (time.monotonic() - started)))
         code = summarize(network, run_dir, args.json)
         if args.explorer:
             print(f"the network and the explorer ({url}) keep running; Ctrl-C stops them",
@@ -126,6 +140,7 @@ def watch(network: LocalNetwork, rounds: int, timeout: float, status: TextIO) ->
 def summarize(network: LocalNetwork, run_dir: Path, as_json: bool) -> int:
     """Print the blocks, each round's model metrics and the rewards; 1 if rewards disagree."""
     from blockfl.cli.inspect import inspect_blocks, inspect_rewards
+    from blockfl.signing import address_of
 
     view = argparse.Namespace(deployment=network.deployment_path, rpc_url=network.rpc_url,
                               json=as_json, first=1, last=None)
@@ -142,6 +157,11 @@ def summarize(network: LocalNetwork, run_dir: Path, as_json: bool) -> int:
         print(json.dumps(summary, indent=2))
         return 0 if all(r["agrees"] for r in summary["rewards"]) else 1
     inspect_blocks(view)
+    if network.attackers:
+        attack = network.config.attack
+        print(f"attackers ({attack.behaviour}, devices "
+              f"{', '.join(str(j) for j in network.attackers)}): "
+              + ", ".join(address_of(network.device_key(j)) for j in network.attackers))
     print("global model of each round (downloaded from a miner, hash checked on chain):")
     for row in metrics:
         print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

@@ -44,6 +44,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     device.add_argument("--give-up", type=float, default=300.0, metavar="SECONDS",
                         help="exit when no miner and no chain node answered for this long "
                              "(default %(default)s)")
+    device.add_argument("--behaviour",
+                        help="attack instead of behaving (blockfl.devices.behaviours), e.g. "
+                             "sign_flip; default: the config's [attack] when this shard is one "
+                             "of its attackers, else honest")
     for parser in (miner, device):
         parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
                             help="deployment file written by `chain deploy` "
@@ -148,6 +152,7 @@ def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
     from blockfl.aggregation import AggregationRule
     from blockfl.chain.deployment import Deployment
+    from blockfl.devices.behaviours import attackers, behaviour
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
     from blockfl.events import EventLog
@@ -163,8 +168,12 @@ def device_command(args: argparse.Namespace) -> int:
                          f"network.devices is {config.network.devices}")
     key = parse_key(args.key)
     seed = config.run.seed
+    attack, n = config.attack, config.network.devices
+    name = args.behaviour or (attack.behaviour if args.shard in attackers(n, attack.attackers, seed)
+                              else "honest")
     device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
-                    experiment.initial, seed=device_seed(seed, args.shard))
+                    experiment.initial, seed=device_seed(seed, args.shard),
+                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)))
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
         device, ledger, miners, log,

@@ -174,7 +174,8 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A right-aligned plain-text table with a header rule."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     rule = "  ".join("-" * w for w in widths)
@@ -222,9 +223,9 @@ def analyze_command(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     rows = [[f"T_{t}", _fmt(getattr(result, f"t_{t}")), _fmt(contributions[t])] for t in TERMS]
-    print(_table(["term", "per attempt (s)", "in E[T] (s)"], rows))
+    print(table(["term", "per attempt (s)", "in E[T] (s)"], rows))
     print()
-    print(_table(["quantity", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
+    print(table(["quantity", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
     print()
     print(LAMBDA_CONVENTION + ": lambda_star is per miner, aggregate_rate_star = N_M lambda_star.")
     if math.isinf(star):
@@ -248,7 +249,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     header = [args.param, "E[T] analytic", "MC mean", "MC 95% CI", "p_fork", "MC fork rate", "λ*"]
-    table = [
+    cells = [
         [
             f"{r['value']:.6g}",
             f"{r['analytic_total']:.6g}",
@@ -260,7 +261,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         ]
         for r in rows
     ]
-    print(_table(header, table))
+    print(table(header, cells))
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "bp", "dn", "global")
 """Latency terms, in the order of the round."""
@@ -105,6 +104,9 @@ ALIASES: dict[str, str] = {"lambda": "lambda_"}
 
 _SCALARS = ("lambda_", "t_wait", "w_up", "w_dn", "w_m", "snr_up_db", "snr_dn_db", "delta_d",
             "delta_m", "f_c", "h")
+
+
+_DETERMINISTIC_TERMS = ("t_local", "t_up", "t_cross", "t_bp", "t_dn", "t_global")
 
 
 def _check_numbers(name: str, value: Any) -> None:
@@ -171,6 +173,11 @@ class LatencyParams:
         if np.any(self.samples_per_device <= 0) or np.any(self.association < 0):
             raise ValueError("samples must be positive and devices_per_miner non-negative")
         _ = self.miner_snr_db  # raises on a per-miner SNR sequence of the wrong length
+        with np.errstate(over="ignore", divide="ignore"):
+            terms = {name: globals()[name](self) for name in _DETERMINISTIC_TERMS}
+        bad = [name for name, value in terms.items() if not math.isfinite(value)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} overflow a float with these parameters")
 
     @classmethod
     def from_toml(cls, path: str | Path) -> LatencyParams:
@@ -347,15 +354,16 @@ def optimal_lambda(p: LatencyParams) -> float:
 
         lambda* = (-c + sqrt(c^2 + 4 A c N)) / (2 A c N) = 2 / (c + sqrt(c^2 + 4 A c N)),
 
-    the second form being the cancellation-free one. For ``c = 0`` (a single miner, or no
-    propagation delay) there are no forks, ``f = A + 1/(N l)`` decreases monotonically and
-    ``lambda* = inf``.
+    the second form being the cancellation-free one; it is computed as
+    ``(2 / c) / (1 + sqrt(1 + 4 A N / c))`` so that ``c^2`` cannot overflow. For ``c = 0``
+    (a single miner, or no propagation delay) there are no forks, ``f = A + 1/(N l)``
+    decreases monotonically and ``lambda* = inf``.
     """
     c = fork_exponent(p)
     if c == 0.0:
         return math.inf
-    a_cn = deterministic_bracket(p) * c * p.n_miners
-    return 2.0 / (c + math.sqrt(c * c + 4.0 * a_cn))
+    # the same, divided through by c so that c^2 cannot overflow
+    return (2.0 / c) / (1.0 + math.sqrt(1.0 + 4.0 * deterministic_bracket(p) * p.n_miners / c))
 
 
 def numeric_optimal_lambda(p: LatencyParams, bounds: tuple[float, float] | None = None) -> float:
@@ -369,11 +377,13 @@ def numeric_optimal_lambda(p: LatencyParams, bounds: tuple[float, float] | None 
         c = fork_exponent(p)
         if c == 0.0:
             return math.inf
-        scale = 1.0 / math.sqrt(deterministic_bracket(p) * c * p.n_miners)
+        scale = 1.0 / (math.sqrt(deterministic_bracket(p)) * math.sqrt(c) * math.sqrt(p.n_miners))
         bounds = (1e-2 * scale, 1e2 * scale)
 
     def objective(log_lambda: float) -> float:
         return expected_latency(dataclasses.replace(p, lambda_=math.exp(log_lambda))).total
+
+    from scipy.optimize import minimize_scalar  # here: `blockfl latency --help` stays fast
 
     result = minimize_scalar(
         objective,

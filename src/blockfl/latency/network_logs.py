@@ -16,8 +16,10 @@ on: round 1 carries process start-up), with `c(r)` the winner's `committed` even
     t_bp      `committed` -> each other miner's `adopted` of round r (announcement, full check)
 
 Per device, t_dn + t_local + t_up + t_cross + t_bg adds up exactly to the round, c(r) - c(r-1):
-the phases cover it. Propagation to the other miners runs beside the devices' download (the
-winner serves the model before the block lands), so t_bp is not on the round's path here.
+the phases cover it (`blockfl.round_phases` tabulates a network's rounds for people; these
+phases are the latency model's terms). Propagation to the other miners runs beside the
+devices' download (the winner serves the model before the block lands), so t_bp is not on the
+round's path here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.events import read_events
+from blockfl.round_phases import forks_per_round
 
 PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_bp")
 
@@ -66,11 +69,7 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
     miners, devices = _logs(run_dir, "miner"), _logs(run_dir, "device")
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
-    forks: dict[int, int] = {}
-    for log in miners:
-        for e in log:
-            if e["event"] == "fork":
-                forks[e["round"]] = forks.get(e["round"], 0) + 1
+    forks = forks_per_round(run_dir / "logs")
     accepted: dict[tuple[int, str], float] = {}  # (round, device) -> upload accepted
     for log in miners:
         for e in log:

@@ -12,19 +12,11 @@ from typing import Any
 import numpy as np
 
 from blockfl.latency import model
+from blockfl.latency.cli import table
 from blockfl.malfunction.experiment import MalfunctionResults, RoundRecord
 from blockfl.malfunction.handouts import SYSTEMS
 from blockfl.malfunction.time_to_accuracy import TargetSummary, TimeToTarget
 from blockfl.malfunction.timing import vanilla_latency
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A right-aligned plain-text table."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    rule = "  ".join("-" * w for w in widths)
-    head = "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))
-    return "\n".join([head, rule, *lines])
 
 
 def _fmt(x: float | None, spec: str) -> str:

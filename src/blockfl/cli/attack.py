@@ -1,0 +1,86 @@
+"""`blockfl attack`: attacker fraction x attack x aggregation rule x seed -> CSV, PNGs, table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from blockfl.config import add_config_flags, config_from_args
+
+DEFAULT_ATTACKS = "sign_flip,scale_x10,gaussian_noise,label_flip,free_rider,sample_inflation,sybil"
+DEFAULT_RULES = "fedavg,median,trimmed_mean,krum,multi_krum,clipped_fedavg"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `attack`."""
+    parser = commands.add_parser(
+        "attack", help="sweep attacker fraction x attack x rule: accuracy and rewards")
+    parser.add_argument("--attacks", default=DEFAULT_ATTACKS, help="comma-separated behaviours")
+    parser.add_argument("--rules", default=DEFAULT_RULES, help="comma-separated rules")
+    parser.add_argument("--fractions", default="0,0.1,0.2,0.3,0.4",
+                        help="attacker fractions (0 is the clean run of each rule)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--rounds", type=int, help="rounds per run (run.rounds)")
+    parser.add_argument("--table-fraction", type=float, default=0.3,
+                        help="the attacker fraction the table shows")
+    parser.add_argument("--out", type=Path, help="output directory (default runs/attack-<time>)")
+    parser.add_argument("--from-csv", type=Path,
+                        help="only redraw the figures and table from an attack.csv")
+    add_config_flags(parser)
+    parser.set_defaults(func=attack_command, config=Path("attack"))
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def attack_command(args: argparse.Namespace) -> int:
+    """Run the sweep (or read it back), then write the figures and print the table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from blockfl.sim import attack
+
+    config = config_from_args(args, **{"run.rounds": args.rounds})
+    out = args.out or Path(config.run.out_dir) / time.strftime("attack-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    if args.from_csv:
+        runs = attack.read_csv(args.from_csv)
+    else:
+        attacks, rules = _split(args.attacks), _split(args.rules)
+        fractions = [float(f) for f in _split(args.fractions)]
+        seeds = [int(s) for s in _split(args.seeds)]
+        total = len(rules) * len(seeds) * sum(1 if f == 0 else len(attacks) for f in fractions)
+        (out / "config.toml").write_text(config.to_toml())
+        done = 0
+
+        def progress(run: attack.AttackRun) -> None:
+            nonlocal done
+            done += 1
+            console.print(f"[{done}/{total}] {run.attack:16} {run.rule:14} "
+                          f"{run.fraction:4.0%} seed {run.seed}: accuracy {run.accuracy:.3f}, "
+                          f"attackers got {run.attacker_reward_share:.1%} of data rewards")
+
+        runs = attack.sweep(config, attacks, rules, fractions, seeds, out / "attack.csv",
+                            progress)
+    figures = attack.plot(runs, out)
+    rows = attack.summary_rows(runs, args.table_fraction)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = Table(title=f"{args.table_fraction:.0%} attackers: final accuracy (mean over seeds)")
+    for column in ("attack", "rule", "accuracy", "clean", "gap to clean FedAvg",
+                   "attackers' data rewards", "excluded", "rejected"):
+        table.add_column(column, justify="left" if column in ("attack", "rule") else "right")
+    for row in rows:
+        best = " (best)" if row["best"] else ""
+        table.add_row(str(row["attack"]), f"{row['rule']}{best}", f"{row['accuracy']:.3f}",
+                      f"{row['clean_accuracy']:.3f}", f"{row['gap_to_clean_fedavg']:+.3f}",
+                      f"{row['attacker_reward_share']:.1%}", f"{row['excluded']:.0f}",
+                      f"{row['rejected']:.0f}")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    print(f"wrote {out / 'attack.csv'}, {out / 'summary.json'} and "
+          f"{', '.join(p.name for p in figures)} in {out}")
+    return 0

@@ -1,0 +1,259 @@
+"""Quorum attestations, equivocation, merkle blocks and claims, and the review fixes: the same
+outcomes on every ledger backend (embedded EVM, SQLite, anvil)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from blockfl.chain.attestation import Attestation, attest
+from blockfl.chain.errors import BlockRejected
+from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, fund
+from blockfl.chain.ledger import Ledger
+from blockfl.chain.local import LocalLedger
+from blockfl.chain.merkle import MerkleTree, block_claims, leaf_hash, verify
+from blockfl.hashing import keccak
+from blockfl.signing import Domain, address_of
+from tests.conftest import MINER_KEYS, MINERS, default_params, key
+from tests.test_ledger_conformance import (
+    DEVICE_KEYS,
+    SAMPLES,
+    block,
+    honest_updates,
+    signed,
+    snapshot,
+)
+
+OUTSIDER = key("outsider")
+
+
+def rejected(call, *args) -> BlockRejected:
+    with pytest.raises(BlockRejected) as info:
+        call(*args)
+    return info.value
+
+
+def attestations(ledger: Ledger, proposal, signers: list[int]) -> list[Attestation]:
+    statement = ledger.attested_block(proposal)
+    return [attest(MINER_KEYS[i], statement, ledger.domain) for i in signers]
+
+
+def test_majority_quorum_needs_another_miner(make_ledger):
+    ledger = make_ledger(default_params(quorum=0), MINERS)
+    assert ledger.required_attesters() == 2
+    proposal = block(ledger, honest_updates(ledger))
+    before = snapshot(ledger)
+    error = rejected(ledger.commit_block, MINER_KEYS[0], proposal)
+    assert (error.error, error.details) == ("QuorumNotReached", {"attesters": 1, "quorum": 2})
+    assert snapshot(ledger) == before
+    # the committer's own attestation does not count twice
+    error = rejected(ledger.commit_block, MINER_KEYS[0], proposal,
+                     attestations(ledger, proposal, [0]))
+    assert error.error == "QuorumNotReached"
+    ledger.commit_block(MINER_KEYS[0], proposal, attestations(ledger, proposal, [2, 0]))
+    assert ledger.head().round == 1
+    assert ledger.balance_of(address_of(DEVICE_KEYS[0])) == SAMPLES[0] * 10**15
+
+
+def test_bad_attestations_are_named_and_change_nothing(make_ledger):
+    ledger = make_ledger(default_params(quorum=2), MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    statement = ledger.attested_block(proposal)
+    good = attest(MINER_KEYS[1], statement, ledger.domain)
+    other_contract = Domain(ledger.domain.chain_id, address_of(key("elsewhere"))[:42])
+    high_s = good.signature[:32] + (2**256 - 1).to_bytes(32, "big") + good.signature[64:]
+    cases = {
+        "forged (an outsider's key)": ([attest(OUTSIDER, statement, ledger.domain)],
+                                       "AttesterNotMiner"),
+        "duplicate": ([good, good], "DuplicateAttester"),
+        "other round": ([attest(MINER_KEYS[1], replace(statement, round=2), ledger.domain)],
+                        "AttesterNotMiner"),
+        "other contract": ([attest(MINER_KEYS[1], statement, other_contract)],
+                           "AttesterNotMiner"),
+        "other candidate": ([attest(MINER_KEYS[1], replace(statement, global_model_hash=keccak(
+            b"a model paying the committer")), ledger.domain)], "AttesterNotMiner"),
+        "malformed": ([Attestation(statement, high_s)], "MalformedAttestation"),
+    }
+    before = snapshot(ledger)
+    for name, (given, error) in cases.items():
+        assert rejected(ledger.commit_block, MINER_KEYS[0], proposal, given).error == error, name
+        assert snapshot(ledger) == before, name
+    ledger.commit_block(MINER_KEYS[0], proposal, [good])
+    assert ledger.head().round == 1
+
+
+def test_equivocation_removes_the_miner(make_ledger):
+    ledger = make_ledger(default_params(quorum=2), MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    statement = ledger.attested_block(proposal)
+    a = attest(MINER_KEYS[2], statement, ledger.domain)
+    b = attest(MINER_KEYS[2], replace(statement, global_model_hash=keccak(b"x")), ledger.domain)
+    assert rejected(ledger.report_equivocation, DEV_DEPLOYER_KEY, a, a).error == "NotEquivocation"
+    other = attest(MINER_KEYS[1], replace(statement, global_model_hash=keccak(b"x")),
+                   ledger.domain)
+    assert rejected(ledger.report_equivocation, DEV_DEPLOYER_KEY, a, other).error == \
+        "NotEquivocation"
+    assert ledger.report_equivocation(DEV_DEPLOYER_KEY, a, b) == MINERS[2]
+    assert not ledger.is_miner(MINERS[2])
+    if isinstance(ledger, EvmLedger):
+        (event,) = ledger.contract.events.Equivocation().get_logs(from_block=0)
+        assert event["args"]["miner"] == MINERS[2] and event["args"]["round"] == 1
+    # its attestation no longer counts, and it can neither commit nor be reported again
+    assert rejected(ledger.commit_block, MINER_KEYS[0], proposal, [a]).error == \
+        "AttesterNotMiner"
+    assert rejected(ledger.commit_block, MINER_KEYS[2], block(ledger, honest_updates(ledger),
+                                                              miner=2)).error == "NotMiner"
+    assert rejected(ledger.report_equivocation, DEV_DEPLOYER_KEY, a, b).error == "NotMiner"
+    assert ledger.balance_of(MINERS[2]) == 0
+
+
+def test_owner_adds_and_removes_miners_and_nobody_else_does(make_ledger, tmp_path):
+    ledger = make_ledger(default_params(), MINERS[:2])
+    ledger.add_miner(MINERS[2])
+    assert ledger.is_miner(MINERS[2])
+    ledger.remove_miner(MINERS[0])
+    assert not ledger.is_miner(MINERS[0])
+    assert rejected(ledger.remove_miner, MINERS[0]).error == "NotMiner"
+    if isinstance(ledger, EvmLedger):
+        fund(ledger.w3, [address_of(OUTSIDER)])
+        stranger = EvmLedger(ledger.w3, ledger.contract.address, owner_key=OUTSIDER)
+    else:
+        assert isinstance(ledger, LocalLedger)
+        stranger = LocalLedger(ledger._db, owner_key=OUTSIDER)
+    for call, args in [(stranger.add_miner, (MINERS[0],)), (stranger.remove_miner, (MINERS[1],)),
+                       (stranger.set_target, (1,)),
+                       (stranger.set_device_allowed, (MINERS[0], True))]:
+        error = rejected(call, *args)
+        assert error.error == "OwnableUnauthorizedAccount"
+        assert error.details["account"] == address_of(OUTSIDER)
+    assert ledger.is_miner(MINERS[1]) and not ledger.is_miner(MINERS[0])
+
+
+def test_round_zero_is_a_wrong_round(make_ledger):
+    ledger = make_ledger(default_params(), MINERS)
+    error = rejected(ledger.commit_block, MINER_KEYS[0], block(ledger, honest_updates(ledger), 0))
+    assert (error.error, error.details) == ("WrongRound", {"expected": 1, "given": 0})
+
+
+def test_total_samples_cannot_truncate(make_ledger):
+    # a cap whose full block would not fit the stored uint64 is refused at deployment
+    error = rejected(make_ledger, default_params(max_samples_per_update=2**64 - 1,
+                                                 max_updates_per_block=2), MINERS)
+    assert error.error == "InvalidParams"
+    # the largest block the parameters allow is recorded exactly
+    cap = (2**64 - 1) // 2
+    ledger = make_ledger(default_params(max_samples_per_update=cap, max_updates_per_block=2,
+                                        reward_per_sample=1), MINERS)
+    updates = [signed(ledger, k, cap) for k in DEVICE_KEYS[:2]]
+    ledger.commit_block(MINER_KEYS[0], block(ledger, updates))
+    assert ledger.get_block(1).total_samples == 2 * cap
+    assert [u.samples for u in ledger.accepted_updates(1)] == [cap, cap]
+    if isinstance(ledger, EvmLedger):
+        (event,) = ledger.contract.events.BlockCommitted().get_logs(from_block=0)
+        assert event["args"]["totalSamples"] == 2 * cap
+
+
+def test_merkle_block_and_claims(make_ledger):
+    params = default_params(mode="merkle", quorum=2)
+    ledger = make_ledger(params, MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    ledger.commit_block(MINER_KEYS[0], proposal, attestations(ledger, proposal, [1]))
+    record = ledger.get_block(1)
+    assert (record.num_updates, record.total_samples) == (4, sum(SAMPLES))
+    assert ledger.accepted_updates(1) == []  # nothing is paid until claimed
+    assert ledger.balance_of(MINERS[0]) == params.mining_reward
+
+    claims = block_claims(proposal.updates, 1)
+    assert record.updates_root == MerkleTree([c.leaf() for c in claims]).root
+    if isinstance(ledger, EvmLedger):
+        fund(ledger.w3, [address_of(OUTSIDER)] + [address_of(k) for k in DEVICE_KEYS])
+    first = claims[0]
+    before = snapshot(ledger)
+    forged = replace(first, record=replace(first.record, samples=first.record.samples + 1))
+    assert rejected(ledger.claim, OUTSIDER, 1, [forged]).error == "InvalidProof"
+    assert rejected(ledger.claim, OUTSIDER, 2, [first]).error == "ClaimWrongRound"
+    other_round = replace(first, record=replace(first.record, round=2))
+    assert rejected(ledger.claim, OUTSIDER, 2, [other_round]).error == "NoMerkleBlock"
+    assert snapshot(ledger) == before
+
+    device = address_of(DEVICE_KEYS[0])
+    own = block_claims(proposal.updates, 1, device)
+    ledger.claim(DEVICE_KEYS[0], 1, own)
+    assert ledger.balance_of(device) == SAMPLES[0] * params.reward_per_sample
+    assert ledger.is_claimed(1, own[0].index)
+    assert rejected(ledger.claim, DEVICE_KEYS[0], 1, own).error == "AlreadyClaimed"
+    rest = [c for c in claims if c.index != own[0].index]
+    ledger.claim(OUTSIDER, 1, rest)  # anyone may claim for the devices (claimMany)
+    for k, n in zip(DEVICE_KEYS, SAMPLES, strict=True):
+        assert ledger.balance_of(address_of(k)) == n * params.reward_per_sample
+    assert sorted(u.device for u in ledger.accepted_updates(1)) == sorted(
+        u.device for u in proposal.updates)
+    assert ledger.balance_of(address_of(OUTSIDER)) == 0
+
+
+def test_merkle_tree_proofs_verify_for_every_size():
+    for n in (1, 2, 3, 7, 8, 33):
+        leaves = [keccak(bytes([i])) for i in range(n)]
+        tree = MerkleTree(leaves)
+        assert all(verify(tree.proof(i), tree.root, leaves[i]) for i in range(n))
+        assert not verify(tree.proof(0), tree.root, keccak(b"stranger"))
+
+
+def test_contract_agrees_with_python_leaves_and_proofs(tmp_path):
+    from blockfl.chain.evm import embedded_web3, leaf_tuple
+
+    ledger = EvmLedger.create(embedded_web3(), default_params(mode="merkle"), MINERS)
+    updates = honest_updates(ledger)
+    claims = block_claims(block(ledger, updates).updates, 1)
+    for c in claims:
+        assert bytes(ledger.contract.functions.leafHash(leaf_tuple(c)).call()) == \
+            leaf_hash(c.index, c.record)
+
+
+def test_direct_mode_refuses_a_block_too_big_for_the_gas_limit():
+    from blockfl.chain.evm import embedded_web3
+
+    ledger = EvmLedger.create(embedded_web3(), default_params(max_updates_per_block=5000), MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    big = replace(proposal, updates=proposal.updates * 300)
+    error = rejected(ledger.commit_block, MINER_KEYS[0], big)
+    assert error.error == "BlockTooLarge" and "merkle mode" in str(error)
+    assert ledger.head().round == 0
+
+
+def test_a_device_claims_what_the_chain_committed(make_ledger):
+    from blockfl.devices.claims import claim, claimable
+
+    ledger = make_ledger(default_params(mode="merkle"), MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    ledger.commit_block(MINER_KEYS[0], proposal)
+    device_key = DEVICE_KEYS[2]
+    device = address_of(device_key)
+    if isinstance(ledger, EvmLedger):
+        fund(ledger.w3, [device])
+    (row,) = claimable(ledger, proposal, device)
+    assert (row.samples, row.claimed) == (SAMPLES[2], False)
+    assert claim(ledger, device_key, proposal, device) == [row]
+    assert claimable(ledger, proposal, device)[0].claimed
+    assert claim(ledger, device_key, proposal, device) == []  # never sent twice
+    assert ledger.balance_of(device) == SAMPLES[2] * 10**15
+    # a miner serving other records than the chain committed is caught before sending
+    tampered = replace(proposal, updates=proposal.updates[1:])
+    with pytest.raises(ValueError, match="does not match the chain"):
+        claimable(ledger, tampered, device)
+
+
+def test_a_merkle_block_of_1000_updates_costs_what_one_update_costs(make_ledger):
+    ledger = make_ledger(default_params(mode="merkle", max_updates_per_block=1000), MINERS)
+    gas = []
+    for round_, n in ((1, 1), (2, 1000)):
+        base = ledger.head().global_model_hash
+        keys = [key(f"many-{i}") for i in range(n)]
+        proposal = block(ledger, [signed(ledger, k, 10, round_, base) for k in keys], round_)
+        gas.append(ledger.commit_block(MINER_KEYS[0], proposal).gas_used)
+        claims = block_claims(proposal.updates, round_)
+        assert ledger.get_block(round_).num_updates == n
+        assert verify(claims[-1].proof, ledger.get_block(round_).updates_root, claims[-1].leaf())
+    if isinstance(ledger, EvmLedger):
+        assert gas[1] - gas[0] < 1_000 and gas[1] < 200_000, gas  # independent of the size
