@@ -132,11 +132,14 @@ class Device:
         model: StateDict,
         block_updates: Sequence[WeightedUpdate] | None = None,
         strategy: AggregationStrategy | None = None,
+        excluded: Sequence[WeightedUpdate] = (),
     ) -> None:
         """Take the new global model after checking it against the on-chain hash.
 
-        With `block_updates` and `strategy`, the device also recomputes the aggregate from the
-        block's updates and its own copy of the previous global model.
+        With `block_updates` and `strategy`, the device also re-runs the rule's selection over
+        the block's updates and those its miner `excluded` (the block must keep exactly what the
+        rule keeps) and recomputes the aggregate from the block's updates and its own copy of
+        the previous global model.
         """
         got = tensor_hash(model)
         if got != on_chain_hash:
@@ -144,6 +147,11 @@ class Device:
                 f"downloaded model hashes to {to_hex(got)}, chain says {to_hex(on_chain_hash)}"
             )
         if block_updates is not None and strategy is not None:
+            kept, _ = strategy.select(self.global_state, [*block_updates, *excluded])
+            if sorted(u.device.lower() for u in kept) != sorted(
+                    u.device.lower() for u in block_updates):
+                raise GlobalModelMismatch(
+                    f"the block keeps other updates than rule {strategy.name!r} selects")
             recomputed = tensor_hash(strategy.aggregate(self.global_state, block_updates))
             if recomputed != on_chain_hash:
                 raise GlobalModelMismatch(

@@ -233,6 +233,12 @@ class MinerNode:
             )
         return BlockAnnouncement(proposal, payloads, excluded)
 
+    def excluded_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
+        """The updates the block's rule excluded, as selection inputs (decoded)."""
+        max_bytes = self.verifier.policy.max_payload_bytes
+        return [WeightedUpdate(s.device, decode(s.payload, max_bytes=max_bytes),
+                               s.signed.record.samples) for s in announcement.excluded]
+
     def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
         """The block's updates as aggregation inputs (decoded from the announced tensors)."""
         max_bytes = self.verifier.policy.max_payload_bytes

@@ -184,12 +184,14 @@ class Simulation:
         record = self.ledger.get_block(round_)
         assert record is not None
         updates = self.miners[winner].block_updates(announcement)
+        excluded = self.miners[winner].excluded_updates(announcement)
         global_s: dict[str, float] = {}
         for device in self.devices:
             model = miner_of[device.address].store.get(record.global_model_hash)
             begin = time.perf_counter()
             device.adopt(record.global_model_hash, model,
-                         updates if cfg.network.recompute_global else None, self.strategy)
+                         updates if cfg.network.recompute_global else None, self.strategy,
+                         excluded)
             global_s[device.address] = time.perf_counter() - begin
         phases["global_model_download_and_check"] = time.perf_counter() - start
 
