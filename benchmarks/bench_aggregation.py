@@ -1,4 +1,6 @@
-"""Throughput of FedAvg aggregation and of model hashing on a 1M-parameter float32 model.
+"""Throughput of FedAvg aggregation and of model hashing on a 1M-parameter float32 model, as
+ratios to this machine's memory bandwidth and SHA-256 rate measured in the same run (one torch
+thread, as every process of ours runs).
 
 Run: python benchmarks/bench_aggregation.py [--repeats N]
 """
@@ -9,6 +11,7 @@ import argparse
 import time
 from collections.abc import Callable
 
+import machine
 import torch
 
 from blockfl.aggregation import FedAvg, WeightedUpdate
@@ -35,6 +38,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    torch.set_num_threads(1)
+    copy = machine.memory_copy_gb_s()
+    sha = machine.sha256_gb_s()
+    print(machine.describe())
     gen = torch.Generator().manual_seed(0)
     base = _random_state(gen)
     n_params = sum(t.numel() for t in base.values())
@@ -47,9 +54,11 @@ def main() -> None:
         ]
         secs = _best_seconds(lambda u=updates: FedAvg().aggregate(base, u), args.repeats)
         gbps = n_updates * model_bytes / secs / 1e9
-        print(f"fedavg {n_updates:>3} updates: {secs * 1e3:8.2f} ms  {gbps:6.2f} GB/s of updates")
+        print(f"fedavg {n_updates:>3} updates: {secs * 1e3:8.2f} ms  {gbps:6.2f} GB/s of updates"
+              f" = {gbps / copy:.2f} x memory copy")
     secs = _best_seconds(lambda: tensor_hash(base), args.repeats)
-    print(f"tensor_hash: {secs * 1e3:8.2f} ms  {model_bytes / secs / 1e9:6.2f} GB/s")
+    rate = model_bytes / secs / 1e9
+    print(f"tensor_hash: {secs * 1e3:8.2f} ms  {rate:6.2f} GB/s = {rate / sha:.2f} x raw SHA-256")
     secs = _best_seconds(lambda: encode(base), args.repeats)
     print(f"encode:      {secs * 1e3:8.2f} ms  {model_bytes / secs / 1e9:6.2f} GB/s")
 

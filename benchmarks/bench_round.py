@@ -12,6 +12,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import machine
+import torch
+
 from blockfl.config import Config
 from blockfl.sim.engine import Simulation
 
@@ -34,6 +37,8 @@ def config_for(devices: int, ledger: str) -> Config:
 def main() -> None:
     """Print one row per (devices, ledger)."""
     sizes = [int(a) for a in sys.argv[1:]] or [10, 100, 1000]
+    torch.set_num_threads(1)
+    print(machine.describe() + ", one torch thread")
     header = None
     for devices in sizes:
         for ledger in ("local", "evm") if devices <= 100 else ("local",):
@@ -49,10 +54,11 @@ def main() -> None:
                 header = list(phases)
                 print("mean seconds per round phase (wall clock; proof-of-work on this CPU)")
                 print(f"{'devices':>7} {'ledger':>6} " + " ".join(f"{h[:14]:>14}" for h in header)
-                      + f" {'total':>8}")
+                      + f" {'total':>8} {'commit share':>12}")
             print(f"{devices:>7} {ledger:>6} "
                   + " ".join(f"{phases[h]:>14.3f}" for h in header)
-                  + f" {sum(phases.values()):>8.3f}")
+                  + f" {sum(phases.values()):>8.3f}"
+                  + f" {phases['block_commit'] / sum(phases.values()):>12.0%}")
 
 
 if __name__ == "__main__":

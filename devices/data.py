@@ -64,6 +64,18 @@ def synthetic_linear(n_samples: int, dim: int, noise: float, seed: int) -> Datas
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def synthetic_blobs(n_samples: int, dim: int, seed: int, classes: int = 10) -> Dataset:
+    """Classification data of any size: ``classes`` overlapping Gaussian clusters in ``dim``
+    dimensions (scikit-learn's ``make_blobs``, centers in [-10, 10], standard deviation 5),
+    for more devices than the digits set has samples."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples, n_features=dim, centers=classes, cluster_std=5.0,
+                      random_state=seed)
+    return Dataset(torch.as_tensor(x / 10.0, dtype=torch.float32),
+                   torch.as_tensor(y, dtype=torch.int64), (dim,), classes, "classification")
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) into an array."""
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()

@@ -22,6 +22,7 @@ from blockfl.config import TrainingConfig
 from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
 from blockfl.devices.training import LocalUpdate, train_local, train_svrg_linear
+from blockfl.devices.training_batched import TrainingJob
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
@@ -75,23 +76,34 @@ class Device:
 
     def train(self, round_: int, domain: Domain) -> TrainedUpdate:
         """Train on the local shard from the global model and sign the update for `round_`."""
+        return self.submission(round_, domain, self.local_update(round_))
+
+    def training_job(self, round_: int) -> TrainingJob:
+        """This round's training, to run batched with other devices' (`train_many`)."""
+        return TrainingJob(self.shard.x, self.shard.y, self._round_seed(round_))
+
+    def local_update(self, round_: int) -> LocalUpdate:
+        """Train on the local shard from the global model (not yet signed)."""
         t = self.training
-        seed = self.seed * 1_000_003 + round_
         x, y = self.shard.x, self.shard.y
-        options = dict(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=seed)
-        behaviour = self.behaviour
-        if not behaviour.trains:  # a free-rider claims the time training would have taken
+        options = dict(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
+                       seed=self._round_seed(round_))
+        if not self.behaviour.trains:  # a free-rider claims the time training would have taken
             zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
             seconds = t.epochs * len(y) * t.ms_per_sample / 1000
-            local = LocalUpdate(zero, len(y), seconds, float("nan"))
-        elif t.algorithm == "svrg":
-            local = train_svrg_linear(self.global_state, x, y, **options)
-        elif t.algorithm == "sgd":
-            local = train_local(
+            return LocalUpdate(zero, len(y), seconds, float("nan"))
+        if t.algorithm == "svrg":
+            return train_svrg_linear(self.global_state, x, y, **options)
+        if t.algorithm == "sgd":
+            return train_local(
                 self.model_name, self.global_state, x, y, task=self.shard.task, **options
             )
-        else:
-            raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
+        raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
+
+    def submission(self, round_: int, domain: Domain, local: LocalUpdate) -> TrainedUpdate:
+        """Apply this device's behaviour to its update `local`, then hash, sign and encode it
+        for `round_` (with the copies a Sybil behaviour signs under other keys)."""
+        behaviour = self.behaviour
         delta = behaviour.delta(local.delta, round_)
         record = UpdateRecord(
             device=self.address,
@@ -109,6 +121,9 @@ class Device:
             signed = SignedUpdate(signed_record, sign_update(key, signed_record, domain))
             submissions.append(UpdateSubmission(signed, payload))
         return TrainedUpdate(submissions[0], local, tuple(submissions[1:]))
+
+    def _round_seed(self, round_: int) -> int:
+        return self.seed * 1_000_003 + round_
 
     def _compute_time_ms(self, local: LocalUpdate) -> int:
         """The computation time to sign: measured, or modelled from the sample count."""
@@ -134,28 +149,48 @@ class Device:
         strategy: AggregationStrategy | None = None,
         excluded: Sequence[WeightedUpdate] = (),
     ) -> None:
-        """Take the new global model after checking it against the on-chain hash.
-
-        With `block_updates` and `strategy`, the device also re-runs the rule's selection over
-        the block's updates and those its miner `excluded` (the block must keep exactly what the
-        rule keeps) and recomputes the aggregate from the block's updates and its own copy of
-        the previous global model.
-        """
-        got = tensor_hash(model)
-        if got != on_chain_hash:
-            raise GlobalModelMismatch(
-                f"downloaded model hashes to {to_hex(got)}, chain says {to_hex(on_chain_hash)}"
-            )
+        """Take the new global model after checking it against the on-chain hash (and, with
+        `block_updates` and `strategy`, the rule's selection over the block's updates and those
+        its miner `excluded`, and the aggregate recomputed from the block's updates and this
+        device's copy of the previous global model)."""
+        check_downloaded_model(on_chain_hash, model)
         if block_updates is not None and strategy is not None:
-            kept, _ = strategy.select(self.global_state, [*block_updates, *excluded])
-            if sorted(u.device.lower() for u in kept) != sorted(
-                    u.device.lower() for u in block_updates):
-                raise GlobalModelMismatch(
-                    f"the block keeps other updates than rule {strategy.name!r} selects")
-            recomputed = tensor_hash(strategy.aggregate(self.global_state, block_updates))
-            if recomputed != on_chain_hash:
-                raise GlobalModelMismatch(
-                    f"recomputed aggregate {to_hex(recomputed)} differs from the chain's"
-                )
+            check_recomputed_model(on_chain_hash, self.global_state, block_updates, strategy,
+                                   excluded)
+        self.accept(on_chain_hash, model)
+
+    def accept(self, on_chain_hash: bytes, model: StateDict) -> None:
+        """Take a global model that passed the checks of `adopt` (done once for devices that
+        would repeat the same check on the same inputs, as in one-process simulation)."""
         self.global_state = model
         self.global_hash = on_chain_hash
+
+
+def check_downloaded_model(on_chain_hash: bytes, model: StateDict) -> None:
+    """Raise `GlobalModelMismatch` unless `model` hashes to the on-chain global model hash."""
+    got = tensor_hash(model)
+    if got != on_chain_hash:
+        raise GlobalModelMismatch(
+            f"downloaded model hashes to {to_hex(got)}, chain says {to_hex(on_chain_hash)}"
+        )
+
+
+def check_recomputed_model(
+    on_chain_hash: bytes,
+    previous: StateDict,
+    block_updates: Sequence[WeightedUpdate],
+    strategy: AggregationStrategy,
+    excluded: Sequence[WeightedUpdate] = (),
+) -> None:
+    """Raise `GlobalModelMismatch` unless the rule keeps exactly the block's updates out of them
+    and those the block's miner `excluded`, and aggregating the block's updates onto the
+    previous global model gives the on-chain global model hash (the paper's device-side check)."""
+    kept, _ = strategy.select(previous, [*block_updates, *excluded])
+    if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in block_updates):
+        raise GlobalModelMismatch(
+            f"the block keeps other updates than rule {strategy.name!r} selects")
+    recomputed = tensor_hash(strategy.aggregate(previous, block_updates))
+    if recomputed != on_chain_hash:
+        raise GlobalModelMismatch(
+            f"recomputed aggregate {to_hex(recomputed)} differs from the chain's"
+        )

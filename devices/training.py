@@ -32,7 +32,8 @@ class LocalUpdate:
     final_loss: float
 
 
-def _loss_fn(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of a task: cross-entropy (classification) or MSE (regression)."""
     if task == "classification":
         return F.cross_entropy
     if task == "regression":
@@ -66,12 +67,34 @@ def train_local(
 ) -> LocalUpdate:
     """Plain minibatch SGD for ``epochs`` passes over (x, y), starting from ``base_state``.
 
-    ``final_loss`` is the sample-weighted mean minibatch loss of the last epoch.
+    Linear/ReLU models train through `train_many` (the same bits as when many devices train
+    together), others through `train_module`. ``final_loss`` is the sample-weighted mean
+    minibatch loss of the last epoch.
     """
+    from blockfl.devices.training_batched import TrainingJob, train_many
+
+    job = TrainingJob(x, y, seed)
+    return train_many(model_name, base_state, [job], epochs=epochs, lr=lr,
+                      batch_size=batch_size, task=task)[0]
+
+
+def train_module(
+    model_name: str,
+    base_state: StateDict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    task: Task,
+) -> LocalUpdate:
+    """`train_local` with the torch module and `torch.optim.SGD` (any model)."""
     if len(x) == 0 or epochs < 1:
         raise ValueError("need at least one sample and one epoch")
     model = model_for_state(model_name, tuple(x.shape[1:]), base_state)
-    loss_fn = _loss_fn(task)
+    loss_fn = loss_function(task)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -150,7 +173,7 @@ def evaluate(
     """Classification: ``{"accuracy", "loss"}`` (mean cross-entropy); regression: ``{"mse"}``."""
     model = model_for_state(model_name, tuple(x.shape[1:]), state)
     model.eval()
-    loss_fn = _loss_fn(task)
+    loss_fn = loss_function(task)
     loss_sum, correct = 0.0, 0
     for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
         out = model(xb)

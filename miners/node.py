@@ -233,20 +233,24 @@ class MinerNode:
             )
         return BlockAnnouncement(proposal, payloads, excluded)
 
-    def excluded_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
-        """The updates the block's rule excluded, as selection inputs (decoded)."""
-        max_bytes = self.verifier.policy.max_payload_bytes
-        return [WeightedUpdate(s.device, decode(s.payload, max_bytes=max_bytes),
-                               s.signed.record.samples) for s in announcement.excluded]
+    def _verified_deltas(self, proposal: BlockProposal) -> dict[str, StateDict]:
+        """The tensors of the block's updates that this miner verified itself (by device)."""
+        with self._lock:
+            return {u.device: self._pending[u.device].delta for u in proposal.updates
+                    if u.device in self._pending and self._pending[u.device].signed == u}
 
     def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
-        """The block's updates as aggregation inputs (decoded from the announced tensors)."""
+        """The block's updates as aggregation inputs: the tensors this miner verified for the
+        updates it holds, the announced tensors decoded for the others (whose signatures and
+        hashes `check_block` checks)."""
+        known = self._verified_deltas(announcement.proposal)
         max_bytes = self.verifier.policy.max_payload_bytes
-        out = []
-        for u in announcement.proposal.updates:
-            delta = decode(announcement.payloads[u.device], max_bytes=max_bytes)
-            out.append(WeightedUpdate(u.device, delta, u.record.samples))
-        return out
+        return [
+            WeightedUpdate(u.device, known[u.device] if u.device in known
+                           else decode(announcement.payloads[u.device], max_bytes=max_bytes),
+                           u.record.samples)
+            for u in announcement.proposal.updates
+        ]
 
     def receive_block(self, announcement: BlockAnnouncement) -> None:
         """Check a committed block (`check_block`) and move to the next round on top of it."""
@@ -278,14 +282,18 @@ class MinerNode:
             raise InvalidBlock("announced block differs from the block on chain")
         if int.from_bytes(block_hash, "big") > self.ledger.params().target:
             raise InvalidBlock("block hash does not meet the proof-of-work target")
+        # updates this miner verified itself (the same signed record: round, signature, update
+        # hash) are not checked again; the others are checked in full
+        known = self._verified_deltas(proposal)
         try:
             for update in proposal.updates:
-                update.verify(domain)
+                if update.device not in known:
+                    update.verify(domain)
         except SignatureError as exc:
             raise InvalidBlock(f"update signature: {exc}") from None
         updates = self.block_updates(announcement)
         for u, w in zip(proposal.updates, updates, strict=True):
-            if tensor_hash(w.delta) != u.record.update_hash:
+            if u.device not in known and tensor_hash(w.delta) != u.record.update_hash:
                 raise InvalidBlock(f"update of {u.device} does not match its signed hash")
         self._check_selection(announcement, updates, base_state)
         global_state = self.strategy.aggregate(base_state, updates)

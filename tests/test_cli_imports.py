@@ -12,8 +12,6 @@ import pytest
 from blockfl.cli import COMMANDS, build_parser, main
 
 HEAVY = ("torch", "web3", "fastapi", "uvicorn", "matplotlib", "scipy")
-# the latency model's modules use SciPy and Matplotlib at module level (no torch, web3, FastAPI)
-ALLOWED = {"latency": {"matplotlib", "scipy"}}
 
 PROBE = """
 import json, sys
@@ -31,7 +29,7 @@ def heavy_modules_after_parser(command: str) -> set[str]:
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_parsing_a_command_imports_nothing_heavy(command):
-    assert heavy_modules_after_parser(command) <= ALLOWED.get(command, set())
+    assert heavy_modules_after_parser(command) == set()
 
 
 def test_top_level_help_lists_every_command(capsys):

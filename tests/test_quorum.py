@@ -242,3 +242,18 @@ def test_a_device_claims_what_the_chain_committed(make_ledger):
     tampered = replace(proposal, updates=proposal.updates[1:])
     with pytest.raises(ValueError, match="does not match the chain"):
         claimable(ledger, tampered, device)
+
+
+def test_a_merkle_block_of_1000_updates_costs_what_one_update_costs(make_ledger):
+    ledger = make_ledger(default_params(mode="merkle", max_updates_per_block=1000), MINERS)
+    gas = []
+    for round_, n in ((1, 1), (2, 1000)):
+        base = ledger.head().global_model_hash
+        keys = [key(f"many-{i}") for i in range(n)]
+        proposal = block(ledger, [signed(ledger, k, 10, round_, base) for k in keys], round_)
+        gas.append(ledger.commit_block(MINER_KEYS[0], proposal).gas_used)
+        claims = block_claims(proposal.updates, round_)
+        assert ledger.get_block(round_).num_updates == n
+        assert verify(claims[-1].proof, ledger.get_block(round_).updates_root, claims[-1].leaf())
+    if isinstance(ledger, EvmLedger):
+        assert gas[1] - gas[0] < 1_000 and gas[1] < 200_000, gas  # independent of the size

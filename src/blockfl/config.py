@@ -25,13 +25,16 @@ class RunConfig:
     seed: int = 0
     out_dir: str = "runs"
     name: str = ""
+    engine: str = "local"  # local (this process) | ray (device training on a Ray cluster)
+    ray_address: str = ""  # an existing Ray cluster (e.g. "auto", "10.0.0.1:6379"); "" = local
+    batch_training: bool = True  # train devices stacked: the same updates as one by one
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which data set and how it is split across devices."""
 
-    dataset: str = "digits"  # digits | synthetic | mnist
+    dataset: str = "digits"  # digits | synthetic (regression) | blobs (classification) | mnist
     mnist_path: str = ""
     partition: str = "iid"  # iid | dirichlet
     alpha: float = 0.5

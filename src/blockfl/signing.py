@@ -11,7 +11,7 @@ requires); signing and recovery use libsecp256k1 through coincurve.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import coincurve
 from eth_abi import encode
@@ -35,6 +35,7 @@ _UINT64_END = 2**64
 _PAD12 = bytes(12)
 
 
+@lru_cache(maxsize=1 << 16)  # addresses recur every round (devices, miners)
 def _checksum(address: bytes) -> str:
     """EIP-55 checksum form of a 20-byte address (as `to_checksum_address`, without its checks)."""
     lower = address.hex()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -63,6 +64,9 @@ def innermost(parser: argparse.ArgumentParser,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `blockfl` console script."""
+    # one torch thread per process unless told otherwise: small models run many times faster
+    # than on a thread per core, and many of our processes share a machine (read at torch import)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
     parser = build_parser(command)

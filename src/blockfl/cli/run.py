@@ -39,6 +39,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--seed", type=int, help="seed of every random source (run.seed)")
         parser.add_argument("--ledger", choices=["evm", "local"], help="chain.ledger")
         parser.add_argument("--rpc-url", help="JSON-RPC node instead of the embedded chain")
+        parser.add_argument("--engine", choices=["local", "ray"],
+                            help="where devices train: this process or a Ray cluster (run.engine)")
+        parser.add_argument("--ray-address", help="an existing Ray cluster (run.ray_address)")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
         add_attack_flags(parser)
         add_config_flags(parser)
@@ -56,6 +59,8 @@ def simulate_command(args: argparse.Namespace) -> int:
             "run.seed": args.seed,
             "chain.ledger": args.ledger,
             "chain.rpc_url": args.rpc_url,
+            "run.engine": args.engine,
+            "run.ray_address": args.ray_address,
             **attack_shortcuts(args),
         },
     ))

@@ -33,8 +33,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from blockfl.config import load_config
 from blockfl.latency.from_config import params_from_config
 from blockfl.latency.model import (
@@ -209,6 +207,8 @@ def _agrees(mean: float, se: float, model: float, kind: str) -> bool:
 def plot_comparison(comparisons: list[PhaseComparison], path: Path, source: str) -> Path:
     """Bar chart: measured (with 95% intervals) and model, per latency term."""
     terms = [c for c in comparisons if c.term.startswith("t_") or c.term == "round"]
+    from matplotlib.figure import Figure  # here: `blockfl latency --help` stays fast
+
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
     xs = range(len(terms))

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "bp", "dn", "global")
 """Latency terms, in the order of the round."""
@@ -383,6 +382,8 @@ def numeric_optimal_lambda(p: LatencyParams, bounds: tuple[float, float] | None 
 
     def objective(log_lambda: float) -> float:
         return expected_latency(dataclasses.replace(p, lambda_=math.exp(log_lambda))).total
+
+    from scipy.optimize import minimize_scalar  # here: `blockfl latency --help` stays fast
 
     result = minimize_scalar(
         objective,

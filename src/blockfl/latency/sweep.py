@@ -12,10 +12,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 from blockfl.latency.model import (
     LatencyBreakdown,
@@ -178,6 +181,8 @@ def plot_sweep(points: Sequence[SweepPoint], name: str, p: LatencyParams, path: 
     lambda sweeps get a vertical line at lambda*."""
     x = np.array([pt.value for pt in points])
     dense = _dense(name, x)
+    from matplotlib.figure import Figure  # here: `blockfl latency --help` stays fast
+
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     analytic = [expected_latency(apply_param(p, name, v)).total for v in dense]
@@ -207,6 +212,8 @@ def plot_optimum(points: Sequence[OptimumPoint], name: str, path: Path) -> Path:
     infinite lambda* (a single miner) is left out."""
     finite = [pt for pt in points if math.isfinite(pt.lambda_star)]
     x = np.array([pt.value for pt in finite])
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.plot(x, [pt.lambda_star for pt in finite], label="λ* closed form")

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from blockfl.aggregation import AggregationRule
+from blockfl.aggregation import AggregationRule, WeightedUpdate
 from blockfl.chain.blocks import CommitReceipt
 from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
 from blockfl.config import Config, LinksConfig
-from blockfl.devices.behaviours import Behaviour, attackers, behaviour
-from blockfl.devices.device import Device, device_seed
+from blockfl.devices.device import check_downloaded_model, check_recomputed_model
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
@@ -36,9 +35,10 @@ from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict
 from blockfl.miners.verification import Verifier
 from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
-from blockfl.sim.setup import Experiment, build_experiment
+from blockfl.sim.setup import Experiment, build_devices, build_experiment
+from blockfl.sim.training import Trainer, make_trainer
 from blockfl.store import ModelStore
-from blockfl.tensors import tensor_hash
+from blockfl.tensors import StateDict, tensor_hash
 from blockfl.wire import UpdateSubmission
 
 Injector = Callable[[int, list[MinerNode]], None]
@@ -100,19 +100,13 @@ class Simulation:
         connect(self.miners)
         self.attesters = [Attester(m) for m in self.miners]
         self.strategy = strategy
-        self.devices = [
-            Device(derived_key("device", i, seed), shard, config.model.name, config.training,
-                   genesis, seed=device_seed(seed, i), behaviour=self._behaviour(i))
-            for i, shard in enumerate(self.experiment.shards)
-        ]
+        self.devices = build_devices(config, self.experiment)
+        self.trainer: Trainer = make_trainer(config, self.devices)
         self.rng = random.Random(seed)
 
-    def _behaviour(self, index: int) -> Behaviour | None:
-        """The attack of device `index` when it is one of `[attack] attackers`."""
-        attack, n = self.config.attack, self.config.network.devices
-        if index not in attackers(n, attack.attackers, self.config.run.seed):
-            return None
-        return behaviour(attack.behaviour, attack, n, device_seed(self.config.run.seed, index))
+    def close(self) -> None:
+        """Release the trainer's workers (Ray actors)."""
+        self.trainer.close()
 
     def run_round(self, inject: Injector | None = None) -> RoundResult:
         """Play one round; `inject(round, miners)` may submit extra (e.g. malicious) updates."""
@@ -123,7 +117,9 @@ class Simulation:
         phases: dict[str, float] = {}
 
         start = time.perf_counter()
-        trained = [d.train(round_, domain) for d in self.devices]
+        local = self.trainer.local_updates(round_)
+        trained = [d.submission(round_, domain, u)
+                   for d, u in zip(self.devices, local, strict=True)]
         phases["local_training"] = time.perf_counter() - start
 
         # upload: a device's update reaches its miner after training plus the uplink transfer;
@@ -183,16 +179,9 @@ class Simulation:
         start = time.perf_counter()
         record = self.ledger.get_block(round_)
         assert record is not None
-        updates = self.miners[winner].block_updates(announcement)
-        excluded = self.miners[winner].excluded_updates(announcement)
-        global_s: dict[str, float] = {}
-        for device in self.devices:
-            model = miner_of[device.address].store.get(record.global_model_hash)
-            begin = time.perf_counter()
-            device.adopt(record.global_model_hash, model,
-                         updates if cfg.network.recompute_global else None, self.strategy,
-                         excluded)
-            global_s[device.address] = time.perf_counter() - begin
+        # the block's updates as the winner decoded and verified them from the announced bytes
+        global_s = self._adopt_global_model(record.global_model_hash, list(winning.updates),
+                                            miner_of, [e.update for e in winning.excluded])
         phases["global_model_download_and_check"] = time.perf_counter() - start
 
         # the emulated round latency of each device, term by term (the latency model's terms)
@@ -245,6 +234,36 @@ class Simulation:
             verdicts=verdicts,
             excluded={e.update.device: f"{e.reason}: {e.detail}" for e in winning.excluded},
         )
+
+    def _adopt_global_model(
+        self, model_hash: bytes, updates: list[WeightedUpdate], miner_of: dict[str, MinerNode],
+        excluded: list[WeightedUpdate],
+    ) -> dict[str, float]:
+        """Every device checks and takes the block's global model; returns each device's
+        seconds of checking. Devices that would run the same check on the same inputs (the
+        same miner's copy; the same previous model and block) share one run of it, and each
+        is charged its full time: the result is the one each device would compute."""
+        downloads: dict[str, tuple[StateDict, float]] = {}  # miner -> (checked model, seconds)
+        recomputes: dict[bytes, float] = {}  # previous global model hash -> seconds
+        seconds: dict[str, float] = {}
+        for device in self.devices:
+            source = miner_of[device.address]
+            if source.address not in downloads:
+                begin = time.perf_counter()
+                model = source.store.get(model_hash)
+                check_downloaded_model(model_hash, model)
+                downloads[source.address] = (model, time.perf_counter() - begin)
+            model, spent = downloads[source.address]
+            if self.config.network.recompute_global:
+                if device.global_hash not in recomputes:
+                    begin = time.perf_counter()
+                    check_recomputed_model(model_hash, device.global_state, updates,
+                                           self.strategy, excluded)
+                    recomputes[device.global_hash] = time.perf_counter() - begin
+                spent += recomputes[device.global_hash]
+            device.accept(model_hash, model)
+            seconds[device.address] = spent
+        return seconds
 
     def _commit(
         self, candidates: list[Candidate | None], finishes: list[Finish]

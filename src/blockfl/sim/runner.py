@@ -46,12 +46,15 @@ def run_experiment(
     run_dir = run_dir or make_run_dir(config)
     sim = Simulation(config, run_dir, ledger)
     results = []
-    for _ in range(config.run.rounds):
-        result = sim.run_round(inject)
-        results.append(result)
-        write_metrics(run_dir, result.row())
-        if on_round:
-            on_round(result)
+    try:
+        for _ in range(config.run.rounds):
+            result = sim.run_round(inject)
+            results.append(result)
+            write_metrics(run_dir, result.row())
+            if on_round:
+                on_round(result)
+    finally:
+        sim.close()
     ledger = sim.ledger
     head = ledger.head()
     held = [tensor_hash(m.base_state) for m in sim.miners]

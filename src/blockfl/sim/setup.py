@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blockfl.config import Config
+from blockfl.devices.behaviours import attackers, behaviour
 from blockfl.devices.data import (
     Dataset,
     load_digits,
     load_mnist_idx,
     partition_dirichlet,
     partition_iid,
+    synthetic_blobs,
     synthetic_linear,
     train_test_split,
 )
+from blockfl.devices.device import Device, device_seed
+from blockfl.keys import derived_key
 from blockfl.models import initial_state
 from blockfl.tensors import StateDict, tensor_hash
 
@@ -41,11 +45,13 @@ def load_dataset(config: Config) -> Dataset:
         return synthetic_linear(
             data.synthetic_samples, data.synthetic_dim, data.synthetic_noise, config.run.seed
         )
+    if data.dataset == "blobs":
+        return synthetic_blobs(data.synthetic_samples, data.synthetic_dim, config.run.seed)
     if data.dataset == "mnist":
         if not data.mnist_path:
             raise ValueError("dataset mnist needs data.mnist_path (a folder of IDX files)")
         return load_mnist_idx(data.mnist_path)
-    raise ValueError(f"unknown dataset {data.dataset!r}: digits, synthetic or mnist")
+    raise ValueError(f"unknown dataset {data.dataset!r}: digits, synthetic, blobs or mnist")
 
 
 def build_experiment(config: Config) -> Experiment:
@@ -72,3 +78,17 @@ def build_experiment(config: Config) -> Experiment:
 def genesis_model_hash(config: Config) -> bytes:
     """The genesis model hash of a configuration (deterministic from the seed)."""
     return build_experiment(config).genesis_hash
+
+
+def build_devices(config: Config, experiment: Experiment) -> list[Device]:
+    """One device per shard, with its derived key, seed and behaviour (honest, or the attack
+    of `[attack] attackers`), holding the genesis model."""
+    seed, attack, n = config.run.seed, config.attack, config.network.devices
+    chosen = set(attackers(n, attack.attackers, seed))
+    return [
+        Device(derived_key("device", i, seed), shard, config.model.name, config.training,
+               experiment.initial, seed=device_seed(seed, i),
+               behaviour=behaviour(attack.behaviour, attack, n, device_seed(seed, i))
+               if i in chosen else None)
+        for i, shard in enumerate(experiment.shards)
+    ]

@@ -1,0 +1,136 @@
+"""Wall time per round, split by phase, and peak memory of `simulate` at 100 to 10,000 devices.
+
+Each configuration runs in a fresh process (its peak RSS is its own): digits where it has a
+sample per device (1,437 training samples), the `blobs` classification data (50 samples per
+device) at 10,000 devices; logistic regression and the MLP; 3 miners; the local SQLite ledger.
+The first round also pays one-time costs, so the time per round is the mean of the later ones.
+Where Flower is installed (`pip install -e '.[bench]'`), Flower's simulation of the same task
+(`flower_baseline.py`) runs beside it (up to `--flower-max-devices`, 100 by default: Flower
+runs a Ray task per client and round), and the ratio is printed.
+Beside it, the machine's memory bandwidth and SHA-256 rate, measured in the same run.
+
+    python benchmarks/bench_scale.py                      # the table (about 15 minutes)
+    python benchmarks/bench_scale.py --devices 100 1000   # fewer sizes
+    python benchmarks/bench_scale.py --devices 10000 --models mlp --rounds 10   # the target
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import machine
+
+from blockfl.config import Config
+
+DIGITS_TRAIN = 1437
+
+
+def experiment_config(devices: int, model: str, rounds: int) -> Config:
+    """The benchmarked experiment: digits (blobs past 1,437 devices), 3 miners, local ledger."""
+    c = Config()
+    dataset = "digits" if devices <= DIGITS_TRAIN else "blobs"
+    return replace(
+        c,
+        run=replace(c.run, rounds=rounds),
+        data=replace(c.data, dataset=dataset, synthetic_samples=50 * devices),
+        model=replace(c.model, name=model),
+        network=replace(c.network, devices=devices, miners=3, t_wait=1e9),
+        training=replace(c.training, compute_time="modelled"),
+        chain=replace(c.chain, ledger="local", max_updates_per_block=max(devices, 1000)),
+    )
+
+
+def run_one(devices: int, model: str, rounds: int) -> dict:
+    """Run one configuration in this process; its phases, times and peak RSS."""
+    import torch
+
+    from blockfl.sim.engine import Simulation
+
+    torch.set_num_threads(1)
+    c = experiment_config(devices, model, rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        sim = Simulation(c, Path(tmp))
+        setup = time.perf_counter() - start
+        results = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            result = sim.run_round()
+            results.append((time.perf_counter() - start, result))
+        sim.close()
+    later = results[1:] or results
+    phases = {k: sum(r.phases[k] for _, r in later) / len(later) for k in later[0][1].phases}
+    return {
+        "devices": devices, "model": model, "data": c.data.dataset, "rounds": rounds,
+        "setup_s": setup, "first_round_s": results[0][0],
+        "round_s": sum(t for t, _ in later) / len(later), "phases": phases,
+        "total_s": setup + sum(t for t, _ in results),
+        "metric": results[-1][1].metrics,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+SHORT = {
+    "local_training": "train+sign", "upload_and_cross_verification": "verify",
+    "aggregation": "aggregate", "proof_of_work": "pow", "block_commit": "commit",
+    "block_propagation_and_check": "block check", "global_model_download_and_check": "download",
+}
+
+
+def flower_round_s(devices: int, model: str, rounds: int, env: dict[str, str]) -> float | None:
+    """Seconds per round of Flower's simulation of the same task; None without Flower."""
+    if importlib.util.find_spec("flwr") is None:
+        return None
+    script = Path(__file__).with_name("flower_baseline.py")
+    out = subprocess.run([sys.executable, str(script), str(devices), model, str(rounds)],
+                         capture_output=True, text=True, env=env, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["flower_round_s"])
+
+
+def main() -> None:
+    """Run each configuration in a child process and print one table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--models", nargs="+", default=["logreg", "mlp"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--flower-max-devices", type=int, default=100,
+                        help="run Flower's simulation beside ours up to this many devices")
+    parser.add_argument("--one", nargs=2, metavar=("DEVICES", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(int(args.one[0]), args.one[1], args.rounds)))
+        return
+    print(machine.describe() + ", one torch thread per process")
+    header = ["devices", "model", "data", "round s", *SHORT.values(), "setup s",
+              f"{args.rounds} rounds s", "peak RSS MB", "metric", "Flower round s",
+              "Flower / ours"]
+    print(" | ".join(header))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    for devices in args.devices:
+        for model in args.models:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(devices), model, "--rounds",
+                 str(args.rounds)], capture_output=True, text=True, env=env, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            metric = ", ".join(f"{k} {v:.3f}" for k, v in r["metric"].items())
+            cells = [r["devices"], r["model"], r["data"], f"{r['round_s']:.2f}",
+                     *(f"{r['phases'][k]:.2f}" for k in SHORT), f"{r['setup_s']:.1f}",
+                     f"{r['total_s']:.0f}", f"{r['peak_rss_mb']:.0f}", metric]
+            flower = (flower_round_s(devices, model, args.rounds, env)
+                      if devices <= args.flower_max_devices else None)
+            cells += [f"{flower:.2f}", f"{flower / r['round_s']:.1f}"] if flower else ["-", "-"]
+            print(" | ".join(str(c) for c in cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
