@@ -9,7 +9,7 @@ from scipy import stats
 
 from blockfl.latency import model
 from blockfl.latency.model import BRACKET_TERMS, TERMS, LatencyParams
-from blockfl.latency.montecarlo import Estimate, fork_log_odds, simulate, simulate_mining
+from blockfl.latency.montecarlo import Estimate, neg_log_p_fork, simulate, simulate_mining
 
 ROUNDS = 100_000
 LAMBDA_FACTORS = (0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.5, 4.0)  # multiples of lambda*
@@ -64,10 +64,10 @@ def test_o1_sampler_has_the_distribution_of_the_per_attempt_oracle(n_miners, lam
     assert stats.chisquare(observed, expected).pvalue > 0.01
 
 
-def test_fork_log_odds_is_accurate_at_both_ends():
-    assert fork_log_odds(1, 5.0, 1.0) == math.inf
-    assert fork_log_odds(3, 1e-12, 1.0) == pytest.approx(-math.log(2e-12), rel=1e-9)
-    assert fork_log_odds(3, 50.0, 1.0) == pytest.approx(math.exp(-100.0), rel=1e-9)
+def test_neg_log_p_fork_is_accurate_at_both_ends():
+    assert neg_log_p_fork(1, 5.0, 1.0) == math.inf
+    assert neg_log_p_fork(3, 1e-12, 1.0) == pytest.approx(-math.log(2e-12), rel=1e-9)
+    assert neg_log_p_fork(3, 50.0, 1.0) == pytest.approx(math.exp(-100.0), rel=1e-9)
     attempts, block_time = simulate_mining(3, 1e4, 1.0, 10, np.random.default_rng(0))
     assert np.all(attempts == math.inf) and np.all(block_time == math.inf)
 

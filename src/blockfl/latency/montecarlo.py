@@ -84,7 +84,7 @@ class MonteCarloResult:
         )
 
 
-def fork_log_odds(n_miners: int, lambda_: float, t_bp: float) -> float:
+def neg_log_p_fork(n_miners: int, lambda_: float, t_bp: float) -> float:
     """``-log p_fork`` with ``p_fork = 1 - exp(-c)``, ``c = lambda (N_M - 1) T_bp``, accurate
     at both ends: ``inf`` without forks (``c = 0``), about ``exp(-c)`` when forks are certain."""
     c = lambda_ * (n_miners - 1) * t_bp
@@ -113,7 +113,7 @@ def simulate_mining(
     """
     with np.errstate(divide="ignore"):  # -log p_fork = 0: forks are certain, N = inf
         attempts = 1.0 + np.floor(
-            rng.standard_exponential(rounds) / fork_log_odds(n_miners, lambda_, t_bp)
+            rng.standard_exponential(rounds) / neg_log_p_fork(n_miners, lambda_, t_bp)
         )
     finite = np.isfinite(attempts)
     block_time = np.full(rounds, math.inf)
