@@ -1,10 +1,11 @@
 """The explorer in a real browser (headless Debian Chromium through Selenium + chromedriver).
 
-One network of real processes (anvil, 2 miners, 3 devices) runs for the module. The explorer is
+One network of real processes (anvil, 2 miners, 4 devices, multi-Krum keeping 3 updates of 4)
+runs for the module. The explorer is
 started before any block exists; the devices then commit rounds 1-2 and stop, a model file of
 miner 1 is tampered with, and the devices commit rounds 3-4. The page must show what the chain
 holds: the block rows, one chart point per round, the table growing, the tampered copy as a
-MISMATCH, and who was paid how much for which round.
+MISMATCH, who was paid how much for which round, and which updates the rule excluded and why.
 
 `BLOCKFL_EXPLORER_SCREENSHOT=docs/figures/explorer.png` also saves the README's screenshot.
 """
@@ -26,6 +27,7 @@ import httpx
 import pytest
 
 from blockfl.chain.node import find_anvil, free_port, wait_for_port
+from blockfl.client import MinerClient
 from blockfl.config import load_config
 from blockfl.hashing import to_hex
 from blockfl.launcher import CHILD_ENV, LocalNetwork
@@ -40,7 +42,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
     "--window-size=1400,1000",
 ]
-FIRST_ROUNDS, ROUNDS = 2, 4
+FIRST_ROUNDS, ROUNDS, DEVICES = 2, 4, 4
 READ_TABLE = """
 return Array.from(document.querySelectorAll(`table#${arguments[0]} tbody tr`)).map((tr) => ({
   round: tr.dataset.round ? Number(tr.dataset.round) : null,
@@ -148,7 +150,9 @@ def site(tmp_path_factory, browser) -> Iterator[Site]:
         pytest.skip("anvil binary not found (npm ci)")
     base = load_config("network")
     config = replace(base, run=replace(base.run, rounds=FIRST_ROUNDS),
-                     network=replace(base.network, miners=2, devices=3))
+                     network=replace(base.network, miners=2, devices=DEVICES),
+                     # multi-Krum keeps 3 of the 4 updates: each full block excludes one
+                     aggregation=replace(base.aggregation, rule="multi_krum", f=1, m=3))
     network = LocalNetwork(config, tmp_path_factory.mktemp("explorer") / "net")
     network.start(start_devices=False)
     port = free_port()
@@ -237,14 +241,14 @@ def test_page_tells_who_was_paid_how_much_for_which_round(site):
     balances = site.wait_rows("balances", len(paid_addresses) + 1)  # and the total
     assert {r.text[0] for r in balances[:-1]} == paid_addresses
     assert all(r.text[-1] == "yes" for r in balances)
-    events = site.wait_rows("reward-events", ROUNDS * (3 + 1))
+    events = site.wait_rows("reward-events", len(ledger.accepted_updates()) + ROUNDS)
     shown = {(int(e.text[0]), e.text[1], e.text[2]) for e in events}
     paid = {(u.round, u.device, "data") for u in ledger.accepted_updates()}
     mined = {(b.round, b.miner, "mining") for b in ledger.blocks()}
     assert shown == paid | mined
 
     site.open("/rounds/3")
-    updates = site.wait_rows("updates", 3)
+    updates = site.wait_rows("updates", len(ledger.accepted_updates(3)))
     for row, update in zip(updates, ledger.accepted_updates(3), strict=True):
         assert row.text[0] == update.device
         assert row.hashes[1] == to_hex(update.update_hash)
@@ -252,6 +256,27 @@ def test_page_tells_who_was_paid_how_much_for_which_round(site):
         assert row.text[3] == f"{update.reward / 10**18:g}"
     first = ledger.accepted_updates(3)[0]
     assert site.api("/rounds/3")["updates"][0]["reward"] == str(first.reward)
+
+
+def test_round_page_shows_the_updates_the_rule_excluded_and_why(site):
+    ledger = site.network.ledger
+    miner = MinerClient(site.network.miner_url(0), timeout=10)
+    excluded_any = 0
+    for round_ in range(1, ROUNDS + 1):
+        block = miner.block(round_)  # the block as miners exchange it: kept and excluded
+        assert block is not None
+        site.open(f"/rounds/{round_}")
+        rows = site.wait_rows("excluded", len(block.excluded)) if block.excluded else []
+        assert {r.hashes[1] for r in rows} == {to_hex(h) for h in block.excluded}
+        paid = {u.device for u in ledger.accepted_updates(round_)}
+        for row in rows:
+            assert row.text[2] == "robust_filter" and "krum score ranks" in row.text[3]
+            assert row.text[0] not in paid  # an excluded update earns nothing
+        if not rows:
+            assert site.text("#excluded") == "none"
+        excluded_any += len(rows)
+    miner.close()
+    assert excluded_any >= 1  # a block with all 4 updates excludes one
 
 
 def test_network_up_explorer_shows_the_block_table_growing(browser, tmp_path):
