@@ -35,7 +35,7 @@ test: $(STAMP) browser
 # Flower (the [bench] extra) after torch, so its dependencies never replace the CPU torch
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
-	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) node_modules runs

@@ -12,6 +12,7 @@ Beside it, the machine's memory bandwidth and SHA-256 rate, measured in the same
     python benchmarks/bench_scale.py                      # the table (about 15 minutes)
     python benchmarks/bench_scale.py --devices 100 1000   # fewer sizes
     python benchmarks/bench_scale.py --devices 10000 --models mlp --rounds 10   # the target
+    python benchmarks/bench_scale.py --devices 100 1000 --ledgers evm-merkle   # embedded EVM
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ from blockfl.config import Config
 DIGITS_TRAIN = 1437
 
 
-def experiment_config(devices: int, model: str, rounds: int) -> Config:
-    """The benchmarked experiment: digits (blobs past 1,437 devices), 3 miners, local ledger."""
+def experiment_config(devices: int, model: str, rounds: int, ledger: str = "local") -> Config:
+    """The benchmarked experiment: digits (blobs past 1,437 devices), 3 miners, on the local
+    ledger, or (`evm-merkle`) the embedded EVM with Merkle-mode blocks."""
     c = Config()
+    chain = (replace(c.chain, ledger="evm", mode="merkle") if ledger == "evm-merkle"
+             else replace(c.chain, ledger="local"))
     dataset = "digits" if devices <= DIGITS_TRAIN else "blobs"
     return replace(
         c,
@@ -46,18 +50,18 @@ def experiment_config(devices: int, model: str, rounds: int) -> Config:
         model=replace(c.model, name=model),
         network=replace(c.network, devices=devices, miners=3, t_wait=1e9),
         training=replace(c.training, compute_time="modelled"),
-        chain=replace(c.chain, ledger="local", max_updates_per_block=max(devices, 1000)),
+        chain=replace(chain, max_updates_per_block=max(devices, 1000)),
     )
 
 
-def run_one(devices: int, model: str, rounds: int) -> dict:
+def run_one(devices: int, model: str, rounds: int, ledger: str) -> dict:
     """Run one configuration in this process; its phases, times and peak RSS."""
     import torch
 
     from blockfl.sim.engine import Simulation
 
     torch.set_num_threads(1)
-    c = experiment_config(devices, model, rounds)
+    c = experiment_config(devices, model, rounds, ledger)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         sim = Simulation(c, Path(tmp))
@@ -71,7 +75,8 @@ def run_one(devices: int, model: str, rounds: int) -> dict:
     later = results[1:] or results
     phases = {k: sum(r.phases[k] for _, r in later) / len(later) for k in later[0][1].phases}
     return {
-        "devices": devices, "model": model, "data": c.data.dataset, "rounds": rounds,
+        "devices": devices, "model": model, "data": c.data.dataset, "ledger": ledger,
+        "rounds": rounds,
         "setup_s": setup, "first_round_s": results[0][0],
         "round_s": sum(t for t, _ in later) / len(later), "phases": phases,
         "total_s": setup + sum(t for t, _ in results),
@@ -105,31 +110,33 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flower-max-devices", type=int, default=100,
                         help="run Flower's simulation beside ours up to this many devices")
-    parser.add_argument("--one", nargs=2, metavar=("DEVICES", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--ledgers", nargs="+", default=["local"], choices=["local", "evm-merkle"])
+    parser.add_argument("--one", nargs=3, metavar=("DEVICES", "MODEL", "LEDGER"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(int(args.one[0]), args.one[1], args.rounds)))
+        print(json.dumps(run_one(int(args.one[0]), args.one[1], args.rounds, args.one[2])))
         return
     print(machine.describe() + ", one torch thread per process")
-    header = ["devices", "model", "data", "round s", *SHORT.values(), "setup s",
+    header = ["devices", "model", "data", "ledger", "round s", *SHORT.values(), "setup s",
               f"{args.rounds} rounds s", "peak RSS MB", "metric", "Flower round s",
               "Flower / ours"]
     print(" | ".join(header))
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    for devices in args.devices:
-        for model in args.models:
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", str(devices), model, "--rounds",
-                 str(args.rounds)], capture_output=True, text=True, env=env, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            metric = ", ".join(f"{k} {v:.3f}" for k, v in r["metric"].items())
-            cells = [r["devices"], r["model"], r["data"], f"{r['round_s']:.2f}",
-                     *(f"{r['phases'][k]:.2f}" for k in SHORT), f"{r['setup_s']:.1f}",
-                     f"{r['total_s']:.0f}", f"{r['peak_rss_mb']:.0f}", metric]
-            flower = (flower_round_s(devices, model, args.rounds, env)
-                      if devices <= args.flower_max_devices else None)
-            cells += [f"{flower:.2f}", f"{flower / r['round_s']:.1f}"] if flower else ["-", "-"]
-            print(" | ".join(str(c) for c in cells), flush=True)
+    runs = [(d, m, ledger) for ledger in args.ledgers for d in args.devices for m in args.models]
+    for devices, model, ledger in runs:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", str(devices), model, ledger, "--rounds",
+             str(args.rounds)], capture_output=True, text=True, env=env, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        metric = ", ".join(f"{k} {v:.3f}" for k, v in r["metric"].items())
+        cells = [r["devices"], r["model"], r["data"], ledger, f"{r['round_s']:.2f}",
+                 *(f"{r['phases'][k]:.2f}" for k in SHORT), f"{r['setup_s']:.1f}",
+                 f"{r['total_s']:.0f}", f"{r['peak_rss_mb']:.0f}", metric]
+        flower = (flower_round_s(devices, model, args.rounds, env)
+                  if devices <= args.flower_max_devices and ledger == "local" else None)
+        cells += [f"{flower:.2f}", f"{flower / r['round_s']:.1f}"] if flower else ["-", "-"]
+        print(" | ".join(str(c) for c in cells), flush=True)
 
 
 if __name__ == "__main__":

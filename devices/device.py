@@ -147,13 +147,16 @@ class Device:
         model: StateDict,
         block_updates: Sequence[WeightedUpdate] | None = None,
         strategy: AggregationStrategy | None = None,
+        excluded: Sequence[WeightedUpdate] = (),
     ) -> None:
         """Take the new global model after checking it against the on-chain hash (and, with
-        `block_updates` and `strategy`, against the aggregate recomputed from the block's
-        updates and this device's copy of the previous global model)."""
+        `block_updates` and `strategy`, the rule's selection over the block's updates and those
+        its miner `excluded`, and the aggregate recomputed from the block's updates and this
+        device's copy of the previous global model)."""
         check_downloaded_model(on_chain_hash, model)
         if block_updates is not None and strategy is not None:
-            check_recomputed_model(on_chain_hash, self.global_state, block_updates, strategy)
+            check_recomputed_model(on_chain_hash, self.global_state, block_updates, strategy,
+                                   excluded)
         self.accept(on_chain_hash, model)
 
     def accept(self, on_chain_hash: bytes, model: StateDict) -> None:
@@ -177,9 +180,15 @@ def check_recomputed_model(
     previous: StateDict,
     block_updates: Sequence[WeightedUpdate],
     strategy: AggregationStrategy,
+    excluded: Sequence[WeightedUpdate] = (),
 ) -> None:
-    """Raise `GlobalModelMismatch` unless aggregating the block's updates onto the previous
-    global model gives the on-chain global model hash (the paper's device-side check)."""
+    """Raise `GlobalModelMismatch` unless the rule keeps exactly the block's updates out of them
+    and those the block's miner `excluded`, and aggregating the block's updates onto the
+    previous global model gives the on-chain global model hash (the paper's device-side check)."""
+    kept, _ = strategy.select(previous, [*block_updates, *excluded])
+    if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in block_updates):
+        raise GlobalModelMismatch(
+            f"the block keeps other updates than rule {strategy.name!r} selects")
     recomputed = tensor_hash(strategy.aggregate(previous, block_updates))
     if recomputed != on_chain_hash:
         raise GlobalModelMismatch(

@@ -165,8 +165,9 @@ class DeviceProcess:
                     continue
                 if unrecomputed is None:  # MinerClient.model checked its hash
                     unrecomputed = model
-                updates = self._block_updates(miner, head) if self.recompute else None
-                self.device.adopt(head.global_model_hash, model, updates, self.rule)
+                block = self._block_updates(miner, head) if self.recompute else None
+                self.device.adopt(head.global_model_hash, model, block and block[0], self.rule,
+                                  block[1] if block else ())
             except MinerUnavailable as exc:
                 self.log("download_failed", miner=miner.url, error=str(exc))
                 continue
@@ -174,7 +175,7 @@ class DeviceProcess:
                 self.log("model_mismatch", miner=miner.url, error=str(exc))
                 continue
             self.log("model", round=head.round, global_model_hash=to_hex(head.global_model_hash),
-                     recomputed=updates is not None)
+                     recomputed=block is not None)
             return
         if unrecomputed is None:
             raise NoMinerAvailable(f"no miner serves the global model of round {head.round}")
@@ -182,10 +183,13 @@ class DeviceProcess:
         self.log("model", round=head.round, global_model_hash=to_hex(head.global_model_hash),
                  recomputed=False)
 
-    def _block_updates(self, miner: MinerClient, head: Head) -> list[WeightedUpdate] | None:
-        """The block's updates for recomputing the aggregate; None when this device does not
-        hold the block's base model (it missed rounds), so there is nothing to recompute from.
-        Raises MinerUnavailable when the miner cannot serve the block (yet)."""
+    def _block_updates(
+        self, miner: MinerClient, head: Head
+    ) -> tuple[list[WeightedUpdate], list[WeightedUpdate]] | None:
+        """The block's updates and those its rule excluded, for re-running the selection and
+        recomputing the aggregate; None when this device does not hold the block's base model
+        (it missed rounds), so there is nothing to recompute from. Raises MinerUnavailable when
+        the miner cannot serve the block (yet)."""
         if head.round == 0:
             return None
         block = miner.block(head.round)
@@ -193,12 +197,18 @@ class DeviceProcess:
             raise MinerUnavailable(f"{miner.url} does not serve the block of round {head.round}")
         if any(u.record.base_model_hash != self.device.global_hash for u in block.updates):
             return None
-        out = []
-        for update in block.updates:
-            update_hash = update.record.update_hash
-            fetched = miner.update(update_hash)
-            if fetched is None:
+        records = [u.record for u in block.updates]
+        known = {}
+        for update_hash in block.excluded:  # their records come with their tensors
+            known[update_hash] = miner.update(update_hash)
+            if known[update_hash] is None:
                 raise MinerUnavailable(f"{miner.url} lacks update {to_hex(update_hash)}")
+            records.append(known[update_hash].signed.record)
+        out = []
+        for record in records:
+            fetched = known.get(record.update_hash) or miner.update(record.update_hash)
+            if fetched is None:
+                raise MinerUnavailable(f"{miner.url} lacks update {to_hex(record.update_hash)}")
             delta = decode(fetched.payload, max_bytes=miner.max_bytes)
-            out.append(WeightedUpdate(update.device, delta, update.record.samples))
-        return out
+            out.append(WeightedUpdate(record.device, delta, record.samples))
+        return out[: len(block.updates)], out[len(block.updates) :]

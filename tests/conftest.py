@@ -22,7 +22,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # fuzzing (tests/test_fuzz.py): a bounded run in CI; `--hypothesis-profile=fuzz` for a long one
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
-settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.register_profile("fuzz", max_examples=5_000, deadline=None)
 settings.load_profile("ci")
 
 BACKENDS = ["evm", "local", "anvil"]

@@ -13,7 +13,7 @@ import torch
 from blockfl.chain.node import find_anvil
 from blockfl.config import AGGREGATION_RULES, AttackConfig, Config
 from blockfl.devices.behaviours import BEHAVIOURS, attackers, behaviour
-from blockfl.devices.device import Device
+from blockfl.devices.device import Device, GlobalModelMismatch
 from blockfl.events import read_events
 from blockfl.launcher import LocalNetwork
 from blockfl.miners.attestation import AttestationRefused
@@ -145,6 +145,12 @@ def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
     # leaving the excluded updates out of the announcement is no way around it
     with pytest.raises(InvalidBlock):
         honest_miner.receive_block(replace(cheat.announcement(forged), excluded=()))
+    # a device that recomputes re-runs the selection too
+    excluded = [e.update for e in candidate.excluded]
+    excluded += [u for u in candidate.updates if u.device == victim.device]
+    with pytest.raises(GlobalModelMismatch, match="other updates than rule 'multi_krum'"):
+        sim.devices[0].adopt(forged.global_model_hash, state, kept_updates, cheat.strategy,
+                             excluded)
 
 
 def _mine(sim: Simulation, proposal) -> int:
@@ -204,3 +210,22 @@ def test_a_process_network_keeps_sign_flippers_unpaid_under_multi_krum(tmp_path)
     invalid = [e for i in range(2) for e in read_events(logs / f"miner{i}.jsonl")
                if e["event"] == "invalid_block"]
     assert invalid == []
+
+
+def test_attack_command_writes_csv_figures_and_table(tmp_path, capsys):
+    from blockfl.cli import main
+    from blockfl.sim.attack import read_csv
+
+    out = tmp_path / "attack"
+    code = main(["attack", "--attacks", "sign_flip,sybil", "--rules", "fedavg,multi_krum",
+                 "--fractions", "0,0.4", "--rounds", "1", "--out", str(out),
+                 "--network-devices", "5", "--model-name", "logreg", "--aggregation-f", "2",
+                 "--table-fraction", "0.4"])
+    assert code == 0
+    runs = read_csv(out / "attack.csv")
+    assert len(runs) == 2 * 2 * 2  # the clean run of each rule is shared by both attacks
+    flipped = {r.rule: r for r in runs if r.attack == "sign_flip" and r.fraction == 0.4}
+    assert flipped["fedavg"].attacker_reward_share > 0.2
+    assert flipped["multi_krum"].attacker_reward_share == 0.0
+    assert (out / "attack_sign_flip.png").exists() and (out / "attack_sybil.png").exists()
+    assert "40% attackers" in capsys.readouterr().out

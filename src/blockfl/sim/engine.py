@@ -181,7 +181,7 @@ class Simulation:
         assert record is not None
         # the block's updates as the winner decoded and verified them from the announced bytes
         global_s = self._adopt_global_model(record.global_model_hash, list(winning.updates),
-                                            miner_of)
+                                            miner_of, [e.update for e in winning.excluded])
         phases["global_model_download_and_check"] = time.perf_counter() - start
 
         # the emulated round latency of each device, term by term (the latency model's terms)
@@ -236,7 +236,8 @@ class Simulation:
         )
 
     def _adopt_global_model(
-        self, model_hash: bytes, updates: list[WeightedUpdate], miner_of: dict[str, MinerNode]
+        self, model_hash: bytes, updates: list[WeightedUpdate], miner_of: dict[str, MinerNode],
+        excluded: list[WeightedUpdate],
     ) -> dict[str, float]:
         """Every device checks and takes the block's global model; returns each device's
         seconds of checking. Devices that would run the same check on the same inputs (the
@@ -257,7 +258,7 @@ class Simulation:
                 if device.global_hash not in recomputes:
                     begin = time.perf_counter()
                     check_recomputed_model(model_hash, device.global_state, updates,
-                                           self.strategy)
+                                           self.strategy, excluded)
                     recomputes[device.global_hash] = time.perf_counter() - begin
                 spent += recomputes[device.global_hash]
             device.accept(model_hash, model)
