@@ -18,7 +18,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("claim", help="show and claim rewards of merkle-mode blocks")
     parser.add_argument("--key", required=True, help="device key: dev:N, 0x-hex, or a key file")
     parser.add_argument("--miners", required=True, help="comma-separated miner URLs")
-    parser.add_argument("--deployment", type=Path, default=Path("deployment.json"))
+    parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
+                        help="deployment file written by `chain deploy` (default %(default)s)")
     parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
     parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
     parser.add_argument("--list", action="store_true", help="only show what is claimable")
