@@ -42,7 +42,9 @@ from blockfl.signing import Domain, SignedUpdate
 # The first key of the standard development mnemonic ("test test ... junk") that anvil, hardhat
 # and Foundry fund on every local chain: a well-known development key, never for real funds.
 DEV_DEPLOYER_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
-FUNDING_WEI = 10**21
+# 10 ether of gas money per funded account: anvil gives its first account 10,000, so a session
+# of tests on one node can fund a thousand accounts (at 1,000 each it ran dry after ten).
+FUNDING_WEI = 10**19
 # eth-tester's chain id: the `local` ledger can take it (and the deployer's first contract
 # address) so that signatures, block hashes and the proof-of-work race match the embedded EVM.
 EMBEDDED_CHAIN_ID = 131277322940537
