@@ -131,26 +131,32 @@ class DeviceProcess:
         if stop.is_set():
             return
         if self.ledger.params().mode == "merkle":
-            self.claim(round_)
+            self.claim(round_, stop)
         mine = [u for u in self.ledger.accepted_updates(round_) if u.device == self.device.address]
         self.log("block", round=round_, included=bool(mine),
                  reward=str(mine[0].reward) if mine else "0")
 
-    def claim(self, round_: int) -> None:
+    def claim(self, round_: int, stop: threading.Event) -> None:
         """Claim this device's reward in the merkle block of `round_`, with the block's records
-        from the first miner that serves them (checked against the chain's root)."""
-        for miner in self._miners_in_random_order():
-            try:
-                block = miner.block(round_)
-                if block is None:
+        from the first miner that serves them (checked against the chain's root). The block is
+        on chain before its miner serves it, so the device asks again until one does (for
+        `give_up` seconds, two minutes when unset)."""
+        deadline = time.monotonic() + (self.give_up or 120.0)
+        while not stop.is_set() and time.monotonic() < deadline:
+            for miner in self._miners_in_random_order():
+                try:
+                    block = miner.block(round_)
+                    if block is None:
+                        continue
+                    done = claim(self.ledger, self.device.key, block, self.device.address)
+                except (MinerUnavailable, ValueError, LookupError, BlockRejected) as exc:
+                    self.log("claim_failed", round=round_, miner=miner.url, error=str(exc)[:300])
                     continue
-                done = claim(self.ledger, self.device.key, block, self.device.address)
-            except (MinerUnavailable, ValueError, LookupError, BlockRejected) as exc:
-                self.log("claim_failed", round=round_, miner=miner.url, error=str(exc)[:300])
-                continue
-            self.log("claimed", round=round_, reward=str(sum(c.reward for c in done)),
-                     updates=len(done))
-            return
+                self.log("claimed", round=round_, reward=str(sum(c.reward for c in done)),
+                         updates=len(done))
+                return
+            stop.wait(self.poll)
+        self.log("claim_failed", round=round_, error="no miner served the block in time")
 
     def follow(self, head: Head) -> None:
         """Hold the head's global model, checked against the on-chain hash (and recomputed
