@@ -8,8 +8,6 @@ Run: python benchmarks/bench_aggregation.py [--repeats N]
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import machine
 import torch
@@ -22,16 +20,6 @@ SHAPES = {"fc1.weight": (1000, 784), "fc1.bias": (1000,), "fc2.weight": (216, 10
 
 def _random_state(gen: torch.Generator, scale: float = 1.0) -> StateDict:
     return {k: torch.randn(s, generator=gen) * scale for k, s in SHAPES.items()}
-
-
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -52,14 +40,15 @@ def main() -> None:
             WeightedUpdate(f"0x{i:040x}", _random_state(gen, 0.01), 1 + i % 97)
             for i in range(n_updates)
         ]
-        secs = _best_seconds(lambda u=updates: FedAvg().aggregate(base, u), args.repeats)
+        secs = machine.best_seconds(lambda u=updates: FedAvg().aggregate(base, u), args.repeats,
+                                    warm_up=True)
         gbps = n_updates * model_bytes / secs / 1e9
         print(f"fedavg {n_updates:>3} updates: {secs * 1e3:8.2f} ms  {gbps:6.2f} GB/s of updates"
               f" = {gbps / copy:.2f} x memory copy")
-    secs = _best_seconds(lambda: tensor_hash(base), args.repeats)
+    secs = machine.best_seconds(lambda: tensor_hash(base), args.repeats, warm_up=True)
     rate = model_bytes / secs / 1e9
     print(f"tensor_hash: {secs * 1e3:8.2f} ms  {rate:6.2f} GB/s = {rate / sha:.2f} x raw SHA-256")
-    secs = _best_seconds(lambda: encode(base), args.repeats)
+    secs = machine.best_seconds(lambda: encode(base), args.repeats, warm_up=True)
     print(f"encode:      {secs * 1e3:8.2f} ms  {model_bytes / secs / 1e9:6.2f} GB/s")
 
 

@@ -8,7 +8,7 @@ Run: python benchmarks/bench_montecarlo.py
 
 from __future__ import annotations
 
-import time
+import machine
 
 from blockfl.latency.model import LatencyParams, expected_latency
 from blockfl.latency.montecarlo import simulate
@@ -22,11 +22,7 @@ def main() -> None:
     print(f"{'lambda (1/s)':>12} {'E[N_fork]':>10} {'rounds':>10} {'seconds':>8} {'rounds/s':>12}")
     for lambda_ in (0.1, 5.0, 50.0):
         params = LatencyParams(lambda_=lambda_)
-        best = float("inf")
-        for repeat in range(3):
-            start = time.perf_counter()
-            simulate(params, ROUNDS, seed=repeat).summary()
-            best = min(best, time.perf_counter() - start)
+        best = machine.best_seconds(lambda p=params: simulate(p, ROUNDS, seed=0).summary(), 3)
         n_fork = expected_latency(params).n_fork
         print(f"{lambda_:>12g} {n_fork:>10.3g} {ROUNDS:>10,} {best:>8.3f} {ROUNDS / best:>12,.0f}")
 

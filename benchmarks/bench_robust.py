@@ -19,9 +19,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one thread for NumPy's BLAS too, before NumPy loads
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
+import machine  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,15 +36,6 @@ except ImportError:  # the optional [bench] extra
 BETA = 0.2
 # layers of about 1M and 11M float32 values
 MODELS = {1: [(1000, 784), (1000,), (216, 1000)], 11: [(4000, 2500), (1000, 1000)]}
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _inputs(clients: int, millions: int, seed: int = 0):
@@ -102,10 +93,10 @@ def main() -> None:
             ours = _ours(rule, f)
             # Flower's Krum at 100 clients takes minutes a run: time it once
             repeats = 1 if rule == "krum" and clients > 10 else args.repeats
-            mine = _best(lambda o=ours, b=base, u=updates: o(b, u), repeats)
+            mine = machine.best_seconds(lambda o=ours, b=base, u=updates: o(b, u), repeats)
             theirs_fn = _flower(rule, f)
-            theirs = (_best(lambda t=theirs_fn, r=results: t(r), repeats) if theirs_fn
-                      else None)
+            theirs = (machine.best_seconds(lambda t=theirs_fn, r=results: t(r), repeats)
+                      if theirs_fn else None)
             ratio = f"{theirs / mine:14.2f}x" if theirs else f"{'-':>15}"
             shown = f"{theirs:10.3f}" if theirs else f"{'-':>10}"
             print(f"{clients:>6} x {millions:>3}M {'':>2} {rule:>13} {mine:10.3f} {shown} {ratio}",
