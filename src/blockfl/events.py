@@ -7,9 +7,11 @@ block committed, fork, model adopted, ...) here; the launcher keeps one file per
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,14 +40,26 @@ class EventLog:
             self._out.close()
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """The events of a log file (lines that are not JSON objects are skipped)."""
+def parse_events(lines: Iterable[str | bytes]) -> list[dict[str, Any]]:
+    """The events among log lines (lines that are not JSON objects are skipped)."""
     out = []
-    for line in path.read_text().splitlines():
+    for line in lines:
         try:
             event = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:
             continue
         if isinstance(event, dict):
             out.append(event)
     return out
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events of a log file (lines that are not JSON objects are skipped)."""
+    return parse_events(path.read_text().splitlines())
+
+
+def role_logs(logs: Path, role: str) -> list[list[dict[str, Any]]]:
+    """The event lists of the `<role>N.jsonl` files in `logs` (a network run), in the order of N."""
+    found = [(int(m.group(1)), p) for p in logs.glob(f"{role}*.jsonl")
+             if (m := re.fullmatch(rf"{role}(\d+)\.jsonl", p.name))]
+    return [read_events(p) for _, p in sorted(found)]

@@ -9,13 +9,14 @@ accuracy and the forks seen so far.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+
+from blockfl.events import parse_events
 
 if TYPE_CHECKING:
     from blockfl.launcher import LocalNetwork, Role
@@ -42,15 +43,7 @@ class LogTail:
             return []
         self.offset += len(data)
         *lines, self.partial = (self.partial + data).split(b"\n")
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
+        return parse_events(lines)
 
 
 def describe_event(event: dict[str, Any]) -> str:

@@ -21,13 +21,12 @@ they share one clock when they run on one machine. Per round (seconds):
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blockfl.events import read_events
+from blockfl.events import role_logs
 
 Events = list[dict[str, Any]]
 
@@ -35,13 +34,6 @@ Events = list[dict[str, Any]]
 def mean_or_none(values: Sequence[float]) -> float | None:
     """The mean, or None for no values."""
     return statistics.fmean(values) if values else None
-
-
-def _role_logs(logs: Path, role: str) -> list[Events]:
-    """The event lists of `<role>N.jsonl` files in `logs`, in the order of N."""
-    found = [(int(m.group(1)), p) for p in logs.glob(f"{role}*.jsonl")
-             if (m := re.fullmatch(rf"{role}(\d+)\.jsonl", p.name))]
-    return [read_events(p) for _, p in sorted(found)]
 
 
 def _first(events: Events, name: str, round_: int) -> float | None:
@@ -52,7 +44,7 @@ def _first(events: Events, name: str, round_: int) -> float | None:
 def forks_per_round(logs: Path) -> dict[int, int]:
     """`fork` events of the miners' logs per round."""
     out: dict[int, int] = {}
-    for events in _role_logs(logs, "miner"):
+    for events in role_logs(logs, "miner"):
         for e in events:
             if e.get("event") == "fork" and isinstance(e.get("round"), int):
                 out[e["round"]] = out.get(e["round"], 0) + 1
@@ -62,8 +54,8 @@ def forks_per_round(logs: Path) -> dict[int, int]:
 def round_table(logs: Path, rounds: int | None = None) -> list[dict[str, Any]]:
     """One row of phase times per round from the `minerN.jsonl`/`deviceN.jsonl` files in `logs`
     (rounds 1..`rounds`; default: up to the last round a miner committed)."""
-    miner_events = _role_logs(logs, "miner")
-    device_events = _role_logs(logs, "device")
+    miner_events = role_logs(logs, "miner")
+    device_events = role_logs(logs, "device")
     if rounds is None:
         rounds = max((e["round"] for events in miner_events for e in events
                       if e.get("event") == "committed" and isinstance(e.get("round"), int)),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blockfl.events import read_events
+from blockfl.events import role_logs
 from blockfl.round_phases import forks_per_round
 
 PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_bp")
@@ -54,19 +54,13 @@ def is_network_run(run_dir: Path) -> bool:
     return (run_dir / "logs").is_dir() and any((run_dir / "logs").glob("miner*.jsonl"))
 
 
-def _logs(run_dir: Path, role: str) -> list[list[dict[str, Any]]]:
-    paths = sorted((run_dir / "logs").glob(f"{role}*.jsonl"),
-                   key=lambda p: int(p.stem.removeprefix(role) or 0))
-    return [read_events(p) for p in paths]
-
-
 def _address(events: list[dict[str, Any]]) -> str:
     return next((e["address"] for e in events if e["event"] == "started"), "")
 
 
 def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[NetworkRound]:
     """The measured rounds 2..R of a network run (those whose previous block is logged)."""
-    miners, devices = _logs(run_dir, "miner"), _logs(run_dir, "device")
+    miners, devices = role_logs(run_dir / "logs", "miner"), role_logs(run_dir / "logs", "device")
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
     forks = forks_per_round(run_dir / "logs")
