@@ -83,7 +83,7 @@ class BlockProposal:
     """A block a miner submits: header fields, sorted signed updates and the nonce.
 
     `excluded` (not on chain) names the update hashes the aggregation rule kept out of the
-    block, so that peers can re-run the selection (`blockfl.aggregation.select_updates`).
+    block, so that peers can re-run the selection (`blockfl.aggregation.selection_mismatch`).
     """
 
     prev_hash: bytes

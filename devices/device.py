@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import torch
 
-from blockfl.aggregation import AggregationStrategy, WeightedUpdate
+from blockfl.aggregation import AggregationStrategy, WeightedUpdate, selection_mismatch
 from blockfl.config import TrainingConfig
 from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
@@ -185,10 +185,9 @@ def check_recomputed_model(
     """Raise `GlobalModelMismatch` unless the rule keeps exactly the block's updates out of them
     and those the block's miner `excluded`, and aggregating the block's updates onto the
     previous global model gives the on-chain global model hash (the paper's device-side check)."""
-    kept, _ = strategy.select(previous, [*block_updates, *excluded])
-    if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in block_updates):
-        raise GlobalModelMismatch(
-            f"the block keeps other updates than rule {strategy.name!r} selects")
+    mismatch = selection_mismatch(strategy, previous, block_updates, excluded)
+    if mismatch:
+        raise GlobalModelMismatch(mismatch)
     recomputed = tensor_hash(strategy.aggregate(previous, block_updates))
     if recomputed != on_chain_hash:
         raise GlobalModelMismatch(

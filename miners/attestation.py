@@ -63,7 +63,7 @@ class Attester:
                     "invalid_update", f"{update.device}: {verdict.reason} {verdict.detail}")
         decoded = node.block_updates(announcement)
         try:  # the aggregation rule keeps exactly these updates of those offered
-            node._check_selection(announcement, decoded, node.base_state)
+            node.check_selection(announcement, decoded, node.base_state)
         except InvalidBlock as exc:
             raise AttestationRefused("selection_mismatch", str(exc)) from None
         state = node.strategy.aggregate(node.base_state, decoded)

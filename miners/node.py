@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from blockfl.aggregation import AggregationStrategy, Exclusion, WeightedUpdate
+from blockfl.aggregation import AggregationStrategy, Exclusion, WeightedUpdate, selection_mismatch
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, BlockRecord, CommitReceipt, Head, sort_updates
 from blockfl.chain.errors import ForkRejected
@@ -295,7 +295,7 @@ class MinerNode:
         for u, w in zip(proposal.updates, updates, strict=True):
             if u.device not in known and tensor_hash(w.delta) != u.record.update_hash:
                 raise InvalidBlock(f"update of {u.device} does not match its signed hash")
-        self._check_selection(announcement, updates, base_state)
+        self.check_selection(announcement, updates, base_state)
         global_state = self.strategy.aggregate(base_state, updates)
         if tensor_hash(global_state) != record.global_model_hash:
             raise InvalidBlock(
@@ -303,7 +303,7 @@ class MinerNode:
             )
         return global_state, record
 
-    def _check_selection(
+    def check_selection(
         self, announcement: BlockAnnouncement, updates: list[WeightedUpdate],
         base_state: StateDict,
     ) -> None:
@@ -328,12 +328,11 @@ class MinerNode:
                 raise InvalidBlock(f"excluded update of {s.device} does not match its hash")
             others.append(WeightedUpdate(s.device, delta, record.samples))
         try:
-            kept, _ = self.strategy.select(base_state, [*updates, *others])
+            mismatch = selection_mismatch(self.strategy, base_state, updates, others)
         except ValueError as exc:
             raise InvalidBlock(f"the block's updates cannot be selected from: {exc}") from None
-        if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in updates):
-            raise InvalidBlock(f"the block keeps other updates than rule "
-                               f"{self.strategy.name!r} selects")
+        if mismatch:
+            raise InvalidBlock(mismatch)
 
     def adopt(self, global_state: StateDict, head: Head | None = None) -> None:
         """Build on `head` (default: the chain head), whose global model is `global_state`."""

@@ -1,8 +1,9 @@
 """Aggregation of device updates into the next global model: the rules and their selection.
 
 `AggregationRule` (configured by `[aggregation]`) selects a block's updates and aggregates
-them; `select_updates(spec, global_model, updates)` is the one selection every miner, peer
-and device runs. The rules and their determinism are described in `blockfl.aggregation.rules`.
+them: a miner selects while it builds its candidate block, and `selection_mismatch` is the one
+check that peers, attesting miners and devices run on a block. The rules and their
+determinism are described in `blockfl.aggregation.rules`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "apply_delta",
     "ordered_updates",
     "select_updates",
+    "selection_mismatch",
 ]
 
 
@@ -51,3 +53,15 @@ class AggregationStrategy(Protocol):
     def aggregate(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
         """The next global state from a block's updates; deterministic in the set of updates."""
         ...
+
+
+def selection_mismatch(
+    strategy: AggregationStrategy, base: StateDict, block_updates: Sequence[WeightedUpdate],
+    excluded: Sequence[WeightedUpdate] = (),
+) -> str | None:
+    """Why a block does not keep exactly what the rule keeps of its updates and those its miner
+    `excluded`, or None when it does (`ValueError` when the rule cannot select from them)."""
+    kept, _ = strategy.select(base, [*block_updates, *excluded])
+    if sorted(u.device.lower() for u in kept) != sorted(u.device.lower() for u in block_updates):
+        return f"the block keeps other updates than rule {strategy.name!r} selects"
+    return None
