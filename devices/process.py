@@ -105,12 +105,23 @@ class DeviceProcess:
         first = self.device.choose_miner(self.miners, self.rng)
         return [first] + [m for m in self.miners if m is not first]
 
-    def upload(self, submission: UpdateSubmission) -> None:
-        """Upload to a random miner; on a dead miner, try the next one."""
+    def upload(self, submission: UpdateSubmission, catch_up_tries: int = 25) -> None:
+        """Upload to a random miner; on a dead miner, try the next one. A miner that has not yet
+        adopted the block the device saw on chain refuses the update as `wrong_round`: it is
+        asked again (every `poll` seconds, `catch_up_tries` times) until it has caught up."""
         record = submission.signed.record
         for miner in self._miners_in_random_order():
             try:
-                miner.upload(submission)
+                for _ in range(catch_up_tries):
+                    try:
+                        miner.upload(submission)
+                        break
+                    except MinerRejected as exc:
+                        if exc.reason != "wrong_round" or self.ledger.head().round >= record.round:
+                            raise
+                        time.sleep(self.poll)
+                else:
+                    miner.upload(submission)
             except MinerUnavailable as exc:
                 self.log("miner_down", miner=miner.url, error=str(exc))
                 continue
