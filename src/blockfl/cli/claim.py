@@ -2,7 +2,8 @@
 
 A merkle block keeps only the root of its update records on chain: the records come from a
 miner (`--miners`), are checked against the chain's root, and each unclaimed update of the
-device is claimed with its Merkle proof (`--list` only shows what is claimable).
+device is claimed with its Merkle proof (`--list` only shows what is claimable;
+`blockfl inspect claims` shows it for every device).
 """
 
 from __future__ import annotations
@@ -11,57 +12,70 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blockfl.client import MinerClient
+
+DIRECT_MODE = "this deployment is in direct mode: rewards are paid in the commit, nothing to claim"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `claim`."""
     parser = commands.add_parser("claim", help="show and claim rewards of merkle-mode blocks")
     parser.add_argument("--key", required=True, help="device key: dev:N, 0x-hex, or a key file")
-    parser.add_argument("--miners", required=True, help="comma-separated miner URLs")
+    miner_arguments(parser)
     parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
                         help="deployment file written by `chain deploy` (default %(default)s)")
     parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
-    parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
     parser.add_argument("--list", action="store_true", help="only show what is claimable")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.set_defaults(func=claim_command)
 
 
+def miner_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--miners` and `--ca-cert`: the miners that serve merkle blocks' records."""
+    parser.add_argument("--miners", required=True,
+                        help="comma-separated miner URLs (they serve the blocks' records)")
+    parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
+
+
+def miner_clients(args: argparse.Namespace) -> list[MinerClient]:
+    """Clients of the `--miners` URLs."""
+    from blockfl.client import MinerClient
+
+    return [MinerClient(u.strip(), ca_cert=args.ca_cert)
+            for u in args.miners.split(",") if u.strip()]
+
+
 def claim_command(args: argparse.Namespace) -> int:
     """Print each merkle-block update of the device (claimed or not), claiming the others."""
-    from blockfl.chain.deployment import Deployment
-    from blockfl.client import MinerClient
-    from blockfl.devices.claims import claim, claimable
+    from blockfl.chain.inspection import jsonable
+    from blockfl.cli.inspect import open_ledger
+    from blockfl.devices.claims import claim, claimable, served_blocks
     from blockfl.keys import parse_key
     from blockfl.signing import address_of
 
     key = parse_key(args.key)
     device = address_of(key)
-    ledger = Deployment.read(args.deployment).ledger(args.rpc_url)
+    ledger = open_ledger(args)
     if ledger.params().mode != "merkle":
-        print("this deployment is in direct mode: rewards are paid in the commit, "
-              "nothing to claim")
+        print(DIRECT_MODE)
         return 0
-    clients = [MinerClient(u.strip(), ca_cert=args.ca_cert)
-               for u in args.miners.split(",") if u.strip()]
     rows = []
-    for round_ in range(1, ledger.head().round + 1):
-        block = next((b for c in clients if (b := c.block(round_)) is not None), None)
-        if block is None:
-            raise LookupError(f"no miner serves the block of round {round_}")
+    for block in served_blocks(ledger, miner_clients(args)):
         found = claimable(ledger, block, device)
         if not args.list:
             sent = {c.index for c in claim(ledger, key, block, device)}
             found = [replace(c, claimed=True) if c.index in sent else c for c in found]
-        rows += [{"round": c.round, "index": c.index, "samples": c.samples,
-                  "reward": str(c.reward), "claimed": c.claimed} for c in found]
+        rows += found
     if args.json:
-        print(json.dumps({"device": device, "updates": rows}, indent=2))
+        print(json.dumps({"device": device, "updates": [jsonable(r) for r in rows]}, indent=2))
         return 0
     print(f"device {device}: {len(rows)} updates in merkle blocks")
     for r in rows:
-        state = "claimed" if r["claimed"] else "claimable"
-        print(f"  round {r['round']:>4}  leaf {r['index']:>6}  samples {r['samples']:>7}  "
-              f"reward {r['reward']}  {state}")
+        state = "claimed" if r.claimed else "claimable"
+        print(f"  round {r.round:>4}  leaf {r.index:>6}  samples {r.samples:>7}  "
+              f"reward {r.reward}  {state}")
     print(f"balance {ledger.balance_of(device)}")
     return 0

@@ -1,4 +1,5 @@
-"""`blockfl inspect blocks|updates|rewards|model`: read a deployment through any JSON-RPC node."""
+"""`blockfl inspect blocks|updates|rewards|claims|model`: read a deployment through any JSON-RPC
+node (`claims` also asks miners for the records of merkle blocks)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from blockfl.cli.args import BLOCK_ROUND, ROUND
+from blockfl.cli.claim import DIRECT_MODE, miner_arguments, miner_clients
 from blockfl.hashing import to_hex
 
 if TYPE_CHECKING:
     from blockfl.chain.evm import EvmLedger
+    from blockfl.devices.claims import Claimable
 
 TOKEN_DECIMALS = 18
 #: table width when stdout is not a terminal (rich would otherwise squeeze tables into 80)
@@ -49,6 +52,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "rewards", parents=[common], help="token balances against reward events (exit 1: differ)"
     )
     rewards.set_defaults(func=inspect_rewards)
+
+    claims = sub.add_parser(
+        "claims", parents=[common],
+        help="rewards of merkle-mode blocks per round and device: claimed or claimable",
+    )
+    claims.add_argument("--address", help="only this device's updates")
+    miner_arguments(claims)
+    claims.set_defaults(func=inspect_claims)
 
     model = sub.add_parser(
         "model", parents=[common],
@@ -160,6 +171,48 @@ def inspect_rewards(args: argparse.Namespace) -> int:
         table.add_row("total", "", tokens(balance), tokens(event_total), "yes" if agrees else "NO")
         emit_table(table)
     return 0 if agrees else 1
+
+
+def claim_totals(rows: list[Claimable]) -> dict[str, int]:
+    """Samples and rewards of claim rows: in all, claimed and still claimable."""
+    return {"samples": sum(r.samples for r in rows),
+            "reward": sum(r.reward for r in rows),
+            "claimed": sum(r.reward for r in rows if r.claimed),
+            "claimable": sum(r.reward for r in rows if not r.claimed)}
+
+
+def inspect_claims(args: argparse.Namespace) -> int:
+    """Table of the updates of merkle blocks (records from the miners, checked against the
+    chain's roots): samples, reward, claimed or claimable, with totals."""
+    from blockfl.chain import inspection
+    from blockfl.devices.claims import claimable, served_blocks
+
+    ledger = open_ledger(args)
+    mode = ledger.params().mode
+    rows = [] if mode != "merkle" else [
+        c for block in served_blocks(ledger, miner_clients(args))
+        for c in claimable(ledger, block, args.address)]
+    totals = claim_totals(rows)
+    if args.json:
+        emit_json({"mode": mode, "rows": [inspection.jsonable(r) for r in rows],
+                   "total": {k: str(v) for k, v in totals.items()}})
+        return 0
+    if mode != "merkle":
+        print(DIRECT_MODE)
+        return 0
+    table = Table(
+        Number("round"), Number("leaf"), "device", Number("samples"), Number("reward (tokens)"),
+        "state", title="merkle-block rewards: claimed or claimable",
+    )
+    for r in rows:
+        table.add_row(str(r.round), str(r.index), r.device, str(r.samples), tokens(r.reward),
+                      "claimed" if r.claimed else "claimable")
+    table.add_section()
+    table.add_row("total", "", "", str(totals["samples"]), tokens(totals["reward"]),
+                  f"claimed {tokens(totals['claimed'])}, "
+                  f"claimable {tokens(totals['claimable'])}")
+    emit_table(table)
+    return 0
 
 
 def inspect_model(args: argparse.Namespace) -> int:
