@@ -40,6 +40,10 @@ def test_every_phase_agrees_with_the_model(run_dir):
     # the link terms follow the emulated transfers exactly
     for term in ("t_up", "t_bp", "t_dn"):
         assert by_term[term].relative_error < 1e-9
+    # a majority of 3 miners: the winner waits for one attester, the block there and a
+    # signature back over the miner link, plus its checks
+    assert by_term["t_att"].kind == "deterministic" and by_term["t_att"].relative_error < 1e-9
+    assert by_term["t_att"].model > by_term["t_bp"].model
     # forks happen at this propagation delay, and at the model's rate
     assert 0.15 < by_term["fork_rate"].model < 0.6
     assert by_term["fork_rate"].measured > 0
@@ -94,12 +98,13 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
     rounds = network_rounds(run_dir, t_wait=10.0, n_devices=2)
     assert [r.round for r in rounds] == [2, 3, 4, 5]
     for r in rounds:  # the logged phases cover the round exactly
-        path = sum(r.phases[k] for k in ("t_dn", "t_local", "t_up", "t_cross", "t_bg"))
+        path = sum(r.phases[k] for k in ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att"))
         assert path == pytest.approx(r.duration, abs=1e-6)
     comparisons, totals = compare_network(run_dir)
     by_term = {c.term: c for c in comparisons}
     assert all(c.agrees for c in comparisons), comparisons
     assert by_term["t_bg"].model == pytest.approx(1 / (2 * 0.5))  # N_M lambda, network.toml
+    assert all(r.phases["t_att"] > 0 for r in rounds)  # a majority of 2: both miners
     assert totals["rounds"] == 4 and totals["lambda_per_miner"] == 0.5
     assert main(["latency", "compare", str(run_dir)]) == 0
     out = capsys.readouterr().out

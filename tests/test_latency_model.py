@@ -117,6 +117,7 @@ def test_every_field_is_documented_for_help():
         {"samples": {"a": 1}},
         {"device": 1.5},
         {"snr_up_db": True},
+        {"quorum": 11},
     ],
 )
 def test_invalid_params_raise(overrides):
@@ -138,6 +139,7 @@ def test_db_conversion():
         {"snr_m_db": 25.0},
         {"n_miners": 3},
         {"n_miners": 30},
+        {"quorum": 0},
         dataclasses.asdict(TINY),
     ],
 )

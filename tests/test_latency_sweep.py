@@ -86,12 +86,29 @@ def test_analyze_json_with_overrides(parser, capsys):
     assert set(out["terms"]) == set(model.TERMS)
 
 
+def test_analyze_and_sweep_the_quorum(parser, capsys, tmp_path):
+    assert run(parser, ["latency", "analyze", "--json", "--set", "quorum=0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    p = LatencyParams(quorum=0)
+    assert out["quorum"] == 6
+    assert out["terms"]["att"]["per_attempt"] == pytest.approx(model.t_att(p))
+    assert out["expected_total"] == pytest.approx(model.expected_latency(p).total)
+    argv = ["latency", "sweep", "--param", "quorum", "--values", "1", "4", "10"]
+    assert run(parser, [*argv, "--rounds", "20000", "--out", str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "latency_vs_quorum.csv")
+    totals = [float(r["analytic_total"]) for r in rows]
+    assert totals[0] == pytest.approx(model.expected_latency(LatencyParams()).total)
+    assert totals[0] < totals[1] < totals[2]
+    stars = read_csv(tmp_path / "lambda_star_vs_quorum.csv")
+    assert float(stars[0]["lambda_star"]) > float(stars[2]["lambda_star"])
+
+
 def test_analyze_table_and_bad_override(parser, capsys, tmp_path):
     config = tmp_path / "lat.toml"
     config.write_text("lambda_ = 0.2\n")
     assert run(parser, ["latency", "analyze", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "lambda_star_numeric" in out and "T_cross" in out
+    assert "lambda_star_numeric" in out and "T_cross" in out and "T_att" in out
     assert run(parser, ["latency", "analyze", "--set", "no_such=1"]) == 2
     assert "unknown latency parameter" in capsys.readouterr().err
 
@@ -191,7 +208,9 @@ def test_analyze_reads_an_experiment_config(parser, capsys, tmp_path):
     payload = json.loads(capsys.readouterr().out)
     assert payload["lambda"] == 0.25 and payload["aggregate_rate"] == 1.0
     p = LatencyParams(n_miners=4, n_devices=10, lambda_=0.25, t_wait=1.5, delta_m=2e5,
-                      w_up=1e6, w_dn=1e6, w_m=1e7, h=1536.0, delta_d=4e4, f_c=1e9)
+                      w_up=1e6, w_dn=1e6, w_m=1e7, h=1536.0, delta_d=4e4, f_c=1e9,
+                      quorum=0)  # [chain] quorum = 0: a majority of the miners attests
+    assert payload["quorum"] == 3 and payload["terms"]["att"]["per_attempt"] > 0
     assert payload["expected_total"] == pytest.approx(model.expected_latency(p).total)
     config.write_text("[nosuch]\nx = 1\n")
     assert run(parser, ["latency", "analyze", "--experiment", str(config)]) == 2

@@ -201,6 +201,7 @@ def analyze_command(args: argparse.Namespace) -> int:
     summary = {
         "lambda": params.lambda_,
         "aggregate_rate": params.aggregate_rate,
+        "quorum": params.attesters,
         "p_fork": result.p_fork,
         "expected_n_fork": result.n_fork,
         "expected_total": result.total,

@@ -5,16 +5,18 @@ S / (W log2(1 + SNR)) seconds, `[links]` in the config) and runs a real proof-of
 target gives each miner the block generation rate lambda, timed on a virtual clock (attempts /
 hash rate). Each round records, per device, the model's terms. This module feeds the model the
 run's own parameters (devices, miners, lambda, T_wait, links, the measured update size) and the
-measured compute inputs (local training, verification and global-model times, which the model
-takes as delta/f_c inputs), and checks the rest:
+measured compute inputs (local training, verification, attesters' checks and global-model
+times, which the model takes as delta/f_c inputs), and checks the rest:
 
-- deterministic terms (upload, cross-verification wait and exchange, propagation, download)
-  must agree within `DETERMINISTIC_TOLERANCE`. The model is evaluated round by round with that
-  round's block: `N_D` is the number of updates in it, since a device whose update misses
-  `T_wait` (a slow or loaded machine measuring its training time) is not in the block. Using the
-  configured number of devices instead made the demo's t_bp and t_dn 17% too large on a loaded
-  machine. When the gossip exchange rather than `T_wait` ends a wait, `T_cross` depends on the
-  round's random association (the model takes its expectation) and is compared statistically;
+- deterministic terms (upload, cross-verification wait and exchange, attestation, propagation,
+  download) must agree within `DETERMINISTIC_TOLERANCE`. The model is evaluated round by round
+  with that round's block: `N_D` is the number of updates in it, since a device whose update
+  misses `T_wait` (a slow or loaded machine measuring its training time) is not in the block.
+  Using the configured number of devices instead made the demo's t_bp and t_dn 17% too large on
+  a loaded machine. When the gossip exchange rather than `T_wait` ends a wait, `T_cross` depends
+  on the round's random association (the model takes its expectation) and is compared
+  statistically. `T_att` is the ``q - 1`` attesters' emulated transfers plus their measured
+  checks;
 - block generation (mean of min of N_M exponentials, 1/(N_M lambda)) and the fork rate
   (1 - exp(-lambda (N_M-1) T_bp)) must agree within 3 standard errors of the run's mean.
 
@@ -39,6 +41,7 @@ from blockfl.latency.model import (
     LatencyParams,
     expected_latency,
     p_fork,
+    t_att_links,
     t_bp,
     t_dn,
     t_exchange,
@@ -89,8 +92,9 @@ def round_model(p: LatencyParams, row: dict[str, Any]) -> dict[str, float]:
     """The model's terms for one round of a run, with that round's block: ``N_D`` is the
     number of updates in the block (a device whose update missed ``T_wait`` is not in it), and
     ``T_cross`` is the mean over devices of ``max(T_wait - (T_local,o + T_up), exchange)`` with
-    each device's own local time, plus the measured verification. ``exchange_binds`` is 1 when
-    the exchange, not ``T_wait``, ends some device's wait."""
+    each device's own local time, plus the measured verification; ``T_att`` is the modelled
+    transfers to and from the ``q - 1`` attesters plus their measured checks. ``exchange_binds``
+    is 1 when the exchange, not ``T_wait``, ends some device's wait."""
     q = dataclasses.replace(p, n_devices=max(int(row["accepted"]), 1), device=0)
     up, exchange, verify = t_up(q), t_exchange(q), row["latency"]["verification"]
     local_times = row.get("local_times") or [row["latency"]["t_local"]]
@@ -99,6 +103,7 @@ def round_model(p: LatencyParams, row: dict[str, Any]) -> dict[str, float]:
         "t_up": up,
         "t_cross": sum(max(s, exchange) for s in slack) / len(slack) + verify,
         "exchange_binds": float(min(slack) < exchange),
+        "t_att": t_att_links(q) + row["latency"]["attestation_checks"],
         "t_bp": t_bp(q),
         "t_dn": t_dn(q),
         "p_fork": p_fork(q),
@@ -126,6 +131,7 @@ def compare_run(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]
         "t_cross": (modelled["t_cross"],
                     "statistical" if modelled["exchange_binds"] else "deterministic"),
         "t_bg": (1 / (p.n_miners * p.lambda_), "statistical"),
+        "t_att": (modelled["t_att"], "deterministic"),
         "t_bp": (modelled["t_bp"], "deterministic"),
         "t_dn": (modelled["t_dn"], "deterministic"),
         "t_global": (global_, "input"),
@@ -136,7 +142,7 @@ def compare_run(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]
         mean, se = (fork_rate[0], fork_se) if term == "fork_rate" else measured[term]
         out.append(PhaseComparison(term, mean, se, model, kind, _agrees(mean, se, model, kind)))
     model = {c.term: c.model for c in out}
-    bracket = sum(model[t] for t in ("t_local", "t_up", "t_cross", "t_bg", "t_bp"))
+    bracket = sum(model[t] for t in ("t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp"))
     totals = {
         "rounds": float(len(rows)),
         "late_updates": float(sum(r["late"] for r in rows)),
@@ -151,7 +157,8 @@ def compare_run(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]
 def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, float]]:
     """Compare the phases of a `network up` run (see :mod:`.network_logs`) with the model with
     the network's parameters: N_M, lambda and T_wait from its config; the measured compute and
-    loopback transfer times are inputs (a process network does not emulate `[links]`)."""
+    loopback transfer times, the attestation phase among them, are inputs (a process network
+    does not emulate `[links]`)."""
     config = load_config(run_dir / "config.toml")
     rounds = network_rounds(run_dir, config.network.t_wait, config.network.devices)
     if not rounds:
@@ -177,7 +184,7 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
     fork_se = math.sqrt(sum(q * (1 - q) for q in p_forks)) / len(rounds)
     out.append(PhaseComparison("fork_rate", fork_mean, fork_se, fork_model, "statistical",
                                _agrees(fork_mean, fork_se, fork_model, "statistical")))
-    path = ("t_dn", "t_local", "t_up")
+    path = ("t_dn", "t_local", "t_up", "t_att")
     round_model = sum(measured[k][0] for k in path) + cross_model + t_bg_model
     duration, duration_se = _mean_se([r.duration for r in rounds])
     out.append(PhaseComparison("round", duration, duration_se, round_model, "statistical",

@@ -1,9 +1,10 @@
 """The latency model's parameters of an experiment configuration (`blockfl.config.Config`).
 
 One place maps the experiment's sections onto :class:`LatencyParams`: devices and miners
-(`[network]`), the block generation rate per miner (`chain.block_rate`), `T_wait`, the links and
-the header size (`[links]`). What the configuration does not hold comes from the run: the size of
-one local update in bits and the devices' sample counts. The local training time follows the
+(`[network]`), the block generation rate per miner (`chain.block_rate`), the quorum
+(`chain.quorum`, 0 a majority as on chain), `T_wait`, the links and the header size
+(`[links]`). What the configuration does not hold comes from the run: the size of one local
+update in bits and the devices' sample counts. The local training time follows the
 `modelled` compute time of `[training]` (epochs x samples x `ms_per_sample`).
 """
 
@@ -36,4 +37,5 @@ def params_from_config(
         delta_m=update_bits,
         f_c=CLOCK_HZ,
         h=links.header_bits,
+        quorum=config.chain.quorum,
     )

@@ -2,7 +2,7 @@
 
 For a device ``o`` associated with miner ``i`` the round latency is::
 
-    T = N_fork * (T_local + T_up + T_cross + T_bg + T_bp) + T_dn + T_global
+    T = N_fork * (T_local + T_up + T_cross + T_bg + T_att + T_bp) + T_dn + T_global
 
 with deterministic terms
 
@@ -10,6 +10,7 @@ with deterministic terms
     T_up     = delta_m / R_up,                    R_x = W_x * log2(1 + SNR_x)
     T_cross  = max(T_wait - (T_local + T_up), sum_{j != i} delta_m * N_Mj / R_mj)
                + delta_m * N_D / f_c
+    T_att    = sum_{k=1}^{q-1} (h + delta_m * N_D + 520) / R_mk + (q - 1) * 2 * delta_m * N_D / f_c
     T_bp     = max_j (h + delta_m * N_D) / R_mj
     T_dn     = (h + delta_m * N_D) / R_dn
     T_global = delta_m * N_D / f_c
@@ -20,7 +21,12 @@ of the winner, ``p_fork = 1 - exp(-lambda (N_M - 1) T_bp)``, and repeats the bra
 ``N_fork`` is geometric on {1, 2, ...} with ``E[N_fork] = 1 / (1 - p_fork) = exp(lambda c)``,
 ``c = (N_M - 1) T_bp``.
 
-Closed form. With ``A = T_local + T_up + T_cross + T_bp`` (no lambda dependence)::
+``T_att`` is the attestation phase with a quorum of ``q`` miners (the committer counts itself):
+the winner asks the other miners one at a time (the first ``q - 1`` in index order, all
+honest), each receives the candidate block, re-verifies its N_D updates, recomputes the global
+model and returns a 65-byte signature. For ``q = 1`` it is 0 and E[T] is the paper's.
+
+Closed form. With ``A = T_local + T_up + T_cross + T_att + T_bp`` (no lambda dependence)::
 
     E[T] = (A + 1 / (N_M lambda)) * exp(lambda c) + T_dn + T_global.
 
@@ -47,10 +53,10 @@ from typing import Any
 
 import numpy as np
 
-TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "bp", "dn", "global")
+TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "att", "bp", "dn", "global")
 """Latency terms, in the order of the round."""
 
-BRACKET_TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "bp")
+BRACKET_TERMS: tuple[str, ...] = ("local", "up", "cross", "bg", "att", "bp")
 """Terms repeated on every fork."""
 
 
@@ -96,6 +102,8 @@ PARAMETERS: dict[str, str] = {
     "delta_m": "size of one local model update, bits",
     "f_c": "clock speed, Hz",
     "h": "block header size, bits",
+    "quorum": "miners behind a block, the committer included (1: it alone, today's E[T]; "
+              "0: a majority, N_M // 2 + 1, as [chain] quorum)",
 }
 """The fields of :class:`LatencyParams` (the ``--set`` keys) with their meaning and unit."""
 
@@ -106,7 +114,7 @@ _SCALARS = ("lambda_", "t_wait", "w_up", "w_dn", "w_m", "snr_up_db", "snr_dn_db"
             "delta_m", "f_c", "h")
 
 
-_DETERMINISTIC_TERMS = ("t_local", "t_up", "t_cross", "t_bp", "t_dn", "t_global")
+_DETERMINISTIC_TERMS = ("t_local", "t_up", "t_cross", "t_att", "t_bp", "t_dn", "t_global")
 
 
 def _check_numbers(name: str, value: Any) -> None:
@@ -145,6 +153,7 @@ class LatencyParams:
     delta_m: float = 1e6
     f_c: float = 1e9
     h: float = 4000.0
+    quorum: int = 1
 
     def __post_init__(self) -> None:
         for name in ("samples", "devices_per_miner", "snr_m_db"):
@@ -155,13 +164,16 @@ class LatencyParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("device", "miner"):
+        for name in ("device", "miner", "quorum"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 0 <= self.device < self.n_devices:
             raise ValueError(f"device must be in [0, {self.n_devices}), got {self.device}")
         if not 0 <= self.miner < self.n_miners:
             raise ValueError(f"miner must be in [0, {self.n_miners}), got {self.miner}")
+        if not 0 <= self.quorum <= self.n_miners:
+            raise ValueError(f"quorum must be in [0, {self.n_miners}] (0: a majority), "
+                             f"got {self.quorum}")
         for name in ("samples", "devices_per_miner", "snr_m_db", *_SCALARS):
             _check_numbers(name, getattr(self, name))
         for name in ("lambda_", "w_up", "w_dn", "w_m", "delta_d", "delta_m", "f_c"):
@@ -204,6 +216,11 @@ class LatencyParams:
         return dataclasses.replace(self, **renamed)
 
     @property
+    def attesters(self) -> int:
+        """The quorum q in force: ``quorum``, or a majority ``N_M // 2 + 1`` for 0."""
+        return self.quorum or self.n_miners // 2 + 1
+
+    @property
     def samples_per_device(self) -> np.ndarray:
         """Local sample counts N_1..N_ND."""
         return _vector(self.samples, self.n_devices, "samples")
@@ -229,6 +246,7 @@ class LatencyBreakdown:
     t_up: float
     t_cross: float
     t_bg: float
+    t_att: float
     t_bp: float
     t_dn: float
     t_global: float
@@ -281,6 +299,29 @@ def t_cross(p: LatencyParams) -> float:
     return max(wait, t_exchange(p)) + t_global(p)  # verification: same delta_m N_D / f_c
 
 
+SIGNATURE_BITS = 8 * 65
+"""An attestation: one 65-byte ECDSA signature."""
+
+
+def t_att_links(p: LatencyParams) -> float:
+    """Transfers of the attestation phase: the candidate block to each of the ``q - 1`` miners
+    asked (the first others in index order), one after another, and a signature back:
+    ``sum_k (h + delta_m N_D + 520) / R_mk``."""
+    rates = np.delete(np.atleast_1d(link_rate(p.w_m, p.miner_snr_db)), p.miner)
+    return float(np.sum((block_bits(p) + SIGNATURE_BITS) / rates[: p.attesters - 1]))
+
+
+def t_att_checks(p: LatencyParams) -> float:
+    """The attesters' checks, one after another: each re-verifies the N_D updates and
+    recomputes the global model, ``(q - 1) 2 delta_m N_D / f_c``."""
+    return (p.attesters - 1) * 2 * t_global(p)
+
+
+def t_att(p: LatencyParams) -> float:
+    """Attestation phase ``T_att`` of the winner's candidate (0 for a quorum of 1)."""
+    return t_att_links(p) + t_att_checks(p)
+
+
 def t_bp(p: LatencyParams) -> float:
     """Block propagation time: slowest miner link, ``max_j (h + delta_m N_D) / R_mj``."""
     return float(np.max(block_bits(p) / link_rate(p.w_m, p.miner_snr_db)))
@@ -302,8 +343,8 @@ def p_fork(p: LatencyParams) -> float:
 
 
 def deterministic_bracket(p: LatencyParams) -> float:
-    """``A = T_local + T_up + T_cross + T_bp``, the lambda-free part of one attempt."""
-    return t_local(p) + t_up(p) + t_cross(p) + t_bp(p)
+    """``A = T_local + T_up + T_cross + T_att + T_bp``, the lambda-free part of one attempt."""
+    return t_local(p) + t_up(p) + t_cross(p) + t_att(p) + t_bp(p)
 
 
 def safe_exp(x: float) -> float:
@@ -331,6 +372,7 @@ def expected_latency(p: LatencyParams) -> LatencyBreakdown:
         "t_up": t_up(p),
         "t_cross": t_cross(p),
         "t_bg": t_bg(p),
+        "t_att": t_att(p),
         "t_bp": t_bp(p),
         "t_dn": t_dn(p),
         "t_global": t_global(p),

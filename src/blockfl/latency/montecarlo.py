@@ -2,11 +2,11 @@
 
 Each attempt of a round is a race of ``N_M`` Exp(lambda) proof-of-work times; the first finisher
 wins (``T_bg`` is its time) and the attempt forks when the runner-up finishes within ``T_bp`` of
-the winner. A fork repeats the whole bracket (local, upload, cross, bg, bp) with fresh draws, so
-the number of attempts is geometric. Rather than replaying every attempt (whose cost grows as
-``exp(lambda (N_M - 1) T_bp)``), :func:`simulate_mining` draws the number of attempts and the sum
-of the winners' times directly from their exact distributions. The deterministic terms come from
-:mod:`.model`.
+the winner. A fork repeats the whole bracket (local, upload, cross, bg, att, bp) with fresh
+draws, so the number of attempts is geometric. Rather than replaying every attempt (whose cost
+grows as ``exp(lambda (N_M - 1) T_bp)``), :func:`simulate_mining` draws the number of attempts
+and the sum of the winners' times directly from their exact distributions. The deterministic
+terms, the attestation phase ``T_att`` among them, come from :mod:`.model`.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ def simulate(
         "local": model.t_local(p),
         "up": model.t_up(p),
         "cross": model.t_cross(p),
+        "att": model.t_att(p),
         "bp": model.t_bp(p),
         "dn": model.t_dn(p),
         "global": model.t_global(p),

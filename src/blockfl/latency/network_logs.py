@@ -11,13 +11,15 @@ on: round 1 carries process start-up), with `c(r)` the winner's `committed` even
               t_local: signing, serialisation and the upload over loopback
     t_cross   `update_accepted` -> the winner's last `mining` event of round r: waiting for the
               block to fill (or T_wait) and the gossip of the other miners' updates
-    t_bg      the winner's last `mining` event -> its `committed` event (proof-of-work at the
-              throttled hash rate, then the commit transaction)
+    t_bg      the winner's last `mining` event -> its `committed` event, less t_att
+              (proof-of-work at the throttled hash rate, then the commit transaction)
+    t_att     the `seconds` of the winner's `attestations` event of round r: asking the other
+              miners, one after another, until q - 1 attested (0 with a quorum of 1)
     t_bp      `committed` -> each other miner's `adopted` of round r (announcement, full check)
 
-Per device, t_dn + t_local + t_up + t_cross + t_bg adds up exactly to the round, c(r) - c(r-1):
-the phases cover it (`blockfl.round_phases` tabulates a network's rounds for people; these
-phases are the latency model's terms). Propagation to the other miners runs beside the
+Per device, t_dn + t_local + t_up + t_cross + t_bg + t_att adds up exactly to the round,
+c(r) - c(r-1): the phases cover it (`blockfl.round_phases` tabulates a network's rounds for
+people; these phases are the latency model's terms). Propagation to the other miners runs beside the
 devices' download (the winner serves the model before the block lands), so t_bp is not on the
 round's path here.
 """
@@ -32,7 +34,7 @@ from typing import Any
 from blockfl.events import role_logs
 from blockfl.round_phases import forks_per_round
 
-PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_bp")
+PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
             continue
         phases = {k: statistics.fmean(d[k] for d in per_device)
                   for k in ("t_dn", "t_local", "t_up", "t_cross")}
-        phases["t_bg"] = end["ts"] - mining
+        attesting = [e["seconds"] for e in miners[winner] if e["event"] == "attestations"
+                     and e["round"] == r and mining <= e["ts"] <= end["ts"]]
+        phases["t_att"] = attesting[-1] if attesting else 0.0
+        phases["t_bg"] = end["ts"] - mining - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),

@@ -1,7 +1,8 @@
 """Parameter sweeps of the latency model: analytic curve, Monte Carlo points, lambda*.
 
 Sweepable parameters: ``lambda`` (block generation rate), ``snr`` (all links, dB), ``miners``
-(N_M) and ``devices`` (N_D). Results are written as CSV and plotted as PNG (Agg backend).
+(N_M), ``devices`` (N_D) and ``quorum`` (q, miners behind a block). Results are written as CSV
+and plotted as PNG (Agg backend).
 """
 
 from __future__ import annotations
@@ -30,28 +31,31 @@ from blockfl.latency.model import (
 )
 from blockfl.latency.montecarlo import MonteCarloSummary, simulate
 
-SWEEP_PARAMS: tuple[str, ...] = ("lambda", "snr", "miners", "devices")
+SWEEP_PARAMS: tuple[str, ...] = ("lambda", "snr", "miners", "devices", "quorum")
+
+COUNTS = {"miners": "n_miners", "devices": "n_devices", "quorum": "quorum"}
+"""The integral sweep parameters and their :class:`LatencyParams` fields."""
 
 AXIS_LABELS = {
     "lambda": "block generation rate per miner λ (1/s)",
     "snr": "SNR (dB)",
     "miners": "number of miners $N_M$",
     "devices": "number of devices $N_D$",
+    "quorum": "quorum $q$ (miners behind a block)",
 }
 
 
 def apply_param(p: LatencyParams, name: str, value: float) -> LatencyParams:
     """Return ``p`` with the swept parameter set; ``snr`` sets the uplink, downlink and miner
-    SNRs together, ``miners``/``devices`` must be integral."""
+    SNRs together, ``miners``/``devices``/``quorum`` must be integral."""
     if name == "lambda":
         return dataclasses.replace(p, lambda_=float(value))
     if name == "snr":
         return dataclasses.replace(p, snr_up_db=value, snr_dn_db=value, snr_m_db=value)
-    if name in ("miners", "devices"):
+    if name in COUNTS:
         if value != int(value):
             raise ValueError(f"{name} must be an integer, got {value}")
-        field = "n_miners" if name == "miners" else "n_devices"
-        return dataclasses.replace(p, **{field: int(value)})
+        return dataclasses.replace(p, **{COUNTS[name]: int(value)})
     raise ValueError(f"unknown sweep parameter {name!r}; choose from {', '.join(SWEEP_PARAMS)}")
 
 
@@ -157,7 +161,7 @@ def write_csv(rows: Sequence[dict], path: Path) -> Path:
 
 def _dense(name: str, x: np.ndarray) -> np.ndarray:
     """Grid for the analytic curve: integers for counts, 400 points otherwise."""
-    if name in ("miners", "devices"):
+    if name in COUNTS:
         return np.arange(x.min(), x.max() + 1)
     if name == "lambda" and x.min() > 0:
         return np.geomspace(x.min(), x.max(), 400)
