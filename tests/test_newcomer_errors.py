@@ -182,3 +182,25 @@ def test_certificates_for_miners_on_other_hosts(tmp_path, capsys):
     assert set(sans.get_values_for_type(x509.DNSName)) == {"localhost", "miner.lan"}
     assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1",
                                                                              "10.1.2.3"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--data-dataset", "mnist"], "dataset mnist needs data.mnist_path"),
+    (["--rule", "krum", "--aggregation-f", "2", "--devices", "4"],
+     "aggregation.f = 2 out of range for 4 devices"),
+])
+def test_a_simulate_refused_by_validation_makes_no_run_directory(argv, message, tmp_path,
+                                                                 capsys):
+    out_dir = tmp_path / "runs"
+    code, _, err = blockfl(capsys, "simulate", "--run-out-dir", str(out_dir), *argv)
+    assert code == 2 and message in err
+    assert not out_dir.exists()
+
+
+def test_a_simulate_whose_set_up_fails_removes_its_run_directory(tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    url = f"http://127.0.0.1:{free_port()}"  # no node there: the ledger fails to open
+    code, _, err = blockfl(capsys, "simulate", "--run-out-dir", str(out_dir), "--rpc-url", url)
+    assert code == 2 and f"no Ethereum node answers at {url}" in err
+    assert out_dir.is_dir() and list(out_dir.iterdir()) == []  # the run's folder is gone
+

@@ -75,11 +75,13 @@ class RoundResult:
 class Simulation:
     """Devices, miners and a ledger wired together; `run_round` plays one BlockFL round."""
 
-    def __init__(self, config: Config, run_dir: Path, ledger: Ledger | None = None) -> None:
+    def __init__(self, config: Config, run_dir: Path, ledger: Ledger | None = None,
+                 experiment: Experiment | None = None) -> None:
+        """`experiment`: the config's, when the caller has built it already."""
         self.config = config
         self.run_dir = run_dir
         seed = config.run.seed
-        self.experiment: Experiment = build_experiment(config)
+        self.experiment: Experiment = experiment or build_experiment(config)
         genesis = self.experiment.initial
         self.spec = ProtocolSpec.from_config(config, tensor_hash(genesis))
         miner_keys = [derived_key("miner", i, seed) for i in range(config.network.miners)]

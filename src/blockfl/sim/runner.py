@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from blockfl.chain.ledger import Ledger
 from blockfl.config import Config
 from blockfl.hashing import to_hex
+from blockfl.protocol import ProtocolSpec
 from blockfl.sim.engine import Injector, RoundResult, Simulation
 from blockfl.sim.report import (
     RewardRow,
@@ -18,6 +20,7 @@ from blockfl.sim.report import (
     write_metrics,
     write_report,
 )
+from blockfl.sim.setup import build_experiment
 from blockfl.tensors import tensor_hash
 
 
@@ -42,9 +45,20 @@ def run_experiment(
     inject: Injector | None = None,
     run_dir: Path | None = None,
 ) -> RunSummary:
-    """Run `config.run.rounds` rounds and write the run directory."""
+    """Run `config.run.rounds` rounds and write the run directory.
+
+    The data, model and protocol fields are checked before a run directory is made, and one
+    made here is removed again when setting up the run fails (an unreachable node, no Ray)."""
+    experiment = build_experiment(config)
+    ProtocolSpec.from_config(config, experiment.genesis_hash)  # refuses out-of-range fields
+    made = run_dir is None
     run_dir = run_dir or make_run_dir(config)
-    sim = Simulation(config, run_dir, ledger)
+    try:
+        sim = Simulation(config, run_dir, ledger, experiment)
+    except BaseException:
+        if made:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     results = []
     try:
         for _ in range(config.run.rounds):
