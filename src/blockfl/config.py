@@ -60,10 +60,11 @@ class TrainingConfig:
     epochs: int = 2
     lr: float = 0.3
     batch_size: int = 16
-    # The computation time a device signs: "measured" (wall clock of its training) or
-    # "modelled" (epochs x samples x ms_per_sample, as in the latency model): modelled times
-    # make block hashes, and so the proof-of-work race, reproducible to the bit.
-    compute_time: str = "measured"
+    # The computation time a device signs: "modelled" (epochs x samples x ms_per_sample, as in
+    # the latency model) or "measured" (wall clock of its training). Modelled times make block
+    # hashes, the proof-of-work race and which devices are late reproducible to the bit, also
+    # on a loaded machine; measured ones make `simulate` late whenever training is slow.
+    compute_time: str = "modelled"
     ms_per_sample: float = 0.02
 
 

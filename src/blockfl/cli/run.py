@@ -83,6 +83,8 @@ def simulate_command(args: argparse.Namespace) -> int:
         print((summary.run_dir / "report.json").read_text())
     else:
         console.print(round_table(summary))
+        if (late := late_table(summary)) is not None:
+            console.print(late)
         console.print(rewards_rich_table(summary))
         console.print(_footer(summary))
     return 0 if summary.hashes_agree and summary.rewards_match else 1
@@ -113,16 +115,33 @@ def round_table(summary: RunSummary) -> Table:
             str(r.late), *(f"{r.metrics[m]:.4f}" for m in metric_names),
             r.global_model_hash[:18] + "…", f"{r.gas_used:,}",
         )
-    if any(r.late for r in summary.rounds):
-        config = summary.simulation.config
-        network, training = config.network, config.training
-        table.caption = (
-            f"late: the device's local training plus upload took longer than t_wait "
-            f"({network.t_wait:g} s), so no miner had its update when the block closed; "
-            f"training time is {training.compute_time} "
-            + ("wall clock, slow on a loaded machine (--training-compute-time modelled, or a "
-               "larger --network-t-wait)" if training.compute_time == "measured"
-               else f"({training.ms_per_sample:g} ms per sample and epoch)"))
+    return table
+
+
+def late_table(summary: RunSummary) -> Table | None:
+    """Each device whose update missed a block, with why: its training plus upload time against
+    t_wait; None when no device was late."""
+    late = [(r.round, device, times) for r in summary.rounds
+            for device, times in r.late_devices.items()]
+    if not late:
+        return None
+    config = summary.simulation.config
+    t_wait, training = config.network.t_wait, config.training
+    index = {d.address: j for j, d in enumerate(summary.simulation.devices)}
+    table = Table(title=f"Late devices (training + upload > t_wait = {t_wait:g} s)")
+    for column in ["round", "device", "training s", "upload s", "arrival s"]:
+        table.add_column(column, justify="left" if column == "device" else "right")
+    for round_, device, times in late:
+        arrival = times["training_s"] + times["upload_s"]
+        table.add_row(str(round_), f"{index[device]} {_short(device)}",
+                      f"{times['training_s']:.3f}", f"{times['upload_s']:.3f}",
+                      f"{arrival:.3f} > {t_wait:g}")
+    how = (f"modelled: epochs ({training.epochs}) x samples x {training.ms_per_sample:g} ms"
+           if training.compute_time == "modelled" else
+           "measured: the wall clock, slow on a loaded machine (--training-compute-time "
+           "modelled makes it reproducible)")
+    table.caption = (f"a late update reaches no miner before the block closes, so it is not "
+                     f"paid; training time {how}; a larger --network-t-wait lets it in")
     return table
 
 

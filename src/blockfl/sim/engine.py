@@ -64,6 +64,8 @@ class RoundResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # device -> why the rule excluded it
     local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
+    # device -> its training and upload seconds, for each device whose update missed T_wait
+    late_devices: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         """JSON-ready record for metrics.jsonl."""
@@ -186,6 +188,9 @@ class Simulation:
                                             miner_of, [e.update for e in winning.excluded])
         phases["global_model_download_and_check"] = time.perf_counter() - start
 
+        late = {d.address: {"training_s": local_s[d.address],
+                            "upload_s": arrival[d.address] - local_s[d.address]}
+                for d in self.devices if arrival[d.address] > cfg.network.t_wait}
         # the emulated round latency of each device, term by term (the latency model's terms)
         verify_s = phases["upload_and_cross_verification"] / len(self.miners)
         exchange = clock.exchange(collected)
@@ -224,7 +229,7 @@ class Simulation:
             forks=forks,
             accepted=record.num_updates,
             rejected=sum(not v.accepted for v in verdicts.values()),
-            late=len(self.devices) - len(verdicts),
+            late=len(late),
             samples=record.total_samples,
             global_model_hash=to_hex(record.global_model_hash),
             block_hash=to_hex(record.block_hash),
@@ -234,6 +239,7 @@ class Simulation:
             gas_used=receipt.gas_used,
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
             local_times=[local_s[d.address] for d in self.devices],
+            late_devices=late,
             verdicts=verdicts,
             excluded={e.update.device: f"{e.reason}: {e.detail}" for e in winning.excluded},
         )
