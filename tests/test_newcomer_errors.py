@@ -184,6 +184,41 @@ def test_certificates_for_miners_on_other_hosts(tmp_path, capsys):
                                                                              "10.1.2.3"}
 
 
+def test_help_shows_the_defaults_of_the_chosen_config(tmp_path, capsys):
+    mine = tmp_path / "my.toml"
+    mine.write_text("[network]\ndevices = 42\n[training]\nlr = 0.07\n")
+    code, out, _ = blockfl(capsys, "simulate", "--config", str(mine), "--help")
+    words = " ".join(out.split())
+    assert code == 0
+    assert "--network-devices INT default 42" in words
+    assert "--training-lr FLOAT default 0.07" in words
+    assert "--network-miners INT default 3" in words  # not in my.toml: the built-in value
+    # help wraps long paths at their hyphens: compare without the white space
+    assert f"thefielddefaultsshownare{mine}'s" in "".join(out.split())
+
+    code, out, _ = blockfl(capsys, "simulate", "--help")
+    assert code == 0 and "--network-devices INT default 10" in " ".join(out.split())
+    assert "the field defaults shown are the built-in ones" in " ".join(out.split())
+
+
+def test_help_of_a_command_with_a_packaged_config_shows_that_configs_defaults(capsys):
+    code, out, _ = blockfl(capsys, "network", "up", "--help")
+    words = " ".join(out.split())
+    assert code == 0
+    assert "--network-devices INT default 6" in words  # network.toml, not the built-in 10
+    assert "--network-t-wait FLOAT default 10.0" in words
+    assert "network.toml's" in words
+
+
+def test_help_after_a_config_that_does_not_load_still_answers(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\n")
+    code, out, _ = blockfl(capsys, "simulate", "--config", str(bad), "--help")
+    assert code == 0 and "--network-devices INT default 10" in " ".join(out.split())
+    code, _, err = blockfl(capsys, "simulate", "--config", str(bad))
+    assert code == 2 and f"{bad} is not valid TOML" in err
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--data-dataset", "mnist"], "dataset mnist needs data.mnist_path"),
     (["--rule", "krum", "--aggregation-f", "2", "--devices", "4"],

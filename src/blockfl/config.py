@@ -316,11 +316,21 @@ def check_counts(config: Config) -> Config:
     return config
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add `--config PATH` and one `--section-field` flag per configuration field."""
-    parser.add_argument(
-        "--config", type=Path,
-        help="experiment TOML, or a packaged one by name: demo, network (defaults otherwise)",
+#: a field flag's action, its section and its field
+FieldFlag = tuple[argparse.Action, str, str]
+CONFIG_HELP = "experiment TOML, or a packaged one by name: demo, network, attack"
+
+
+def add_config_flags(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """Add `--config PATH` and one `--section-field` flag per configuration field. `default`
+    names the packaged config the command reads without `--config` (else the built-in values).
+
+    `--help` shows as each field's default the value the command would use: that of a
+    `--config` given before `--help`, else of `default`, else the built-in one."""
+    flags: list[FieldFlag] = []
+    config_action = parser.add_argument(
+        "--config", type=Path, default=Path(default) if default else None,
+        action=_ConfigFile, flags=flags, help=CONFIG_HELP,
     )
     parser.add_argument(
         "--set", dest="cfg_set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -331,13 +341,40 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         defaults = section.default_factory()  # type: ignore[misc]
         for item in fields(defaults):
             flag = f"--{section.name}-{item.name}".replace("_", "-")
-            group.add_argument(
-                flag,
-                dest=f"cfg__{section.name}__{item.name}",
-                metavar=type(getattr(defaults, item.name)).__name__.upper(),
-                help=f"built-in default {getattr(defaults, item.name)!r} (--config may set "
-                     "another)",
-            )
+            action = group.add_argument(
+                flag, dest=f"cfg__{section.name}__{item.name}",
+                metavar=type(getattr(defaults, item.name)).__name__.upper())
+            flags.append((action, section.name, item.name))
+    _show_defaults(config_action, flags, config_action.default)
+
+
+class _ConfigFile(argparse.Action):
+    """`--config PATH`: stores the path; a `--help` after it shows that file's values."""
+
+    def __init__(self, *args: Any, flags: list[FieldFlag], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flags = flags
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        _show_defaults(self, self.flags, values)
+
+
+def _show_defaults(config_action: argparse.Action, flags: list[FieldFlag],
+                   source: Path | None) -> None:
+    """Set the help of the field flags to the values of the config file `source` (None: the
+    built-in values); a file that does not load leaves them, for the command to report."""
+    try:
+        config = load_config(source)
+    except (FileNotFoundError, ValueError) as exc:
+        config_action.help = f"{CONFIG_HELP} ({exc})".replace("%", "%%")
+        return
+    for action, section, name in flags:  # argparse %-formats help: a value's % is doubled
+        action.help = f"default {getattr(getattr(config, section), name)!r}".replace("%", "%%")
+    origin = f"{config_path(source)}'s" if source else "the built-in ones"
+    config_action.help = (f"{CONFIG_HELP} (the field defaults shown are {origin}; a --config "
+                          "given before --help shows its own)").replace("%", "%%")
 
 
 def add_attack_flags(parser: argparse.ArgumentParser) -> None:

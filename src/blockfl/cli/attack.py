@@ -29,8 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="output directory (default runs/attack-<time>)")
     parser.add_argument("--from-csv", type=Path,
                         help="only redraw the figures and table from an attack.csv")
-    add_config_flags(parser)
-    parser.set_defaults(func=attack_command, config=Path("attack"))
+    add_config_flags(parser, default="attack")
+    parser.set_defaults(func=attack_command)
 
 
 def _split(text: str) -> list[str]:

@@ -50,7 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          "everything running until Ctrl-C")
     up.add_argument("--explorer-port", type=port, default=8700,
                     help="port of the explorer (default %(default)s)")
-    add_config_flags(up)
+    add_config_flags(up, default="network")
     up.set_defaults(func=network_up)
 
     certs = sub.add_parser("certs", help="a local CA and a server certificate (PEM)")
@@ -64,7 +64,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def network_up(args: argparse.Namespace) -> int:
     """Run the network until the rounds are committed, print blocks and rewards, stop it."""
-    args.config = args.config or Path("network")  # the packaged network.toml
     config = check_counts(config_from_args(
         args,
         **{"network.miners": args.miners, "network.devices": args.devices,
