@@ -14,7 +14,7 @@ import threading
 import httpx
 import pytest
 
-from blockfl.chain.node import find_anvil, free_port, start_anvil, stop_pid
+from blockfl.chain.node import find_anvil, free_port, port_in_use, start_anvil, stop_pid
 from blockfl.client import MinerClient
 from blockfl.devices.device import Device, device_seed
 from blockfl.devices.process import DeviceProcess
@@ -178,14 +178,30 @@ def test_killed_miner_loses_no_acknowledged_update(tmp_path, capsys):
         network.stop()
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.2."""
+    while True:
+        first = free_port()
+        if first + count <= 65535 and not any(port_in_use(p, "127.0.0.2")
+                                              for p in range(first, first + count)):
+            return first
+
+
 def test_network_up_command(tmp_path):
+    # bound to another loopback address on given ports: the TLS certificate must name it
+    first = free_ports(3)
     result = subprocess.run(
         [sys.executable, "-m", "blockfl.cli", "network", "up", "--miners", "2", "--devices", "2",
          "--rounds", "1", "--run-dir", str(tmp_path / "net"), "--json", "--tls",
+         "--host", "127.0.0.2", "--port", str(first),
          "--model-name", "logreg", "--network-t-wait", "5"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    for i in range(2):
+        assert f"miner {i}: https://127.0.0.2:{first + 1 + i}" in result.stderr
+    deployment = json.loads((tmp_path / "net" / "deployment.json").read_text())
+    assert deployment["rpc_url"] == f"http://127.0.0.2:{first}"
     summary = json.loads(result.stdout)
     assert [b["round"] for b in summary["blocks"]] == [1]
     assert all(r["agrees"] for r in summary["rewards"])

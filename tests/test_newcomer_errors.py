@@ -239,3 +239,26 @@ def test_a_simulate_whose_set_up_fails_removes_its_run_directory(tmp_path, capsy
     assert code == 2 and f"no Ethereum node answers at {url}" in err
     assert out_dir.is_dir() and list(out_dir.iterdir()) == []  # the run's folder is gone
 
+
+def test_network_up_ports_are_checked_before_anything_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = blockfl(capsys, "network", "up", "--port", "65534")
+    assert code == 2
+    assert "--port 65534 leaves no room for anvil and 3 miners: ports up to 65537" in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = blockfl(capsys, "network", "up", "--port", str(port))
+    assert code == 2
+    assert f"port(s) {port} on 127.0.0.1 already in use: the network needs {port}-" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_servers_on_every_interface_are_reached_on_loopback():
+    from blockfl.launcher import certificate_names, reach_host
+
+    assert reach_host("0.0.0.0") == "127.0.0.1" and reach_host("::") == "[::1]"
+    assert reach_host("10.1.2.3") == "10.1.2.3"
+    assert certificate_names("10.1.2.3") == ["10.1.2.3"]
+    assert certificate_names("0.0.0.0") == [socket.gethostname()]

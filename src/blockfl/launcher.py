@@ -1,17 +1,19 @@
-"""A local BlockFL network of real processes on loopback: anvil, the deployment, miners, devices.
+"""A local BlockFL network of real processes: anvil, the deployment, miners, devices.
 
 `LocalNetwork` starts anvil, deploys the contracts with the experiment's parameters, writes the
 effective config and `deployment.json` into the run directory, and starts each miner and device
 as its own `blockfl miner` / `blockfl device` process with its own log file. Keys are the
 standard development accounts: the deployer is dev:0, miner i is dev:(1+i) (funded by anvil for
 gas), device j is dev:(100+j). Processes can be stopped, killed and restarted one by one (the
-fault tests do), and `stop()` ends everything it started, also on errors.
+fault tests do), and `stop()` ends everything it started, also on errors. Anvil, the miners and
+the explorer bind to `host` (loopback by default) on free ports, or on `port`, `port + 1`, ...
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from typing import Any
 
 from blockfl.chain.deployment import Deployment
 from blockfl.chain.evm import EvmLedger
-from blockfl.chain.node import free_port, start_anvil, wait_for_port
+from blockfl.chain.node import free_port, port_in_use, start_anvil, wait_for_port
 from blockfl.config import Config
 from blockfl.keys import dev_key, parse_key
 from blockfl.signing import address_of
@@ -35,6 +37,25 @@ DEVICE_KEY_OFFSET = 100
 #: many processes share a few cores: one torch thread each avoids oversubscription, which made
 #: local training (and the computation time devices sign) up to 40x slower (unless overridden)
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} | dict(os.environ)
+#: bind addresses meaning every interface: this machine's processes reach them on loopback
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def local_address(host: str) -> str:
+    """The address that reaches a server bound to `host` from this machine."""
+    return WILDCARDS.get(host, host)
+
+
+def reach_host(host: str) -> str:
+    """`local_address` as a URL writes it (an IPv6 address in brackets)."""
+    address = local_address(host)
+    return f"[{address}]" if ":" in address else address
+
+
+def certificate_names(host: str) -> list[str]:
+    """The names, beyond loopback, a TLS certificate for servers bound to `host` must cover:
+    the host itself, or this machine's name for a wildcard."""
+    return [socket.gethostname()] if host in WILDCARDS else [host]
 
 
 @dataclass
@@ -56,11 +77,16 @@ class Role:
 class LocalNetwork:
     """Anvil, a deployment, M miner processes and N device processes under `run_dir`."""
 
-    def __init__(self, config: Config, run_dir: Path, tls: tuple[Path, Path, Path] | None = None):
-        """`tls`: (CA certificate, server certificate, server key) to serve HTTPS."""
+    def __init__(self, config: Config, run_dir: Path, tls: tuple[Path, Path, Path] | None = None,
+                 host: str = "127.0.0.1", port: int | None = None):
+        """`tls`: (CA certificate, server certificate, server key) to serve HTTPS; `host`: the
+        address anvil, the miners and the explorer bind to; `port`: anvil's, then miner i's is
+        `port + 1 + i` (None: free ports)."""
         self.config = config
         self.run_dir = run_dir
         self.tls = tls
+        self.host = host
+        self.first_port = port
         self.anvil: subprocess.Popen | None = None
         self.rpc_url = ""
         self.miners: list[Role] = []
@@ -76,18 +102,18 @@ class LocalNetwork:
 
     def start(self, start_devices: bool = True) -> LocalNetwork:
         """Start the chain, deploy, start every miner (and device); clean up on failure."""
+        chain_port, *ports = self._ports()  # a taken --port fails before anything is made
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "logs").mkdir(exist_ok=True)
             self.config_path.write_text(self.config.to_toml())
-            self._start_chain()
-            ports = [free_port() for _ in range(self.config.network.miners)]
+            self._start_chain(chain_port)
             self.miners = [self._miner_role(i, ports) for i in range(len(ports))]
             for role in self.miners:
                 self._spawn(role)
             for role in self.miners:
                 assert role.port is not None
-                wait_for_port(role.port, timeout=120)
+                self._wait_serving(role.port)
             self.devices = [self._device_role(j) for j in range(self.config.network.devices)]
             if start_devices:
                 for role in self.devices:
@@ -103,14 +129,32 @@ class LocalNetwork:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def _start_chain(self) -> None:
+    def _ports(self) -> list[int]:
+        """Anvil's port, then each miner's: free ones, or from `port` on if none is taken."""
+        count = 1 + self.config.network.miners
+        if self.first_port is None:
+            return [free_port() for _ in range(count)]
+        ports = list(range(self.first_port, self.first_port + count))
+        if ports[-1] > 65535:
+            raise ValueError(f"--port {self.first_port} leaves no room for anvil and "
+                             f"{count - 1} miners: ports up to {ports[-1]}, 65535 at most")
+        taken = [p for p in ports if port_in_use(p, local_address(self.host))]
+        if taken:
+            raise ConnectionError(f"port(s) {', '.join(map(str, taken))} on {self.host} already "
+                                  f"in use: the network needs {ports[0]}-{ports[-1]} (anvil, "
+                                  "then one per miner); choose another --port")
+        return ports
+
+    def _wait_serving(self, port: int) -> None:
+        wait_for_port(port, timeout=120, host=local_address(self.host))
+
+    def _start_chain(self, port: int) -> None:
         from blockfl.chain.deploy import deploy_to_node
         from blockfl.sim.setup import genesis_model_hash
 
-        port = free_port()
         self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log",
-                                 state=self.run_dir / ANVIL_STATE)
-        self.rpc_url = f"http://127.0.0.1:{port}"
+                                 host=self.host, state=self.run_dir / ANVIL_STATE)
+        self.rpc_url = f"http://{reach_host(self.host)}:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
                                     genesis_model_hash(self.config))
@@ -145,10 +189,12 @@ class LocalNetwork:
         """Key of device j."""
         return dev_key(DEVICE_KEY_OFFSET + j)
 
+    def _url(self, port: int | None) -> str:
+        return f"{'https' if self.tls else 'http'}://{reach_host(self.host)}:{port}"
+
     def miner_url(self, i: int) -> str:
         """Base URL of miner i."""
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.miners[i].port}"
+        return self._url(self.miners[i].port)
 
     def _common(self, log: Path) -> list[str]:
         args = ["--deployment", str(self.deployment_path), "--config", str(self.config_path),
@@ -159,9 +205,9 @@ class LocalNetwork:
 
     def _miner_role(self, i: int, ports: list[int]) -> Role:
         log = self.run_dir / "logs" / f"miner{i}.jsonl"
-        peers = ",".join(f"{'https' if self.tls else 'http'}://127.0.0.1:{p}"
-                         for k, p in enumerate(ports) if k != i)
-        args = ["miner", "--key", f"dev:{MINER_KEY_OFFSET + i}", "--port", str(ports[i]),
+        peers = ",".join(self._url(p) for k, p in enumerate(ports) if k != i)
+        args = ["miner", "--key", f"dev:{MINER_KEY_OFFSET + i}", "--host", self.host,
+                "--port", str(ports[i]),
                 "--peers", peers, "--data-dir", str(self.run_dir / f"miner{i}"),
                 *self._common(log)]
         if self.tls:
@@ -196,14 +242,15 @@ class LocalNetwork:
         """Start `blockfl explorer` on this network (its miners and logs); its URL once it
         serves."""
         args = ["explorer", "--deployment", str(self.deployment_path), "--rpc-url",
-                self.rpc_url, "--port", str(port), "--logs", str(self.run_dir / "logs"),
+                self.rpc_url, "--host", self.host, "--port", str(port),
+                "--logs", str(self.run_dir / "logs"),
                 "--config", str(self.config_path),
                 "--miners", ",".join(self.miner_url(i) for i in range(len(self.miners)))]
         if self.tls:
             args += ["--ca-cert", str(self.tls[0])]
         self.explorer = Role("explorer", args, self.run_dir / "logs" / "explorer.out", port=port)
         self.start_role(self.explorer)
-        return f"http://127.0.0.1:{port}/"
+        return f"http://{reach_host(self.host)}:{port}/"
 
     def start_role(self, role: Role, wait: bool = True) -> None:
         """(Re)start a stopped process; for a miner, wait until it serves."""
@@ -211,7 +258,7 @@ class LocalNetwork:
             return
         self._spawn(role)
         if wait and role.port is not None:
-            wait_for_port(role.port, timeout=120)
+            self._wait_serving(role.port)
 
     def stop_role(self, role: Role, kill: bool = False) -> None:
         """Stop a process: SIGKILL if `kill` (a crash), else SIGTERM then SIGKILL."""

@@ -42,6 +42,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                "(chain.quorum)")
     up.add_argument("--run-dir", type=Path, help="logs, journals, deployment (default runs/net-…)")
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the rounds")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address anvil, the miners and the explorer bind to (default "
+                         "%(default)s; 0.0.0.0: every interface); --tls certificates cover it")
+    up.add_argument("--port", type=port,
+                    help="first port: anvil on PORT, miner i on PORT+1+i (default: free ports)")
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_attack_flags(up)
@@ -75,11 +80,12 @@ def network_up(args: argparse.Namespace) -> int:
     status = sys.stderr if args.json else sys.stdout
     print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
           f"logs in {run_dir / 'logs'}", file=status, flush=True)
-    from blockfl.launcher import LocalNetwork
+    from blockfl.launcher import LocalNetwork, certificate_names
     from blockfl.tls import make_local_certificates
 
-    tls = make_local_certificates(run_dir / "tls") if args.tls else None
-    network = LocalNetwork(config, run_dir, tls=tls)
+    tls = (make_local_certificates(run_dir / "tls", certificate_names(args.host)) if args.tls
+           else None)
+    network = LocalNetwork(config, run_dir, tls=tls, host=args.host, port=args.port)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
