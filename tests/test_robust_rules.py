@@ -139,6 +139,24 @@ def test_krum_distances_are_exact_integers_on_the_grid():
     assert kept == [updates[min(range(4), key=lambda i: (scores[i], i))]]
 
 
+def test_krum_distances_stay_exact_at_the_grid_bound():
+    """Odd grid values next to the 20-bit peak over three chunks' length: one BLAS sum over more
+    than a chunk would pass 2**53 and lose the odd low bits."""
+    length = 3 * 4096 + 5
+    near = 1.0 - 2.0**-20  # 2**20 - 1 on the grid: an odd square close to 2**40
+    pattern = torch.where(torch.arange(length) % 3 == 0, -near, near)
+    rows = [torch.full((length,), near), -pattern, pattern * 0.75, torch.full((length,), -near)]
+    tensors = [[r, torch.ones(1)] for r in rows]  # the peak, 1.0, puts `near` on 2**20 - 1
+    got, squares = grid_distances(tensors)
+    q = [[int(v) for v in torch.round(torch.cat(ts).double() * 2.0**20).tolist()]
+         for ts in tensors]
+    assert q[0][0] == 2**20 - 1 and sum(v * v for v in q[0]) > 2**53
+    for i in range(4):
+        assert squares[i] == sum(a * a for a in q[i])
+        for j in range(4):
+            assert got[i][j] == sum((a - b) ** 2 for a, b in zip(q[i], q[j], strict=True))
+
+
 def test_krum_excludes_free_riders_before_scoring():
     base, updates = _base(), _updates(7, seed=2)
     g = torch.Generator().manual_seed(4)

@@ -9,7 +9,8 @@ Results use element-wise IEEE-754 operations in a fixed order only, never a libr
   is made +0.0 (update values are finite: miners verify that);
 - squared norms are float64 pairwise sums in a fixed tree;
 - Krum's distances are exact integers: updates quantized to a common fixed-point grid, their
-  dot products summed in blocks small enough that float64 holds every partial sum exactly.
+  Gram matrix a BLAS product over chunks small enough that float64 holds every partial sum
+  exactly, so the BLAS's order of additions cannot change it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk
 
 CHUNK = 1 << 16  # elements per chunk of a weighted sum
 SORT_CELLS = 1 << 19  # elements per chunk of a coordinate-wise sort (rows x updates)
+GRAM_CELLS = 1 << 19  # elements per chunk of Krum's Gram product (rows x updates)
 _EXACT_PRODUCT = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -131,6 +134,15 @@ def _grid_bits(length: int) -> int:
     return max(4, min(20, (60 - max(1, length).bit_length()) // 2))
 
 
+def _peak(updates: Sequence[Sequence[torch.Tensor]]) -> float:
+    """The largest magnitude of any value of any update (0.0 for none)."""
+    peak = 0.0
+    for t in (t for u in updates for t in u if t.numel()):
+        low, high = torch.aminmax(t)
+        peak = max(peak, -float(low), float(high))
+    return peak
+
+
 def grid_distances(
     updates: Sequence[Sequence[torch.Tensor]],
 ) -> tuple[list[list[int]], list[int]]:
@@ -139,25 +151,35 @@ def grid_distances(
 
     Every value is scaled by ``2**b / max|value|`` (the largest magnitude over all updates)
     and rounded to an integer (half to even), ``b`` chosen from the model size so that no sum
-    overflows an int64. Dot products are taken over blocks of ``2**(52 - 2b)`` elements, so
-    every partial sum is an integer below 2**53, exact in float64 whatever order the BLAS
-    adds in; blocks are summed as int64. Returns Python ints: ``d[i][j] = |q_i - q_j|^2`` and
-    ``|q_i|^2``.
+    overflows an int64. The Gram matrix is a symmetric rank-k update (BLAS ``dsyrk``: the upper
+    triangle only, half a matrix product's flops) over chunks of at most ``2**(52 - 2b)``
+    elements, so every partial sum is an integer below 2**53, exact in float64 whatever order
+    the BLAS adds in; chunks are summed as int64. A chunk is quantized straight into one
+    reused float64 buffer of at most ``GRAM_CELLS`` values, still in cache for the product.
+    Returns Python ints: ``d[i][j] = |q_i - q_j|^2`` and ``|q_i|^2``.
     """
     n = len(updates)
     length = sum(t.numel() for t in updates[0]) if n else 0
     bits = _grid_bits(length)
-    block = 1 << (52 - 2 * bits)
-    peak = max((float(t.abs().max()) for u in updates for t in u if t.numel()), default=0.0)
+    step = min(max(1, GRAM_CELLS // max(1, n)), 1 << (52 - 2 * bits))
+    peak = _peak(updates)
     gram = np.zeros((n, n), dtype=np.int64)
     if peak > 0.0:
         scale = 2.0**bits / peak
+        buf = np.empty(n * min(step, length))
+        part = np.zeros((n, n), order="F")  # the upper triangle of one chunk's Gram matrix
         for k in range(len(updates[0])):
-            flats = [_flat(u[k]) for u in updates]
-            for start in range(0, flats[0].numel(), block):
-                q = torch.stack([f[start : start + block] for f in flats]).to(torch.float64)
-                q.mul_(scale).round_()
-                gram += (q @ q.T).numpy().astype(np.int64)
-    g = gram.tolist()
+            flats = [_flat(u[k]).numpy() for u in updates]
+            size = flats[0].size
+            for start in range(0, size, step):
+                m = min(step, size - start)
+                q = buf[: n * m].reshape(n, m)
+                for row, flat in zip(q, flats, strict=True):
+                    np.copyto(row, flat[start : start + m])  # widening to float64 is exact
+                np.multiply(q, scale, out=q)
+                np.rint(q, out=q)
+                part = dsyrk(1.0, q.T, beta=0.0, c=part, trans=1, overwrite_c=1)
+                gram += part.astype(np.int64)
+    g = (np.triu(gram) + np.triu(gram, 1).T).tolist()
     return ([[g[i][i] + g[j][j] - 2 * g[i][j] for j in range(n)] for i in range(n)],
             [g[i][i] for i in range(n)])
