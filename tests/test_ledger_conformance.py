@@ -40,6 +40,20 @@ def mined(ledger: Ledger, proposal: BlockProposal) -> BlockProposal:
     return replace(proposal, nonce=solution.nonce)
 
 
+def mined_not_for(ledger: Ledger, proposal: BlockProposal, other: str) -> BlockProposal:
+    """The proposal with a nonce that meets the target for its miner and not for `other`
+    (with an easy target, one in 16 would for both)."""
+    params = ledger.params()
+    header = proposal.header(ledger.domain, params.mode)
+    start = proposal.nonce
+    while True:
+        solution = solve_pow(header, params.target, start)
+        assert solution is not None
+        if solve_pow(replace(header, miner=other), params.target, solution.nonce, 1) is None:
+            return replace(proposal, nonce=solution.nonce)
+        start = solution.nonce + 1
+
+
 def block(
     ledger: Ledger, updates: list[SignedUpdate], round_: int = 1, miner: int = 0, **kw
 ) -> BlockProposal:
@@ -252,7 +266,8 @@ def test_header_rejections(make_ledger):
         (MINER_KEYS[0], block(ledger, []), "EmptyBlock"),
         (MINER_KEYS[0], block(ledger, honest_updates(ledger)), "TooManyUpdates"),
         # a valid proposal signed by another miner's key: the header names miner 0
-        (MINER_KEYS[1], block(ledger, updates), "InsufficientWork"),
+        (MINER_KEYS[1], mined_not_for(ledger, block(ledger, updates), MINERS[1]),
+         "InsufficientWork"),
     ]
     for miner_key, proposal, error in cases:
         with pytest.raises(BlockRejected) as info:
