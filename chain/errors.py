@@ -29,6 +29,8 @@ BLOCK_ERRORS: dict[str, tuple[str, ...]] = {
     "AttesterNotMiner": ("index", "signer"),
     "DuplicateAttester": ("index", "signer"),
     "AttestationsNotSorted": ("index",),
+    "TooManyMiners": ("count", "max"),
+    "MinerListNotStored": (),
     "QuorumNotReached": ("attesters", "quorum"),
     "NotEquivocation": (),
     "NoMerkleBlock": ("round",),

@@ -48,16 +48,16 @@ FUNDING_WEI = 10**19
 # eth-tester's chain id: the `local` ledger can take it (and the deployer's first contract
 # address) so that signatures, block hashes and the proof-of-work race match the embedded EVM.
 EMBEDDED_CHAIN_ID = 131277322940537
-# Upper bounds on `commitBlock`'s gas, with margin over what bench_gas.py measures: about 245k
-# for the transaction, block record, event and mining reward, and at most 39k per update (the
-# signature check, a first mint to a new holder, its event, its calldata).
+# Upper bounds on `commitBlock`'s gas, with margin over what bench_gas.py measures: about 225k
+# for the transaction, block record, event and mining reward, and at most 36k per update (the
+# signature check, a first mint to a new holder, its events, its calldata).
 COMMIT_GAS_BASE = 300_000
 COMMIT_GAS_PER_UPDATE = 50_000
-ATTESTATION_GAS = 10_000  # an attestation's calldata, recovery and miner lookup
+ATTESTATION_GAS = 10_000  # an attestation's calldata, recovery and place among the miners
 # What bench_gas.py measures for a direct commit paying first-time devices: a block that needs
 # more than the block gas limit even so is refused before sending, pointing to merkle mode.
-DIRECT_GAS_BASE = 245_000
-DIRECT_GAS_PER_UPDATE = 39_000
+DIRECT_GAS_BASE = 225_000
+DIRECT_GAS_PER_UPDATE = 36_500
 
 
 def embedded_web3() -> Web3:
@@ -97,7 +97,7 @@ def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]
 def commit_gas_limit(w3: Web3, n_updates: int, n_attestations: int = 0) -> int:
     """The gas limit of a commit of `n_updates` paid in the commit (0 in merkle mode) and
     `n_attestations`: the analytic bound, at most the block's. `BlockTooLarge` when even the
-    measured gas (about 245k plus 39k per update) exceeds the block's gas limit."""
+    measured gas (about 225k plus 36k per update) exceeds the block's gas limit."""
     cap = block_gas_limit(w3)
     if DIRECT_GAS_BASE + DIRECT_GAS_PER_UPDATE * n_updates > cap:
         raise rejection("BlockTooLarge", n_updates,
@@ -199,7 +199,7 @@ def leaf_tuple(claim: MerkleClaim) -> tuple:
 
 
 def deploy(w3: Web3, deployer_key: bytes, params: ChainParams, miners: list[str]) -> str:
-    """Deploy BlockFL (which deploys its reward token); return the contract address."""
+    """Deploy BlockFL (which is its own reward token); return the contract address."""
     artifact = load_artifact("BlockFL")
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     call = factory.constructor(params_tuple(params), [to_checksum_address(m) for m in miners])
@@ -213,10 +213,8 @@ class EvmLedger(Ledger):
     def __init__(self, w3: Web3, address: str, owner_key: bytes | None = None) -> None:
         self.w3 = w3
         abi = load_artifact("BlockFL")["abi"]
+        # the contract is also the reward token (its `token()` is itself)
         self.contract: Contract = w3.eth.contract(address=to_checksum_address(address), abi=abi)
-        self.token: Contract = w3.eth.contract(
-            address=self.contract.functions.token().call(), abi=load_artifact("RewardToken")["abi"]
-        )
         self.owner_key = owner_key
         self.domain = Domain(w3.eth.chain_id, self.contract.address)
         self.mode = MODES[self.contract.functions.parameters().call()[6]]
@@ -238,7 +236,7 @@ class EvmLedger(Ledger):
         p = self.contract.functions.parameters().call()
         return ChainParams(
             *p[:6], mode=MODES[p[6]], quorum=p[7], genesis_model_hash=bytes(p[8]),
-            protocol_spec_hash=bytes(p[9]), token=self.token.address,
+            protocol_spec_hash=bytes(p[9]), token=self.contract.address,
         )
 
     def head(self) -> Head:
@@ -304,7 +302,7 @@ class EvmLedger(Ledger):
         return self.contract.functions.isMiner(to_checksum_address(address)).call()
 
     def balance_of(self, address: str) -> int:
-        return self.token.functions.balanceOf(to_checksum_address(address)).call()
+        return self.contract.functions.balanceOf(to_checksum_address(address)).call()
 
     def accepted_updates(self, round_: int | None = None) -> list[AcceptedUpdate]:
         filters = {} if round_ is None else {"round": round_}

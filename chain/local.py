@@ -49,6 +49,7 @@ from blockfl.hashing import ZERO_HASH, keccak
 from blockfl.signing import Domain, SignatureError, address_of, recover_signer
 
 LOCAL_CHAIN_ID = 31337
+MAX_MINERS = 767  # the contract's MAX_MINERS: its list of miners is a contract's code
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,18 +115,21 @@ class LocalLedger(Ledger):
     ) -> LocalLedger:
         """A new ledger at `path` (":memory:" for none), as if `owner_key` deployed the contract.
 
-        The contract and token addresses are those a first deployment by that key would get,
-        so signatures are bound to a domain just as on an EVM chain.
+        The contract address (also the reward token's) is the one a first deployment by that
+        key would get, so signatures are bound to a domain just as on an EVM chain.
         """
         if params.max_samples_per_update * params.max_updates_per_block > UINT64_MAX:
             raise rejection("InvalidParams", params.max_samples_per_update,
                             params.max_updates_per_block)
+        miners = list(dict.fromkeys(to_checksum_address(m) for m in miners))
+        if len(miners) > MAX_MINERS:
+            raise rejection("TooManyMiners", len(miners), MAX_MINERS)
         db = cls._connect(path)
         if db.execute("SELECT 1 FROM meta WHERE key = 'params'").fetchone():
             raise FileExistsError(f"{path} already holds a ledger")
         owner = address_of(owner_key)
         contract = contract_address(owner)
-        stored = ChainParams(**{**asdict(params), "token": contract_address(contract, 1)})
+        stored = ChainParams(**{**asdict(params), "token": contract})
         with db:
             db.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
@@ -137,10 +141,7 @@ class LocalLedger(Ledger):
                     ("head_round", "0"),
                 ],
             )
-            db.executemany(
-                "INSERT OR IGNORE INTO miners VALUES (?)",
-                [(to_checksum_address(m),) for m in miners],
-            )
+            db.executemany("INSERT INTO miners VALUES (?)", [(m,) for m in miners])
         return cls(db, owner_key)
 
     # -------------------------------------------------------------- reads
@@ -198,7 +199,10 @@ class LocalLedger(Ledger):
     def required_attesters(self) -> int:
         if self._params.quorum:
             return self._params.quorum
-        return self._db.execute("SELECT COUNT(*) FROM miners").fetchone()[0] // 2 + 1
+        return self._miner_count() // 2 + 1
+
+    def _miner_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM miners").fetchone()[0]
 
     def _check(self, miner: str, proposal: BlockProposal) -> tuple[bytes, bytes, int]:
         """The contract's checks, in its order; returns (block hash, stored root, samples)."""
@@ -359,7 +363,12 @@ class LocalLedger(Ledger):
 
     def add_miner(self, miner: str) -> None:
         self._require_owner()
-        self._db.execute("INSERT OR IGNORE INTO miners VALUES (?)", (to_checksum_address(miner),))
+        with self._lock:
+            if self.is_miner(miner):
+                return
+            if self._miner_count() == MAX_MINERS:
+                raise rejection("TooManyMiners", MAX_MINERS + 1, MAX_MINERS)
+            self._db.execute("INSERT INTO miners VALUES (?)", (to_checksum_address(miner),))
 
     def remove_miner(self, miner: str) -> None:
         self._require_owner()

@@ -3,10 +3,10 @@ pragma solidity ^0.8.24;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {RewardToken} from "./RewardToken.sol";
 
 /// @title BlockFL: blocks of signed local model updates, attested by a quorum of miners
 /// @notice One block per round. A registered miner submits the block of round `head + 1` with
@@ -21,7 +21,9 @@ import {RewardToken} from "./RewardToken.sol";
 /// A second block for a committed round is a fork and reverts with `RoundAlreadyCommitted`.
 /// A miner that attests two different candidates for one round can be reported by anyone:
 /// the contract emits `Equivocation` and removes it, so it earns no further mining rewards.
-contract BlockFL is Ownable2Step, EIP712 {
+/// The contract is itself the reward token (an OpenZeppelin ERC-20 only it mints): a mint is
+/// then no external call, which saves a cold account access and a call on every payment.
+contract BlockFL is ERC20, Ownable2Step, EIP712 {
     /// @notice A device's signed local update as carried in a direct-mode block.
     struct Update {
         address device;
@@ -103,6 +105,8 @@ contract BlockFL is Ownable2Step, EIP712 {
 
     uint8 public constant MODE_DIRECT = 0;
     uint8 public constant MODE_MERKLE = 1;
+    /// @notice The most miners the list's data contract holds (its code: 1 + 32 bytes each <= 24,576).
+    uint256 public constant MAX_MINERS = 767;
     bytes32 public constant UPDATE_TYPEHASH = keccak256(
         "LocalUpdate(address device,uint64 round,bytes32 baseModelHash,bytes32 updateHash,uint64 samples,uint64 computeTimeMs)"
     );
@@ -110,7 +114,6 @@ contract BlockFL is Ownable2Step, EIP712 {
         "BlockAttestation(uint64 round,bytes32 prevHash,bytes32 updatesRoot,bytes32 globalModelHash,bytes32 specHash)"
     );
 
-    RewardToken public immutable token;
     Params internal _params;
     // copies of the fixed parameters read on every commit and claim (an immutable costs no SLOAD)
     uint256 internal immutable _rewardPerSample;
@@ -121,6 +124,11 @@ contract BlockFL is Ownable2Step, EIP712 {
     uint8 internal immutable _mode;
     uint64 public headRound;
     uint32 public minerCount;
+    /// @dev A data contract (created anew on every change of the miner set) whose code is a STOP
+    /// byte, then the registered miners in ascending order, 32 bytes each: a commit with
+    /// attestations reads them all with one EXTCODECOPY, one cold account access instead of a
+    /// cold storage read per attester. It shares the head's storage slot.
+    address internal _minerList;
     mapping(uint64 round => StoredBlock) internal _blocks;
     mapping(address => bool) public isMiner;
     mapping(address => bool) public isDeviceAllowed;
@@ -167,6 +175,8 @@ contract BlockFL is Ownable2Step, EIP712 {
     error AttesterNotMiner(uint256 index, address signer);
     error DuplicateAttester(uint256 index, address signer);
     error AttestationsNotSorted(uint256 index);
+    error TooManyMiners(uint256 count, uint256 max);
+    error MinerListNotStored();
     error QuorumNotReached(uint256 attesters, uint256 quorum);
     error NotEquivocation();
     error NoMerkleBlock(uint64 round);
@@ -175,6 +185,7 @@ contract BlockFL is Ownable2Step, EIP712 {
     error InvalidProof(uint64 round, uint32 index);
 
     constructor(Params memory params_, address[] memory miners_)
+        ERC20("BlockFL Reward", "BFLR")
         Ownable(msg.sender)
         EIP712("BlockFL", "1")
     {
@@ -190,17 +201,29 @@ contract BlockFL is Ownable2Step, EIP712 {
         _maxUpdates = params_.maxUpdatesPerBlock;
         _quorum = params_.quorum;
         _mode = params_.mode;
-        token = new RewardToken("BlockFL Reward", "BFLR");
+        // the distinct miners, sorted into one list stored once
+        address[] memory list = new address[](miners_.length);
+        uint256 n = 0;
         for (uint256 i = 0; i < miners_.length; ++i) {
-            _addMiner(miners_[i]);
+            if (isMiner[miners_[i]]) continue;
+            _register(miners_[i]);
+            _insertSorted(list, n++, miners_[i]);
         }
+        assembly ("memory-safe") {
+            mstore(list, n) // drop the places of repeated addresses
+        }
+        _storeMiners(list);
     }
 
     // ------------------------------------------------------------------ administration
 
     /// @notice Register a miner (owner only).
     function addMiner(address miner) external onlyOwner {
-        _addMiner(miner);
+        if (isMiner[miner]) return;
+        _register(miner);
+        address[] memory list = _readMiners(1);
+        _insertSorted(list, list.length - 1, miner);
+        _storeMiners(list);
     }
 
     /// @notice Deregister a miner (owner only).
@@ -221,6 +244,16 @@ contract BlockFL is Ownable2Step, EIP712 {
     }
 
     // ------------------------------------------------------------------ views
+
+    /// @notice The reward token: this contract itself.
+    function token() external view returns (address) {
+        return address(this);
+    }
+
+    /// @notice The registered miners in ascending address order.
+    function miners() public view returns (address[] memory) {
+        return _readMiners(0);
+    }
 
     /// @notice The parameters of this deployment.
     function parameters() external view returns (Params memory) {
@@ -323,6 +356,7 @@ contract BlockFL is Ownable2Step, EIP712 {
         uint256 nonce,
         Signature[] calldata attestations
     ) external returns (bytes32 blockHash) {
+        address[] memory registered = _checkCommitter(attestations.length > 0);
         bytes32 baseModel = _checkLink(prevHash, round, MODE_DIRECT);
         Params memory p = _params;
         uint256 n = updates.length;
@@ -336,15 +370,17 @@ contract BlockFL is Ownable2Step, EIP712 {
         }
         bytes32 updatesRoot = keccak256(abi.encodePacked(digests));
         blockHash = _record(prevHash, round, globalModelHash, updatesRoot, updatesRoot, n, totalSamples, nonce);
-        _checkAttestations(round, Candidate(prevHash, updatesRoot, globalModelHash, p.protocolSpecHash), attestations);
+        _checkAttestations(
+            round, Candidate(prevHash, updatesRoot, globalModelHash, p.protocolSpecHash), attestations, registered
+        );
 
         for (uint256 i = 0; i < n; ++i) {
             Update calldata u = updates[i];
             uint256 reward = uint256(u.samples) * p.rewardPerSample;
-            token.mint(u.device, reward);
+            _mint(u.device, reward);
             emit UpdateAccepted(round, u.device, u.updateHash, u.samples, reward);
         }
-        if (p.miningReward > 0) token.mint(msg.sender, p.miningReward);
+        if (p.miningReward > 0) _mint(msg.sender, p.miningReward);
     }
 
     /// @notice Commit the merkle-mode block of `round`: the Merkle root of its update records,
@@ -359,13 +395,16 @@ contract BlockFL is Ownable2Step, EIP712 {
         uint256 nonce,
         Signature[] calldata attestations
     ) external returns (bytes32 blockHash) {
+        address[] memory registered = _checkCommitter(attestations.length > 0);
         _checkLink(prevHash, round, MODE_MERKLE);
         _checkCount(numUpdates, _maxUpdates);
         bytes32 updatesRoot = merkleUpdatesRoot(merkleRoot, numUpdates, totalSamples);
         blockHash =
             _record(prevHash, round, globalModelHash, updatesRoot, merkleRoot, numUpdates, totalSamples, nonce);
-        _checkAttestations(round, Candidate(prevHash, updatesRoot, globalModelHash, _specHash), attestations);
-        if (_miningReward > 0) token.mint(msg.sender, _miningReward);
+        _checkAttestations(
+            round, Candidate(prevHash, updatesRoot, globalModelHash, _specHash), attestations, registered
+        );
+        if (_miningReward > 0) _mint(msg.sender, _miningReward);
     }
 
     // ------------------------------------------------------------------ claims (merkle mode)
@@ -405,23 +444,62 @@ contract BlockFL is Ownable2Step, EIP712 {
 
     // ------------------------------------------------------------------ internals
 
-    function _addMiner(address miner) internal {
-        if (isMiner[miner]) return;
+    /// @dev Mark `miner` registered (the caller stores the new list).
+    function _register(address miner) internal {
         isMiner[miner] = true;
-        ++minerCount;
         emit MinerAdded(miner);
     }
 
     function _removeMiner(address miner) internal {
         if (!isMiner[miner]) revert NotMiner(miner);
         isMiner[miner] = false;
-        --minerCount;
+        address[] memory old = _readMiners(0);
+        address[] memory list = new address[](old.length - 1);
+        uint256 j = 0;
+        for (uint256 i = 0; i < old.length; ++i) {
+            if (old[i] != miner) list[j++] = old[i];
+        }
+        _storeMiners(list);
         emit MinerRemoved(miner);
     }
 
-    /// @dev The committer, the round and the chain link; returns the head's global model hash.
+    /// @dev The registered miners, read from `_minerList`, followed by `room` empty places.
+    function _readMiners(uint256 room) internal view returns (address[] memory list) {
+        uint256 n = minerCount;
+        address data = _minerList;
+        list = new address[](n + room);
+        assembly ("memory-safe") {
+            extcodecopy(data, add(list, 0x20), 1, shl(5, n))
+        }
+    }
+
+    /// @dev Insert `miner` in its place among the ascending first `n` entries of `list`, which has
+    /// room for it.
+    function _insertSorted(address[] memory list, uint256 n, address miner) internal pure {
+        uint256 i = n;
+        for (; i > 0 && list[i - 1] > miner; --i) {
+            list[i] = list[i - 1];
+        }
+        list[i] = miner;
+    }
+
+    /// @dev Store the ascending `list` as the code of a fresh data contract (`_minerList`).
+    function _storeMiners(address[] memory list) internal {
+        if (list.length > MAX_MINERS) revert TooManyMiners(list.length, MAX_MINERS);
+        bytes memory code = abi.encodePacked(hex"00", list);
+        // creation code: PUSH4 size, DUP1, PUSH1 14, PUSH1 0, CODECOPY, PUSH1 0, RETURN; then the code
+        bytes memory creation = abi.encodePacked(hex"63", uint32(code.length), hex"80600e6000396000f3", code);
+        address data;
+        assembly ("memory-safe") {
+            data := create(0, add(creation, 0x20), mload(creation))
+        }
+        if (data == address(0)) revert MinerListNotStored();
+        _minerList = data;
+        minerCount = uint32(list.length);
+    }
+
+    /// @dev The round and the chain link; returns the head's global model hash.
     function _checkLink(bytes32 prevHash, uint64 round, uint8 mode) internal view returns (bytes32 baseModel) {
-        if (!isMiner[msg.sender]) revert NotMiner(msg.sender);
         if (_mode != mode) revert WrongMode(_mode);
         uint64 current = headRound;
         if (round == 0 || round > current + 1) revert WrongRound(current + 1, round);
@@ -429,6 +507,21 @@ contract BlockFL is Ownable2Step, EIP712 {
         bytes32 headHash;
         (headHash, baseModel) = _headLink();
         if (prevHash != headHash) revert WrongPreviousHash(headHash, prevHash);
+    }
+
+    /// @dev The sender is a registered miner. A commit with attestations reads the registered
+    /// miners (returned, to find the attesters in) and finds the sender there; one without reads
+    /// the sender's `isMiner` flag alone.
+    function _checkCommitter(bool attested) internal view returns (address[] memory registered) {
+        if (attested) {
+            registered = _readMiners(0);
+            for (uint256 i = 0; i < registered.length; ++i) {
+                if (_at(registered, i) == msg.sender) return registered;
+            }
+        } else if (isMiner[msg.sender]) {
+            return registered;
+        }
+        revert NotMiner(msg.sender);
     }
 
     function _checkCount(uint256 n, uint32 max) internal pure {
@@ -463,22 +556,46 @@ contract BlockFL is Ownable2Step, EIP712 {
     }
 
     /// @dev At least `requiredAttesters()` distinct registered miners, the committer included,
-    /// signed this candidate; signers in ascending address order (so duplicates are visible).
-    function _checkAttestations(uint64 round, Candidate memory c, Signature[] calldata sigs) internal view {
+    /// signed this candidate; signers in ascending address order (so duplicates are visible),
+    /// each found by one walk along them and the ascending `registered` miners.
+    function _checkAttestations(
+        uint64 round,
+        Candidate memory c,
+        Signature[] calldata sigs,
+        address[] memory registered
+    ) internal view {
         bytes32 digest = attestationDigest(round, c);
         address previous = address(0);
         bool committerSigned = false;
+        uint256 j = 0; // where the walk along `registered` stands
         for (uint256 i = 0; i < sigs.length; ++i) {
             address signer = _attester(digest, sigs[i], i);
-            if (signer == previous) revert DuplicateAttester(i, signer);
-            if (signer < previous) revert AttestationsNotSorted(i);
-            if (!isMiner[signer]) revert AttesterNotMiner(i, signer);
+            if (signer <= previous) {
+                if (signer == previous) revert DuplicateAttester(i, signer);
+                revert AttestationsNotSorted(i);
+            }
+            while (true) {
+                if (j == registered.length) revert AttesterNotMiner(i, signer);
+                address listed = _at(registered, j);
+                if (listed == signer) break;
+                if (listed > signer) revert AttesterNotMiner(i, signer);
+                unchecked {
+                    ++j;
+                }
+            }
             if (signer == msg.sender) committerSigned = true;
             previous = signer;
         }
         uint256 attesters = sigs.length + (committerSigned ? 0 : 1);
         uint256 quorum = requiredAttesters();
         if (attesters < quorum) revert QuorumNotReached(attesters, quorum);
+    }
+
+    /// @dev `list[i]` for an `i` known to be in range (no bounds check: it runs per step of a walk).
+    function _at(address[] memory list, uint256 i) private pure returns (address item) {
+        assembly ("memory-safe") {
+            item := mload(add(list, shl(5, add(i, 1))))
+        }
     }
 
     function _attester(bytes32 digest, Signature calldata sig, uint256 i) internal pure returns (address signer) {
@@ -498,7 +615,7 @@ contract BlockFL is Ownable2Step, EIP712 {
         if (!MerkleProof.verifyCalldata(proof, root, leafHash(leaf))) revert InvalidProof(round, leaf.index);
         _claimed[round][word] = bits | bit;
         uint256 reward = uint256(leaf.samples) * _rewardPerSample;
-        token.mint(leaf.device, reward);
+        _mint(leaf.device, reward);
         emit UpdateAccepted(round, leaf.device, leaf.updateHash, leaf.samples, reward);
     }
 

@@ -10,7 +10,7 @@ from typing import Any
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
-CONTRACT_NAMES = ("BlockFL", "RewardToken")
+CONTRACT_NAMES = ("BlockFL",)
 
 
 def find_node_modules(start: Path = CONTRACTS_DIR) -> Path | None:

@@ -49,8 +49,11 @@ def test_up_deploy_read_back_down(tmp_path):
         assert contract.functions.isMiner(address_of(dev_key(1))).call()
         assert not contract.functions.isMiner(address_of(dev_key(3))).call()
         assert contract.functions.head().call()[0] == 0
-        token = w3.eth.contract(address=deployment["token"], abi=deployment["abi"]["RewardToken"])
-        assert token.functions.minter().call() == deployment["contract"]
+        # the contract is its own reward token, an ERC-20
+        token = w3.eth.contract(address=deployment["token"], abi=deployment["abi"]["BlockFL"])
+        assert deployment["token"] == contract.functions.token().call() == deployment["contract"]
+        assert token.functions.symbol().call() == "BFLR"
+        assert token.functions.totalSupply().call() == 0
     finally:
         down = blockfl("chain", "down", "--state-dir", str(state), cwd=tmp_path)
     assert down.returncode == 0 and "stopped" in down.stdout

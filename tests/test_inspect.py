@@ -140,7 +140,7 @@ def test_rewards_agree_with_events_and_a_plain_client(chain, capsys):
 
     deployment = json.loads(chain.deployment.read_text())
     w3 = Web3(Web3.HTTPProvider(deployment["rpc_url"]))
-    token = w3.eth.contract(address=deployment["token"], abi=deployment["abi"]["RewardToken"])
+    token = w3.eth.contract(address=deployment["token"], abi=deployment["abi"]["BlockFL"])
     for address, amount in expected.items():
         row = rows[address]
         assert row["balance"] == row["event_total"] == str(amount)
@@ -158,7 +158,7 @@ def test_rewards_agree_with_events_and_a_plain_client(chain, capsys):
 def test_rewards_flag_transferred_tokens(anvil_url, tmp_path, capsys):
     chain = deploy(anvil_url, tmp_path, rounds=1)
     fund(chain.ledger.w3, [DEVICES[0]])
-    transfer = chain.ledger.token.functions.transfer(DEVICES[1], 7)
+    transfer = chain.ledger.contract.functions.transfer(DEVICES[1], 7)
     send(chain.ledger.w3, DEVICE_KEYS[0], transfer, {})
     code, out, _ = inspect(capsys, chain, "rewards", "--json")
     assert code == 1

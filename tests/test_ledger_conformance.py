@@ -87,6 +87,7 @@ def test_deployment_reads_back(make_ledger):
     assert ledger.head().round == 0
     assert ledger.head().global_model_hash == GENESIS
     assert ledger.is_miner(MINERS[0]) and not ledger.is_miner(MINERS[2])
+    assert got.token == ledger.domain.contract  # the contract is its own reward token
 
 
 def test_protocol_spec_mode_and_quorum_read_back(make_ledger):

@@ -11,11 +11,11 @@ from blockfl.chain.attestation import Attestation, attest
 from blockfl.chain.errors import BlockRejected
 from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, fund
 from blockfl.chain.ledger import Ledger
-from blockfl.chain.local import LocalLedger
+from blockfl.chain.local import MAX_MINERS, LocalLedger
 from blockfl.chain.merkle import MerkleTree, block_claims, leaf_hash, verify
 from blockfl.hashing import keccak
-from blockfl.signing import Domain, address_of
-from tests.conftest import MINER_KEYS, MINERS, default_params, key
+from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of
+from tests.conftest import GENESIS, MINER_KEYS, MINERS, default_params, key
 from tests.test_ledger_conformance import (
     DEVICE_KEYS,
     SAMPLES,
@@ -106,6 +106,61 @@ def test_equivocation_removes_the_miner(make_ledger):
                                                               miner=2)).error == "NotMiner"
     assert rejected(ledger.report_equivocation, DEV_DEPLOYER_KEY, a, b).error == "NotMiner"
     assert ledger.balance_of(MINERS[2]) == 0
+
+
+def ascending(addresses: list[str]) -> list[str]:
+    return sorted(addresses, key=lambda a: int(a, 16))
+
+
+def test_attesters_are_found_among_the_miners_registered_now(make_ledger):
+    """A commit finds its attesters in the stored list of registered miners (on an EVM, a data
+    contract's code, replaced on every change): added and removed miners count from then on."""
+    ledger = make_ledger(default_params(quorum=2), [MINERS[1], MINERS[0], MINERS[1]])
+    listed = (lambda: ledger.contract.functions.miners().call()) if isinstance(
+        ledger, EvmLedger) else None
+    if listed:
+        assert listed() == ascending(MINERS[:2])  # distinct, ascending
+    proposal = block(ledger, honest_updates(ledger))
+    before = snapshot(ledger)
+    error = rejected(ledger.commit_block, MINER_KEYS[0], proposal, attestations(ledger, proposal,
+                                                                                 [1, 2]))
+    assert (error.error, error.details["signer"]) == ("AttesterNotMiner", MINERS[2])
+    assert snapshot(ledger) == before
+    ledger.add_miner(MINERS[2])
+    ledger.add_miner(MINERS[2])  # once registered, adding again changes nothing
+    if listed:
+        assert listed() == ascending(MINERS)
+    ledger.commit_block(MINER_KEYS[0], proposal, attestations(ledger, proposal, [1, 2]))
+    ledger.remove_miner(MINERS[1])
+    if listed:
+        assert listed() == ascending([MINERS[0], MINERS[2]])
+    base = ledger.head().global_model_hash
+    second = block(ledger, honest_updates(ledger, 2, base), 2)
+    error = rejected(ledger.commit_block, MINER_KEYS[0], second, attestations(ledger, second,
+                                                                               [1, 2]))
+    assert (error.error, error.details["signer"]) == ("AttesterNotMiner", MINERS[1])
+    # a committer that is no longer a miner is refused whether or not it brings attestations
+    mined = block(ledger, honest_updates(ledger, 2, base), 2, miner=1)
+    for given in ([], attestations(ledger, mined, [0, 2])):
+        assert rejected(ledger.commit_block, MINER_KEYS[1], mined, given).error == "NotMiner"
+    ledger.commit_block(MINER_KEYS[0], second, attestations(ledger, second, [2]))
+    assert ledger.head().round == 2
+
+
+def test_at_most_767_miners(make_ledger):
+    """The contract keeps its miners as a contract's code (at most 24,576 bytes)."""
+    if make_ledger.backend == "anvil":
+        pytest.skip("the embedded EVM runs the same contract")
+    many = [address_of(key(f"miner-{i}")) for i in range(MAX_MINERS + 1)]
+    ledger = make_ledger(default_params(), many[:2])
+    if isinstance(ledger, EvmLedger):
+        assert ledger.contract.functions.MAX_MINERS().call() == MAX_MINERS
+        return  # registering 767 miners takes minutes on the embedded EVM
+    error = rejected(LocalLedger.create, ":memory:", default_params(), many, DEV_DEPLOYER_KEY)
+    assert error.details == {"count": MAX_MINERS + 1, "max": MAX_MINERS}
+    full = LocalLedger.create(":memory:", default_params(), many[:-1], DEV_DEPLOYER_KEY)
+    assert rejected(full.add_miner, many[-1]).error == "TooManyMiners"
+    full.add_miner(many[0])  # no change: already registered
 
 
 def test_owner_adds_and_removes_miners_and_nobody_else_does(make_ledger, tmp_path):
@@ -257,3 +312,38 @@ def test_a_merkle_block_of_1000_updates_costs_what_one_update_costs(make_ledger)
         assert verify(claims[-1].proof, ledger.get_block(round_).updates_root, claims[-1].leaf())
     if isinstance(ledger, EvmLedger):
         assert gas[1] - gas[0] < 1_000 and gas[1] < 200_000, gas  # independent of the size
+
+
+def test_attestations_and_claims_stay_within_their_gas_targets():
+    """Issue 10's targets on the embedded EVM: a merkle block after the first costs at most 150k
+    gas plus 5k per attesting miner besides the committer, and a claim with a 14-hash proof
+    (a block of 10,000) at most 60k for a device that already holds tokens."""
+    from blockfl.chain.evm import embedded_web3, send
+
+    for quorum in (1, 2, 3):
+        ledger = EvmLedger.create(embedded_web3(), default_params(mode="merkle", quorum=quorum),
+                                  MINERS)
+        for round_ in (1, 2):
+            base = ledger.head().global_model_hash
+            proposal = block(ledger, honest_updates(ledger, round_, base), round_)
+            given = attestations(ledger, proposal, list(range(1, quorum)))
+            gas = ledger.commit_block(MINER_KEYS[0], proposal, given).gas_used
+        assert gas <= 150_000 + 5_000 * (quorum - 1), (quorum, gas)
+
+    params = default_params(mode="merkle", max_updates_per_block=10_000)
+    ledger = EvmLedger.create(embedded_web3(), params, MINERS)
+    records = [UpdateRecord(address_of(key(f"holder-{i}")), 1, GENESIS, keccak(b"%d" % i), 10, 5)
+               for i in range(10_000)]
+    proposal = block(ledger, [SignedUpdate(r, b"") for r in records])
+    ledger.commit_block(MINER_KEYS[0], proposal)
+    claims = block_claims(proposal.updates, 1)
+    first, holder = claims[0], claims[1]
+    assert len(holder.proof) == 14
+    # the holder already has tokens (from the miner), and the first claim set the bitmap word
+    send(ledger.w3, MINER_KEYS[0], ledger.contract.functions.transfer(holder.record.device, 1),
+         {})
+    fund(ledger.w3, [address_of(OUTSIDER)])
+    ledger.claim(OUTSIDER, 1, [first])
+    gas = ledger.claim(OUTSIDER, 1, [holder])
+    assert gas <= 60_000, gas
+    assert ledger.balance_of(holder.record.device) == 1 + 10 * params.reward_per_sample
