@@ -4,7 +4,8 @@
 yet, a fresh balance slot each; round 2 pays them again, the steady state); blocks that cannot
 fit the block gas limit are refused before sending. `merkle`: the commit carries a Merkle root,
 count and total samples, so its gas does not depend on the number of updates; each device then
-claims with a proof (`claim`), or many at once (`claimMany`). Runs on the embedded EVM
+claims with a proof (`claim`), or many at once (`claimMany`). A commit with attestations reads
+the registered miners at once (one account access) and walks along them. Runs on the embedded EVM
 (eth-tester); pass an RPC URL as the first argument to measure on a node (e.g. anvil).
 
 Usage: python benchmarks/bench_gas.py [RPC_URL]
@@ -24,16 +25,17 @@ from blockfl.hashing import keccak
 from blockfl.keys import derived_key
 from blockfl.signing import SignedUpdate, UpdateRecord, address_of, sign_update
 
-MINER_KEYS = [derived_key("bench-miner", i) for i in range(4)]
+MINER_KEYS = [derived_key("bench-miner", i) for i in range(32)]
+MINERS = 4  # registered miners of every deployment but the majority-quorum rows
 SIZES = (1, 10, 100, 1_000, 10_000)
 
 
-def ledger_for(url: str | None, mode: str, quorum: int = 1) -> EvmLedger:
-    """A fresh deployment of `mode` with four miners."""
+def ledger_for(url: str | None, mode: str, quorum: int = 1, miners: int = MINERS) -> EvmLedger:
+    """A fresh deployment of `mode` with `miners` registered miners."""
     params = ChainParams(MAX_TARGET >> 2, 10**15, 10**18, 10_000, 20_000, False, keccak(b"g"),
                          mode=mode, quorum=quorum)
     w3 = rpc_web3(url) if url else embedded_web3()
-    return EvmLedger.create(w3, params, [address_of(k) for k in MINER_KEYS])
+    return EvmLedger.create(w3, params, [address_of(k) for k in MINER_KEYS[:miners]])
 
 
 def proposal_for(ledger: EvmLedger, keys: list[bytes], round_: int) -> BlockProposal:
@@ -116,16 +118,31 @@ def proposal_for_claims(ledger: EvmLedger, keys: list[bytes], round_: int) -> tu
     return tuple(sort_updates(updates))
 
 
-def attestation_rows(url: str | None) -> None:
-    """Merkle mode: gas of a block with 0 to 3 attestations besides the committer."""
+def attested_gas(url: str | None, quorum: int, miners: int = MINERS) -> tuple[int, int]:
+    """Gas of a merkle block after the first, of 10 updates, attested by as few miners as
+    `quorum` requires; and the number of attestations besides the committer's."""
     keys = [derived_key("bench-device", i) for i in range(10)]
+    ledger = ledger_for(url, "merkle", quorum=quorum, miners=miners)
+    attesters = ledger.required_attesters() - 1
+    commit(ledger, proposal_for(ledger, keys, 1), attesters)
+    return commit(ledger, proposal_for(ledger, keys, 2), attesters), attesters
+
+
+def attestation_rows(url: str | None) -> None:
+    """Merkle mode, a block after the first: gas with 0 to 3 attestations besides the
+    committer; then with a majority quorum as the registered miners grow, against the target
+    of 150k gas plus 5k per attestation."""
     previous = None
-    for attesters in range(4):
-        ledger = ledger_for(url, "merkle", quorum=attesters + 1)
-        gas = commit(ledger, proposal_for(ledger, keys, 1), attesters)
+    for quorum in range(1, MINERS + 1):
+        gas, _ = attested_gas(url, quorum)
         extra = "" if previous is None else f"   +{gas - previous:,} for one more"
-        print(f"  quorum {attesters + 1}: {gas:>9,} gas{extra}")
+        print(f"  quorum {quorum}: {gas:>9,} gas{extra}")
         previous = gas
+    print("\nmerkle block of 10 updates after the first, majority quorum, by registered miners")
+    for miners in (MINERS, 8, 16, 32):
+        gas, attesters = attested_gas(url, 0, miners)
+        print(f"  {miners:>2} miners, {attesters:>2} attestations: {gas:>9,} gas "
+              f"(target {150_000 + 5_000 * attesters:,})")
 
 
 def main() -> None:
@@ -136,7 +153,7 @@ def main() -> None:
     print(f"{'mode':>7} {'updates':>7} {'round':>7} {'gas':>11} {'gas/update':>11}")
     direct_rows(url)
     merkle_rows(url)
-    print("\nmerkle block of 10 updates by number of attesting miners")
+    print("\nmerkle block of 10 updates after the first, by number of attesting miners")
     attestation_rows(url)
 
 
