@@ -229,3 +229,22 @@ def test_attack_command_writes_csv_figures_and_table(tmp_path, capsys):
     assert flipped["multi_krum"].attacker_reward_share == 0.0
     assert (out / "attack_sign_flip.png").exists() and (out / "attack_sybil.png").exists()
     assert "40% attackers" in capsys.readouterr().out
+
+
+def test_summary_over_seeds_gives_the_mean_and_spread_of_accuracy():
+    from blockfl.sim.attack import AttackRun, summary_rows
+
+    def run(rule: str, fraction: float, seed: int, accuracy: float) -> AttackRun:
+        return AttackRun("sign_flip", rule, fraction, seed, accuracy, 0.0, 0.0, 0, 0, 0)
+
+    runs = [run("fedavg", 0.0, 0, 0.95), run("fedavg", 0.0, 1, 0.93),
+            run("fedavg", 0.3, 0, 0.60), run("fedavg", 0.3, 1, 0.40),
+            run("median", 0.3, 0, 0.90), run("median", 0.3, 1, 0.90)]
+    rows = {r["rule"]: r for r in summary_rows(runs, 0.3)}
+    assert rows["fedavg"]["seeds"] == 2
+    assert rows["fedavg"]["accuracy"] == pytest.approx(0.5)
+    assert rows["fedavg"]["accuracy_sd"] == pytest.approx(0.02**0.5)
+    assert rows["fedavg"]["gap_to_clean_fedavg"] == pytest.approx(0.44)
+    assert rows["median"]["accuracy_sd"] == 0.0 and rows["median"]["best"]
+    one_seed = summary_rows([r for r in runs if r.seed == 0], 0.3)
+    assert [r["accuracy_sd"] for r in one_seed] == [0.0, 0.0]

@@ -70,13 +70,15 @@ def attack_command(args: argparse.Namespace) -> int:
     figures = attack.plot(runs, out)
     rows = attack.summary_rows(runs, args.table_fraction)
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = Table(title=f"{args.table_fraction:.0%} attackers: final accuracy (mean over seeds)")
+    table = Table(title=f"{args.table_fraction:.0%} attackers: final accuracy (mean ± standard "
+                        "deviation over seeds)")
     for column in ("attack", "rule", "accuracy", "clean", "gap to clean FedAvg",
                    "attackers' data rewards", "excluded", "rejected"):
         table.add_column(column, justify="left" if column in ("attack", "rule") else "right")
     for row in rows:
         best = " (best)" if row["best"] else ""
-        table.add_row(str(row["attack"]), f"{row['rule']}{best}", f"{row['accuracy']:.3f}",
+        table.add_row(str(row["attack"]), f"{row['rule']}{best}",
+                      f"{row['accuracy']:.3f} ± {row['accuracy_sd']:.3f}",
                       f"{row['clean_accuracy']:.3f}", f"{row['gap_to_clean_fedavg']:+.3f}",
                       f"{row['attacker_reward_share']:.1%}", f"{row['excluded']:.0f}",
                       f"{row['rejected']:.0f}")

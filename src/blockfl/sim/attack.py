@@ -138,10 +138,17 @@ def _mean(values: Iterable[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def _sd(values: Iterable[float]) -> float:
+    """The sample standard deviation (0.0 for fewer than two values)."""
+    values = list(values)
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, object]]:
-    """Per attack and rule at `fraction`: mean accuracy over seeds, the clean accuracy of the
-    same rule (fraction 0) and of FedAvg, the gap, the attackers' reward share; the best rule
-    per attack is the most accurate one (`best`)."""
+    """Per attack and rule at `fraction`: mean accuracy over seeds and its spread (sample
+    standard deviation), the clean accuracy of the same rule (fraction 0) and of FedAvg, the
+    gap, the attackers' reward share; the best rule per attack is the most accurate one
+    (`best`)."""
     rows: list[dict[str, object]] = []
     for attack in dict.fromkeys(r.attack for r in runs):
         block = []
@@ -157,7 +164,9 @@ def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, o
             reference = _mean(r.accuracy for r in (clean_fedavg or clean))
             block.append({
                 "attack": attack, "rule": rule, "fraction": fraction,
+                "seeds": len(at),
                 "accuracy": accuracy,
+                "accuracy_sd": _sd(r.accuracy for r in at),
                 "clean_accuracy": _mean(r.accuracy for r in clean),
                 "gap_to_clean_fedavg": reference - accuracy,
                 "attacker_reward_share": _mean(r.attacker_reward_share for r in at),
@@ -172,7 +181,8 @@ def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, o
 
 
 def plot(runs: Sequence[AttackRun], out_dir: Path) -> list[Path]:
-    """One PNG per attack: mean final accuracy against attacker fraction, a line per rule."""
+    """One PNG per attack: mean final accuracy against attacker fraction, a line per rule, with
+    error bars of one standard deviation over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,8 +194,9 @@ def plot(runs: Sequence[AttackRun], out_dir: Path) -> list[Path]:
         for rule in dict.fromkeys(r.rule for r in runs):
             mine = [r for r in runs if (r.attack, r.rule) == (attack, rule)]
             xs = sorted({r.fraction for r in mine})
-            ys = [_mean(r.accuracy for r in mine if r.fraction == x) for x in xs]
-            ax.plot([100 * x for x in xs], ys, marker="o", label=rule)
+            at = [[r.accuracy for r in mine if r.fraction == x] for x in xs]
+            ax.errorbar([100 * x for x in xs], [_mean(a) for a in at], yerr=[_sd(a) for a in at],
+                        marker="o", capsize=3, label=rule)
         ax.set_xlabel("attackers (% of devices)")
         ax.set_ylabel("final test accuracy")
         ax.set_title(f"{attack}")
