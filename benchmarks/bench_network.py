@@ -103,6 +103,7 @@ COLUMNS = [  # (key, header, width, format)
     ("round", "round", 5, "d"),
     ("round_s", "round s", 8, ".3f"),
     ("upload", "upload", 8, ".3f"),
+    ("attest", "attest", 7, ".3f"),
     ("pow", "pow+commit", 10, ".3f"),
     ("propagate", "propagate", 9, ".3f"),
     ("adopted", "adopted", 7, "s"),

@@ -30,6 +30,7 @@ def test_json_twins_show_the_chain(chain, tmp_path):
     logs = tmp_path / "logs"
     write_logs(logs, {
         "miner0.jsonl": [{"ts": 1.0, "event": "mining", "round": 1},
+                         {"ts": 1.3, "event": "attestations", "round": 1, "seconds": 0.2},
                          {"ts": 1.5, "event": "committed", "round": 1, "updates": 3},
                          {"ts": 2.0, "event": "fork", "round": 2},
                          {"ts": 2.1, "event": EXCLUDED_EVENT, "round": 2, "device": "0xabc",
@@ -75,7 +76,8 @@ def test_json_twins_show_the_chain(chain, tmp_path):
 
         latency = client.get("/api/latency").json()
         assert latency["available"] and [r["round"] for r in latency["rows"]] == [1, 2]
-        assert latency["rows"][0]["pow"] == pytest.approx(0.5)
+        assert latency["rows"][0]["attest"] == pytest.approx(0.2)
+        assert latency["rows"][0]["pow"] == pytest.approx(0.3)  # the rest of mining -> commit
         assert latency["rows"][0]["propagate"] == pytest.approx(0.1)
 
         page = client.get("/rounds/2")

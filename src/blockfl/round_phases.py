@@ -6,8 +6,10 @@ they share one clock when they run on one machine. Per round (seconds):
     round_s     the block's `committed` time minus the previous block's (round 1: from the
                 first device's `uploaded`)
     upload      the upload window: first to last `update_accepted` via /updates, over miners
-    pow         the winner's last `mining` event for the round to its `committed`: the
-                proof-of-work plus the commit transaction
+    attest      the `seconds` of the winner's `attestations` event of the round: asking the
+                other miners until the quorum attested (0 with a quorum of 1)
+    pow         the winner's last `mining` event for the round to its `committed`, less
+                `attest`: the proof-of-work plus the commit transaction
     propagate   `committed` to the last other miner's `adopted` of the round; `adopted` says
                 how many other miners adopted it ("n/m")
     seen        `committed` to the first device's `block` event of the round (negative when a
@@ -39,6 +41,14 @@ def mean_or_none(values: Sequence[float]) -> float | None:
 def _first(events: Events, name: str, round_: int) -> float | None:
     times = [e["ts"] for e in events if e.get("event") == name and e.get("round") == round_]
     return min(times) if times else None
+
+
+def attestation_seconds(events: Events, round_: int, start: float, end: float) -> float:
+    """The `seconds` of the last `attestations` event of `round_` logged between `start` and
+    `end` (the winner's last `mining` and its `committed`), 0 when there is none (quorum 1)."""
+    attesting = [e["seconds"] for e in events if e.get("event") == "attestations"
+                 and e.get("round") == round_ and start <= e["ts"] <= end]
+    return attesting[-1] if attesting else 0.0
 
 
 def forks_per_round(logs: Path) -> dict[int, int]:
@@ -85,7 +95,11 @@ def round_table(logs: Path, rounds: int | None = None) -> list[dict[str, Any]]:
         row["round_s"] = committed - previous_commit if previous_commit is not None else None
         mining = [e["ts"] for e in miner_events[winner]
                   if e.get("event") == "mining" and e.get("round") == r and e["ts"] <= committed]
-        row["pow"] = committed - max(mining) if mining else None
+        if mining:
+            row["attest"] = attestation_seconds(miner_events[winner], r, max(mining), committed)
+            row["pow"] = committed - max(mining) - row["attest"]
+        else:
+            row["attest"] = row["pow"] = None
         adopted = [t for i, events in enumerate(miner_events) if i != winner
                    if (t := _first(events, "adopted", r)) is not None]
         row["propagate"] = max(adopted) - committed if adopted else None

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.events import role_logs
-from blockfl.round_phases import forks_per_round
+from blockfl.round_phases import attestation_seconds, forks_per_round
 
 PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp")
 
@@ -103,9 +103,7 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
             continue
         phases = {k: statistics.fmean(d[k] for d in per_device)
                   for k in ("t_dn", "t_local", "t_up", "t_cross")}
-        attesting = [e["seconds"] for e in miners[winner] if e["event"] == "attestations"
-                     and e["round"] == r and mining <= e["ts"] <= end["ts"]]
-        phases["t_att"] = attesting[-1] if attesting else 0.0
+        phases["t_att"] = attestation_seconds(miners[winner], r, mining, end["ts"])
         phases["t_bg"] = end["ts"] - mining - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
         out.append(NetworkRound(r, end["ts"] - start, phases,

@@ -182,10 +182,11 @@ const pages = {
       app.replaceChildren(el("p", { class: "muted" }, "no event logs: start the explorer with --logs DIR"));
       return;
     }
-    const rows = data.rows.map((r) => [r.round, fixed(r.round_s), fixed(r.upload), fixed(r.pow),
+    const rows = data.rows.map((r) => [r.round, fixed(r.round_s), fixed(r.upload), fixed(r.attest), fixed(r.pow),
       fixed(r.propagate), r.adopted, fixed(r.seen), fixed(r.dev_model), fixed(r.train), r.upd, r.forks]);
     app.replaceChildren(section(`seconds per phase of each round (logs in ${data.logs})`,
-      table("latency", [["round", 1], ["round time", 1], ["upload window", 1], ["pow + commit", 1],
+      table("latency", [["round", 1], ["round time", 1], ["upload window", 1], ["attestation", 1],
+        ["pow + commit", 1],
         ["propagation", 1], ["adopted"], ["seen by a device", 1], ["device model check", 1],
         ["device train + upload", 1], ["updates", 1], ["forks", 1]], rows)));
   },
