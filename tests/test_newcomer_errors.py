@@ -249,10 +249,11 @@ def test_network_up_ports_are_checked_before_anything_starts(tmp_path, capsys, m
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, _, err = blockfl(capsys, "network", "up", "--port", str(port))
-    assert code == 2
-    assert f"port(s) {port} on 127.0.0.1 already in use: the network needs {port}-" in err
-    assert not (tmp_path / "runs").exists()
+        for tls in ((), ("--tls",)):  # no certificates are made for a network that cannot start
+            code, _, err = blockfl(capsys, "network", "up", "--port", str(port), *tls)
+            assert code == 2
+            assert f"port(s) {port} on 127.0.0.1 already in use: the network needs {port}-" in err
+            assert not (tmp_path / "runs").exists()
 
 
 def test_servers_on_every_interface_are_reached_on_loopback():

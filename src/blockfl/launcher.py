@@ -77,14 +77,15 @@ class Role:
 class LocalNetwork:
     """Anvil, a deployment, M miner processes and N device processes under `run_dir`."""
 
-    def __init__(self, config: Config, run_dir: Path, tls: tuple[Path, Path, Path] | None = None,
+    def __init__(self, config: Config, run_dir: Path, tls: bool = False,
                  host: str = "127.0.0.1", port: int | None = None):
-        """`tls`: (CA certificate, server certificate, server key) to serve HTTPS; `host`: the
-        address anvil, the miners and the explorer bind to; `port`: anvil's, then miner i's is
-        `port + 1 + i` (None: free ports)."""
+        """`tls`: miners serve HTTPS with certificates (for `host`) of a local CA made under
+        `run_dir/tls` at start; `host`: the address anvil, the miners and the explorer bind to;
+        `port`: anvil's, then miner i's is `port + 1 + i` (None: free ports)."""
         self.config = config
         self.run_dir = run_dir
-        self.tls = tls
+        self.use_tls = tls
+        self.tls: tuple[Path, Path, Path] | None = None  # CA certificate, server cert, key
         self.host = host
         self.first_port = port
         self.anvil: subprocess.Popen | None = None
@@ -107,6 +108,11 @@ class LocalNetwork:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "logs").mkdir(exist_ok=True)
             self.config_path.write_text(self.config.to_toml())
+            if self.use_tls:
+                from blockfl.tls import make_local_certificates
+
+                self.tls = make_local_certificates(self.run_dir / "tls",
+                                                   certificate_names(self.host))
             self._start_chain(chain_port)
             self.miners = [self._miner_role(i, ports) for i in range(len(ports))]
             for role in self.miners:

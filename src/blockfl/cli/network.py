@@ -80,12 +80,9 @@ def network_up(args: argparse.Namespace) -> int:
     status = sys.stderr if args.json else sys.stdout
     print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
           f"logs in {run_dir / 'logs'}", file=status, flush=True)
-    from blockfl.launcher import LocalNetwork, certificate_names
-    from blockfl.tls import make_local_certificates
+    from blockfl.launcher import LocalNetwork
 
-    tls = (make_local_certificates(run_dir / "tls", certificate_names(args.host)) if args.tls
-           else None)
-    network = LocalNetwork(config, run_dir, tls=tls, host=args.host, port=args.port)
+    network = LocalNetwork(config, run_dir, tls=args.tls, host=args.host, port=args.port)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
