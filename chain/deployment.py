@@ -71,16 +71,15 @@ def describe(ledger: EvmLedger, rpc_url: str, deployer: str) -> Deployment:
         token=params.token,
         deployer=deployer,
         block_number=ledger.w3.eth.block_number,
-        miners=[m for m in ledger_miners(ledger)],
+        miners=ledger_miners(ledger),
         parameters=params_json(params),
         abi={"BlockFL": load_artifact("BlockFL")["abi"]},  # also the reward token's
     )
 
 
 def ledger_miners(ledger: EvmLedger) -> list[str]:
-    """Miners registered so far, from `MinerAdded` events."""
-    logs = ledger.contract.events.MinerAdded().get_logs(from_block=0)
-    return [log["args"]["miner"] for log in logs]
+    """The miners registered now, in ascending address order (the contract's `miners()`)."""
+    return list(ledger.contract.functions.miners().call())
 
 
 def params_json(params: ChainParams) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def test_up_deploy_read_back_down(tmp_path):
         params = contract.functions.parameters().call()
         assert params[1] == 7
         assert str(params[0]) == str(deployment["parameters"]["target"])
+        assert deployment["miners"] == sorted(
+            [address_of(dev_key(1)), address_of(dev_key(2))], key=lambda a: int(a, 16))
         assert contract.functions.isMiner(address_of(dev_key(1))).call()
         assert not contract.functions.isMiner(address_of(dev_key(3))).call()
         assert contract.functions.head().call()[0] == 0
