@@ -165,8 +165,16 @@ class MinerService:
         return True
 
     def _adopt_checked(self, round_: int) -> bool:
-        """Check the next block fully (cross-verification of a committed block) and adopt it."""
-        proposal = self._announced.pop(round_, None) or self._known_block(round_)
+        """Check the next block fully (cross-verification of a committed block) and adopt it.
+
+        The block as its miner announces or a peer serves it names the updates the rule
+        excluded; the chain does not. So it is rebuilt from the chain only when no peer has
+        served it for half of `check_grace` (its miner died before announcing it), not in the
+        moment between a commit and its miner's announcement."""
+        proposal = self._announced.pop(round_, None) or self._ask_peers(
+            lambda peer: peer.block(round_))
+        if proposal is None and self._peers_had_their_time():
+            proposal = self._block_from_chain(round_)
         if proposal is None:
             return False
         found = self._announcement(proposal)
@@ -181,6 +189,13 @@ class MinerService:
         self.journal.record_block(proposal, self.node.head.block_hash, submissions)
         self._round_began(self.node.head, checked=True)
         return True
+
+    def _peers_had_their_time(self) -> bool:
+        """Whether the peers had half of `check_grace` since this miner saw the head it cannot
+        check yet (at once when it has no peers)."""
+        waited = (time.monotonic() - self._behind_since if self._behind_since is not None
+                  else 0.0)
+        return not self.clients or waited >= self.settings.check_grace / 2
 
     def _known_block(self, round_: int) -> BlockProposal | None:
         """A committed block from a peer (it names the updates the rule excluded, for the

@@ -180,9 +180,11 @@ def test_journal_refuses_another_deployment(tmp_path):
         MinerJournal(tmp_path / "miner.db", "31337:0xB")
 
 
-def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False):
+def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False,
+               rule=None):
     """Miners a and b on one embedded chain (b with a as its peer if `b_asks_a`, a with b if
-    `a_asks_b`), 3 devices; a block needs `quorum` miners (1: a commits alone)."""
+    `a_asks_b`), 3 devices; a block needs `quorum` miners (1: a commits alone); `rule`: both
+    miners' aggregation rule (FedAvg)."""
     from blockfl.client import MinerClient
 
     config = small_config(tmp_path, network={"devices": 3, "miners": 2},
@@ -196,7 +198,8 @@ def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False
 
     def miner(name: str, key: bytes, peers: list) -> MinerService:
         return MinerService(key, ledger, policy, settings, tmp_path / name, peers,
-                            experiment.initial, EventLog(name, tmp_path / f"{name}.jsonl"))
+                            experiment.initial, EventLog(name, tmp_path / f"{name}.jsonl"),
+                            rule=rule)
 
     b_peers: list = []
     a = miner("a", keys[0], b_peers)
@@ -255,6 +258,34 @@ def test_a_block_whose_miner_died_is_rebuilt_from_the_chain(tmp_path):
     client = TestClient(create_app(b, LIMIT))  # and b now serves the block and its model
     assert client.get("/blocks/1").json()["nonce"] == str(ledger.get_block(1).nonce)
     assert client.get(f"/models/{to_hex(ledger.head().global_model_hash)}").status_code == 200
+    b.close()
+
+
+def test_a_block_seen_on_chain_before_its_miner_serves_it_keeps_its_exclusions(
+        tmp_path, monkeypatch):
+    """The chain does not hold the updates a rule excluded: a miner that sees a new head
+    before the block's miner serves it waits for the block rather than rebuilding it from the
+    chain (it used to, and then served the block without its exclusions)."""
+    from blockfl.aggregation import AggregationRule
+    from blockfl.config import AggregationConfig
+
+    krum = AggregationRule(AggregationConfig(rule="krum", f=0))  # keeps 1 of the 3 updates
+    a, b, devices, ledger = two_miners(tmp_path, b_asks_a=True, rule=krum)
+    for d in devices:  # both miners hold every update (as after gossip)
+        submission = d.train(1, ledger.domain).submission
+        assert a.node.receive_upload(submission).accepted
+        assert b.node.receive_gossip(submission).accepted
+    a.mine(threading.Event())
+    committed = a.block(1)
+    assert committed is not None and len(committed.excluded) == 2
+
+    with monkeypatch.context() as m:  # the moment between a's commit and a serving the block
+        m.setattr(a.journal, "block", lambda ref: None)
+        assert not b.sync()  # b waits for the block; check_grace is 60 s
+        assert b.block(1) is None
+    assert b.sync()
+    assert b.block(1) == committed  # with the updates Krum excluded
+    a.close()
     b.close()
 
 
