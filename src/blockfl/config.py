@@ -302,20 +302,6 @@ def _convert(value: Any, kind: type, where: str) -> Any:
         raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
 
 
-#: the counts an experiment needs at least one of: (section, field, shortcut flag)
-AT_LEAST_ONE = (("run", "rounds", "--rounds"), ("network", "devices", "--devices"),
-                ("network", "miners", "--miners"))
-
-
-def check_counts(config: Config) -> Config:
-    """The config, or ValueError naming a count below 1 (rounds, devices, miners)."""
-    for section, name, flag in AT_LEAST_ONE:
-        value = getattr(getattr(config, section), name)
-        if value < 1:
-            raise ValueError(f"{section}.{name} ({flag}) must be at least 1, got {value}")
-    return config
-
-
 #: a field flag's action, its section and its field
 FieldFlag = tuple[argparse.Action, str, str]
 CONFIG_HELP = "experiment TOML, or a packaged one by name: demo, network, attack"
@@ -379,18 +365,12 @@ def _show_defaults(config_action: argparse.Action, flags: list[FieldFlag],
 
 def add_attack_flags(parser: argparse.ArgumentParser) -> None:
     """`--attackers FRACTION --attack BEHAVIOUR --rule RULE` (shortcuts of `[attack]` and
-    `[aggregation] rule`)."""
+    `[aggregation] rule`, read by `experiment_config`)."""
     parser.add_argument("--attackers", type=float,
                         help="share of devices that attack (attack.attackers), e.g. 0.3")
     parser.add_argument("--attack", help="their behaviour (attack.behaviour), e.g. sign_flip")
     parser.add_argument("--rule", choices=AGGREGATION_RULES,
                         help="aggregation rule (aggregation.rule)")
-
-
-def attack_shortcuts(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields of `add_attack_flags`, for `config_from_args`."""
-    return {"attack.attackers": args.attackers, "attack.behaviour": args.attack,
-            "aggregation.rule": args.rule}
 
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
@@ -426,4 +406,23 @@ def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
         overrides.setdefault(section, {})[key] = value
     for section, values in overrides.items():
         config = replace(config, **{section: _section(getattr(config, section), values, "flags")})
+    return config
+
+
+#: the counts an experiment needs at least one of: (section, field, shortcut flag)
+AT_LEAST_ONE = (("run", "rounds", "--rounds"), ("network", "devices", "--devices"),
+                ("network", "miners", "--miners"))
+
+
+def experiment_config(args: argparse.Namespace, **shortcuts: Any) -> Config:
+    """`config_from_args` for a command that runs an experiment (`simulate`, `network up`):
+    with the shortcuts of `add_attack_flags` too, and ValueError naming a count below 1
+    (rounds, devices, miners)."""
+    config = config_from_args(args, **shortcuts, **{
+        "attack.attackers": args.attackers, "attack.behaviour": args.attack,
+        "aggregation.rule": args.rule})
+    for section, name, flag in AT_LEAST_ONE:
+        value = getattr(getattr(config, section), name)
+        if value < 1:
+            raise ValueError(f"{section}.{name} ({flag}) must be at least 1, got {value}")
     return config

@@ -11,13 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from blockfl.cli.args import port
-from blockfl.config import (
-    add_attack_flags,
-    add_config_flags,
-    attack_shortcuts,
-    check_counts,
-    config_from_args,
-)
+from blockfl.config import add_attack_flags, add_config_flags, experiment_config
 
 if TYPE_CHECKING:
     from blockfl.launcher import LocalNetwork
@@ -69,12 +63,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def network_up(args: argparse.Namespace) -> int:
     """Run the network until the rounds are committed, print blocks and rewards, stop it."""
-    config = check_counts(config_from_args(
+    config = experiment_config(
         args,
         **{"network.miners": args.miners, "network.devices": args.devices,
-           "run.rounds": args.rounds, "chain.mode": args.mode, "chain.quorum": args.quorum,
-           **attack_shortcuts(args)},
-    ))
+           "run.rounds": args.rounds, "chain.mode": args.mode, "chain.quorum": args.quorum},
+    )
     run_dir = args.run_dir or Path(config.run.out_dir) / time.strftime("net-%Y%m%d-%H%M%S")
     rounds = config.run.rounds
     status = sys.stderr if args.json else sys.stdout

@@ -10,14 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockfl.config import (
-    Config,
-    add_attack_flags,
-    add_config_flags,
-    attack_shortcuts,
-    check_counts,
-    config_from_args,
-)
+from blockfl.config import Config, add_attack_flags, add_config_flags, experiment_config
 
 if TYPE_CHECKING:
     from blockfl.sim.engine import RoundResult
@@ -50,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def simulate_command(args: argparse.Namespace) -> int:
     """Run the experiment, print the round and reward tables, write the run directory."""
-    config = check_counts(config_from_args(
+    config = experiment_config(
         args,
         **{
             "network.devices": args.devices,
@@ -61,9 +54,8 @@ def simulate_command(args: argparse.Namespace) -> int:
             "chain.rpc_url": args.rpc_url,
             "run.engine": args.engine,
             "run.ray_address": args.ray_address,
-            **attack_shortcuts(args),
         },
-    ))
+    )
     # tables need about 130 columns; rich falls back to 80 when output is not a terminal
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     console.print(_banner(config))
