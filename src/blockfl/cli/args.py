@@ -1,9 +1,15 @@
-"""Argument types that refuse bad numbers with a one-line usage error, before any work."""
+"""Argument types that refuse bad numbers with a one-line usage error, before any work, and
+the miner clients of a `--miners`/`--peers` list."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blockfl.client import MinerClient
 
 
 def at_least(minimum: int, what: str = "a number") -> Callable[[str], int]:
@@ -33,3 +39,15 @@ def port(value: str) -> int:
 ROUND = at_least(0, "a round")
 #: a round that has a block
 BLOCK_ROUND = at_least(1, "a round with a block")
+
+
+def miner_clients(urls: str, ca_cert: Path | None = None,
+                  timeout: float = 30.0) -> list[MinerClient]:
+    """Clients of comma-separated miner URLs; ValueError for one that is not http(s)."""
+    from blockfl.client import MinerClient
+
+    found = [u for u in (s.strip() for s in urls.split(",")) if u]
+    for url in found:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"a miner URL starts with http:// or https://, got {url!r}")
+    return [MinerClient(u, timeout=timeout, ca_cert=ca_cert) for u in found]

@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blockfl.cli import args as cli_args
+
 if TYPE_CHECKING:
     from blockfl.client import MinerClient
 
@@ -42,10 +44,7 @@ def miner_arguments(parser: argparse.ArgumentParser) -> None:
 
 def miner_clients(args: argparse.Namespace) -> list[MinerClient]:
     """Clients of the `--miners` URLs."""
-    from blockfl.client import MinerClient
-
-    return [MinerClient(u.strip(), ca_cert=args.ca_cert)
-            for u in args.miners.split(",") if u.strip()]
+    return cli_args.miner_clients(args.miners, args.ca_cert)
 
 
 def claim_command(args: argparse.Namespace) -> int:

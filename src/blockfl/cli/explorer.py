@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blockfl.cli.args import port
+from blockfl.cli.args import miner_clients, port
 
 if TYPE_CHECKING:
     from blockfl.explorer.reader import Explorer
@@ -50,7 +50,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 def build_explorer(args: argparse.Namespace) -> Explorer:
     """The `Explorer` for the command's arguments."""
     from blockfl.chain.deployment import Deployment
-    from blockfl.client import MinerClient
     from blockfl.config import load_config
     from blockfl.explorer.reader import Explorer
 
@@ -63,8 +62,7 @@ def build_explorer(args: argparse.Namespace) -> Explorer:
     config = load_config(config_file)
     notes.append(f"models evaluated on the {config.data.dataset} test split of {config_file}")
     logs = args.logs or (beside / "logs" if (beside / "logs").is_dir() else None)
-    urls = [u.strip() for u in args.miners.split(",") if u.strip()]
-    miners = [MinerClient(u, timeout=10.0, ca_cert=args.ca_cert) for u in urls]
+    miners = miner_clients(args.miners, args.ca_cert, timeout=10.0)
     return Explorer(ledger, miners, config, logs, notes, recheck=args.recheck)
 
 

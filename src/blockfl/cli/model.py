@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from blockfl.cli.args import ROUND
+from blockfl.cli.args import ROUND, miner_clients
 from blockfl.config import Config, load_config
 
 
@@ -59,15 +59,13 @@ def _config(path: Path | None) -> Config:
 def model_export(args: argparse.Namespace) -> int:
     """Write a round's global model, checked against the chain."""
     from blockfl.chain.deployment import Deployment
-    from blockfl.client import MinerClient
     from blockfl.global_model import fetch
     from blockfl.hashing import to_hex
 
     deployment = args.deployment or (args.run_dir / "deployment.json" if args.run_dir
                                      else Path("deployment.json"))
     ledger = Deployment.read(deployment).ledger(args.rpc_url)
-    miners = [MinerClient(u.strip(), timeout=30.0, ca_cert=args.ca_cert)
-              for u in args.miners.split(",") if u.strip()]
+    miners = miner_clients(args.miners, args.ca_cert)
     model = fetch(ledger, args.round, miners, args.run_dir)
     args.out.write_bytes(model.data)
     print(f"round {model.round} global model {to_hex(model.model_hash)} (the on-chain hash) "

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blockfl.chain.node import port_in_use
-from blockfl.cli.args import port
+from blockfl.cli.args import miner_clients, port
 from blockfl.config import Config, add_config_flags, config_from_args
 
 if TYPE_CHECKING:
     from blockfl.chain.deployment import Deployment
     from blockfl.chain.ledger import Ledger
-    from blockfl.client import MinerClient
     from blockfl.protocol import ProtocolSpec
     from blockfl.sim.setup import Experiment
 
@@ -58,16 +57,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         add_config_flags(parser)
     miner.set_defaults(func=miner_command)
     device.set_defaults(func=device_command)
-
-
-def _clients(urls: str, ca_cert: Path | None) -> list[MinerClient]:
-    from blockfl.client import MinerClient
-
-    found = [u for u in (s.strip() for s in urls.split(",")) if u]
-    for url in found:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"a miner URL starts with http:// or https://, got {url!r}")
-    return [MinerClient(u, ca_cert=ca_cert) for u in found]
 
 
 def _checked(
@@ -121,7 +110,7 @@ def miner_command(args: argparse.Namespace) -> int:
     service = MinerService(
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
-        _clients(args.peers, args.ca_cert), experiment.initial, log,
+        miner_clients(args.peers, args.ca_cert), experiment.initial, log,
         rule=AggregationRule(spec.aggregation),
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
@@ -158,7 +147,7 @@ def device_command(args: argparse.Namespace) -> int:
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
 
-    miners = _clients(args.miners, args.ca_cert)
+    miners = miner_clients(args.miners, args.ca_cert)
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
     deployment = Deployment.read(args.deployment)
     ledger = deployment.ledger(args.rpc_url)
