@@ -134,8 +134,8 @@ def load_params(args: argparse.Namespace) -> LatencyParams:
         from blockfl.latency.from_config import params_from_config
 
         try:
-            config = load_config(args.experiment)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            config = load_config(args.experiment)  # bad TOML is already a ValueError
+        except OSError as exc:
             raise ValueError(f"cannot read experiment config {args.experiment}: {exc}") from None
         params = params_from_config(config, LatencyParams().delta_m)
         return params.with_overrides(dict(parse_override(item) for item in args.overrides))
