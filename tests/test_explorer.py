@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from blockfl.chain.node import free_port, start_anvil, stop_pid
+from blockfl.events import role_logs
 from blockfl.explorer.app import chart_library, create_app
 from blockfl.explorer.reader import EXCLUDED_EVENT, Explorer
 from blockfl.hashing import to_hex
@@ -110,5 +111,5 @@ def test_forks_counted_per_round(tmp_path):
                           "miner12.jsonl": [{"ts": 1, "event": "fork", "round": 3},
                                             {"ts": 2, "event": "fork", "round": 4}],
                           "device0.jsonl": [{"ts": 1, "event": "fork", "round": 9}]})
-    assert forks_per_round(tmp_path) == {3: 2, 4: 1}
+    assert forks_per_round(role_logs(tmp_path, "miner")) == {3: 2, 4: 1}
     assert round_table(tmp_path) == []  # nothing committed

@@ -51,10 +51,10 @@ def attestation_seconds(events: Events, round_: int, start: float, end: float) -
     return attesting[-1] if attesting else 0.0
 
 
-def forks_per_round(logs: Path) -> dict[int, int]:
-    """`fork` events of the miners' logs per round."""
+def forks_per_round(miner_events: Sequence[Events]) -> dict[int, int]:
+    """`fork` events of the miners' logs (`role_logs(logs, "miner")`) per round."""
     out: dict[int, int] = {}
-    for events in role_logs(logs, "miner"):
+    for events in miner_events:
         for e in events:
             if e.get("event") == "fork" and isinstance(e.get("round"), int):
                 out[e["round"]] = out.get(e["round"], 0) + 1
@@ -70,7 +70,7 @@ def round_table(logs: Path, rounds: int | None = None) -> list[dict[str, Any]]:
         rounds = max((e["round"] for events in miner_events for e in events
                       if e.get("event") == "committed" and isinstance(e.get("round"), int)),
                      default=0)
-    forks = forks_per_round(logs)
+    forks = forks_per_round(miner_events)
     rows: list[dict[str, Any]] = []
     previous_commit: float | None = None
     for r in range(1, rounds + 1):

@@ -21,7 +21,7 @@ from blockfl.chain.blocks import AcceptedUpdate, BlockRecord
 from blockfl.chain.evm import EvmLedger
 from blockfl.client import MinerClient, MinerUnavailable
 from blockfl.config import Config
-from blockfl.events import read_events
+from blockfl.events import read_events, role_logs
 from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
@@ -133,7 +133,7 @@ class Explorer:
         head = ledger.head()
         blocks = inspection.blocks(ledger)
         accepted = ledger.accepted_updates()
-        forks = forks_per_round(self.logs) if self.logs else None
+        forks = forks_per_round(role_logs(self.logs, "miner")) if self.logs else None
         models = self._model_rows(blocks)
         metrics = [row["metrics"] | {"round": row["round"]} for row in models
                    if row["metrics"] is not None]

@@ -65,7 +65,7 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
     miners, devices = role_logs(run_dir / "logs", "miner"), role_logs(run_dir / "logs", "device")
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
-    forks = forks_per_round(run_dir / "logs")
+    forks = forks_per_round(miners)
     accepted: dict[tuple[int, str], float] = {}  # (round, device) -> upload accepted
     for log in miners:
         for e in log:
