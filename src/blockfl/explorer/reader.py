@@ -21,7 +21,7 @@ from blockfl.chain.blocks import AcceptedUpdate, BlockRecord
 from blockfl.chain.evm import EvmLedger
 from blockfl.client import MinerClient, MinerUnavailable
 from blockfl.config import Config
-from blockfl.events import read_events, role_logs
+from blockfl.events import role_logs
 from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
@@ -198,8 +198,8 @@ class Explorer:
         """Updates the aggregation rule left out of the round's block: with their reasons from
         the miners' logs, and the update hashes the block carries as a miner serves it."""
         found: dict[str, dict[str, Any]] = {}
-        for path in sorted(self.logs.glob("miner*.jsonl")) if self.logs else []:
-            for e in read_events(path):
+        for events in role_logs(self.logs, "miner") if self.logs else []:
+            for e in events:
                 if e.get("event") == EXCLUDED_EVENT and e.get("round") == round_:
                     found.setdefault(str(e.get("update_hash")), {
                         "device": e.get("device"), "update_hash": e.get("update_hash"),
