@@ -40,6 +40,7 @@ def test_events_in_a_few_words(event, text):
     (["simulate", "--rounds", "0"], "run.rounds (--rounds) must be at least 1, got 0"),
     (["simulate", "--miners", "0"], "network.miners (--miners) must be at least 1, got 0"),
     (["simulate", "--devices", "0"], "network.devices (--devices) must be at least 1, got 0"),
+    (["attack", "--rounds", "0"], "run.rounds (--rounds) must be at least 1, got 0"),
 ])
 def test_counts_below_one_are_refused_before_anything_starts(argv, message, tmp_path, capsys,
                                                              monkeypatch):

@@ -414,15 +414,18 @@ AT_LEAST_ONE = (("run", "rounds", "--rounds"), ("network", "devices", "--devices
                 ("network", "miners", "--miners"))
 
 
-def experiment_config(args: argparse.Namespace, **shortcuts: Any) -> Config:
-    """`config_from_args` for a command that runs an experiment (`simulate`, `network up`):
-    with the shortcuts of `add_attack_flags` too, and ValueError naming a count below 1
-    (rounds, devices, miners)."""
-    config = config_from_args(args, **shortcuts, **{
-        "attack.attackers": args.attackers, "attack.behaviour": args.attack,
-        "aggregation.rule": args.rule})
+def check_counts(config: Config) -> Config:
+    """The config, or ValueError naming a count below 1 (rounds, devices, miners)."""
     for section, name, flag in AT_LEAST_ONE:
         value = getattr(getattr(config, section), name)
         if value < 1:
             raise ValueError(f"{section}.{name} ({flag}) must be at least 1, got {value}")
     return config
+
+
+def experiment_config(args: argparse.Namespace, **shortcuts: Any) -> Config:
+    """`config_from_args` for `simulate` and `network up`: with the shortcuts of
+    `add_attack_flags` too, its counts checked."""
+    return check_counts(config_from_args(args, **shortcuts, **{
+        "attack.attackers": args.attackers, "attack.behaviour": args.attack,
+        "aggregation.rule": args.rule}))

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from blockfl.config import add_config_flags, config_from_args
+from blockfl.config import add_config_flags, check_counts, config_from_args
 
 DEFAULT_ATTACKS = "sign_flip,scale_x10,gaussian_noise,label_flip,free_rider,sample_inflation,sybil"
 DEFAULT_RULES = "fedavg,median,trimmed_mean,krum,multi_krum,clipped_fedavg"
@@ -44,7 +44,7 @@ def attack_command(args: argparse.Namespace) -> int:
 
     from blockfl.sim import attack
 
-    config = config_from_args(args, **{"run.rounds": args.rounds})
+    config = check_counts(config_from_args(args, **{"run.rounds": args.rounds}))
     out = args.out or Path(config.run.out_dir) / time.strftime("attack-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
