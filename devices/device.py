@@ -90,8 +90,7 @@ class Device:
                        seed=self._round_seed(round_))
         if not self.behaviour.trains:  # a free-rider claims the time training would have taken
             zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
-            seconds = t.epochs * len(y) * t.ms_per_sample / 1000
-            return LocalUpdate(zero, len(y), seconds, float("nan"))
+            return LocalUpdate(zero, len(y), self._modelled_seconds(len(y)), float("nan"))
         if t.algorithm == "svrg":
             return train_svrg_linear(self.global_state, x, y, **options)
         if t.algorithm == "sgd":
@@ -131,10 +130,15 @@ class Device:
         if t.compute_time == "measured":
             seconds = local.compute_seconds
         elif t.compute_time == "modelled":
-            seconds = t.epochs * local.n_samples * t.ms_per_sample / 1000
+            seconds = self._modelled_seconds(local.n_samples)
         else:
             raise ValueError(f"unknown compute_time {t.compute_time!r}: measured or modelled")
         return max(1, math.ceil(seconds * 1000))
+
+    def _modelled_seconds(self, n_samples: int) -> float:
+        """The latency model's computation time: epochs x samples x `ms_per_sample`."""
+        t = self.training
+        return t.epochs * n_samples * t.ms_per_sample / 1000
 
     @staticmethod
     def choose_miner(miners: Sequence[M], rng: random.Random) -> M:
