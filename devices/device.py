@@ -114,12 +114,16 @@ class Device:
         )
         payload = encode(delta)
         submissions = []
-        for i in range(behaviour.copies):
-            key = self.key if i == 0 else derived_key(f"sybil-{self.address}", i)
+        for key in self.signing_keys():
             signed_record = replace(record, device=address_of(key))
             signed = SignedUpdate(signed_record, sign_update(key, signed_record, domain))
             submissions.append(UpdateSubmission(signed, payload))
         return TrainedUpdate(submissions[0], local, tuple(submissions[1:]))
+
+    def signing_keys(self) -> list[bytes]:
+        """The keys each update is signed under: this device's, then a Sybil's copies'."""
+        return [self.key, *(derived_key(f"sybil-{self.address}", i)
+                            for i in range(1, self.behaviour.copies))]
 
     def _round_seed(self, round_: int) -> int:
         return self.seed * 1_000_003 + round_

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from blockfl.config import AGGREGATION_RULES, Config
 from blockfl.devices.behaviours import BEHAVIOURS
-from blockfl.keys import derived_key
 from blockfl.signing import address_of
 from blockfl.sim.engine import Simulation
 
@@ -58,11 +57,10 @@ def attacker_addresses(sim: Simulation) -> set[str]:
     attacker's own update is honest work and only its copies' keys count."""
     out = set()
     for device in sim.devices:
-        behaviour = device.behaviour
-        if behaviour.copies > 1:
-            out |= {address_of(derived_key(f"sybil-{device.address}", i))
-                    for i in range(1, behaviour.copies)}
-        elif not behaviour.honest:
+        copies = device.signing_keys()[1:]
+        if copies:
+            out |= {address_of(key) for key in copies}
+        elif not device.behaviour.honest:
             out.add(device.address)
     return out
 
