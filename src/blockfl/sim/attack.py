@@ -68,7 +68,10 @@ def attacker_addresses(sim: Simulation) -> set[str]:
 def run_one(config: Config, work_dir: Path) -> AttackRun:
     """One whole run on a fresh ledger in `work_dir`."""
     sim = Simulation(config, work_dir)
-    results = [sim.run_round() for _ in range(config.run.rounds)]
+    try:
+        results = [sim.run_round() for _ in range(config.run.rounds)]
+    finally:
+        sim.close()  # a Ray trainer's actors would hold their CPUs into the next run
     bad = attacker_addresses(sim)
     paid = [u for r in results for u in sim.ledger.accepted_updates(r.round)]
     total = sum(u.reward for u in paid)
