@@ -86,17 +86,15 @@ class Device:
         """Train on the local shard from the global model (not yet signed)."""
         t = self.training
         x, y = self.shard.x, self.shard.y
-        options = dict(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
-                       seed=self._round_seed(round_))
+        seed = self._round_seed(round_)
         if not self.behaviour.trains:  # a free-rider claims the time training would have taken
             zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
             return LocalUpdate(zero, len(y), self._modelled_seconds(len(y)), float("nan"))
         if t.algorithm == "svrg":
-            return train_svrg_linear(self.global_state, x, y, **options)
+            return train_svrg_linear(self.global_state, x, y, t, seed=seed)
         if t.algorithm == "sgd":
-            return train_local(
-                self.model_name, self.global_state, x, y, task=self.shard.task, **options
-            )
+            return train_local(self.model_name, self.global_state, x, y, t, seed=seed,
+                               task=self.shard.task)
         raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
 
     def submission(self, round_: int, domain: Domain, local: LocalUpdate) -> TrainedUpdate:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blockfl.config import TrainingConfig
 from blockfl.devices.data import Task
 from blockfl.models import model_for_state
 from blockfl.tensors import StateDict
@@ -58,14 +59,13 @@ def train_local(
     base_state: StateDict,
     x: torch.Tensor,
     y: torch.Tensor,
+    training: TrainingConfig,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
     seed: int,
     task: Task,
 ) -> LocalUpdate:
-    """Plain minibatch SGD for ``epochs`` passes over (x, y), starting from ``base_state``.
+    """Plain minibatch SGD for ``training.epochs`` passes over (x, y), starting from
+    ``base_state`` (``training``: its ``epochs``, ``lr`` and ``batch_size``).
 
     Linear/ReLU models train through `train_many` (the same bits as when many devices train
     together), others through `train_module`. ``final_loss`` is the sample-weighted mean
@@ -73,9 +73,7 @@ def train_local(
     """
     from blockfl.devices.training_batched import TrainingJob, train_many
 
-    job = TrainingJob(x, y, seed)
-    return train_many(model_name, base_state, [job], epochs=epochs, lr=lr,
-                      batch_size=batch_size, task=task)[0]
+    return train_many(model_name, base_state, [TrainingJob(x, y, seed)], training, task=task)[0]
 
 
 def train_module(
@@ -83,14 +81,13 @@ def train_module(
     base_state: StateDict,
     x: torch.Tensor,
     y: torch.Tensor,
+    training: TrainingConfig,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
     seed: int,
     task: Task,
 ) -> LocalUpdate:
     """`train_local` with the torch module and `torch.optim.SGD` (any model)."""
+    epochs, lr, batch_size = training.epochs, training.lr, training.batch_size
     if len(x) == 0 or epochs < 1:
         raise ValueError("need at least one sample and one epoch")
     model = model_for_state(model_name, tuple(x.shape[1:]), base_state)
@@ -123,10 +120,8 @@ def train_svrg_linear(
     base_state: StateDict,
     x: torch.Tensor,
     y: torch.Tensor,
+    training: TrainingConfig,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
     seed: int,
     anchor_grad: StateDict | None = None,
 ) -> LocalUpdate:
@@ -140,8 +135,10 @@ def train_svrg_linear(
     gradient at ``w0`` that devices obtain by exchanging local gradients, as in the paper),
     else the full gradient of this device's local data at ``w0``. The diagonal scaling
     matrices of FSVRG for sparse features are omitted (identity): the data here is dense.
-    ``final_loss`` is the local MSE of the final model.
+    ``final_loss`` is the local MSE of the final model; ``training`` gives the ``epochs``, ``lr``
+    and ``batch_size``.
     """
+    epochs, lr, batch_size = training.epochs, training.lr, training.batch_size
     x2 = x.reshape(len(x), -1)
     if len(x2) == 0 or epochs < 1:
         raise ValueError("need at least one sample and one epoch")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from blockfl.config import TrainingConfig
 from blockfl.devices.data import Task
 from blockfl.devices.training import LocalUpdate, train_module
 from blockfl.tensors import StateDict
@@ -48,16 +49,14 @@ def train_many(
     model_name: str,
     base_state: StateDict,
     jobs: Sequence[TrainingJob],
+    training: TrainingConfig,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
     task: Task,
 ) -> list[LocalUpdate]:
-    """Minibatch SGD for every job from `base_state`; results in the order of `jobs`."""
-    options = dict(epochs=epochs, lr=lr, batch_size=batch_size, task=task)
+    """Minibatch SGD (`training`'s epochs, lr and batch size) for every job from
+    `base_state`; results in the order of `jobs`."""
     if model_name not in VECTORIZED_MODELS:
-        return [train_module(model_name, base_state, j.x, j.y, seed=j.seed, **options)
+        return [train_module(model_name, base_state, j.x, j.y, training, seed=j.seed, task=task)
                 for j in jobs]
     by_size: dict[int, list[int]] = {}
     for i, job in enumerate(jobs):
@@ -66,7 +65,7 @@ def train_many(
     for members in by_size.values():
         for start in range(0, len(members), MAX_STACK):
             chunk = members[start:start + MAX_STACK]
-            updates = _train_stack(base_state, [jobs[i] for i in chunk], **options)
+            updates = _train_stack(base_state, [jobs[i] for i in chunk], training, task)
             for i, update in zip(chunk, updates, strict=True):
                 results[i] = update
     return results  # type: ignore[return-value]
@@ -75,13 +74,11 @@ def train_many(
 def _train_stack(
     base_state: StateDict,
     jobs: Sequence[TrainingJob],
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
+    training: TrainingConfig,
     task: Task,
 ) -> list[LocalUpdate]:
     """Train devices with equal sample counts together: one step per minibatch for all."""
+    epochs, lr, batch_size = training.epochs, training.lr, training.batch_size
     n, count = len(jobs[0].x), len(jobs)
     if n == 0 or epochs < 1 or batch_size < 1:
         raise ValueError("need at least one sample, one epoch and a batch size >= 1")

@@ -21,7 +21,7 @@ from blockfl.chain.blocks import BlockProposal, sort_updates
 from blockfl.chain.deployment import describe
 from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, rpc_web3
 from blockfl.cli import main
-from blockfl.config import load_config
+from blockfl.config import TrainingConfig, load_config
 from blockfl.devices.training import train_local
 from blockfl.hashing import to_hex
 from blockfl.signing import address_of
@@ -64,7 +64,8 @@ def run(anvil_url, tmp_path_factory) -> Run:
         train = type(train)(torch.cat([train.x, shard.x]), torch.cat([train.y, shard.y]),
                             train.input_shape, train.n_outputs, train.task)
     update = train_local(config.model.name, experiment.initial, train.x, train.y,
-                         epochs=5, lr=0.3, batch_size=32, seed=0, task=train.task)
+                         TrainingConfig(epochs=5, lr=0.3, batch_size=32), seed=0,
+                         task=train.task)
     trained = {k: experiment.initial[k] + update.delta[k] for k in experiment.initial}
 
     run_dir = tmp_path_factory.mktemp("model") / "net"

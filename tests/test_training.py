@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from blockfl.aggregation import FedAvg, WeightedUpdate
+from blockfl.config import TrainingConfig
 from blockfl.devices.data import load_digits, partition_iid, synthetic_linear, train_test_split
 from blockfl.devices.training import evaluate, train_local, train_svrg_linear
 from blockfl.models import MODELS, build_model, initial_state, model_spec
@@ -32,14 +33,15 @@ def test_train_local_is_deterministic_and_returns_delta():
     ds = load_digits()
     x, y = ds.x[:200], ds.y[:200]
     base = initial_state("mlp", ds.input_shape, 10, seed=0)
-    kwargs = dict(epochs=1, lr=0.1, batch_size=32, seed=3, task="classification")
-    a = train_local("mlp", base, x, y, **kwargs)
-    b = train_local("mlp", base, x, y, **kwargs)
+    training = TrainingConfig(epochs=1, lr=0.1, batch_size=32)
+    kwargs = dict(seed=3, task="classification")
+    a = train_local("mlp", base, x, y, training, **kwargs)
+    b = train_local("mlp", base, x, y, training, **kwargs)
     assert tensor_hash(a.delta) == tensor_hash(b.delta)
     assert model_spec(a.delta) == model_spec(base)
     assert a.n_samples == 200 and a.compute_seconds > 0 and a.final_loss > 0
     assert any(v.abs().sum() > 0 for v in a.delta.values())
-    c = train_local("mlp", base, x, y, **dict(kwargs, seed=4))
+    c = train_local("mlp", base, x, y, training, **dict(kwargs, seed=4))
     assert tensor_hash(c.delta) != tensor_hash(a.delta)
 
 
@@ -57,9 +59,7 @@ def test_fedavg_on_iid_digits_reaches_90_percent():
                 state,
                 local.x,
                 local.y,
-                epochs=2,
-                lr=0.5,
-                batch_size=16,
+                TrainingConfig(epochs=2, lr=0.5, batch_size=16),
                 seed=100 * rnd + i,
                 task="classification",
             )
@@ -81,7 +81,8 @@ def test_svrg_linear_regression_approaches_noise_level():
         for i, part in enumerate(parts):
             local = train.subset(part)
             u = train_svrg_linear(
-                state, local.x, local.y, epochs=1, lr=0.05, batch_size=8, seed=100 * rnd + i
+                state, local.x, local.y, TrainingConfig(epochs=1, lr=0.05, batch_size=8),
+                seed=100 * rnd + i,
             )
             updates.append(WeightedUpdate(f"0x{i:040x}", u.delta, u.n_samples))
         state = FedAvg().aggregate(state, updates)
@@ -95,14 +96,15 @@ def test_svrg_with_anchor_gradient_and_zero_lr():
     base = initial_state("linreg", (4,), 1, seed=0)
     zero_grad = {k: torch.zeros_like(v) for k, v in base.items()}
     u = train_svrg_linear(
-        base, ds.x, ds.y, epochs=1, lr=0.0, batch_size=5, seed=0, anchor_grad=zero_grad
+        base, ds.x, ds.y, TrainingConfig(epochs=1, lr=0.0, batch_size=5), seed=0,
+        anchor_grad=zero_grad,
     )
     assert all(torch.equal(v, torch.zeros_like(v)) for v in u.delta.values())
     # with lr > 0 and the exact minimiser as base, the anchor correction keeps it in place
     x1 = torch.cat([ds.x, torch.ones(50, 1)], dim=1).double()
     sol = torch.linalg.lstsq(x1, ds.y.double().unsqueeze(1)).solution.squeeze(1).float()
     opt = {"out.weight": sol[:4].unsqueeze(0), "out.bias": sol[4:]}
-    u = train_svrg_linear(opt, ds.x, ds.y, epochs=2, lr=0.05, batch_size=5, seed=0)
+    u = train_svrg_linear(opt, ds.x, ds.y, TrainingConfig(epochs=2, lr=0.05, batch_size=5), seed=0)
     assert all(v.abs().max() < 1e-4 for v in u.delta.values())
 
 

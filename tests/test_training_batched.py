@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from blockfl.config import TrainingConfig
 from blockfl.devices.data import load_digits, partition_iid, synthetic_linear
 from blockfl.devices.training import train_local, train_module
 from blockfl.devices.training_batched import TrainingJob, train_many
@@ -29,33 +30,36 @@ def _setup(case: str):
     base = initial_state(model, dataset.input_shape, dataset.n_outputs, seed=2)
     parts = partition_iid(len(dataset), n_devices, seed=3, size_skew=1.0)
     jobs = [TrainingJob(dataset.x[p], dataset.y[p], 1000 + i) for i, p in enumerate(parts)]
-    options = dict(epochs=epochs, lr=0.1, batch_size=batch_size, task=dataset.task)
-    return model, base, jobs, options
+    training = TrainingConfig(epochs=epochs, lr=0.1, batch_size=batch_size)
+    return model, base, jobs, training, dataset.task
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_stacked_devices_get_the_bits_each_gets_alone(case):
-    model, base, jobs, options = _setup(case)
+    model, base, jobs, training, task = _setup(case)
     assert len({len(j.x) for j in jobs}) > 1  # several stacks
-    stacked = train_many(model, base, jobs, **options)
+    stacked = train_many(model, base, jobs, training, task=task)
     for job, got in zip(jobs, stacked, strict=True):
-        alone = train_local(model, base, job.x, job.y, seed=job.seed, **options)
+        alone = train_local(model, base, job.x, job.y, training, seed=job.seed,
+                             task=task)
         assert tensor_hash(got.delta) == tensor_hash(alone.delta)
         assert got.n_samples == alone.n_samples == len(job.x)
         assert got.final_loss == pytest.approx(alone.final_loss, rel=1e-6)
     # each device trained on its own shard with its own seed
     assert len({tensor_hash(u.delta) for u in stacked}) == len(jobs)
     # and a different grouping (reversed order, so other stacks) changes no bit
-    again = train_many(model, base, jobs[::-1], **options)[::-1]
+    again = train_many(model, base, jobs[::-1], training, task=task)[::-1]
     assert [tensor_hash(u.delta) for u in again] == [tensor_hash(u.delta) for u in stacked]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.startswith("cnn")])
 def test_written_out_sgd_matches_torch_optim(case):
-    model, base, jobs, options = _setup(case)
+    model, base, jobs, training, task = _setup(case)
     for job in jobs[:8]:
-        ours = train_local(model, base, job.x, job.y, seed=job.seed, **options)
-        torchs = train_module(model, base, job.x, job.y, seed=job.seed, **options)
+        ours = train_local(model, base, job.x, job.y, training, seed=job.seed,
+                             task=task)
+        torchs = train_module(model, base, job.x, job.y, training, seed=job.seed,
+                              task=task)
         for name, delta in torchs.delta.items():
             scale = float(delta.abs().max())
             assert float((ours.delta[name] - delta).abs().max()) <= 1e-4 * scale + 1e-9

@@ -113,13 +113,11 @@ def _train_round(
     experiment: Experiment, bases: Sequence[StateDict], config: Config, r: int
 ) -> list[WeightedUpdate]:
     """Local SGD of every device from its base model; seeds depend on (seed, round, device)."""
-    t = config.training
     updates = []
     for k, (shard, base) in enumerate(zip(experiment.shards, bases, strict=True)):
         local = train_local(
-            config.model.name, base, shard.x, shard.y, epochs=t.epochs, lr=t.lr,
-            batch_size=t.batch_size, seed=entropy(config.run.seed, r, TRAINING_STREAM, k),
-            task=shard.task,
+            config.model.name, base, shard.x, shard.y, config.training,
+            seed=entropy(config.run.seed, r, TRAINING_STREAM, k), task=shard.task,
         )
         updates.append(WeightedUpdate(f"device{k:04d}", local.delta, local.n_samples))
     return updates

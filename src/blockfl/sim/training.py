@@ -42,12 +42,11 @@ def local_updates(devices: Sequence[Device], round_: int, batched: bool) -> list
             by_base.setdefault(device.global_hash, []).append(i)
         else:  # a free-rider: nothing to train
             out[i] = device.local_update(round_)
-    t = devices[0].training
     for members in by_base.values():
         first = devices[members[0]]
         jobs = [devices[i].training_job(round_) for i in members]
-        updates = train_many(first.model_name, first.global_state, jobs, epochs=t.epochs,
-                             lr=t.lr, batch_size=t.batch_size, task=first.shard.task)
+        updates = train_many(first.model_name, first.global_state, jobs, first.training,
+                             task=first.shard.task)
         for i, update in zip(members, updates, strict=True):
             out[i] = update
     return out  # type: ignore[return-value]
