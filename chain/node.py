@@ -16,6 +16,21 @@ DEFAULT_PORT = 8545
 ANVIL_CHAIN_ID = 31337
 
 
+#: bind addresses meaning every interface: this machine's processes reach them on loopback
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def local_address(host: str) -> str:
+    """The address that reaches a server bound to `host` from this machine."""
+    return WILDCARDS.get(host, host)
+
+
+def reach_host(host: str) -> str:
+    """`local_address` as a URL writes it (an IPv6 address in brackets)."""
+    address = local_address(host)
+    return f"[{address}]" if ":" in address else address
+
+
 def find_anvil() -> Path | None:
     """The anvil binary: $BLOCKFL_ANVIL, node_modules/.bin/anvil, or anvil on PATH."""
     env = os.environ.get("BLOCKFL_ANVIL")

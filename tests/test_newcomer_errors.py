@@ -257,7 +257,8 @@ def test_network_up_ports_are_checked_before_anything_starts(tmp_path, capsys, m
 
 
 def test_servers_on_every_interface_are_reached_on_loopback():
-    from blockfl.launcher import certificate_names, reach_host
+    from blockfl.chain.node import reach_host
+    from blockfl.launcher import certificate_names
 
     assert reach_host("0.0.0.0") == "127.0.0.1" and reach_host("::") == "[::1]"
     assert reach_host("10.1.2.3") == "10.1.2.3"

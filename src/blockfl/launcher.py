@@ -24,7 +24,15 @@ from typing import Any
 
 from blockfl.chain.deployment import Deployment
 from blockfl.chain.evm import EvmLedger
-from blockfl.chain.node import free_port, port_in_use, start_anvil, wait_for_port
+from blockfl.chain.node import (
+    WILDCARDS,
+    free_port,
+    local_address,
+    port_in_use,
+    reach_host,
+    start_anvil,
+    wait_for_port,
+)
 from blockfl.config import Config
 from blockfl.keys import dev_key, parse_key
 from blockfl.signing import address_of
@@ -37,21 +45,6 @@ DEVICE_KEY_OFFSET = 100
 #: many processes share a few cores: one torch thread each avoids oversubscription, which made
 #: local training (and the computation time devices sign) up to 40x slower (unless overridden)
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} | dict(os.environ)
-#: bind addresses meaning every interface: this machine's processes reach them on loopback
-WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-
-
-def local_address(host: str) -> str:
-    """The address that reaches a server bound to `host` from this machine."""
-    return WILDCARDS.get(host, host)
-
-
-def reach_host(host: str) -> str:
-    """`local_address` as a URL writes it (an IPv6 address in brackets)."""
-    address = local_address(host)
-    return f"[{address}]" if ":" in address else address
-
-
 def certificate_names(host: str) -> list[str]:
     """The names, beyond loopback, a TLS certificate for servers bound to `host` must cover:
     the host itself, or this machine's name for a wildcard."""

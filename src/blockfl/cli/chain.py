@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from blockfl.chain.node import DEFAULT_PORT, start_anvil, stop_pid
+from blockfl.chain.node import DEFAULT_PORT, reach_host, start_anvil, stop_pid
 from blockfl.cli.args import port
 from blockfl.config import add_config_flags, config_from_args
 
@@ -76,7 +76,7 @@ def chain_up(args: argparse.Namespace) -> int:
                          "pass another --state-dir")
     log = args.state_dir / "anvil.log"
     proc = start_anvil(args.port, log_path=log, host=args.host, state=args.state)
-    url = f"http://{args.host}:{args.port}"
+    url = f"http://{reach_host(args.host)}:{args.port}"
     if args.detach:
         (args.state_dir / "anvil.pid").write_text(f"{proc.pid}\n")
         (args.state_dir / "anvil.url").write_text(f"{url}\n")
