@@ -25,6 +25,7 @@ The median and trimmed mean work for any `n >= 1` (`floor(beta * n) < n / 2` alw
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -99,18 +100,11 @@ def norms(base: StateDict, updates: Sequence[WeightedUpdate]) -> list[float]:
     return [squared_norm([u.delta[name] for name in base]) ** 0.5 for u in updates]
 
 
-def clip_bound(values: Sequence[float]) -> float:
-    """The median of ``values`` (mean of the two middle ones for an even count)."""
-    s = sorted(values)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def clipped_fedavg(base: StateDict, updates: Sequence[WeightedUpdate], clip: float) -> StateDict:
     """FedAvg of the deltas, each scaled to L2 norm at most ``clip`` (0: the median norm)."""
     ordered = ordered_updates(base, updates)
     lengths = norms(base, ordered)
-    bound = clip if clip > 0 else clip_bound(lengths)
+    bound = clip if clip > 0 else statistics.median(lengths)
     weights = [
         u.n_samples * (bound / norm if norm > bound else 1.0)
         for u, norm in zip(ordered, lengths, strict=True)
@@ -139,7 +133,7 @@ def multi_krum(
     ordered = ordered_updates(base, updates)
     n = len(ordered)
     dist, squares = grid_distances([[u.delta[name] for name in base] for u in ordered])
-    floor = min_norm_ratio**2 * clip_bound(squares)
+    floor = min_norm_ratio**2 * statistics.median(squares)
     why = {i: f"L2 norm below {min_norm_ratio} x the block's median: no work (a free-rider)"
            for i in range(n) if squares[i] < floor}
     rest = [i for i in range(n) if i not in why]
