@@ -267,12 +267,14 @@ def load_config(path: str | Path | None = None) -> Config:
     for name, values in data.items():
         if name not in sections:
             raise ValueError(f"{path}: unknown section [{name}]")
-        updated = _section(getattr(config, name), values, f"{path}:[{name}]")
+        updated = update_section(getattr(config, name), values, f"{path}:[{name}]")
         config = replace(config, **{name: updated})
     return config
 
 
-def _section(current: Any, values: dict[str, Any], where: str) -> Any:
+def update_section(current: Any, values: dict[str, Any], where: str) -> Any:
+    """`current` (a config section) with `values` converted to its fields' types; ValueError
+    naming `where` for an unknown field or a value that does not convert."""
     known = {f.name: f for f in fields(current)}
     for key in values:
         if key not in known:
@@ -398,14 +400,15 @@ def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
         if section not in {f.name for f in fields(Config)}:
             raise ValueError(f"unknown section [{section}] in {dotted!r}")
         if key in overrides.get(section, {}):
-            shortcut = _section(getattr(config, section), {key: overrides[section][key]}, "")
-            flag = _section(getattr(config, section), {key: value}, f"flags: {dotted}")
+            shortcut = update_section(getattr(config, section), {key: overrides[section][key]}, "")
+            flag = update_section(getattr(config, section), {key: value}, f"flags: {dotted}")
             if getattr(shortcut, key) != getattr(flag, key):
                 raise ValueError(f"{dotted} is set twice, to {overrides[section][key]!r} by a "
                                  f"shortcut flag and to {value!r}: give one")
         overrides.setdefault(section, {})[key] = value
     for section, values in overrides.items():
-        config = replace(config, **{section: _section(getattr(config, section), values, "flags")})
+        updated = update_section(getattr(config, section), values, "flags")
+        config = replace(config, **{section: updated})
     return config
 
 

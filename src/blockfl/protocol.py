@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from blockfl.config import AggregationConfig, ChainConfig, Config, VerificationPolicy
+from blockfl.config import (
+    AggregationConfig,
+    ChainConfig,
+    Config,
+    VerificationPolicy,
+    update_section,
+)
 from blockfl.hashing import keccak
 
 SPEC_VERSION = 1
@@ -37,11 +43,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
     return value
-
-
-def _from_json(section: Any, values: dict[str, Any]) -> Any:
-    kinds = {f.name: type(getattr(section(), f.name)) for f in fields(section)}
-    return section(**{k: kinds[k](v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,10 @@ class ProtocolSpec:
                              f"this node runs version {SPEC_VERSION}")
         model = data["model"]
         return cls(
-            _from_json(AggregationConfig, data["aggregation"]),
-            _from_json(VerificationPolicy, data["verification"]),
-            _from_json(ChainConfig, data["chain"]),
+            update_section(AggregationConfig(), data["aggregation"], "protocol spec aggregation"),
+            update_section(VerificationPolicy(), data["verification"],
+                           "protocol spec verification"),
+            update_section(ChainConfig(), data["chain"], "protocol spec chain"),
             model["name"],
             bytes.fromhex(model["genesis_model_hash"].removeprefix("0x")),
         )
