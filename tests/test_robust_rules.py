@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from blockfl.aggregation import AggregationRule, FedAvg, WeightedUpdate, select_updates
+from blockfl.aggregation import AggregationRule, FedAvg, WeightedUpdate
 from blockfl.aggregation.kernels import grid_distances, squared_norm
 from blockfl.aggregation.rules import clipped_fedavg, median, multi_krum, trimmed_mean
 from blockfl.config import AGGREGATION_RULES, AggregationConfig, Config
@@ -188,7 +188,7 @@ def test_fedavg_rule_is_the_default_and_keeps_every_update():
     assert FedAvg().config == AggregationRule().config == AggregationConfig()
     assert tensor_hash(FedAvg().aggregate(base, updates)) == _run(_rule("fedavg"), base, updates)
     spec = ProtocolSpec.from_config(Config(), bytes(32))
-    kept, excluded = select_updates(spec, base, updates)
+    kept, excluded = AggregationRule(spec.aggregation).select(base, updates)
     assert len(kept) == 5 and excluded == []
 
 

@@ -17,7 +17,6 @@ from blockfl.aggregation.rules import (
     Exclusion,
     FedAvg,
     Selection,
-    select_updates,
 )
 from blockfl.aggregation.updates import MAX_SAMPLES, WeightedUpdate, apply_delta, ordered_updates
 from blockfl.tensors import StateDict
@@ -33,7 +32,6 @@ __all__ = [
     "WeightedUpdate",
     "apply_delta",
     "ordered_updates",
-    "select_updates",
     "selection_mismatch",
 ]
 

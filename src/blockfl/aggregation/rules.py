@@ -28,7 +28,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from blockfl.aggregation.kernels import (
     grid_distances,
@@ -39,9 +39,6 @@ from blockfl.aggregation.kernels import (
 from blockfl.aggregation.updates import WeightedUpdate, ordered_updates
 from blockfl.config import AggregationConfig
 from blockfl.tensors import StateDict
-
-if TYPE_CHECKING:
-    from blockfl.protocol import ProtocolSpec
 
 ROBUST_FILTER = "robust_filter"  # the reason an excluded update is logged and journaled with
 
@@ -181,15 +178,3 @@ class AggregationRule:
 
 class FedAvg(AggregationRule):
     """The default rule: FedAvg weighted by sample count, nothing excluded."""
-
-
-def select_updates(
-    spec: ProtocolSpec, global_model: StateDict, updates: Sequence[WeightedUpdate]
-) -> Selection:
-    """The spec's rule applied to a candidate block's updates: `(kept, excluded)`.
-
-    The one selection function: a miner calls it while building its candidate block, and a
-    peer (or a device that recomputes) calls it on the block's updates plus those the block's
-    miner reported excluded, and rejects the block when the kept set differs.
-    """
-    return AggregationRule(spec.aggregation).select(global_model, updates)
