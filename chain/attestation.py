@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from eth_abi import encode
 
 from blockfl.chain.errors import rejection
-from blockfl.hashing import from_hex, keccak, to_hex
+from blockfl.hashing import keccak
 from blockfl.signing import Domain, SignatureError, recover_signer, sign_digest
 
 ATTESTATION_TYPE = (
@@ -66,29 +66,6 @@ class Attestation:
         """EIP-2098 `(r, vs)`: s with the parity of v in its top bit."""
         s = int.from_bytes(self.signature[32:64], "big") | ((self.signature[64] - 27) << 255)
         return self.signature[:32], s.to_bytes(32, "big")
-
-
-def attestation_to_dict(attestation: Attestation) -> dict[str, object]:
-    """An attestation as JSON-safe values (hashes and the signature as 0x-hex)."""
-    b = attestation.block
-    return {"round": b.round, "prev_hash": to_hex(b.prev_hash),
-            "updates_root": to_hex(b.updates_root),
-            "global_model_hash": to_hex(b.global_model_hash), "spec_hash": to_hex(b.spec_hash),
-            "signature": to_hex(attestation.signature)}
-
-
-def attestation_from_dict(data: object) -> Attestation:
-    """Parse `attestation_to_dict` output; ValueError on anything else."""
-    try:
-        assert isinstance(data, dict)
-        round_ = data["round"]
-        if type(round_) is not int or not 0 <= round_ < 2**64:
-            raise ValueError("round is not a uint64")
-        block = AttestedBlock(round_, from_hex(data["prev_hash"]), from_hex(data["updates_root"]),
-                              from_hex(data["global_model_hash"]), from_hex(data["spec_hash"]))
-        return Attestation(block, from_hex(data["signature"], 65))
-    except (AssertionError, KeyError, TypeError) as exc:
-        raise ValueError(f"malformed attestation: {exc!r}") from None
 
 
 def attest(key: bytes, block: AttestedBlock, domain: Domain) -> Attestation:

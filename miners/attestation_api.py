@@ -10,11 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from blockfl.chain.attestation import attestation_to_dict
 from blockfl.miners import api
 from blockfl.miners.attestation import AttestationRefused
 from blockfl.miners.service import MinerService
-from blockfl.wire import MAX_BLOCK_BYTES, proposal_from_dict
+from blockfl.wire import MAX_BLOCK_BYTES, attestation_to_dict, proposal_from_dict
 
 
 def attestation_router(service: MinerService) -> APIRouter:

@@ -1,4 +1,4 @@
-"""The JSON forms of signed records and blocks: exact round trips, and WireError for junk."""
+"""The JSON forms of records, blocks and attestations: exact round trips, WireError for junk."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import json
 
 import pytest
 
+from blockfl.chain.attestation import Attestation, AttestedBlock, attest
 from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import keccak
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.wire import (
     MAX_RECORD_CHARS,
     WireError,
+    attestation_from_dict,
+    attestation_to_dict,
     parse_record_header,
     proposal_from_dict,
     proposal_to_dict,
@@ -79,3 +82,27 @@ def test_malformed_blocks_raise_wire_error(change):
         proposal_from_dict(proposal_to_dict(proposal) | change)
     with pytest.raises(WireError):
         proposal_from_dict([1, 2])
+
+
+def attestation() -> Attestation:
+    block = AttestedBlock(3, keccak(b"prev"), keccak(b"root"), keccak(b"model"), keccak(b"spec"))
+    return attest(KEY, block, DOMAIN)
+
+
+def test_attestation_round_trip_is_exact():
+    a = attestation()
+    assert attestation_from_dict(json.loads(json.dumps(attestation_to_dict(a)))) == a
+    assert a.signer(DOMAIN) == address_of(KEY)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"round": -1}, {"round": 2**64}, {"round": True}, {"prev_hash": 5}, {"prev_hash": None},
+     {"spec_hash": [1]}, {"updates_root": "zz" * 32}, {"signature": "0x" + "00" * 64}],
+)
+def test_malformed_attestations_raise_wire_error(change):
+    """Never another exception: a peer's junk answer must not escape `gather`."""
+    with pytest.raises(WireError):
+        attestation_from_dict(attestation_to_dict(attestation()) | change)
+    with pytest.raises(WireError):
+        attestation_from_dict([1, 2])

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from blockfl.chain.attestation import Attestation, attestation_from_dict
+from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import to_hex
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
@@ -25,6 +25,7 @@ from blockfl.wire import (
     TENSOR_MEDIA_TYPE,
     UpdateSubmission,
     WireError,
+    attestation_from_dict,
     decode_json,
     parse_block,
     parse_record_header,

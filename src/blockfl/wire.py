@@ -1,4 +1,5 @@
-"""What travels between devices and miners: signed records, their tensors, and blocks.
+"""What travels between devices and miners: signed records, their tensors, blocks, and
+miners' attestations.
 
 Over HTTP an update is its safetensors bytes (the body) plus its signed record as compact
 JSON in the `BlockFL-Update` header; a block travels as JSON (`proposal_to_dict`) and the
@@ -18,6 +19,7 @@ from typing import Any
 from eth_utils import is_address, to_checksum_address
 
 from blockfl import safejson
+from blockfl.chain.attestation import Attestation, AttestedBlock
 from blockfl.chain.blocks import BlockProposal
 from blockfl.hashing import from_hex, to_hex
 from blockfl.signing import SignedUpdate, UpdateRecord
@@ -102,6 +104,26 @@ def _uint64(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _UINT64:
         raise WireError(f"{name} is not a uint64")
     return value
+
+
+def attestation_to_dict(attestation: Attestation) -> dict[str, Any]:
+    """An attestation as JSON-safe values (hashes and the signature as 0x-hex)."""
+    b = attestation.block
+    return {"round": b.round, "prev_hash": to_hex(b.prev_hash),
+            "updates_root": to_hex(b.updates_root),
+            "global_model_hash": to_hex(b.global_model_hash), "spec_hash": to_hex(b.spec_hash),
+            "signature": to_hex(attestation.signature)}
+
+
+def attestation_from_dict(data: Any) -> Attestation:
+    """Parse `attestation_to_dict` output; WireError on anything else."""
+    with _parsing("attestation"):
+        if not isinstance(data, dict):
+            raise WireError("an attestation is a JSON object")
+        block = AttestedBlock(_uint64(data["round"], "round"), from_hex(data["prev_hash"]),
+                              from_hex(data["updates_root"]), from_hex(data["global_model_hash"]),
+                              from_hex(data["spec_hash"]))
+        return Attestation(block, from_hex(data["signature"], 65))
 
 
 def record_header(signed: SignedUpdate) -> str:
