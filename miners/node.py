@@ -239,11 +239,14 @@ class MinerNode:
             return {u.device: self._pending[u.device].delta for u in proposal.updates
                     if u.device in self._pending and self._pending[u.device].signed == u}
 
-    def block_updates(self, announcement: BlockAnnouncement) -> list[WeightedUpdate]:
+    def block_updates(
+        self, announcement: BlockAnnouncement, known: dict[str, StateDict] | None = None
+    ) -> list[WeightedUpdate]:
         """The block's updates as aggregation inputs: the tensors this miner verified for the
-        updates it holds, the announced tensors decoded for the others (whose signatures and
-        hashes `check_block` checks)."""
-        known = self._verified_deltas(announcement.proposal)
+        updates it holds (`known`, by default `_verified_deltas`), the announced tensors decoded
+        for the others (whose signatures and hashes `check_block` checks)."""
+        if known is None:
+            known = self._verified_deltas(announcement.proposal)
         max_bytes = self.verifier.policy.max_payload_bytes
         return [
             WeightedUpdate(u.device, known[u.device] if u.device in known
@@ -275,15 +278,15 @@ class MinerNode:
         record = self.ledger.get_block(proposal.round)
         if record is None:
             raise InvalidBlock(f"round {proposal.round} has no block on chain")
-        domain = self.ledger.domain
-        header = proposal.header(domain, self.ledger.params().mode)
-        block_hash = header.block_hash(proposal.nonce)
+        domain, params = self.ledger.domain, self.ledger.params()
+        block_hash = proposal.header(domain, params.mode).block_hash(proposal.nonce)
         if block_hash != record.block_hash:
             raise InvalidBlock("announced block differs from the block on chain")
-        if int.from_bytes(block_hash, "big") > self.ledger.params().target:
+        if int.from_bytes(block_hash, "big") > params.target:
             raise InvalidBlock("block hash does not meet the proof-of-work target")
         # updates this miner verified itself (the same signed record: round, signature, update
-        # hash) are not checked again; the others are checked in full
+        # hash) are not checked again; the others are checked in full. One read of the pending
+        # updates serves both the checks and the aggregation inputs, so they cannot disagree.
         known = self._verified_deltas(proposal)
         try:
             for update in proposal.updates:
@@ -291,7 +294,7 @@ class MinerNode:
                     update.verify(domain)
         except SignatureError as exc:
             raise InvalidBlock(f"update signature: {exc}") from None
-        updates = self.block_updates(announcement)
+        updates = self.block_updates(announcement, known)
         for u, w in zip(proposal.updates, updates, strict=True):
             if u.device not in known and tensor_hash(w.delta) != u.record.update_hash:
                 raise InvalidBlock(f"update of {u.device} does not match its signed hash")
