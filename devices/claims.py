@@ -15,7 +15,7 @@ from typing import Protocol
 
 from blockfl.chain.blocks import BlockProposal
 from blockfl.chain.ledger import Ledger
-from blockfl.chain.merkle import block_claims, block_records, block_tree
+from blockfl.chain.merkle import MerkleClaim, block_claims, block_records, block_tree
 
 
 @dataclass(frozen=True)
@@ -51,22 +51,34 @@ def claimable(ledger: Ledger, block: BlockProposal, device: str | None = None
               ) -> list[Claimable]:
     """The updates in `block` (of one device, if given: none or one), checked against the
     chain's root."""
+    return _described(ledger, block.round, _checked_claims(ledger, block, device))
+
+
+def claim(ledger: Ledger, key: bytes, block: BlockProposal, device: str) -> list[Claimable]:
+    """Claim the device's unclaimed update of `block` (sent with `key`); what was claimed."""
+    claims = _checked_claims(ledger, block, device)
+    described = _described(ledger, block.round, claims)
+    todo = [c for c, d in zip(claims, described, strict=True) if not d.claimed]
+    if todo:
+        ledger.claim(key, block.round, todo)
+    return [d for d in described if not d.claimed]
+
+
+def _checked_claims(ledger: Ledger, block: BlockProposal, device: str | None
+                    ) -> list[MerkleClaim]:
+    """The claims of `block`'s updates (of one device, if given), once the block's rebuilt
+    root is the one on chain."""
     record = ledger.get_block(block.round)
     if record is None:
         raise LookupError(f"round {block.round} has no block on chain")
     if block_tree(block_records(block.updates, block.round)).root != record.updates_root:
         raise ValueError(f"the served block of round {block.round} does not match the chain")
+    return block_claims(block.updates, block.round, device)
+
+
+def _described(ledger: Ledger, round_: int, claims: Sequence[MerkleClaim]) -> list[Claimable]:
+    """Each claim's reward, and whether it was paid."""
     rate = ledger.params().reward_per_sample
-    return [Claimable(block.round, c.index, c.record.device, c.record.samples,
-                      c.record.samples * rate, ledger.is_claimed(block.round, c.index))
-            for c in block_claims(block.updates, block.round, device)]
-
-
-def claim(ledger: Ledger, key: bytes, block: BlockProposal, device: str) -> list[Claimable]:
-    """Claim the device's unclaimed update of `block` (sent with `key`); what was claimed."""
-    todo = [c for c in claimable(ledger, block, device) if not c.claimed]
-    if todo:
-        wanted = {c.index for c in todo}
-        claims = [c for c in block_claims(block.updates, block.round, device) if c.index in wanted]
-        ledger.claim(key, block.round, claims)
-    return todo
+    return [Claimable(round_, c.index, c.record.device, c.record.samples,
+                      c.record.samples * rate, ledger.is_claimed(round_, c.index))
+            for c in claims]
