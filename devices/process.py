@@ -24,6 +24,7 @@ from blockfl.devices.claims import claim
 from blockfl.devices.device import Device, GlobalModelMismatch
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
+from blockfl.signing import UpdateRecord
 from blockfl.tensors import decode
 from blockfl.wire import UpdateSubmission
 
@@ -183,8 +184,8 @@ class DeviceProcess:
                 if unrecomputed is None:  # MinerClient.model checked its hash
                     unrecomputed = model
                 block = self._block_updates(miner, head) if self.recompute else None
-                self.device.adopt(head.global_model_hash, model, block and block[0], self.rule,
-                                  block[1] if block else ())
+                kept, excluded = block or (None, ())
+                self.device.adopt(head.global_model_hash, model, kept, self.rule, excluded)
             except MinerUnavailable as exc:
                 self.log("download_failed", miner=miner.url, error=str(exc))
                 continue
@@ -214,18 +215,18 @@ class DeviceProcess:
             raise MinerUnavailable(f"{miner.url} does not serve the block of round {head.round}")
         if any(u.record.base_model_hash != self.device.global_hash for u in block.updates):
             return None
-        records = [u.record for u in block.updates]
-        known = {}
-        for update_hash in block.excluded:  # their records come with their tensors
-            known[update_hash] = miner.update(update_hash)
-            if known[update_hash] is None:
+
+        def fetched(update_hash: bytes) -> UpdateSubmission:
+            submission = miner.update(update_hash)
+            if submission is None:
                 raise MinerUnavailable(f"{miner.url} lacks update {to_hex(update_hash)}")
-            records.append(known[update_hash].signed.record)
-        out = []
-        for record in records:
-            fetched = known.get(record.update_hash) or miner.update(record.update_hash)
-            if fetched is None:
-                raise MinerUnavailable(f"{miner.url} lacks update {to_hex(record.update_hash)}")
-            delta = decode(fetched.payload, max_bytes=miner.max_bytes)
-            out.append(WeightedUpdate(record.device, delta, record.samples))
-        return out[: len(block.updates)], out[len(block.updates) :]
+            return submission
+
+        def weighted(record: UpdateRecord, submission: UpdateSubmission) -> WeightedUpdate:
+            delta = decode(submission.payload, max_bytes=miner.max_bytes)
+            return WeightedUpdate(record.device, delta, record.samples)
+
+        kept = [weighted(u.record, fetched(u.record.update_hash)) for u in block.updates]
+        # the excluded updates' records come with their tensors
+        excluded = [weighted(s.signed.record, s) for s in map(fetched, block.excluded)]
+        return kept, excluded
