@@ -81,21 +81,24 @@ def merkle_rows(url: str | None) -> None:
     for n in SIZES:
         ledger = ledger_for(url, "merkle")
         keys = [derived_key("bench-device", i) for i in range(n)]
+        committed = []
         for round_, label in ((1, "first"), (2, "repeat")):
-            gas = commit(ledger, proposal_for(ledger, keys, round_))
+            committed.append(proposal_for(ledger, keys, round_))
+            gas = commit(ledger, committed[-1])
             print(f"{'merkle':>7} {n:>7} {label:>7} {gas:>11,} {gas / n:>11,.1f}")
-    claim_rows(ledger, keys)
+    claim_rows(ledger, committed)
 
 
-def claim_rows(ledger: EvmLedger, keys: list[bytes]) -> None:
-    """Gas of claims in the 10,000-update blocks of rounds 1 and 2."""
+def claim_rows(ledger: EvmLedger, committed: list[BlockProposal]) -> None:
+    """Gas of claims in the committed blocks of rounds 1 and 2 (the largest size)."""
     relayer = derived_key("bench-relayer", 0)
     fund(ledger.w3, [address_of(relayer)])
-    print(f"\nclaims in a block of {len(keys):,} updates (proof of "
-          f"{len(block_claims(proposal_for_claims(ledger, keys, 1), 1)[0].proof)} hashes)")
-    for round_ in (1, 2):
-        updates = proposal_for_claims(ledger, keys, round_)
-        claims = block_claims(updates, round_)
+    first_block = committed[0]
+    print(f"\nclaims in a block of {len(first_block.updates):,} updates (proof of "
+          f"{len(block_claims(first_block.updates, 1)[0].proof)} hashes)")
+    for proposal in committed:
+        round_ = proposal.round
+        claims = block_claims(proposal.updates, round_)
         label = "first payment" if round_ == 1 else "holder already paid"
         # the first claim of a round sets a fresh word of the claimed bitmap (256 leaves each)
         first = ledger.claim(relayer, round_, claims[:1])
@@ -103,19 +106,6 @@ def claim_rows(ledger: EvmLedger, keys: list[bytes]) -> None:
         many = ledger.claim(relayer, round_, claims[2:102])
         print(f"  {label:<20} claim: {first:>7,} gas (first in its bitmap word), "
               f"{next_:>7,} (next)   claimMany x100: {many / 100:>7,.0f} per claim")
-
-
-def proposal_for_claims(ledger: EvmLedger, keys: list[bytes], round_: int) -> tuple:
-    """The signed updates of the committed block of `round_` (as the devices know them)."""
-    record = ledger.get_block(round_)
-    assert record is not None
-    base = ledger.params().genesis_model_hash if round_ == 1 else \
-        ledger.get_block(round_ - 1).global_model_hash
-    updates = []
-    for k in keys:
-        r = UpdateRecord(address_of(k), round_, base, keccak(k + bytes([round_])), 100, 40)
-        updates.append(SignedUpdate(r, b""))
-    return tuple(sort_updates(updates))
 
 
 def attested_gas(url: str | None, quorum: int, miners: int = MINERS) -> tuple[int, int]:
