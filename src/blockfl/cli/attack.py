@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from blockfl.config import add_config_flags, check_counts, config_from_args
+from blockfl.config import AGGREGATION_RULES, add_config_flags, check_counts, config_from_args
 
 DEFAULT_ATTACKS = "sign_flip,scale_x10,gaussian_noise,label_flip,free_rider,sample_inflation,sybil"
-DEFAULT_RULES = "fedavg,median,trimmed_mean,krum,multi_krum,clipped_fedavg"
+DEFAULT_RULES = ",".join(AGGREGATION_RULES)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
