@@ -9,7 +9,7 @@ import math
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from blockfl.latency.model import (
     optimal_latency,
 )
 from blockfl.latency.sweep import SWEEP_PARAMS, run_sweep
+from blockfl.text_table import table
 
 LAMBDA_CONVENTION = (
     "λ is the block generation rate of EACH miner; the network's (winner's) rate is N_M λ"
@@ -172,15 +173,6 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
 
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A right-aligned plain-text table with a header rule."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    rule = "  ".join("-" * w for w in widths)
-    head = "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))
-    return "\n".join([head, rule, *lines])
 
 
 def _fmt(x: float) -> str:

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from blockfl.latency import model
-from blockfl.latency.cli import table
 from blockfl.malfunction.experiment import MalfunctionResults, RoundRecord
 from blockfl.malfunction.handouts import SYSTEMS
 from blockfl.malfunction.time_to_accuracy import TargetSummary, TimeToTarget
 from blockfl.malfunction.timing import vanilla_latency
+from blockfl.text_table import table
 
 
 def _fmt(x: float | None, spec: str) -> str:
