@@ -20,9 +20,8 @@ from blockfl.client import MinerClient, MinerUnavailable
 from blockfl.config import Config
 from blockfl.hashing import to_hex
 from blockfl.models import model_for_state
+from blockfl.store import MAX_MODEL_BYTES
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
-
-MAX_MODEL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ from pathlib import Path
 from blockfl.hashing import to_hex
 from blockfl.tensors import StateDict, decode, encode, tensor_hash
 
+MAX_MODEL_BYTES = 1 << 30  # the largest model file a store or a model reader accepts
+
 
 class ModelStore:
     """Models as `<0x-hash>.safetensors` files under `root`; writes are atomic."""
 
-    def __init__(self, root: Path, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, root: Path, max_bytes: int = MAX_MODEL_BYTES) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes

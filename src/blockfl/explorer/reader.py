@@ -24,12 +24,12 @@ from blockfl.config import Config
 from blockfl.events import role_logs
 from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
+from blockfl.store import MAX_MODEL_BYTES
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 
 #: event the winning miner logs for each update its aggregation rule left out of its block
 #: (`round`, `device`, `update_hash`, `reason`, `detail`)
 EXCLUDED_EVENT = "excluded"
-MAX_MODEL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
