@@ -46,7 +46,7 @@ from blockfl.chain.merkle import (
     verify,
 )
 from blockfl.hashing import ZERO_HASH, keccak
-from blockfl.signing import Domain, SignatureError, address_of, recover_signer
+from blockfl.signing import Domain, SignatureError, UpdateRecord, address_of, recover_signer
 
 LOCAL_CHAIN_ID = 31337
 MAX_MINERS = 767  # the contract's MAX_MINERS: its list of miners is a contract's code
@@ -278,19 +278,9 @@ class LocalLedger(Ledger):
                  root, miner, len(proposal.updates), int(time.time()), str(total),
                  str(proposal.nonce)),
             )
-            if p.mode == "merkle":
-                self._mint(miner, p.mining_reward)
-                db.execute("UPDATE meta SET value = ? WHERE key = 'head_round'",
-                           (str(proposal.round),))
-                return
-            for position, update in enumerate(proposal.updates):
-                reward = update.record.samples * p.reward_per_sample
-                db.execute(
-                    "INSERT INTO accepted_updates VALUES (?, ?, ?, ?, ?, ?)",
-                    (proposal.round, position, update.device, update.record.update_hash,
-                     str(update.record.samples), str(reward)),
-                )
-                self._mint(update.device, reward)
+            if p.mode == "direct":  # a merkle block's updates are paid when claimed
+                for position, update in enumerate(proposal.updates):
+                    self._pay(proposal.round, position, update.device, update.record)
             self._mint(miner, p.mining_reward)
             db.execute("UPDATE meta SET value = ? WHERE key = 'head_round'", (str(proposal.round),))
 
@@ -320,15 +310,20 @@ class LocalLedger(Ledger):
                 position = db.execute("SELECT COUNT(*) FROM accepted_updates WHERE round = ?",
                                       (round_,)).fetchone()[0]
                 for offset, c in enumerate(claims):
-                    reward = c.record.samples * self._params.reward_per_sample
                     db.execute("INSERT INTO claims VALUES (?, ?)", (round_, c.index))
-                    db.execute(
-                        "INSERT INTO accepted_updates VALUES (?, ?, ?, ?, ?, ?)",
-                        (round_, position + offset, to_checksum_address(c.record.device),
-                         c.record.update_hash, str(c.record.samples), str(reward)),
-                    )
-                    self._mint(to_checksum_address(c.record.device), reward)
+                    self._pay(round_, position + offset, to_checksum_address(c.record.device),
+                              c.record)
         return 0
+
+    def _pay(self, round_: int, position: int, device: str, record: UpdateRecord) -> None:
+        """Accept update `position` of `round_` and mint its data reward to `device` (the
+        contract's `UpdateAccepted`), in a direct commit or a merkle claim."""
+        reward = record.samples * self._params.reward_per_sample
+        self._db.execute(
+            "INSERT INTO accepted_updates VALUES (?, ?, ?, ?, ?, ?)",
+            (round_, position, device, record.update_hash, str(record.samples), str(reward)),
+        )
+        self._mint(device, reward)
 
     def is_claimed(self, round_: int, index: int) -> bool:
         query = "SELECT 1 FROM claims WHERE round = ? AND idx = ?"
