@@ -209,10 +209,14 @@ class MinerService:
         """The block with every update's tensors, and those it excluded (journaled, or from
         peers); None when one cannot be had."""
         submissions = self._block_submissions(proposal)
-        excluded = [self.journal.update(h) or self._ask_peers(lambda peer, h=h: peer.update(h))
-                    for h in proposal.excluded]
-        if submissions is None or None in excluded:
+        if submissions is None:
             return None
+        excluded = []
+        for h in proposal.excluded:
+            found = self.journal.update(h) or self._ask_peers(lambda peer, h=h: peer.update(h))
+            if found is None:
+                return None
+            excluded.append(found)
         payloads = {s.device: s.payload for s in submissions}
         return BlockAnnouncement(proposal, payloads, tuple(excluded)), submissions
 
