@@ -46,7 +46,7 @@ def test_a_rate_below_what_tc_shapes_is_refused():
 
 def test_more_hosts_than_the_subnet_holds_are_refused():
     names = [(f"device{j}", "device") for j in range(14)]
-    with pytest.raises(EmulationError, match="do not fit subnet 10.9.0.0/28"):
+    with pytest.raises(EmulationError, match=r"do not fit subnet 10\.9\.0\.0/28"):
         EmulatedHosts(names, LINKS, subnet="10.9.0.0/28")
     assert len(EmulatedHosts(names[:13], LINKS, subnet="10.9.0.0/28").hosts) == 13
 
