@@ -114,8 +114,8 @@ def test_links_carry_the_models_rates_and_tear_down_leaves_nothing():
         up = _transfer(plan, "device0", "miner0", 1_000_000)
         down = _transfer(plan, "miner0", "device0", 2_000_000)
     assert plan.leftovers() == []
-    assert up == pytest.approx(link_rate(1e6, 10.0) * TCP_GOODPUT, rel=0.05)
-    assert down == pytest.approx(link_rate(2e6, 10.0) * TCP_GOODPUT, rel=0.05)
+    assert up == pytest.approx(link_rate(1e6, 10.0) * TCP_GOODPUT, rel=0.03)
+    assert down == pytest.approx(link_rate(2e6, 10.0) * TCP_GOODPUT, rel=0.03)
 
 
 @needs_namespaces

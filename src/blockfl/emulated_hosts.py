@@ -3,13 +3,18 @@
 An `EmulatedHosts` plan gives every host (anvil, each miner, each device) a network namespace
 with one interface, `eth0`, at its own address in one /24 subnet, joined by a veth pair to a
 bridge in the caller's namespace (which holds the subnet's first address, so the launcher
-reaches every host). Links are shaped with `tc` token buckets (`tbf`), the latency model's
-rates `W log2(1 + SNR)`:
+reaches every host). Links are shaped with `tc` token buckets (an `htb` class per link), the
+latency model's rates `W log2(1 + SNR)`:
 
 - a device's uplink (egress of its `eth0`) at `w_up/snr_up_db`, its downlink (egress of the
   bridge port towards it) at `w_dn/snr_dn_db`;
 - a miner's link, both ways, at `w_m/snr_m_db`;
-- anvil's link is not shaped: the chain is outside the latency model.
+- anvil's link is not shaped, and neither is any host's traffic to or from anvil (a second,
+  unlimited `htb` class, chosen by a `u32` filter on anvil's address): the chain's RPC is
+  outside the latency model, and a device polling the chain must not drain its uplink's bucket.
+
+A bucket holds `burst_bytes` and is full when a link has been idle: a transfer of S framed
+bytes then takes `(S - burst_bytes) / R` (`transfer_seconds`).
 
 This kernel has `tbf` and `htb` but no `netem`: there is no delay or loss, only rates, and a
 partition is a link taken down (`set_link`). Nothing here is created before `check()` passed,
@@ -30,23 +35,26 @@ from dataclasses import dataclass, field
 from blockfl.config import LinksConfig
 from blockfl.latency.model import link_rate
 
+#: the plan of a run's emulated hosts (`describe()`), in its run directory
+HOSTS_FILE = "hosts.json"
 #: the default subnet of the hosts (private, inside namespaces this process makes)
 DEFAULT_SUBNET = "10.231.0.0/24"
 #: CAP_NET_ADMIN's bit in /proc/self/status CapEff
 CAP_NET_ADMIN = 12
-#: tbf's bucket: at least one full-size frame, and about 4 ms of traffic at the rate
-MIN_BURST_BYTES = 3 * 1514
-BURST_SECONDS = 0.004
-#: how long a packet may wait in a tbf queue before it is dropped (TCP then backs off)
-TBF_LATENCY = "400ms"
-#: TCP payload per shaped byte: tbf counts whole Ethernet frames (1,514 bytes at MTU 1,500),
+#: a link's bucket: two full-size frames (htb needs at least one; more would let a larger
+#: head of every transfer pass unshaped)
+BURST_BYTES = 2 * 1514
+#: the class of traffic to and from the chain: not shaped
+UNSHAPED_RATE = "10gbit"
+#: TCP payload per shaped byte: tc counts whole Ethernet frames (1,514 bytes at MTU 1,500),
 #: which carry 1,448 payload bytes (IPv4 20 and TCP 32 bytes with timestamps). An emulated
 #: link of rate R moves R x TCP_GOODPUT bit/s of what an application sends.
 TCP_GOODPUT = 1448 / 1514
 
 
-class EmulationError(RuntimeError):
-    """The hosts cannot be set up here: a one-line reason (capability, tool, bad plan)."""
+class EmulationError(ValueError):
+    """The hosts cannot be set up here: a one-line reason (capability, tool, bad plan). A
+    ValueError, so the CLI prints it as one line like every other refused input."""
 
 
 @dataclass(frozen=True)
@@ -156,13 +164,18 @@ class EmulatedHosts:
         _ip("-n", ns, "link", "set", "lo", "up")
         _ip("link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
         _ip("link", "set", host.veth, "master", self.bridge)
+        # one frame per packet: a GSO super-packet of 64 KB would pass an htb class whose
+        # bucket holds a single token, and the head of every transfer would go unshaped
+        _ip("link", "set", host.veth, "gso_max_segs", "1")
+        _ip("-n", ns, "link", "set", "eth0", "gso_max_segs", "1")
         _ip("link", "set", host.veth, "up")
         _ip("-n", ns, "addr", "add", f"{host.address}/{self.prefix}", "dev", "eth0")
         _ip("-n", ns, "link", "set", "eth0", "up")
+        chain = [h.address for h in self.hosts.values() if h.role == "chain"]
         if host.egress_bps is not None:
-            _shape(host.egress_bps, ["ip", "netns", "exec", ns], "eth0")
+            _shape(host.egress_bps, ["ip", "netns", "exec", ns], "eth0", "dst", chain)
         if host.ingress_bps is not None:
-            _shape(host.ingress_bps, [], host.veth)
+            _shape(host.ingress_bps, [], host.veth, "src", chain)
 
     def set_link(self, name: str, up: bool) -> None:
         """Take host `name`'s link down (a partition) or bring it back."""
@@ -183,6 +196,15 @@ class EmulatedHosts:
         found += [dev for dev in [self.bridge, *(h.veth for h in self.hosts.values())]
                   if f" {dev}:" in links or f" {dev}@" in links]
         return found
+
+    def describe(self) -> dict[str, object]:
+        """The plan as JSON: subnet, bridge, TCP goodput and each host's address and rates
+        (`latency compare` models an emulated run's transfers from it)."""
+        return {"subnet": self.subnet, "bridge": self.bridge, "gateway": self.gateway,
+                "tcp_goodput": TCP_GOODPUT, "burst_bytes": BURST_BYTES,
+                "hosts": {h.name: {"role": h.role, "address": h.address,
+                                   "egress_bps": h.egress_bps, "ingress_bps": h.ingress_bps}
+                          for h in self.hosts.values()}}
 
     def __enter__(self) -> EmulatedHosts:
         return self.up()
@@ -218,12 +240,29 @@ def check() -> None:
                              "and tc)")
 
 
-def _shape(rate_bps: float, prefix: list[str], dev: str) -> None:
-    """A token bucket at `rate_bps` on `dev`'s egress."""
-    rate = max(1, round(rate_bps / 8))  # bytes per second: tc's `Bps` unit
-    burst = max(MIN_BURST_BYTES, round(rate * BURST_SECONDS))
-    _checked([*prefix, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate",
-              f"{rate}bps", "burst", str(burst), "latency", TBF_LATENCY])
+def transfer_seconds(payload_bytes: float, rate_bps: float, goodput: float = TCP_GOODPUT,
+                     burst_bytes: float = BURST_BYTES) -> float:
+    """Seconds an idle emulated link of `rate_bps` takes to carry `payload_bytes` of TCP
+    payload: its frames, less the full bucket's head, at the rate."""
+    return max(payload_bytes / goodput - burst_bytes, 0.0) * 8 / rate_bps
+
+
+def _shape(rate_bps: float, prefix: list[str], dev: str, chain_side: str,
+           chain: list[str]) -> None:
+    """`dev`'s egress at `rate_bps` (htb class 1:10, the default), but traffic whose
+    `chain_side` (src or dst) address is the chain's, in class 1:20, unshaped."""
+    tc = [*prefix, "tc"]
+    rate = f"{max(8, round(rate_bps))}bit"
+    burst = str(BURST_BYTES)
+    _checked([*tc, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default",
+              "10"])
+    _checked([*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+              "rate", rate, "ceil", rate, "burst", burst, "cburst", burst])
+    _checked([*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb",
+              "rate", UNSHAPED_RATE, "quantum", "60000"])
+    for address in chain:
+        _checked([*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio",
+                  "1", "u32", "match", "ip", chain_side, f"{address}/32", "flowid", "1:20"])
 
 
 def _ip(*args: str, check: bool = True) -> None:
