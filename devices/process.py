@@ -26,7 +26,7 @@ from blockfl.events import EventLog
 from blockfl.hashing import to_hex
 from blockfl.signing import UpdateRecord
 from blockfl.tensors import decode
-from blockfl.wire import UpdateSubmission
+from blockfl.wire import UpdateSubmission, record_header
 
 MAX_BACKOFF = 5.0  # seconds between retries when no miner answers
 
@@ -115,6 +115,7 @@ class DeviceProcess:
             try:
                 for _ in range(catch_up_tries):
                     try:
+                        sent_at = time.time()  # the upload's first byte (latency compare)
                         miner.upload(submission)
                         break
                     except MinerRejected as exc:
@@ -122,6 +123,7 @@ class DeviceProcess:
                             raise
                         time.sleep(self.poll)
                 else:
+                    sent_at = time.time()
                     miner.upload(submission)
             except MinerUnavailable as exc:
                 self.log("miner_down", miner=miner.url, error=str(exc))
@@ -131,7 +133,8 @@ class DeviceProcess:
                          reason=exc.reason, detail=exc.detail)
                 return
             self.log("uploaded", round=record.round, miner=miner.url, samples=record.samples,
-                     compute_time_ms=record.compute_time_ms,
+                     compute_time_ms=record.compute_time_ms, sent_at=sent_at,
+                     upload_bytes=len(submission.payload) + len(record_header(submission.signed)),
                      update_hash=to_hex(record.update_hash))
             return
         raise NoMinerAvailable("no miner accepted the upload connection")
