@@ -6,10 +6,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from blockfl.chain.ledger import Ledger
-from blockfl.config import Config
+from blockfl.config import Config, PrivacyConfig
 from blockfl.hashing import to_hex
+from blockfl.privacy import epsilon
 from blockfl.protocol import ProtocolSpec
 from blockfl.sim.engine import Injector, RoundResult, Simulation
 from blockfl.sim.report import (
@@ -36,6 +38,7 @@ class RunSummary:
     rewards_match: bool
     plot: Path
     simulation: Simulation
+    report: dict[str, Any]
 
 
 def run_experiment(
@@ -60,8 +63,13 @@ def run_experiment(
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     results = []
+    stopped = ""
     try:
         for _ in range(config.run.rounds):
+            if not any(sim.within_budget()):
+                stopped = (f"every device spent its privacy budget after round "
+                           f"{sim.ledger.head().round}")
+                break
             result = sim.run_round(inject)
             results.append(result)
             write_metrics(run_dir, result.row())
@@ -87,9 +95,7 @@ def run_experiment(
     rows = [r.row() for r in results]
     metric = "accuracy" if "accuracy" in results[-1].metrics else "mse"
     plot = plot_metric(run_dir, rows, metric)
-    write_report(
-        run_dir,
-        {
+    report = {
             "config": config.as_dict(),
             "ledger": {"backend": config.chain.ledger, "chain_id": ledger.domain.chain_id,
                        "contract": ledger.domain.contract, "token": params.token},
@@ -102,6 +108,25 @@ def run_experiment(
             "forks": sum(r.forks for r in results),
             "rewards": [asdict(r) for r in rewards],
             "plot": plot.name,
-        },
-    )
-    return RunSummary(run_dir, results, rewards, head.global_model_hash, agree, match, plot, sim)
+            **({"privacy": privacy_report(config.privacy, sim)}
+               if config.privacy.mode != "off" else {}),
+            **({"stopped_early": stopped} if stopped else {}),
+    }
+    write_report(run_dir, report)
+    return RunSummary(run_dir, results, rewards, head.global_model_hash, agree, match, plot, sim,
+                      report)
+
+
+def privacy_report(cfg: PrivacyConfig, sim: Simulation) -> dict[str, object]:
+    """The privacy section of `report.json`: the parameters and, per device, the rounds its
+    updates are in, the epsilon spent (at `delta`) and what is left of the budget."""
+    devices = []
+    for device in sim.devices:
+        rounds = sim.participation.rounds(device.address)
+        spent = epsilon(cfg, rounds)
+        devices.append({"address": device.address, "rounds": rounds, "epsilon": spent,
+                        "budget_left": cfg.epsilon_budget - spent if cfg.epsilon_budget
+                        else None})
+    return {"mode": cfg.mode, "noise_multiplier": cfg.noise_multiplier, "clip": cfg.clip,
+            "delta": cfg.delta, "epsilon_budget": cfg.epsilon_budget or None,
+            "accountant": "opacus RDP", "devices": devices}
