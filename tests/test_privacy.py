@@ -3,6 +3,7 @@ Opacus, clipping and noise, and the rules every miner enforces, read back from t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -149,3 +150,30 @@ def test_a_device_past_its_budget_is_never_paid(tmp_path, ledger):
         assert row["epsilon"] == pytest.approx(epsilon(config.privacy, allowed))
         assert 0 <= row["budget_left"] < epsilon(config.privacy, allowed + 1) - row["epsilon"]
     assert summary.hashes_agree and summary.rewards_match
+
+
+def test_inspect_privacy_charges_each_device_from_the_chain(tmp_path, anvil_url, capsys):
+    from blockfl.chain.deploy import deploy_to_node
+    from blockfl.chain.evm import DEV_DEPLOYER_KEY
+    from blockfl.cli import main
+    from blockfl.signing import address_of
+    from blockfl.sim.setup import build_experiment
+
+    config = small_config(tmp_path, privacy={**CLIENT.__dict__, "epsilon_budget": 20.0},
+                          verification={"norm_bound": 1e9},
+                          run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
+    genesis = tensor_hash(build_experiment(config).initial)
+    miners = [address_of(derived_key("miner", i, config.run.seed))
+              for i in range(config.network.miners)]
+    deployment = deploy_to_node(config, anvil_url, miners, DEV_DEPLOYER_KEY, genesis)
+    path = tmp_path / "deployment.json"
+    deployment.write(path)
+    summary = run_experiment(config, ledger=deployment.ledger())
+    capsys.readouterr()
+    assert main(["inspect", "privacy", "--deployment", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["mode"], shown["epsilon_budget"], shown["delta"]) == ("client", 20.0, 1e-5)
+    expected = {d["address"]: d for d in summary.report["privacy"]["devices"]}
+    assert {d["address"]: d for d in shown["devices"]} == expected
+    assert {d["rounds"] for d in shown["devices"]} == {2}
+    assert shown["devices"][0]["budget_left"] == pytest.approx(20.0 - epsilon(CLIENT, 2))

@@ -138,6 +138,25 @@ def may_take_part(cfg: PrivacyConfig, included_rounds: int) -> bool:
     return allowed is None or included_rounds < allowed
 
 
+def device_budgets(cfg: PrivacyConfig, rounds: dict[str, int]) -> list[dict[str, object]]:
+    """Per device (address -> its updates in committed blocks): rounds, epsilon spent at
+    `cfg.delta` and the budget left (None without a budget); `report.json` and `blockfl
+    inspect privacy` show these rows."""
+    rows = []
+    for address, taken in rounds.items():
+        spent = epsilon(cfg, taken)
+        rows.append({"address": address, "rounds": taken, "epsilon": spent,
+                     "budget_left": cfg.epsilon_budget - spent if cfg.epsilon_budget else None})
+    return rows
+
+
+def summary(cfg: PrivacyConfig, rounds: dict[str, int]) -> dict[str, object]:
+    """The privacy parameters and every device's budget (`device_budgets`)."""
+    return {"mode": cfg.mode, "noise_multiplier": cfg.noise_multiplier, "clip": cfg.clip,
+            "delta": cfg.delta, "epsilon_budget": cfg.epsilon_budget or None,
+            "accountant": "opacus RDP", "devices": device_budgets(cfg, rounds)}
+
+
 @dataclass(frozen=True)
 class PrivacyRule:
     """The privacy checks of a miner's verification, from the protocol spec."""

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from blockfl import privacy
 from blockfl.chain.ledger import Ledger
 from blockfl.config import Config, PrivacyConfig
 from blockfl.hashing import to_hex
-from blockfl.privacy import epsilon
 from blockfl.protocol import ProtocolSpec
 from blockfl.sim.engine import Injector, RoundResult, Simulation
 from blockfl.sim.report import (
@@ -118,15 +118,6 @@ def run_experiment(
 
 
 def privacy_report(cfg: PrivacyConfig, sim: Simulation) -> dict[str, object]:
-    """The privacy section of `report.json`: the parameters and, per device, the rounds its
-    updates are in, the epsilon spent (at `delta`) and what is left of the budget."""
-    devices = []
-    for device in sim.devices:
-        rounds = sim.participation.rounds(device.address)
-        spent = epsilon(cfg, rounds)
-        devices.append({"address": device.address, "rounds": rounds, "epsilon": spent,
-                        "budget_left": cfg.epsilon_budget - spent if cfg.epsilon_budget
-                        else None})
-    return {"mode": cfg.mode, "noise_multiplier": cfg.noise_multiplier, "clip": cfg.clip,
-            "delta": cfg.delta, "epsilon_budget": cfg.epsilon_budget or None,
-            "accountant": "opacus RDP", "devices": devices}
+    """The privacy section of `report.json` (`blockfl.privacy.summary`) for every device."""
+    return privacy.summary(cfg, {d.address: sim.participation.rounds(d.address)
+                                 for d in sim.devices})
