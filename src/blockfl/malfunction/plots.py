@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from blockfl.malfunction.experiment import MalfunctionResults
 from blockfl.malfunction.handouts import SYSTEMS
-from blockfl.malfunction.time_to_accuracy import Median, TargetSummary, TimeToTarget
+from blockfl.malfunction.time_to_accuracy import TargetSummary, TimeToTarget
 
 STYLES = {"vanilla": "-o", "blockfl-unverified": "--s", "blockfl": ":^"}
 
@@ -98,17 +97,29 @@ def reached_curve(times: list[TimeToTarget], start: float) -> tuple[list[float],
     return [start, *hits, end], [0.0, *[(k + 1) / n for k in range(len(hits))], len(hits) / n]
 
 
-def _medians(ax: Axes, xs: list[float], medians: list[Median], ceiling: float, style: str,
-             label: str) -> Line2D:
-    """Medians with their bootstrap intervals; ``inf`` (not reached) is drawn at ``ceiling``."""
-    def capped(v: float) -> float:
-        return min(v, ceiling)
-
-    mid = [capped(m.value) for m in medians]
-    err = [[y - capped(m.low) for y, m in zip(mid, medians, strict=True)],
-           [capped(m.high) - y for y, m in zip(mid, medians, strict=True)]]
-    bars = ax.errorbar(xs, mid, yerr=err, fmt=style, ms=6, capsize=3, label=label)
-    return bars[0]
+def _median_panel(ax: Axes, targets: list[TargetSummary], field: str, width: float) -> None:
+    """Every system's medians (``field``: ``time`` or ``ratio``) vs p with their bootstrap
+    intervals, shifted apart by ``width``; ``inf`` (half or more never reached the target) is
+    drawn on a dashed line above the finite values; ``time`` points carry the seeds reached."""
+    shown = [s for s in targets if field == "time" or s.pairs]
+    ends = [v for s in shown for m in [getattr(s, field)] for v in (m.value, m.low, m.high)
+            if math.isfinite(v)]
+    ceiling = 1.5 * max(ends) if ends else 1.0
+    for k, system in enumerate(SYSTEMS):
+        rows = [s for s in shown if s.system == system]
+        xs = [s.p + (k - 1) * width for s in rows]
+        mid = [min(getattr(s, field).value, ceiling) for s in rows]
+        err = [[y - min(getattr(s, field).low, ceiling) for y, s in zip(mid, rows, strict=True)],
+               [min(getattr(s, field).high, ceiling) - y for y, s in zip(mid, rows, strict=True)]]
+        bars = ax.errorbar(xs, mid, yerr=err, fmt=STYLES[system], ms=6, capsize=3, label=system)
+        for x, y, s in zip(xs, mid, rows, strict=True):
+            if field == "time":
+                ax.annotate(f"{s.reached}/{s.seeds}", (x, y), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=bars[0].get_color())
+    ax.axhline(ceiling, color="grey", lw=0.5, ls="--")
+    ax.annotate("∞: half or more never reached it", (0.01, ceiling), va="bottom", fontsize=7,
+                xycoords=("axes fraction", "data"), color="grey")
+    ax.set(yscale="log", xlabel="malfunction probability p")
 
 
 def plot_time_to_target(
@@ -150,35 +161,13 @@ def time_to_target_figure(
         ax.set(xscale="log", ylim=(-0.03, 1.03), title=f"p = {p:g}", xlabel="latency (s)")
     axes["p0"].set_ylabel(f"fraction of seeds at test accuracy ≥ {target:g}")
     width = 0.2 * (min(np.diff(ps)) if len(ps) > 1 else 1.0)
-    stats = [m for s in targets for m in (s.time, s.ratio)]
-    ends = [v for m in stats for v in (m.value, m.low, m.high) if math.isfinite(v)]
-    ceiling = 1.5 * max(ends) if ends else 1.0
-    for k, system in enumerate(SYSTEMS):
-        shift = (k - 1) * width
-        rows = [s for s in targets if s.system == system]
-        line = _medians(axes["time"], [s.p + shift for s in rows], [s.time for s in rows],
-                        ceiling, STYLES[system], system)
-        for s in rows:
-            axes["time"].annotate(f"{s.reached}/{s.seeds}", (s.p + shift, min(s.time.value,
-                                  ceiling)), textcoords="offset points", xytext=(4, 4),
-                                  fontsize=7, color=line.get_color())
-        if "ratio" in axes:
-            paired = [s for s in rows if s.pairs]
-            _medians(axes["ratio"], [s.p + shift for s in paired], [s.ratio for s in paired],
-                     ceiling, STYLES[system], system)
-    axes["time"].set(yscale="log", xlabel="malfunction probability p",
-                     ylabel=f"median latency to accuracy {target:g} (s)",
+    _median_panel(axes["time"], targets, "time", width)
+    axes["time"].set(ylabel=f"median latency to accuracy {target:g} (s)",
                      title=f"{results.config.malfunction.seeds} seeds, 95% bootstrap intervals; "
                            "k/n: seeds that reached it")
-    for name in ("time", "ratio"):
-        if name in axes:
-            axes[name].axhline(ceiling, color="grey", lw=0.5, ls="--")
-            axes[name].annotate("∞: half or more never reached it", (0.01, ceiling),
-                                xycoords=("axes fraction", "data"), va="bottom", fontsize=7,
-                                color="grey")
     if "ratio" in axes:
+        _median_panel(axes["ratio"], targets, "ratio", width)
         axes["ratio"].axhline(1.0, color="k", lw=0.5)
-        axes["ratio"].set(yscale="log", xlabel="malfunction probability p",
-                          ylabel=f"time / time at p = {ps[0]:g}, same seed",
+        axes["ratio"].set(ylabel=f"time / time at p = {ps[0]:g}, same seed",
                           title="paired ratio by seed: median, 95% bootstrap interval")
     return fig
