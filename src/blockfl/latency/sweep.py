@@ -225,7 +225,8 @@ def sweep_figure(points: Sequence[SweepPoint], name: str, p: LatencyParams) -> F
     _mark_infinite(ax, dense[~drawn].tolist(), "x", "E[T] = ∞ (past float range)")
     _mark_infinite(ax, [pt.value for pt in points if not math.isfinite(pt.mc.total.mean)], "^",
                    "Monte Carlo mean = ∞ (past float range)")
-    if not in_log10 and curve.max() / curve.min() > 100:
+    shown = curve[drawn]
+    if shown.size and shown.min() > 0 and shown.max() / shown.min() > 100:
         ax.set_yscale("log")  # E[T] grows as exp(λ (N_M - 1) T_bp): wide sweeps span decades
     if name != "lambda":
         ax.set_title(f"λ = {p.lambda_:g} 1/s (per miner)")
