@@ -184,8 +184,8 @@ def _finish(fig: Figure, ax: Axes, name: str, x: np.ndarray, ylabel: str, path: 
 
 
 LOG10_AXIS_ABOVE = 100.0
-"""Past ``E[T] = 10^100`` s a sweep plots ``log10 E[T]`` on a linear axis: matplotlib's log axis
-fails near the float limit (ticks past 1.8e308), and ``E[T]`` itself overflows beyond it."""
+"""Past ``E[T] = 10^100`` s a sweep plots ``log10 E[T]`` instead of seconds: matplotlib's log
+axis fails near the float limit (ticks past 1.8e308), and ``E[T]`` itself overflows beyond it."""
 
 
 def _mark_infinite(ax: Axes, x: Sequence[float], marker: str, label: str) -> None:
