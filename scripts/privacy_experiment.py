@@ -111,7 +111,7 @@ def plot(rows: list[dict[str, float]], out: Path) -> None:
     from matplotlib.figure import Figure
 
     for name, metric, label in (("privacy_utility.png", "accuracy", "final test accuracy"),
-                                ("privacy_attack.png", "global_auc", "attack AUC")):
+                                ("privacy_attack.png", "global_auc", "membership-inference AUC")):
         fig = Figure(figsize=(7, 4))
         ax = fig.add_subplot()
         for devices in sorted({int(r["devices"]) for r in rows}):
@@ -138,6 +138,10 @@ def plot(rows: list[dict[str, float]], out: Path) -> None:
                 if upd:
                     ax.plot(*zip(*upd, strict=True), marker="x", linestyle=":",
                             label=f"{devices} devices, attack on one update")
+                off_update = [r["update_auc"] for r in mine if r["noise_multiplier"] < 0]
+                if off_update:
+                    ax.axhline(np.mean(off_update), linestyle=":", linewidth=1, color="grey",
+                               label=f"{devices} devices, attack on one update, no DP")
         ax.set_xscale("log")
         ax.set_xlabel("epsilon per device over the run (delta 1e-5, Opacus RDP)")
         ax.set_ylabel(label)
