@@ -32,6 +32,12 @@ def reach_host(host: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+#: what to do when `find_anvil` finds none (a wheel has no node_modules)
+ANVIL_MISSING = ("anvil not found: put Foundry's anvil on PATH (`npm install "
+                 "@foundry-rs/anvil-linux-amd64` gives node_modules/.bin/anvil; `npm ci` in a "
+                 "checkout) or set BLOCKFL_ANVIL to its path")
+
+
 def find_anvil() -> Path | None:
     """The anvil binary: $BLOCKFL_ANVIL, node_modules/.bin/anvil, or anvil on PATH."""
     env = os.environ.get("BLOCKFL_ANVIL")
@@ -84,7 +90,7 @@ def start_anvil(
     another process's node as ours)."""
     binary = find_anvil()
     if binary is None:
-        raise FileNotFoundError("anvil not found: run `npm install` in the repository root")
+        raise FileNotFoundError(ANVIL_MISSING)
     if port_in_use(port, host):
         raise ConnectionError(f"port {port} on {host} is already in use (another node?): "
                               "choose another --port")

@@ -31,7 +31,9 @@ from typing import Any
 from blockfl.chain.deployment import Deployment
 from blockfl.chain.evm import EvmLedger
 from blockfl.chain.node import (
+    ANVIL_MISSING,
     WILDCARDS,
+    find_anvil,
     free_port,
     local_address,
     port_in_use,
@@ -115,6 +117,8 @@ class LocalNetwork:
 
     def start(self, start_devices: bool = True) -> LocalNetwork:
         """Start the chain, deploy, start every miner (and device); clean up on failure."""
+        if find_anvil() is None:  # as a taken --port: before anything is made
+            raise FileNotFoundError(ANVIL_MISSING)
         chain_port, *ports = self._ports()  # a taken --port fails before anything is made
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
