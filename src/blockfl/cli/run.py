@@ -164,8 +164,12 @@ def _footer(summary: RunSummary) -> str:
     return (f"final {final}\n{notes}same global model hash on chain, every miner and every device: "
             f"{agree} (0x{summary.chain_model_hash.hex()})\n"
             f"balances = reward events = samples x rewardPerSample: {match}\n"
-            f"run directory: {summary.run_dir} (config.toml, metrics.jsonl, report.json, "
-            f"{summary.plot.name})")
+            f"run directory: {summary.run_dir} ({', '.join(_run_files(summary))})")
+
+
+def _run_files(summary: RunSummary) -> list[str]:
+    files = ["config.toml", "metrics.jsonl", "report.json", summary.plot.name]
+    return files + ["deployment.json"] * (summary.run_dir / "deployment.json").exists()
 
 
 def _short(address: str) -> str:

@@ -102,7 +102,7 @@ class Simulation:
                       Verifier(self.spec.verification, max_samples=max_samples,
                                privacy=self.spec.privacy,
                                included_rounds=Participation(self.ledger).rounds),
-                      ModelStore(run_dir / f"miner{i}"), strategy, genesis)
+                      ModelStore(run_dir / f"miner{i}" / "models"), strategy, genesis)
             for i, k in enumerate(miner_keys)
         ]
         connect(self.miners)
