@@ -154,6 +154,9 @@ def _footer(summary: RunSummary) -> str:
     match = "[green]yes[/green]" if summary.rewards_match else "[red]NO[/red]"
     final = _metric_text(summary.rounds[-1])
     notes = ""
+    if summary.simulation.config.run.engine == "ray":
+        notes += (f"Ray start-up (actors): {summary.report['setup_seconds']['trainer']:.1f} s, "
+                  "before round 1 and not part of its training\n")
     if "privacy" in summary.report:
         spent = max(d["epsilon"] for d in summary.report["privacy"]["devices"])
         notes += (f"privacy: {summary.report['privacy']['mode']} mode, at most epsilon = "

@@ -109,7 +109,10 @@ class Simulation:
         self.attesters = [Attester(m) for m in self.miners]
         self.strategy = strategy
         self.devices = build_devices(config, self.experiment)
+        start = time.perf_counter()
         self.trainer: Trainer = make_trainer(config, self.devices)
+        #: seconds before round 1 that no round is charged: the trainer's start (Ray's actors)
+        self.setup_seconds = {"trainer": time.perf_counter() - start}
         self.rng = random.Random(seed)
         self.participation = Participation(self.ledger)  # what the devices' budgets spent
 

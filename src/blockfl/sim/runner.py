@@ -99,6 +99,7 @@ def run_experiment(
             "config": config.as_dict(),
             "ledger": {"backend": config.chain.ledger, "chain_id": ledger.domain.chain_id,
                        "contract": ledger.domain.contract, "token": params.token},
+            "setup_seconds": sim.setup_seconds,
             "rounds": rows,
             "final_metrics": results[-1].metrics,
             "chain_head": {"round": head.round, "block_hash": to_hex(head.block_hash),
