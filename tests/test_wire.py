@@ -85,7 +85,8 @@ def test_malformed_blocks_raise_wire_error(change):
 
 
 def attestation() -> Attestation:
-    block = AttestedBlock(3, keccak(b"prev"), keccak(b"root"), keccak(b"model"), keccak(b"spec"))
+    block = AttestedBlock(3, keccak(b"prev"), keccak(b"root"), keccak(b"model"), keccak(b"spec"),
+                          address_of(KEY))
     return attest(KEY, block, DOMAIN)
 
 
@@ -98,7 +99,8 @@ def test_attestation_round_trip_is_exact():
 @pytest.mark.parametrize(
     "change",
     [{"round": -1}, {"round": 2**64}, {"round": True}, {"prev_hash": 5}, {"prev_hash": None},
-     {"spec_hash": [1]}, {"updates_root": "zz" * 32}, {"signature": "0x" + "00" * 64}],
+     {"spec_hash": [1]}, {"updates_root": "zz" * 32}, {"signature": "0x" + "00" * 64},
+     {"committer": "0x12"}, {"committer": 7}],
 )
 def test_malformed_attestations_raise_wire_error(change):
     """Never another exception: a peer's junk answer must not escape `gather`."""
