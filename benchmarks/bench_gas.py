@@ -5,9 +5,10 @@ yet, a fresh balance slot each; round 2 pays them again, the steady state); bloc
 fit the block gas limit are refused before sending. `merkle`: the commit carries a Merkle root,
 count and total samples, so its gas does not depend on the number of updates; each device then
 claims with a proof (`claim`), or many at once (`claimMany`); a claim is checked against the
-block's count, total samples, the sample cap and the allow-list as a direct commit is. A commit with attestations reads
-the registered miners at once (one account access) and walks along them. Runs on the embedded EVM
-(eth-tester); pass an RPC URL as the first argument to measure on a node (e.g. anvil).
+block's count, total samples, the sample cap and the allow-list as a direct commit is. A commit
+with attestations reads the registered miners at once (one account access) and walks along
+them. Runs on the embedded EVM (eth-tester); pass an RPC URL as the first argument to measure on
+a node (e.g. anvil).
 
 Usage: python benchmarks/bench_gas.py [RPC_URL]
 """

@@ -7,7 +7,9 @@ in), only after it verified the candidate itself. The committer is the miner who
 proof-of-work is for, and the contract counts an attestation only in a commit sent by that
 miner, so no other miner can take an attested candidate. On chain a signature travels in
 EIP-2098 compact form `(r, vs)`, attestations sorted by signer address. Signing two different
-candidates for one round (another committer included) is equivocation, provable with the two.
+candidates of one committer for one round is equivocation, provable with the two; candidates
+of different committers are not (only one block of a round lands, and a committer that
+gathers attestations and never commits must not stall the others).
 
 The committer asks for an attestation with an `AttestationRequest(bytes32 attestation,uint256
 nonce)` signed in the same domain (the attestation's struct hash and the winning nonce): only
@@ -154,9 +156,10 @@ def check_attestations(
 
 
 def equivocator(a: Attestation, b: Attestation, domain: Domain) -> str:
-    """The miner that signed two different candidates of one round, as the contract's
-    `reportEquivocation` decides; the named rejection when the pair proves nothing."""
-    if a.block.round != b.block.round or a.block.digest(domain) == b.block.digest(domain):
+    """The miner that signed two different candidates of one committer in one round, as the
+    contract's `reportEquivocation` decides; the named rejection when the pair proves nothing."""
+    if (a.block.round != b.block.round or a.block.committer != b.block.committer
+            or a.block.digest(domain) == b.block.digest(domain)):
         raise rejection("NotEquivocation")
     signers = []
     for i, attestation in enumerate((a, b)):

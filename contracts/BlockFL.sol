@@ -22,8 +22,10 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// a claim is held to every bound a direct commit enforces (allow-list, sample cap, the block's
 /// update count and total samples), so even a colluding quorum mints no more than direct mode.
 /// A second block for a committed round is a fork and reverts with `RoundAlreadyCommitted`.
-/// A miner that attests two different candidates for one round can be reported by anyone:
-/// the contract emits `Equivocation` and removes it, so it earns no further mining rewards.
+/// A miner that attests two different candidates of one committer for one round can be reported
+/// by anyone: the contract emits `Equivocation` and removes it, so it earns no further mining
+/// rewards. (Candidates of different committers are not equivocation: only one block of a round
+/// lands, and a committer that collects attestations and never commits cannot stall the others.)
 /// The contract is itself the reward token (an OpenZeppelin ERC-20 only it mints): a mint is
 /// then no external call, which saves a cold account access and a call on every payment.
 contract BlockFL is ERC20, Ownable2Step, EIP712 {
@@ -456,8 +458,9 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
 
     // ------------------------------------------------------------------ equivocation
 
-    /// @notice Prove that a miner attested two different candidates for `round`: the miner is
-    /// removed (it can commit and attest no more, so it earns no further mining rewards).
+    /// @notice Prove that a miner attested two different candidates of one committer for
+    /// `round`: the miner is removed (it can commit and attest no more, so it earns no further
+    /// mining rewards).
     function reportEquivocation(
         uint64 round,
         Candidate calldata a,
@@ -467,7 +470,7 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
     ) external {
         bytes32 digestA = attestationDigest(round, a);
         bytes32 digestB = attestationDigest(round, b);
-        if (digestA == digestB) revert NotEquivocation();
+        if (digestA == digestB || a.committer != b.committer) revert NotEquivocation();
         address signer = _attester(digestA, sigA, 0);
         if (_attester(digestB, sigB, 1) != signer) revert NotEquivocation();
         if (!isMiner[signer]) revert NotMiner(signer);

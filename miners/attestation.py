@@ -11,10 +11,12 @@ A miner signs a `BlockAttestation` only after it checked the candidate itself: t
 chain link, every update (the same verification as an upload: signature, sample count,
 computation time, payload, norm, replay), the aggregation rule's selection (it keeps exactly the
 block's updates of those offered), and the global model recomputed from those updates.
-It signs at most one candidate per round, so an honest miner never equivocates: the candidate
-is journaled (durably, `MinerJournal.record_attested`) before the signature leaves the miner,
-so a restarted miner still refuses a second one; a refusal names its reason. The committer
-gathers attestations from its peers until the quorum is reached.
+It signs at most one candidate per round and committer, so an honest miner never equivocates:
+the candidate is journaled (durably, `MinerJournal.record_attested`) before the signature
+leaves the miner, so a restarted miner still refuses a second one; a refusal names its reason.
+(One per committer, not one per round: a miner that gathered attestations and withholds its
+commit would otherwise stall the round for good.) The committer gathers attestations from its
+peers until the quorum is reached.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ class AttestationRefused(Exception):
 
 
 class AttestedRounds(Protocol):
-    """Where a miner keeps the candidate it attested in each round (`MinerJournal`)."""
+    """Where a miner keeps the candidate it attested per round and committer (`MinerJournal`)."""
 
-    def record_attested(self, round_: int, digest: bytes) -> bytes:
-        """Keep `digest` as the candidate attested in `round_` unless one is kept already
-        (durable when this returns); the digest kept for the round."""
+    def record_attested(self, round_: int, committer: str, digest: bytes) -> bytes:
+        """Keep `digest` as the candidate of `committer` attested in `round_` unless one is
+        kept already (durable when this returns); the digest kept."""
 
 
 class MemoryRounds:
@@ -57,11 +59,11 @@ class MemoryRounds:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: dict[int, bytes] = {}
+        self._kept: dict[tuple[int, str], bytes] = {}
 
-    def record_attested(self, round_: int, digest: bytes) -> bytes:
+    def record_attested(self, round_: int, committer: str, digest: bytes) -> bytes:
         with self._lock:
-            return self._kept.setdefault(round_, digest)
+            return self._kept.setdefault((round_, committer), digest)
 
 
 class Attester:
@@ -137,15 +139,15 @@ class Attester:
 
     def attest(self, announcement: BlockAnnouncement, request_signature: bytes) -> Attestation:
         """Authorize the request, check the candidate and sign it, unless this miner signed
-        another one this round (kept before the signature is made)."""
+        another one of this committer this round (kept before the signature is made)."""
         block = self.authorize(announcement.proposal, request_signature)
         self.check(announcement)
         domain = self.node.ledger.domain
         digest = block.digest(domain)
-        if self.rounds.record_attested(block.round, digest) != digest:
+        if self.rounds.record_attested(block.round, block.committer, digest) != digest:
             raise AttestationRefused(
-                "already_attested", f"this miner attested another candidate of round "
-                                    f"{block.round}; signing a second would be equivocation")
+                "already_attested", f"this miner attested another candidate of {block.committer}"
+                                    f" in round {block.round}; a second would be equivocation")
         return attest(self.node.key, block, domain)
 
 

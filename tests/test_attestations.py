@@ -141,6 +141,19 @@ def test_an_honest_miner_attests_one_candidate_per_round(sim):
     assert info.value.reason == "already_attested"
 
 
+def test_a_committer_that_withholds_its_attested_block_cannot_stall_the_round(sim):
+    """Honest miners sign one candidate per round *and committer*: miner 2 gathers miner 1's
+    attestation and never commits; miner 0's block still gets miner 1's and lands."""
+    withheld = mined(sim, sim.miners[2].candidate().proposal)
+    attester = sim.attesters[1]
+    assert attester.attest(sim.miners[2].announcement(withheld), sim.attesters[2].request(withheld))
+    proposal = mined(sim, sim.miners[0].candidate().proposal)
+    got = [attester.attest(sim.miners[0].announcement(proposal),
+                           sim.attesters[0].request(proposal))]
+    assert sim.miners[0].commit(proposal, got) is not None
+    assert sim.ledger.head().round == 1
+
+
 def smaller(sim, proposal):
     """A smaller but valid candidate of the same round and committer, solved: signing it too
     would be equivocation."""
