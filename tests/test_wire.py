@@ -16,6 +16,7 @@ from blockfl.wire import (
     attestation_from_dict,
     attestation_to_dict,
     parse_record_header,
+    parse_request_signature,
     proposal_from_dict,
     proposal_to_dict,
     record_header,
@@ -108,3 +109,11 @@ def test_malformed_attestations_raise_wire_error(change):
         attestation_from_dict(attestation_to_dict(attestation()) | change)
     with pytest.raises(WireError):
         attestation_from_dict([1, 2])
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "0x12", "zz" * 65, "0x" + "00" * 66, "0x" + "ab" * 500])
+def test_malformed_request_signatures_raise_wire_error(header):
+    with pytest.raises(WireError):
+        parse_request_signature(header)
+    assert parse_request_signature("0x" + "ab" * 65) == bytes([0xAB]) * 65
