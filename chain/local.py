@@ -381,6 +381,8 @@ class LocalLedger(Ledger):
         self._mint(device, reward)
 
     def is_claimed(self, round_: int, index: int) -> bool:
+        if not 0 <= index < 2**32:  # no leaf has such an index (a uint32)
+            return False
         query = "SELECT 1 FROM claims WHERE round = ? AND idx = ?"
         return self._db.execute(query, (round_, index)).fetchone() is not None
 

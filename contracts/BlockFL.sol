@@ -310,6 +310,7 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
 
     /// @notice Whether the update at `index` of the merkle block of `round` was claimed.
     function isClaimed(uint64 round, uint256 index) public view returns (bool) {
+        if (index > type(uint32).max) return false; // no leaf has such an index
         uint256 position = index + CLAIMED_SAMPLES_BITS;
         return _claimed[round][position >> 8] & (1 << (position & 0xff)) != 0;
     }

@@ -467,6 +467,7 @@ def test_a_colluding_quorum_mints_no_more_in_merkle_mode_than_in_direct_mode(mak
             assert state() == before
     ledger.claim(OUTSIDER, 1, [fair])
     assert ledger.claimed_samples(1) == 100
+    assert ledger.is_claimed(1, 3) and not ledger.is_claimed(1, 2**256 - 1)
     assert ledger.balance_of(devices[2]) == 100 * 10**15
     paid = state()
     got = rejected(ledger.claim, OUTSIDER, 1, [over_total])
