@@ -100,7 +100,7 @@ class MinerService:
         self.node = MinerNode(key, ledger, verifier, self.store, rule or FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
-        self.attester = Attester(self.node)
+        self.attester = Attester(self.node, self.journal)
         self._window_opened: float | None = None
         restored = self.node.restore(self.journal.updates_of(self.node.round))
         log("started", address=self.node.address, round=self.node.round,
@@ -359,24 +359,27 @@ class MinerService:
             if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
-    def attest(self, proposal: BlockProposal) -> Attestation:
-        """Check another miner's candidate in full (its updates from the journal or peers) and
-        attest it; AttestationRefused names why not."""
+    def attest(self, proposal: BlockProposal, request_signature: bytes) -> Attestation:
+        """Authorize another miner's request (before fetching anything), check its candidate
+        in full (its updates from the journal or peers) and attest it; AttestationRefused names
+        why not."""
+        self.attester.authorize(proposal, request_signature)
         found = self._announcement(proposal)
         if found is None:
             raise AttestationRefused("missing_update", "an update of the candidate is not here")
-        return self.attester.attest(found[0])
+        return self.attester.attest(found[0], request_signature)
 
     def _attestations(self, proposal: BlockProposal, stop: threading.Event
                       ) -> list[Attestation] | None:
         """Ask the peers to attest the candidate until the quorum is reached, backing off and
         logging why while it is not; None when the round is decided meanwhile."""
         needed = self.ledger.required_attesters() - 1  # the committer counts itself
+        signature = self.attester.request(proposal)
         started, delay = time.monotonic(), 0.5
         while not stop.is_set():
             reasons: list[str] = []
-            got = gather([lambda c=c: c.attest(proposal) for c in self.clients], needed,
-                         reasons.append)
+            got = gather([lambda c=c: c.attest(proposal, signature) for c in self.clients],
+                         needed, reasons.append)
             if len(got) >= needed:
                 self.log("attestations", round=proposal.round, attesters=len(got) + 1,
                          seconds=round(time.monotonic() - started, 4))

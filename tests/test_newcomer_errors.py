@@ -278,3 +278,13 @@ def test_servers_on_every_interface_are_reached_on_loopback():
     assert reach_host("10.1.2.3") == "10.1.2.3"
     assert certificate_names("10.1.2.3") == ["10.1.2.3"]
     assert certificate_names("0.0.0.0") == [socket.gethostname()]
+
+
+def test_a_quorum_above_the_miners_is_one_line(capsys, tmp_path):
+    """A contract rejection at deployment (here `QuorumUnreachable`) is no traceback."""
+    code, _, err = blockfl(capsys, "simulate", "--rounds", "1", "--set", "chain.quorum=5",
+                           "--run-out-dir", str(tmp_path))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "blockfl: error: QuorumUnreachable(quorum=5, miners=3): a fixed quorum cannot exceed "
+        "the registered miners; register more miners or lower chain.quorum (0 = a majority)"]

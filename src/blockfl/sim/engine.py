@@ -311,7 +311,8 @@ class Simulation:
             proposal = replace(candidate.proposal, nonce=finish.solution.nonce)
             announcement = self.miners[finish.miner].announcement(proposal)
             start = time.perf_counter()
-            asks = [lambda a=a, b=announcement: a.attest(b)
+            signature = self.attesters[finish.miner].request(proposal)
+            asks = [lambda a=a, b=announcement, s=signature: a.attest(b, s)
                     for i, a in enumerate(self.attesters) if i != finish.miner]
             attestations = gather(asks, needed, lambda _: None)
             spent = time.perf_counter() - start
