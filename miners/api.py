@@ -14,7 +14,9 @@ and within `body_timeout` (408); JSON bodies are size- and depth-checked before 
 (`read_json`, for any router of this app), off the event loop like the miner's other work.
 Uploads, gossip and block announcements take turns through a fair `UploadGate` (503 `busy`
 after a short wait); the HTTP server in front (`blockfl.miners.http_server`) guards
-connections. A client that leaves mid-body is one `client_disconnected` event in the log.
+connections. A client that leaves mid-body is one `client_disconnected` event in the log; an
+error inside the miner is an `internal_error` event, at most one per kind of error every
+`LOG_EVERY` seconds (with the `count` it stands for).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from blockfl.config import ServerConfig
+from blockfl.events import Throttled
 from blockfl.hashing import from_hex
 from blockfl.miners.admission import Busy, UploadGate
 from blockfl.miners.attestation_api import attestation_router
+from blockfl.miners.http_server import LOG_EVERY
 from blockfl.miners.node import Verdict
 from blockfl.miners.service import MinerService
 from blockfl.wire import (
@@ -160,9 +164,12 @@ def create_app(service: MinerService, max_payload_bytes: int,
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error("bad_request", str(exc.errors())[:500], 422)
 
+    internal_error = Throttled(service.log, LOG_EVERY)
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        service.log("internal_error", error=f"{type(exc).__name__}: {exc}")
+        internal_error("internal_error", (type(exc).__name__,),
+                       error=f"{type(exc).__name__}: {exc}")
         return error("internal_error", type(exc).__name__, 500)
 
     async def receive(request: Request, handler: Callable[[UpdateSubmission], Verdict]) -> dict:
