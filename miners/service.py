@@ -31,7 +31,7 @@ from blockfl.aggregation import AggregationStrategy, FedAvg
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
-from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
 from blockfl.miners.attestation import AttestationRefused, Attester, gather
@@ -286,8 +286,9 @@ class MinerService:
                  global_model_hash=to_hex(head.global_model_hash), checked=checked)
 
     def _ask_peers(self, ask: Callable[[MinerClient], T | None]) -> T | None:
-        """The first answer a peer has (peers in random order); None if none has one."""
-        for client in random.sample(self.clients, len(self.clients)):
+        """The first answer a peer has (peers in random order, those that failed lately last);
+        None if none has one."""
+        for client in healthy_first(random.sample(self.clients, len(self.clients))):
             try:
                 found = ask(client)
             except (MinerUnavailable, MinerRejected):

@@ -5,13 +5,17 @@ Every attack speaks raw HTTP/1.1 over asyncio sockets bound to a chosen source a
 would: JSON nested 100,000 deep, a head that never ends, a body that stops half way, a
 Content-Length that is no number, a thousand uploads at once. Every loop is bounded: a count of
 connections and a time limit. An attack returns a `Tally` of how the miner answered.
+`DrippingPeer` is the other side: a hostile peer or miner whose answers never end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import socketserver
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -170,3 +174,64 @@ async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seco
         ):
             tally.replies.update(wave.replies)
     return tally
+
+
+
+class _Drip(socketserver.BaseRequestHandler):
+    """One connection to a `DrippingPeer`: read the request head, then drip the answer."""
+
+    def handle(self) -> None:
+        peer: DrippingPeer = self.server.peer  # type: ignore[attr-defined]
+        sock: socket.socket = self.request
+        sock.settimeout(peer.every + 5)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        with peer.lock:
+            peer.requests += 1
+        head = (f"HTTP/1.1 200 OK\r\ncontent-type: {TENSOR_MEDIA_TYPE}\r\n"
+                f"content-length: {peer.declared}\r\n\r\n").encode()
+        if not peer.drip_head:
+            sock.sendall(head)
+            head = b""
+        end = time.monotonic() + peer.limit
+        for i in range(len(head) + peer.declared):
+            if peer.stopped.wait(peer.every) or time.monotonic() > end:
+                return
+            sock.sendall(head[i:i + 1] or b"\0")
+
+
+class DrippingPeer:
+    """A hostile peer or miner on loopback: it answers every request with a `declared`
+    Content-Length and then one byte every `every` seconds (with `drip_head`, the head too),
+    for at most `limit` seconds a connection. A per-read timeout never fires on it."""
+
+    def __init__(self, host: str = "127.0.0.1", every: float = 5.0,
+                 declared: int = 10_000_000, drip_head: bool = False,
+                 limit: float = 120.0) -> None:
+        self.every, self.declared, self.drip_head, self.limit = every, declared, drip_head, limit
+        self.requests = 0  # request heads it read
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self._server = socketserver.ThreadingTCPServer((host, 0), _Drip)
+        self._server.daemon_threads = True
+        self._server.peer = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Its `http://host:port`."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> DrippingPeer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self._server.shutdown()
+        self._server.server_close()
