@@ -366,14 +366,15 @@ class MinerService:
 
     def _attestations(self, proposal: BlockProposal, stop: threading.Event
                       ) -> list[Attestation] | None:
-        """Ask the peers to attest the candidate until the quorum is reached, backing off and
-        logging why while it is not; None when the round is decided meanwhile."""
+        """Ask the peers (those that failed lately last) to attest the candidate until the
+        quorum is reached, backing off and logging why while it is not; None when the round is
+        decided meanwhile."""
         needed = self.ledger.required_attesters() - 1  # the committer counts itself
         started, delay = time.monotonic(), 0.5
         while not stop.is_set():
             reasons: list[str] = []
-            got = gather([lambda c=c: c.attest(proposal) for c in self.clients], needed,
-                         reasons.append)
+            got = gather([lambda c=c: c.attest(proposal) for c in healthy_first(self.clients)],
+                         needed, reasons.append)
             if len(got) >= needed:
                 self.log("attestations", round=proposal.round, attesters=len(got) + 1,
                          seconds=round(time.monotonic() - started, 4))
