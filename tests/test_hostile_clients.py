@@ -10,10 +10,13 @@ keep honest devices on another address out of the round.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from blockfl.devices.device import Device
 from blockfl.events import read_events
 from blockfl.keys import derived_key
 from blockfl.launcher import LocalNetwork
+from blockfl.signing import address_of
 from blockfl.sim.setup import build_experiment
 from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE
 from tests.conftest import small_config
@@ -302,3 +306,61 @@ def test_honest_devices_land_their_updates_while_one_address_floods(tmp_path):
     finally:
         stop.set()
         network.stop()
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no VmRSS for process {pid}")
+
+
+def test_an_attestation_flood_leaves_memory_and_the_round_rate_alone(tmp_path):
+    """Waves of 64 concurrent 8 MiB attestation requests from two addresses for 15 s (before
+    the gate and the block-size limit on `/attestations`: +1.8 GiB and a round rate cut by 8)."""
+    config = small_config(tmp_path, run={"rounds": 10_000, "out_dir": str(tmp_path)},
+                          network={"devices": 3, "miners": 3, "t_wait": 1.0},
+                          chain={"block_rate": 2.0, "hash_rate": 20_000.0})
+    network = LocalNetwork(config, tmp_path / "net").start()
+    try:
+        network.wait_for_round(3, timeout=240)
+        pid, ledger = network.miners[0].process.pid, network.ledger
+        head = ledger.head()
+        update = json.loads(hostile.upload_headers(
+            derived_key("attacker", 0), ledger.domain, head.round + 1,
+            head.global_model_hash)[RECORD_HEADER])
+        body = hostile.padded_block(update, address_of(derived_key("attacker", 1)),
+                                    head.round + 1)
+        assert len(body) > 7.9 * 2**20
+        baseline = max(rss_mib(pid) for _ in range(10) if not time.sleep(0.1))
+
+        def rate(seconds: float, during: Callable[[], object] = lambda: time.sleep(0.5)
+                 ) -> float:
+            first, started = ledger.head().round, time.monotonic()
+            while time.monotonic() - started < seconds:
+                during()
+            return (ledger.head().round - first) / (time.monotonic() - started)
+
+        normal = rate(15)
+        peak, tallies, stop = [baseline], [], threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.05):
+                peak.append(rss_mib(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        flooded = rate(15, lambda: tallies.append(asyncio.run(hostile.attestation_flood(
+            "127.0.0.1", network.miners[0].port, body, count=64, timeout=60))))
+        stop.set()
+        sampler.join(timeout=10)
+    finally:
+        network.stop()
+    replies = sum((t.replies for t in tallies), Counter())
+    assert replies["413 payload_too_large"] >= 64, replies  # refused, before being read
+    refused = {"413 payload_too_large", "503 too_many_connections", "BrokenPipeError",
+               "ConnectionResetError"}  # the last two: the miner closed while they sent
+    assert set(replies) <= refused, replies
+    assert max(peak) - baseline < 200, (baseline, max(peak))
+    assert flooded >= 0.5 * normal, (normal, flooded)

@@ -11,6 +11,7 @@ connections and a time limit. An attack returns a `Tally` of how the miner answe
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import socketserver
 import struct
@@ -148,6 +149,26 @@ async def upload_flood(host: str, port: int, headers: dict[str, str], body: byte
     """`count` uploads at once from one address."""
     data = request("POST", "/updates", headers, body)
     return await many(count, lambda _: exchange(host, port, data, source, timeout))
+
+
+def padded_block(update: dict[str, object], miner: str, round_: int,
+                 size: int = 8 * 2**20 - 4096) -> bytes:
+    """A candidate block's JSON of about `size` bytes, one signed update repeated: what an
+    attestation flood sends (bounded JSON that a miner must read and parse to refuse)."""
+    one = len(json.dumps(update)) + 2
+    block = {"prev_hash": "0x" + "00" * 32, "round": round_, "global_model_hash": "0x" + "00" * 32,
+             "miner": miner, "nonce": "0", "updates": [update] * max(1, size // one),
+             "excluded": []}
+    return json.dumps(block).encode()
+
+
+async def attestation_flood(host: str, port: int, body: bytes, count: int = 64,
+                            sources: tuple[str, ...] = (ATTACKER, "127.0.0.4"),
+                            timeout: float = 120.0) -> Tally:
+    """`count` attestation requests with `body` at once, spread over the `sources`."""
+    data = request("POST", "/attestations", {"Content-Type": "application/json"}, body)
+    return await many(count, lambda i: exchange(host, port, data, sources[i % len(sources)],
+                                                timeout))
 
 
 async def slow_connections(host: str, port: int, count: int = 300, source: str = ATTACKER,
