@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -66,7 +67,7 @@ def hostile_config(tmp_path, **server):
     return small_config(
         tmp_path,
         run={"rounds": 1, "out_dir": str(tmp_path)},
-        network={"devices": 3, "miners": 1, "t_wait": 600.0},
+        network={"devices": 3, "miners": 1, "t_wait": 600.0, "answer_timeout": 5.0},
         chain={"block_rate": 2.0, "hash_rate": 20_000.0},
         verification={"max_payload_bytes": 400_000},  # the deep safetensors body is decoded
         server={"header_timeout": 2.0, "body_timeout": 2.0} | server,
@@ -271,8 +272,12 @@ def test_the_attack_script_leaves_the_miner_serving_and_honest_updates_landing(n
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     rows = [[cell.strip() for cell in line.split(" | ")]
             for line in result.stdout.splitlines() if " | " in line][1:]
-    assert len(rows) == 13
-    assert all(row[3] == "yes" and row[4] == "yes" for row in rows), result.stdout
+    assert len(rows) == 15
+    assert all(row[3] == "yes" and row[4].startswith("yes") for row in rows), result.stdout
+    flood, slow_peer = rows[-2:]  # issue 18: refused, and the chain committed after each
+    assert "payload_too_large" in flood[2] and re.search(r"chain \+[1-9]\d* rounds", flood[4])
+    assert "no whole answer within 5 s" in slow_peer[2]
+    assert re.search(r"chain \+[1-9]\d* rounds", slow_peer[4])
     assert "zero crashes" in result.stdout
     assert_serving(network)
 

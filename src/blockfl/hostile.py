@@ -11,6 +11,7 @@ connections and a time limit. An attack returns a `Tally` of how the miner answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import socketserver
@@ -202,6 +203,10 @@ class _Drip(socketserver.BaseRequestHandler):
     """One connection to a `DrippingPeer`: read the request head, then drip the answer."""
 
     def handle(self) -> None:
+        with contextlib.suppress(OSError):  # the client gave up: what a dripping peer is for
+            self._drip()
+
+    def _drip(self) -> None:
         peer: DrippingPeer = self.server.peer  # type: ignore[attr-defined]
         sock: socket.socket = self.request
         sock.settimeout(peer.every + 5)
@@ -225,20 +230,25 @@ class _Drip(socketserver.BaseRequestHandler):
             sock.sendall(head[i:i + 1] or b"\0")
 
 
+class _DripServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True  # a fixed port, again right after a run
+    daemon_threads = True
+
+
 class DrippingPeer:
     """A hostile peer or miner on loopback: it answers every request with a `declared`
     Content-Length and then one byte every `every` seconds (with `drip_head`, the head too),
-    for at most `limit` seconds a connection. A per-read timeout never fires on it."""
+    for at most `limit` seconds a connection, on `port` (0: a free one). A per-read timeout
+    never fires on it."""
 
     def __init__(self, host: str = "127.0.0.1", every: float = 5.0,
                  declared: int = 10_000_000, drip_head: bool = False,
-                 limit: float = 120.0) -> None:
+                 limit: float = 120.0, port: int = 0) -> None:
         self.every, self.declared, self.drip_head, self.limit = every, declared, drip_head, limit
         self.requests = 0  # request heads it read
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self._server = socketserver.ThreadingTCPServer((host, 0), _Drip)
-        self._server.daemon_threads = True
+        self._server = _DripServer((host, port), _Drip)
         self._server.peer = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
