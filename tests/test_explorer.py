@@ -136,16 +136,9 @@ def test_half_open_connections_to_the_explorer_are_cut_by_its_limits(chain):
     while not server.started:
         time.sleep(0.05)
 
-    async def hold_and_probe() -> tuple[hostile.Tally, hostile.Reply]:
-        held = asyncio.create_task(hostile.slow_connections("127.0.0.1", port, count=1000,
-                                                            timeout=30))
-        await asyncio.sleep(1.0)
-        probe = await hostile.exchange("127.0.0.1", port, hostile.request("GET", "/api/blocks"),
-                                       source="127.0.0.3", timeout=10)
-        return await held, probe
-
     try:
-        tally, probe = asyncio.run(hold_and_probe())
+        tally, probe = asyncio.run(hostile.held_while_probed("127.0.0.1", port, 1000,
+                                                             "/api/blocks"))
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -245,15 +245,8 @@ def test_one_address_cannot_take_every_connection(net):
     network, _ = net
     port = network.miners[0].port
 
-    async def hold_and_probe() -> tuple[hostile.Tally, hostile.Reply]:
-        held = asyncio.create_task(hostile.slow_connections("127.0.0.1", port, count=300,
-                                                            timeout=20))
-        await asyncio.sleep(1.0)
-        probe = await hostile.exchange("127.0.0.1", port, hostile.request("GET", "/health"),
-                                       source="127.0.0.3", timeout=10)
-        return await held, probe
-
-    tally, probe = asyncio.run(hold_and_probe())
+    tally, probe = asyncio.run(hostile.held_while_probed("127.0.0.1", port, 300, "/health",
+                                                         timeout=20))
     assert probe.status == 200
     # the first 32 connections waited for their head until the timeout, the rest were refused
     assert tally.replies == {"408 header_timeout": 32, "503 too_many_connections": 268}

@@ -180,6 +180,17 @@ async def slow_connections(host: str, port: int, count: int = 300, source: str =
                                                 pause_after=len(head) // 2))
 
 
+async def held_while_probed(host: str, port: int, count: int, probe_path: str,
+                            source: str = ATTACKER, prober: str = "127.0.0.3",
+                            timeout: float = 30.0) -> tuple[Tally, Reply]:
+    """`slow_connections` from `source` and, a second into them, one GET of `probe_path` from
+    `prober`: how the slow ones were answered, and whether another address was served."""
+    held = asyncio.create_task(slow_connections(host, port, count, source, timeout))
+    await asyncio.sleep(1.0)
+    probe = await exchange(host, port, request("GET", probe_path), prober, timeout=10)
+    return await held, probe
+
+
 async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seconds: float,
                 stop: threading.Event | None = None, uploads: int = 1000, slow: int = 300,
                 source: str = ATTACKER, timeout: float = 60.0) -> Tally:
