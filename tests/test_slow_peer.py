@@ -167,3 +167,34 @@ def test_a_miner_starts_and_syncs_past_a_dripping_peer(tmp_path, monkeypatch):
         assert peer.requests == 1  # asked once, at start-up
     a.close()
     b.close()
+
+
+def test_messages_for_a_dripping_peer_wait_in_a_bounded_queue():
+    from blockfl.hashing import keccak
+    from blockfl.miners.peers import MAX_BACKLOG, HttpPeer
+    from blockfl.signing import Domain, SignedUpdate, UpdateRecord, sign_update
+    from blockfl.wire import UpdateSubmission
+
+    key = derived_key("slow-peer-gossip", 0)
+    record = UpdateRecord(address_of(key), 1, b"\0" * 32, keccak(b"delta"), 1, 1)
+    signed = SignedUpdate(record, sign_update(key, record, Domain(1, "0x" + "11" * 20)))
+    events: list[tuple[str, dict]] = []
+    with DrippingPeer(every=DRIP, limit=30) as dripping:
+        peer = HttpPeer(MinerClient(dripping.url, timeout=DEADLINE),
+                        lambda event, **kw: events.append((event, kw)))  # type: ignore[arg-type]
+        for _ in range(MAX_BACKLOG + 50):
+            peer.receive_gossip(UpdateSubmission(signed, b"\0"))
+        assert peer._waiting == MAX_BACKLOG
+        peer.close()
+    dropped = [kw for event, kw in events if event == "gossip_dropped"]
+    assert dropped == [{"peer": dripping.url, "backlog": MAX_BACKLOG, "count": 1}]
+
+
+def test_miners_that_failed_lately_are_asked_last_for_a_while():
+    from blockfl.client import SUSPECT_FOR, healthy_first
+
+    a, b, c = (MinerClient(f"http://127.0.0.{i}:1") for i in (1, 2, 3))
+    b.failed_at = time.monotonic()
+    assert healthy_first([b, a, c]) == [a, c, b]
+    b.failed_at = time.monotonic() - SUSPECT_FOR - 1  # long ago: in its turn again
+    assert healthy_first([b, a, c]) == [b, a, c]
