@@ -91,11 +91,6 @@ class _Backend(httpcore.NetworkBackend):
         return _Stream(self._backend.connect_tcp(
             host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options))
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._backend.connect_unix_socket(
-            path, _left(timeout, httpcore.ConnectTimeout), socket_options))
-
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
 
