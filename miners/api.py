@@ -22,6 +22,7 @@ event, at most one per kind of error every `LOG_EVERY` seconds (with the `count`
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -198,11 +199,13 @@ def create_app(service: MinerService, max_payload_bytes: int,
         check_declared(request, max_payload_bytes)
         async with gate.turn(client_of(request)):
             payload = await read_body(request, max_payload_bytes)
+            received_at = time.time()  # the body's last byte: the upload's end on the link
             verdict = await run_in_threadpool(handler, UpdateSubmission(signed, payload))
         if not verdict.accepted:
             raise Rejection(verdict.reason, verdict.detail)
         service.log("update_accepted", device=signed.device, round=signed.record.round,
-                    via=request.url.path.strip("/"), samples=signed.record.samples)
+                    via=request.url.path.strip("/"), samples=signed.record.samples,
+                    received_at=received_at)
         return {"accepted": True, "round": signed.record.round, "miner": node.address,
                 "status": verdict.reason or "accepted"}
 

@@ -31,7 +31,9 @@ from blockfl.aggregation import AggregationStrategy, FedAvg
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
+from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
+from blockfl.config import NO_PRIVACY, PrivacyConfig
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
 from blockfl.miners.attestation import AttestationRefused, Attester, gather
@@ -74,6 +76,7 @@ class MinerService:
         genesis: StateDict | None,
         log: EventLog,
         rule: AggregationStrategy | None = None,
+        privacy: PrivacyConfig = NO_PRIVACY,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -92,7 +95,8 @@ class MinerService:
         self._behind_since: float | None = None
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
-        verifier = Verifier(policy, max_samples=params.max_samples_per_update)
+        verifier = Verifier(policy, max_samples=params.max_samples_per_update, privacy=privacy,
+                            included_rounds=Participation(ledger).rounds)
         self.node = MinerNode(key, ledger, verifier, self.store, rule or FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]

@@ -65,7 +65,10 @@ def test_every_behaviour_changes_what_the_device_sends(tmp_path):
 
 def test_attackers_are_drawn_with_the_seed():
     assert attackers(10, 0.3, 0) == attackers(10, 0.3, 0)
-    assert len(attackers(10, 0.3, 0)) == 3 and attackers(10, 0.0, 0) == []
+    drawn = {tuple(attackers(10, 0.3, seed)) for seed in range(20)}
+    assert len(drawn) > 10  # the seed chooses who attacks: not one fixed set
+    assert all(len(d) == 3 and len(set(d)) == 3 and set(d) <= set(range(10)) for d in drawn)
+    assert attackers(10, 0.0, 0) == []
     with pytest.raises(ValueError, match="unknown behaviour"):
         behaviour("bribe", AttackConfig(), 10)
 

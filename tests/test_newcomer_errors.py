@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from blockfl.chain.deployment import Deployment
-from blockfl.chain.node import find_anvil, free_port, stop_pid
+from blockfl.chain.node import ANVIL_MISSING, find_anvil, free_port, stop_pid
 from blockfl.cli import build_parser, main
 from blockfl.keys import parse_key
 
@@ -254,6 +254,20 @@ def test_network_up_ports_are_checked_before_anything_starts(tmp_path, capsys, m
             assert code == 2
             assert f"port(s) {port} on 127.0.0.1 already in use: the network needs {port}-" in err
             assert not (tmp_path / "runs").exists()
+
+
+def test_network_up_without_anvil_names_what_to_install(tmp_path, capsys, monkeypatch):
+    # as from a wheel: no node_modules, no anvil on PATH
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BLOCKFL_NODE_MODULES", str(tmp_path / "no_node_modules"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("BLOCKFL_ANVIL", raising=False)
+    for argv in (("network", "up"), ("chain", "up", "--state-dir", str(tmp_path / "state"))):
+        code, _, err = blockfl(capsys, *argv)
+        assert code == 2
+        assert err.strip() == "blockfl: error: " + ANVIL_MISSING
+        assert "npm install @foundry-rs/anvil-linux-amd64" in err and "PATH" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_servers_on_every_interface_are_reached_on_loopback():

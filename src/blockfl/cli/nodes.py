@@ -112,7 +112,7 @@ def miner_command(args: argparse.Namespace) -> int:
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         miner_clients(args.peers, args.ca_cert, config.network.answer_timeout),
         experiment.initial, log,
-        rule=AggregationRule(spec.aggregation),
+        rule=AggregationRule(spec.aggregation), privacy=spec.privacy,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -163,7 +163,8 @@ def device_command(args: argparse.Namespace) -> int:
                               else "honest")
     device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
                     experiment.initial, seed=device_seed(seed, args.shard),
-                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)))
+                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)),
+                    privacy=spec.privacy)
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
         device, ledger, miners, log,
