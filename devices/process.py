@@ -3,9 +3,11 @@
 Each round the device reads the chain head, makes sure it holds the head's global model
 (downloaded from a miner and checked against the on-chain hash; optionally recomputed from the
 block's updates, as in the paper), trains and signs its update for the next round, and uploads
-it to a miner chosen uniformly at random, trying the others if that miner is down. It then waits
-for the block of that round on chain and reads whether its update was paid. Everything it needs
-is on chain or at the miners, so a restarted device simply resumes from the chain head.
+it to a miner chosen uniformly at random, trying the others if that miner is down (one that
+failed to answer lately is tried last; no answer takes longer than its client's timeout). It
+then waits for the block of that round on chain and reads whether its update was paid.
+Everything it needs is on chain or at the miners, so a restarted device simply resumes from the
+chain head.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from blockfl.chain.blocks import Head
 from blockfl.chain.errors import BlockRejected
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
-from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
 from blockfl.devices.claims import claim
 from blockfl.devices.device import Device, GlobalModelMismatch
 from blockfl.events import EventLog
@@ -126,7 +128,7 @@ class DeviceProcess:
 
     def _miners_in_random_order(self) -> list[MinerClient]:
         first = self.device.choose_miner(self.miners, self.rng)
-        return [first] + [m for m in self.miners if m is not first]
+        return healthy_first([first] + [m for m in self.miners if m is not first])
 
     def upload(self, submission: UpdateSubmission, catch_up_tries: int = 25) -> None:
         """Upload to a random miner; on a dead miner, try the next one. A miner that has not yet

@@ -12,9 +12,11 @@
 Bodies are read as a stream and cut off at the size limit (413) before they are buffered whole,
 and within `body_timeout` (408); JSON bodies are size- and depth-checked before they are decoded
 (`read_json`, for any router of this app), off the event loop like the miner's other work.
-Uploads, gossip and block announcements take turns through a fair `UploadGate` (503 `busy`
-after a short wait); the HTTP server in front (`blockfl.miners.http_server`) guards
-connections. A client that leaves mid-body is one `client_disconnected` event in the log.
+Uploads, gossip and every JSON body (block announcements, attestation requests) take turns
+through a fair `UploadGate` (503 `busy` after a short wait); the HTTP server in front
+(`blockfl.miners.http_server`) guards connections. A client that leaves mid-body is one
+`client_disconnected` event in the log; an error inside the miner is an `internal_error`
+event, at most one per kind of error every `LOG_EVERY` seconds (with the `count` it stands for).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from blockfl.config import ServerConfig
+from blockfl.events import Throttled
 from blockfl.hashing import from_hex
 from blockfl.miners.admission import Busy, UploadGate
 from blockfl.miners.attestation_api import attestation_router
+from blockfl.miners.http_server import LOG_EVERY
 from blockfl.miners.node import Verdict
 from blockfl.miners.service import MinerService
 from blockfl.wire import (
@@ -43,6 +47,7 @@ from blockfl.wire import (
     TENSOR_MEDIA_TYPE,
     UpdateSubmission,
     WireError,
+    block_json_limit,
     decode_json,
     parse_record_header,
     proposal_from_dict,
@@ -90,16 +95,22 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds `limit` bytes, and with 408
-    (closing the connection) unless it arrives within `timeout` seconds (default: the app's
-    `body_timeout`)."""
+def check_declared(request: Request, limit: int) -> None:
+    """Refuse a request whose Content-Length is no number or more than `limit` bytes (before
+    it waits for a turn or anything is read)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise Rejection("bad_request", "Content-Length is not a number")
         if int(declared) > limit:
             raise Rejection("payload_too_large", f"{declared} > {limit} bytes")
+
+
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes, and with 408
+    (closing the connection) unless it arrives within `timeout` seconds (default: the app's
+    `body_timeout`)."""
+    check_declared(request, limit)
     timeout = timeout if timeout is not None else request.app.state.limits.body_timeout
     chunks, size = [], 0
     try:
@@ -117,18 +128,24 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
 
 async def read_json(request: Request, limit: int, reason: str = "malformed_json",
                     parse: Callable[[Any], T] = lambda data: data) -> T:
-    """A JSON request body (`read_body`), size- and depth-checked before it is decoded, then
-    `parse`d (raising WireError on what it refuses), both off the event loop; Rejection
+    """A JSON request body (`read_body`) of at most `limit` bytes, and never more than the
+    app's `json_limit` (every JSON body of the miner API is a block: no larger than one of the
+    chain's `max_updates_per_block` updates), size- and depth-checked before it is decoded,
+    then `parse`d (raising WireError on what it refuses), both off the event loop and in a
+    turn of the app's `UploadGate`, as an upload (503 `busy` when none comes); Rejection
     `reason` for anything that is not bounded JSON `parse` accepts."""
-    body = await read_body(request, limit)
+    limit = min(limit, request.app.state.json_limit)
+    check_declared(request, limit)
+    async with request.app.state.gate.turn(client_of(request)):
+        body = await read_body(request, limit)
 
-    def decode() -> T:
-        return parse(decode_json(body, limit, "body"))
+        def decode() -> T:
+            return parse(decode_json(body, limit, "body"))
 
-    try:
-        return await run_in_threadpool(decode)
-    except WireError as exc:
-        raise Rejection(reason, str(exc)[:300]) from None
+        try:
+            return await run_in_threadpool(decode)
+        except WireError as exc:
+            raise Rejection(reason, str(exc)[:300]) from None
 
 
 def create_app(service: MinerService, max_payload_bytes: int,
@@ -136,7 +153,8 @@ def create_app(service: MinerService, max_payload_bytes: int,
     """The FastAPI application of one miner service."""
     app = FastAPI(title="BlockFL miner", version="1")
     app.state.limits = limits = limits or ServerConfig()
-    gate = UploadGate(limits)
+    app.state.gate = gate = UploadGate(limits)
+    app.state.json_limit = block_json_limit(service.ledger.params().max_updates_per_block)
     node = service.node
 
     @app.exception_handler(Rejection)
@@ -161,9 +179,12 @@ def create_app(service: MinerService, max_payload_bytes: int,
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error("bad_request", str(exc.errors())[:500], 422)
 
+    internal_error = Throttled(service.log, LOG_EVERY)
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        service.log("internal_error", error=f"{type(exc).__name__}: {exc}")
+        internal_error("internal_error", (type(exc).__name__,),
+                       error=f"{type(exc).__name__}: {exc}")
         return error("internal_error", type(exc).__name__, 500)
 
     async def receive(request: Request, handler: Callable[[UpdateSubmission], Verdict]) -> dict:
@@ -175,6 +196,7 @@ def create_app(service: MinerService, max_payload_bytes: int,
             signed = parse_record_header(request.headers.get(RECORD_HEADER))
         except WireError as exc:
             raise Rejection("malformed_record", str(exc)) from None
+        check_declared(request, max_payload_bytes)
         async with gate.turn(client_of(request)):
             payload = await read_body(request, max_payload_bytes)
             received_at = time.time()  # the body's last byte: the upload's end on the link
@@ -197,9 +219,8 @@ def create_app(service: MinerService, max_payload_bytes: int,
 
     @app.post("/blocks", status_code=202)
     async def announce(request: Request) -> dict:
-        async with gate.turn(client_of(request)):  # up to 8 MB of JSON: it takes a turn too
-            proposal = await read_json(request, MAX_BLOCK_BYTES, "malformed_block",
-                                       proposal_from_dict)
+        proposal = await read_json(request, MAX_BLOCK_BYTES, "malformed_block",
+                                   proposal_from_dict)  # up to 8 MB of JSON: it takes a turn
         if not service.announced(proposal):
             raise Rejection("wrong_round", f"block of round {proposal.round}, this miner "
                                            f"waits for round {node.round}")

@@ -13,13 +13,17 @@ client and reason every `LOG_EVERY` seconds, with the `count` of refusals it sta
 flood does not become a flood of log lines). A connection closed
 by the server (after any refusal, also the API's, e.g. 413 before the body was read) is first
 half-closed, and what the client still sends is drained for `LINGER` seconds: the client reads
-the answer instead of a connection reset.
+the answer instead of a connection reset. A client that has already left (the half-close fails,
+e.g. `ENOTCONN`) is a `client_left` event, throttled the same way, never an error; uvicorn's
+own tracebacks of errors in the app are printed at most once every `LOG_EVERY` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
@@ -31,8 +35,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from blockfl.config import ServerConfig
-
-Log = Callable[..., None]
+from blockfl.events import Log, Throttled
 
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
 LOG_EVERY = 10.0  # seconds between two `http_refused` events of one client and reason
@@ -52,9 +55,11 @@ class _LingeringTransport:
     """An asyncio transport whose `close` half-closes, drains for `LINGER` seconds, then closes
     (see the module docstring); everything else is the transport's own."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
+                 left: Callable[[], None]) -> None:
         self._transport = transport
         self._loop = loop
+        self._left = left  # called when the client turns out to have left already
         self.lingering = False
 
     def __getattr__(self, name: str) -> Any:
@@ -70,8 +75,13 @@ class _LingeringTransport:
         if not transport.can_write_eof():  # TLS: no half-close
             transport.close()
             return
+        try:
+            transport.write_eof()
+        except OSError:  # the client left (ENOTCONN, ECONNRESET): nothing to drain
+            transport.close()
+            self._left()
+            return
         self.lingering = True
-        transport.write_eof()
         transport.resume_reading()
         self._loop.call_later(LINGER, transport.close)
 
@@ -106,8 +116,7 @@ class GuardedProtocol(H11Protocol):
 
     limits: ServerConfig = ServerConfig()
     open_by_client: Counter[str]
-    log: Log
-    logged: dict[tuple[str, str], list[float]]  # (client, reason) -> [last event, unlogged]
+    note: Throttled  # the server's log, at most one event per client and reason a while
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,8 +125,9 @@ class GuardedProtocol(H11Protocol):
         self._holder: str | None = None  # the client address this connection counts for
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_LingeringTransport(transport, self.loop))  # type: ignore[arg-type]
-        host = self.client[0] if self.client else "unknown"
+        lingering = _LingeringTransport(transport, self.loop, self._left)
+        super().connection_made(lingering)  # type: ignore[arg-type]
+        host = self._host()
         refusal = self._refusal(host)
         if refusal is not None:
             self._refuse(503, *refusal)
@@ -125,6 +135,12 @@ class GuardedProtocol(H11Protocol):
         self._holder = host
         self.open_by_client[host] += 1
         self._arm()
+
+    def _host(self) -> str:
+        return self.client[0] if self.client else "unknown"
+
+    def _left(self) -> None:
+        self.note("client_left", (self._host(),), client=self._host())
 
     def _refusal(self, host: str) -> tuple[str, str] | None:
         limits, held = self.limits, self.open_by_client[host]
@@ -189,25 +205,34 @@ class GuardedProtocol(H11Protocol):
         self._disarm()
         self.transport.write(refusal_bytes(status, reason, detail))
         self.transport.close()
-        self._note(self.client[0] if self.client else "unknown", status, reason)
+        host = self._host()
+        self.note("http_refused", (host, reason), client=host, status=status, reason=reason)
 
-    def _note(self, client: str, status: int, reason: str) -> None:
-        """Log a refusal, or count it for the next event of its client and reason."""
-        now, seen = self.loop.time(), self.logged.get((client, reason))
-        if seen is not None and now - seen[0] < LOG_EVERY:
-            seen[1] += 1
-            return
-        if len(self.logged) > 10_000:  # many addresses: forget, rather than grow
-            self.logged.clear()
-        self.logged[(client, reason)] = [now, 0]
-        self.log("http_refused", client=client, status=status, reason=reason,
-                 count=1 + int(seen[1] if seen else 0))
+
+class _TracebackEvery(logging.Filter):
+    """Lets a log record with a traceback through at most once every `LOG_EVERY` seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -LOG_EVERY
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None:
+            return True
+        now = time.monotonic()
+        if now - self._last < LOG_EVERY:
+            return False
+        self._last = now
+        return True
+
+
+_TRACEBACKS = _TracebackEvery()
 
 
 def protocol_class(limits: ServerConfig, log: Log) -> type[GuardedProtocol]:
     """A `GuardedProtocol` class for one server: its limits, connection table and log."""
-    attributes = {"limits": limits, "open_by_client": Counter(), "logged": {},
-                  "log": staticmethod(log)}
+    attributes = {"limits": limits, "open_by_client": Counter(),
+                  "note": Throttled(log, LOG_EVERY)}
     return type("GuardedProtocol", (GuardedProtocol,), attributes)
 
 
@@ -218,6 +243,7 @@ def miner_server(
     """The uvicorn server of a miner's app with the guarded protocol (`tls`: certificate and
     key files to serve HTTPS)."""
     ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+    logging.getLogger("uvicorn.error").addFilter(_TRACEBACKS)  # once: the filter is one object
     return uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
         http=protocol_class(limits, log), h11_max_incomplete_event_size=limits.max_head_bytes,

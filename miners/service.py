@@ -32,7 +32,7 @@ from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
-from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
 from blockfl.config import NO_PRIVACY, PrivacyConfig
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
@@ -290,8 +290,9 @@ class MinerService:
                  global_model_hash=to_hex(head.global_model_hash), checked=checked)
 
     def _ask_peers(self, ask: Callable[[MinerClient], T | None]) -> T | None:
-        """The first answer a peer has (peers in random order); None if none has one."""
-        for client in random.sample(self.clients, len(self.clients)):
+        """The first answer a peer has (peers in random order, those that failed lately last);
+        None if none has one."""
+        for client in healthy_first(random.sample(self.clients, len(self.clients))):
             try:
                 found = ask(client)
             except (MinerUnavailable, MinerRejected):
@@ -371,14 +372,16 @@ class MinerService:
 
     def _attestations(self, proposal: BlockProposal, stop: threading.Event
                       ) -> list[Attestation] | None:
-        """Ask the peers to attest the candidate until the quorum is reached, backing off and
-        logging why while it is not; None when the round is decided meanwhile."""
+        """Ask the peers (those that failed lately last) to attest the candidate until the
+        quorum is reached, backing off and logging why while it is not; None when the round is
+        decided meanwhile."""
         needed = self.ledger.required_attesters() - 1  # the committer counts itself
         signature = self.attester.request(proposal)
         started, delay = time.monotonic(), 0.5
         while not stop.is_set():
             reasons: list[str] = []
-            got = gather([lambda c=c: c.attest(proposal, signature) for c in self.clients],
+            got = gather([lambda c=c: c.attest(proposal, signature)
+                          for c in healthy_first(self.clients)],
                          needed, reasons.append)
             if len(got) >= needed:
                 self.log("attestations", round=proposal.round, attesters=len(got) + 1,

@@ -12,6 +12,15 @@ bounded (counts and timeouts). The table: case, HTTP status, JSON error, whether
 still serves, whether the honest update landed. Exit status 1 unless every case left the miner
 serving with JSON answers and every honest update landed.
 
+Then issue 18's network cases, each followed by the chain committing a block (honest devices
+fill the open round until it does): waves of 64 concurrent 8 MiB attestation requests from two
+addresses, and a slow peer, a server on loopback that drips one byte a second behind a 10 MB
+Content-Length: the honest device asks it for the head model first and must be cut off at the
+config's `network.answer_timeout`, then served by the miner. With `--slow-peer-port P` the
+dripping peer serves on 127.0.0.1:P for the whole run: start the miner with
+`--peers http://127.0.0.1:P,...` and its row shows how often the miner asked it, with the
+chain still committing.
+
 Honest updates are real: each case's device (keys `derived_key("attack-honest", i)`) trains on
 a shard of the experiment and its update enters the miner's open round (the miner needs
 `chain.allow_list = false`, the default). So point it at a miner of a test network, e.g. one
@@ -25,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -176,10 +187,7 @@ def forged_attestation_rows(honest: Honest, url: str, attacker: str, rounds: int
                 ("forged attestation: no committer signature", victim, False)]
     rows, ok = [], True
     for name, committer, sign in requests:
-        start = honest.ledger.head().round
-        deadline = time.monotonic() + timeout
-        while honest.ledger.head().round == start and time.monotonic() < deadline:
-            time.sleep(0.05)  # right after a new head, as the reported attack did
+        chain_moves(honest, timeout)  # right after a new head, as the reported attack did
         proposal = candidate(committer)
         headers = signed(proposal) if sign else {}
         try:
@@ -187,17 +195,83 @@ def forged_attestation_rows(honest: Honest, url: str, attacker: str, rounds: int
             status, error = str(answer.status_code), answer.json().get("error", "")
         except (httpx.HTTPError, ValueError) as exc:
             status, error = "-", type(exc).__name__
-        wanted = honest.ledger.head().round + rounds
-        while honest.ledger.head().round < wanted and time.monotonic() < deadline + timeout:
-            time.sleep(0.2)
+        moves = [chain_moves(honest, timeout) for _ in range(rounds)]
         moved = honest.ledger.head().round - proposal.round + 1
         serving, landed = honest.probe()
-        committing = moved >= rounds
+        committing = "STALLED" not in moves and moved >= rounds
         ok &= status == "403" and serving and committing
         rows.append((name, status, error, "yes" if serving else "NO",
                      f"{landed}; chain +{moved} rounds" + ("" if committing else " (STALLED)")))
         print(f"  {name}: {status} {error}, chain +{moved}", file=sys.stderr)
     return rows, ok
+
+
+def chain_moves(honest: Honest, timeout: float = 120.0) -> str:
+    """`+N rounds` once the chain committed a block, honest devices filling the open round
+    meanwhile (a network without running devices commits when its block is full); `STALLED`
+    if none came within `timeout` seconds."""
+    ledger = honest.ledger
+    start, deadline = ledger.head().round, time.monotonic() + timeout
+    while ledger.head().round == start and time.monotonic() < deadline:
+        honest.probe()
+        time.sleep(0.5)
+    moved = ledger.head().round - start
+    return f"+{moved} rounds" if moved else "STALLED"
+
+
+def attestation_flood_row(honest: Honest, host: str, port: int, attacker: str,
+                          seconds: float = 15.0) -> tuple[str, ...]:
+    """Waves of 64 concurrent 8 MiB attestation requests from `attacker` and the next address
+    for `seconds` (issue 18: they took a miner from 565 to 2,907 MiB and slowed its rounds
+    sevenfold), the honest probe and the chain's progress measured during them."""
+    headers = honest.upload_headers()
+    update = json.loads(headers[RECORD_HEADER])
+    body = hostile.padded_block(update, address_of(derived_key("attacker", 1)),
+                                int(honest.miner.info()["round"]))
+    second = ".".join([*attacker.split(".")[:3], str(int(attacker.split(".")[3]) + 2)])
+
+    async def waves() -> hostile.Tally:
+        tally, end = hostile.Tally(), time.monotonic() + seconds
+        while time.monotonic() < end:
+            wave = await hostile.attestation_flood(host, port, body, 64, (attacker, second), 60)
+            tally.replies.update(wave.replies)
+        return tally
+
+    async def during() -> tuple[hostile.Tally, bool, str, str]:
+        task = asyncio.create_task(waves())
+        await asyncio.sleep(1.0)
+        serving, landed = await asyncio.to_thread(honest.probe)
+        moved = await asyncio.to_thread(chain_moves, honest)
+        return await task, serving, landed, moved
+
+    tally, serving, landed, moved = asyncio.run(during())
+    status, error = describe(tally)
+    return ("64 x 8 MiB attestation requests, two addresses", status, error,
+            "yes" if serving else "NO", landed, moved)
+
+
+def slow_peer_row(honest: Honest, peer: hostile.DrippingPeer | None) -> tuple[str, ...]:
+    """The honest device asks a dripping peer for the head model before the miner: it must be
+    cut off at `network.answer_timeout` and then served (a per-read timeout never fired: the
+    reported device hung). With the run's `--slow-peer-port` peer, how often the miner asked."""
+    deadline = honest.config.network.answer_timeout
+    own = None if peer is not None else hostile.DrippingPeer(every=1.0, limit=deadline + 30)
+    dripping = peer or own
+    assert dripping is not None
+    with own or nullcontext():
+        model_hash = bytes.fromhex(honest.miner.info()["head"]["global_model_hash"][2:])
+        started = time.monotonic()
+        try:
+            MinerClient(dripping.url, timeout=deadline).model(model_hash)
+            error = "the dripping peer answered?"
+        except MinerUnavailable as exc:
+            error = f"cut after {time.monotonic() - started:.1f} s: {str(exc).split(': ')[-1]}"
+        served = honest.miner.model(model_hash) is not None
+    if peer is not None:
+        error += f"; the miner asked it {peer.requests} times"
+    serving, landed = honest.probe()
+    return (f"slow peer (1 byte/s, answer_timeout {deadline:g} s)", "-", error,
+            "yes" if serving and served else "NO", landed, chain_moves(honest))
 
 
 def describe(outcome: hostile.Tally | hostile.Reply) -> tuple[str, str]:
@@ -209,7 +283,7 @@ def describe(outcome: hostile.Tally | hostile.Reply) -> tuple[str, str]:
     for label, n in outcome.replies.most_common():
         status, _, error = label.partition(" ")
         statuses[status] = statuses.get(status, 0) + n
-        errors += [error] if error not in errors else []
+        errors += [error] if error and error not in errors else []
     return " ".join(f"{n}x{s}" for s, n in statuses.items()), ", ".join(errors)
 
 
@@ -232,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
     parser.add_argument("--attacker", default=hostile.ATTACKER, help="source address of attacks")
     parser.add_argument("--honest", default="127.0.0.3", help="source address of honest device")
+    parser.add_argument("--slow-peer-port", type=int,
+                        help="serve the dripping peer on 127.0.0.1:PORT for the whole run (give "
+                             "it to the miner's --peers)")
     args = parser.parse_args(argv)
     url = urlparse(args.miner)
     if url.scheme != "http" or not (url.hostname or "").startswith("127."):
@@ -239,8 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,300 sockets at once
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
 
+    slow_peer = (hostile.DrippingPeer(every=1.0, limit=3600, port=args.slow_peer_port)
+                 if args.slow_peer_port else None)
+    with slow_peer or nullcontext():
+        return run_attacks(args, url.hostname or "127.0.0.1", url.port or 80, slow_peer)
+
+
+def run_attacks(args: argparse.Namespace, host: str, port: int,
+           slow_peer: hostile.DrippingPeer | None) -> int:
+    """Every case against the miner; print the table; 0 if every case held."""
     honest = Honest(args.miner, args.honest, args)
-    host, port = url.hostname, url.port or 80
     rows = [("case", "status", "error", "miner serving", "honest update landed")]
     ok = True
     for name in cases(host, port, args.attacker, {}):
@@ -250,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         ok &= serving and landed == "yes" and "not_json" not in error and "not HTTP" not in error
         rows.append((name, status, error, "yes" if serving else "NO", landed))
         print(f"  {name}: {status} {error}", file=sys.stderr)
+    network_rows = [attestation_flood_row(honest, host, port, args.attacker),
+                    slow_peer_row(honest, slow_peer)]
+    for name, status, error, serving, landed, moved in network_rows:
+        ok &= serving == "yes" and landed == "yes" and moved != "STALLED"
+        ok &= "not_json" not in error and "not HTTP" not in error
+        rows.append((name, status, error, serving, f"{landed}; chain {moved}"))
+        print(f"  {name}: {status} {error}, chain {moved}", file=sys.stderr)
     forged, held = forged_attestation_rows(honest, args.miner, args.attacker)
     rows += forged
     ok &= held

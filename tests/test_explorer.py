@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
 
+from blockfl import hostile
 from blockfl.chain.node import free_port, start_anvil, stop_pid
+from blockfl.cli.explorer import explorer_server
+from blockfl.config import Config, ServerConfig
 from blockfl.contracts import find_node_modules
 from blockfl.events import role_logs
 from blockfl.explorer.app import CHART_JS, create_app
@@ -131,3 +138,29 @@ def test_forks_counted_per_round(tmp_path):
                           "device0.jsonl": [{"ts": 1, "event": "fork", "round": 9}]})
     assert forks_per_round(role_logs(tmp_path, "miner")) == {3: 2, 4: 1}
     assert round_table(tmp_path) == []  # nothing committed
+
+
+def test_half_open_connections_to_the_explorer_are_cut_by_its_limits(chain):
+    """1,000 connections from one address that never finish their request head (they all
+    stayed open, with no head timeout and no cap): the first 32 are cut at the head timeout,
+    the others refused at once, and another address is served meanwhile."""
+    config = replace(Config(), server=ServerConfig(header_timeout=2.0))
+    events: list[tuple[str, dict]] = []
+    port = free_port()
+    server = explorer_server(Explorer(chain.ledger, config=config), "127.0.0.1", port, 1.0,
+                             lambda event, **kw: events.append((event, kw)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    try:
+        tally, probe = asyncio.run(hostile.held_while_probed("127.0.0.1", port, 1000,
+                                                             "/api/blocks"))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert probe.status == 200
+    assert tally.replies == {"408 header_timeout": 32, "503 too_many_connections": 968}
+    refused = {kw["reason"] for event, kw in events if event == "http_refused"}
+    assert refused == {"header_timeout", "too_many_connections"}

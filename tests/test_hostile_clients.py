@@ -10,10 +10,14 @@ keep honest devices on another address out of the round.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from blockfl.devices.device import Device
 from blockfl.events import read_events
 from blockfl.keys import derived_key
 from blockfl.launcher import LocalNetwork
+from blockfl.signing import address_of
 from blockfl.sim.setup import build_experiment
 from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE
 from tests.conftest import small_config
@@ -62,7 +67,7 @@ def hostile_config(tmp_path, **server):
     return small_config(
         tmp_path,
         run={"rounds": 1, "out_dir": str(tmp_path)},
-        network={"devices": 3, "miners": 1, "t_wait": 600.0},
+        network={"devices": 3, "miners": 1, "t_wait": 600.0, "answer_timeout": 5.0},
         chain={"block_rate": 2.0, "hash_rate": 20_000.0},
         verification={"max_payload_bytes": 400_000},  # the deep safetensors body is decoded
         server={"header_timeout": 2.0, "body_timeout": 2.0} | server,
@@ -240,15 +245,8 @@ def test_one_address_cannot_take_every_connection(net):
     network, _ = net
     port = network.miners[0].port
 
-    async def hold_and_probe() -> tuple[hostile.Tally, hostile.Reply]:
-        held = asyncio.create_task(hostile.slow_connections("127.0.0.1", port, count=300,
-                                                            timeout=20))
-        await asyncio.sleep(1.0)
-        probe = await hostile.exchange("127.0.0.1", port, hostile.request("GET", "/health"),
-                                       source="127.0.0.3", timeout=10)
-        return await held, probe
-
-    tally, probe = asyncio.run(hold_and_probe())
+    tally, probe = asyncio.run(hostile.held_while_probed("127.0.0.1", port, 300, "/health",
+                                                         timeout=20))
     assert probe.status == 200
     # the first 32 connections waited for their head until the timeout, the rest were refused
     assert tally.replies == {"408 header_timeout": 32, "503 too_many_connections": 268}
@@ -267,8 +265,17 @@ def test_the_attack_script_leaves_the_miner_serving_and_honest_updates_landing(n
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     rows = [[cell.strip() for cell in line.split(" | ")]
             for line in result.stdout.splitlines() if " | " in line][1:]
-    assert len(rows) == 13
-    assert all(row[3] == "yes" and row[4] == "yes" for row in rows), result.stdout
+    assert len(rows) == 18
+    assert all(row[3] == "yes" and row[4].startswith("yes") for row in rows), result.stdout
+    flood, slow_peer = rows[-5:-3]  # issue 18: refused, and the chain committed after each
+    forged = rows[-3:]  # issue 18: refused before any signature, the chain still committing
+    assert [row[1] for row in forged] == ["403"] * 3, result.stdout
+    assert [row[2] for row in forged] == ["committer_not_miner", "bad_request_signature",
+                                          "bad_request_signature"]
+    assert all(re.search(r"chain \+[2-9]\d* rounds", row[4]) for row in forged), result.stdout
+    assert "payload_too_large" in flood[2] and re.search(r"chain \+[1-9]\d* rounds", flood[4])
+    assert "no whole answer within 5 s" in slow_peer[2]
+    assert re.search(r"chain \+[1-9]\d* rounds", slow_peer[4])
     assert "zero crashes" in result.stdout
     assert_serving(network)
 
@@ -302,3 +309,68 @@ def test_honest_devices_land_their_updates_while_one_address_floods(tmp_path):
     finally:
         stop.set()
         network.stop()
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no VmRSS for process {pid}")
+
+
+def test_an_attestation_flood_leaves_memory_and_the_round_rate_alone(tmp_path):
+    """A wave of 64 concurrent 8 MiB attestation requests from two addresses every 3 s for
+    15 s (before the gate and the block-size limit on `/attestations`, one wave took +1.8 GiB
+    and cut the round rate by 8)."""
+    config = small_config(tmp_path, run={"rounds": 10_000, "out_dir": str(tmp_path)},
+                          network={"devices": 3, "miners": 3, "t_wait": 1.0},
+                          chain={"block_rate": 2.0, "hash_rate": 20_000.0})
+    network = LocalNetwork(config, tmp_path / "net").start()
+    try:
+        network.wait_for_round(3, timeout=240)
+        pid, ledger = network.miners[0].process.pid, network.ledger
+        head = ledger.head()
+        update = json.loads(hostile.upload_headers(
+            derived_key("attacker", 0), ledger.domain, head.round + 1,
+            head.global_model_hash)[RECORD_HEADER])
+        body = hostile.padded_block(update, address_of(derived_key("attacker", 1)),
+                                    head.round + 1)
+        assert len(body) > 7.9 * 2**20
+        baseline = max(rss_mib(pid) for _ in range(10) if not time.sleep(0.1))
+
+        def rate(seconds: float, during: Callable[[], object] = lambda: time.sleep(0.5)
+                 ) -> float:
+            first, started = ledger.head().round, time.monotonic()
+            while time.monotonic() - started < seconds:
+                during()
+            return (ledger.head().round - first) / (time.monotonic() - started)
+
+        before = rate(15)
+        peak, tallies, stop = [baseline], [], threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.05):
+                peak.append(rss_mib(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        def wave() -> None:  # 64 at once, one wave starting every 3 s
+            started = time.monotonic()
+            tallies.append(asyncio.run(hostile.attestation_flood(
+                "127.0.0.1", network.miners[0].port, body, count=64, timeout=60)))
+            time.sleep(max(0.0, started + 3.0 - time.monotonic()))
+
+        flooded = rate(15, wave)
+        stop.set()
+        sampler.join(timeout=10)
+        normal = (before + rate(15)) / 2  # the windows either side: the machine's load drifts
+    finally:
+        network.stop()
+    replies = sum((t.replies for t in tallies), Counter())
+    assert replies["413 payload_too_large"] >= 64, replies  # refused, before being read
+    refused = {"413 payload_too_large", "503 too_many_connections", "BrokenPipeError",
+               "ConnectionResetError"}  # the last two: the miner closed while they sent
+    assert set(replies) <= refused, replies
+    assert max(peak) - baseline < 200, (baseline, max(peak))
+    assert flooded >= 0.5 * normal, (before, normal, flooded)

@@ -3,12 +3,16 @@
 Transport failures, timeouts and 5xx answers raise `MinerUnavailable` (try another miner);
 a rejection raises `MinerRejected` with the miner's machine-readable reason. Downloads are
 checked: a model must hash to the hash it was asked for, an update to its signed update hash.
-A miner is not trusted either: an answer is read up to a size limit, and JSON is size- and
-depth-checked before it is decoded; a malformed answer is `MinerUnavailable`.
+A miner is not trusted either: an answer is read up to a size limit and within one deadline
+(`timeout` seconds from connect to its last byte, however slowly it is dripped), and JSON is
+size- and depth-checked before it is decoded; a malformed answer is `MinerUnavailable`. A miner
+that failed to answer is tried after the others for `SUSPECT_FOR` seconds (`healthy_first`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ import httpx
 
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal
+from blockfl.deadline_http import deadline, deadline_client
 from blockfl.hashing import to_hex
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 from blockfl.wire import (
@@ -36,6 +41,7 @@ from blockfl.wire import (
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 MAX_ANSWER_JSON = 2**20  # an acknowledgement, a rejection or /info
+SUSPECT_FOR = 60.0  # seconds a miner that failed to answer is tried after the others
 
 
 class MinerUnavailable(ConnectionError):
@@ -68,12 +74,17 @@ class MinerClient:
         self, url: str, timeout: float = 30.0, ca_cert: Path | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES, http: httpx.Client | None = None,
     ) -> None:
-        """`ca_cert`: the CA to trust for an HTTPS miner (default: the system's); `http`: an
-        httpx client to send through instead (e.g. an in-process test client)."""
+        """`timeout`: seconds for a whole answer, connect to last byte; `ca_cert`: the CA to
+        trust for an HTTPS miner (default: the system's); `http`: an httpx client to send
+        through instead (e.g. an in-process test client)."""
+        if not timeout > 0:
+            raise ValueError(f"a miner's answer timeout is more than 0 s, got {timeout}")
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self.max_bytes = max_bytes
+        self.failed_at: float | None = None  # when it last failed to answer (monotonic)
         verify: str | bool = str(ca_cert) if ca_cert else True
-        self._http = http or httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
+        self._http = http or deadline_client(self.url, timeout, verify)
 
     def __repr__(self) -> str:
         return f"MinerClient({self.url!r})"
@@ -82,24 +93,36 @@ class MinerClient:
         """Close the connection pool."""
         self._http.close()
 
+    @property
+    def suspect(self) -> bool:
+        """Whether this miner failed to answer in the last `SUSPECT_FOR` seconds."""
+        return self.failed_at is not None and time.monotonic() - self.failed_at < SUSPECT_FOR
+
+    def _unavailable(self, why: str) -> MinerUnavailable:
+        self.failed_at = time.monotonic()
+        return MinerUnavailable(f"{self.url}: {why}")
+
     def _request(self, method: str, path: str, limit: int = MAX_ANSWER_JSON,
                  **kwargs: Any) -> Answer | None:
-        """Send and read the answer (at most `limit` bytes); None for 404, raise
-        MinerUnavailable / MinerRejected for failures."""
+        """Send and read the answer (at most `limit` bytes, within `timeout` seconds); None for
+        404, raise MinerUnavailable / MinerRejected for failures."""
         try:
-            with self._http.stream(method, path, **kwargs) as response:
+            with deadline(self.timeout), self._http.stream(method, path, **kwargs) as response:
                 content = bytearray()
                 for chunk in response.iter_bytes():
                     content += chunk
                     if len(content) > limit:
-                        raise MinerUnavailable(f"{self.url}: answer over {limit} bytes")
+                        raise self._unavailable(f"answer over {limit} bytes")
+        except httpx.TimeoutException:
+            raise self._unavailable(f"no whole answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
-            raise MinerUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
+        self.failed_at = None
         answer = Answer(response.status_code, response.headers, bytes(content))
         if answer.status == 404 and method == "GET":
             return None
         if answer.status >= 500:
-            raise MinerUnavailable(f"{self.url}: HTTP {answer.status}")
+            raise self._unavailable(f"HTTP {answer.status}")
         if answer.status >= 400:
             try:
                 body = decode_json(answer.content, MAX_ANSWER_JSON, "rejection")
@@ -196,3 +219,9 @@ class MinerClient:
         if tensor_hash(state) != model_hash:
             raise MinerUnavailable(f"{self.url}: model does not hash to {to_hex(model_hash)}")
         return state
+
+
+def healthy_first(clients: Sequence[MinerClient]) -> list[MinerClient]:
+    """`clients` in their order, those that failed to answer lately (`suspect`) moved last: one
+    hostile or dead miner costs at most one `timeout` before the others are asked first."""
+    return sorted(clients, key=lambda client: client.suspect)

@@ -76,6 +76,7 @@ class NetworkConfig:
     miners: int = 3
     t_wait: float = 5.0  # seconds a miner waits for updates before closing its candidate block
     recompute_global: bool = True  # devices recompute the aggregate from the block's updates
+    answer_timeout: float = 30.0  # seconds for a whole answer of a miner or peer, connect to end
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
+
+Log = Callable[..., None]
 
 
 class EventLog:
@@ -38,6 +40,32 @@ class EventLog:
         """Close the file (stdout stays open)."""
         if self._out is not sys.stdout:
             self._out.close()
+
+
+class Throttled:
+    """Write an event of one key (e.g. client and reason) at most once every `every` seconds,
+    with the `count` of occurrences it stands for: a flood does not become a flood of lines."""
+
+    MAX_KEYS = 10_000  # many keys (addresses): forget them all, rather than grow
+
+    def __init__(self, log: Log, every: float) -> None:
+        self.log = log
+        self.every = every
+        self._seen: dict[tuple[Any, ...], list[float]] = {}  # key -> [last written, unwritten]
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, key: tuple[Any, ...], **fields: Any) -> None:
+        """Write `event` with `fields`, or count it for the next event of `key`."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get((event, *key))
+            if seen is not None and now - seen[0] < self.every:
+                seen[1] += 1
+                return
+            if len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            self._seen[(event, *key)] = [now, 0]
+        self.log(event, **fields, count=1 + int(seen[1] if seen else 0))
 
 
 def parse_events(lines: Iterable[str | bytes]) -> list[dict[str, Any]]:

@@ -5,13 +5,19 @@ Every attack speaks raw HTTP/1.1 over asyncio sockets bound to a chosen source a
 would: JSON nested 100,000 deep, a head that never ends, a body that stops half way, a
 Content-Length that is no number, a thousand uploads at once. Every loop is bounded: a count of
 connections and a time limit. An attack returns a `Tally` of how the miner answered.
+`DrippingPeer` is the other side: a hostile peer or miner whose answers never end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import socket
+import socketserver
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -146,12 +152,43 @@ async def upload_flood(host: str, port: int, headers: dict[str, str], body: byte
     return await many(count, lambda _: exchange(host, port, data, source, timeout))
 
 
+def padded_block(update: dict[str, object], miner: str, round_: int,
+                 size: int = 8 * 2**20 - 4096) -> bytes:
+    """A candidate block's JSON of about `size` bytes, one signed update repeated: what an
+    attestation flood sends (bounded JSON that a miner must read and parse to refuse)."""
+    one = len(json.dumps(update)) + 2
+    block = {"prev_hash": "0x" + "00" * 32, "round": round_, "global_model_hash": "0x" + "00" * 32,
+             "miner": miner, "nonce": "0", "updates": [update] * max(1, size // one),
+             "excluded": []}
+    return json.dumps(block).encode()
+
+
+async def attestation_flood(host: str, port: int, body: bytes, count: int = 64,
+                            sources: tuple[str, ...] = (ATTACKER, "127.0.0.4"),
+                            timeout: float = 120.0) -> Tally:
+    """`count` attestation requests with `body` at once, spread over the `sources`."""
+    data = request("POST", "/attestations", {"Content-Type": "application/json"}, body)
+    return await many(count, lambda i: exchange(host, port, data, sources[i % len(sources)],
+                                                timeout))
+
+
 async def slow_connections(host: str, port: int, count: int = 300, source: str = ATTACKER,
                            timeout: float = 60.0) -> Tally:
     """`count` connections from one address that send part of a request head, then idle."""
     head = request("POST", "/updates", {"Content-Type": "application/octet-stream"})
     return await many(count, lambda _: exchange(host, port, head, source, timeout,
                                                 pause_after=len(head) // 2))
+
+
+async def held_while_probed(host: str, port: int, count: int, probe_path: str,
+                            source: str = ATTACKER, prober: str = "127.0.0.3",
+                            timeout: float = 30.0) -> tuple[Tally, Reply]:
+    """`slow_connections` from `source` and, a second into them, one GET of `probe_path` from
+    `prober`: how the slow ones were answered, and whether another address was served."""
+    held = asyncio.create_task(slow_connections(host, port, count, source, timeout))
+    await asyncio.sleep(1.0)
+    probe = await exchange(host, port, request("GET", probe_path), prober, timeout=10)
+    return await held, probe
 
 
 async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seconds: float,
@@ -170,3 +207,73 @@ async def flood(host: str, port: int, headers: dict[str, str], body: bytes, seco
         ):
             tally.replies.update(wave.replies)
     return tally
+
+
+
+class _Drip(socketserver.BaseRequestHandler):
+    """One connection to a `DrippingPeer`: read the request head, then drip the answer."""
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # the client gave up: what a dripping peer is for
+            self._drip()
+
+    def _drip(self) -> None:
+        peer: DrippingPeer = self.server.peer  # type: ignore[attr-defined]
+        sock: socket.socket = self.request
+        sock.settimeout(peer.every + 5)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        with peer.lock:
+            peer.requests += 1
+        head = (f"HTTP/1.1 200 OK\r\ncontent-type: {TENSOR_MEDIA_TYPE}\r\n"
+                f"content-length: {peer.declared}\r\n\r\n").encode()
+        if not peer.drip_head:
+            sock.sendall(head)
+            head = b""
+        end = time.monotonic() + peer.limit
+        for i in range(len(head) + peer.declared):
+            if peer.stopped.wait(peer.every) or time.monotonic() > end:
+                return
+            sock.sendall(head[i:i + 1] or b"\0")
+
+
+class _DripServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True  # a fixed port, again right after a run
+    daemon_threads = True
+
+
+class DrippingPeer:
+    """A hostile peer or miner on loopback: it answers every request with a `declared`
+    Content-Length and then one byte every `every` seconds (with `drip_head`, the head too),
+    for at most `limit` seconds a connection, on `port` (0: a free one). A per-read timeout
+    never fires on it."""
+
+    def __init__(self, host: str = "127.0.0.1", every: float = 5.0,
+                 declared: int = 10_000_000, drip_head: bool = False,
+                 limit: float = 120.0, port: int = 0) -> None:
+        self.every, self.declared, self.drip_head, self.limit = every, declared, drip_head, limit
+        self.requests = 0  # request heads it read
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self._server = _DripServer((host, port), _Drip)
+        self._server.peer = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Its `http://host:port`."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> DrippingPeer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self._server.shutdown()
+        self._server.server_close()

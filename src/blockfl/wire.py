@@ -32,6 +32,7 @@ REQUEST_SIGNATURE_HEADER = "BlockFL-Attestation-Request"
 TENSOR_MEDIA_TYPE = "application/octet-stream"
 MAX_RECORD_CHARS = 4096
 MAX_BLOCK_BYTES = 8 * 2**20  # a block's JSON (64 updates take about 30 KB)
+UPDATE_JSON_BYTES = 1024  # room for one update in a block's JSON (a signed record is ~440 B)
 _UINT64 = 2**64
 
 
@@ -166,6 +167,12 @@ def decode_json(data: bytes | str, max_bytes: int, what: str) -> Any:
         return safejson.loads(data, max_bytes)
     except safejson.JsonRejected as exc:
         raise WireError(f"{what}: {exc}") from None
+
+
+def block_json_limit(max_updates: int) -> int:
+    """The most bytes a block's JSON takes on a chain of at most `max_updates` updates a block
+    (at most `MAX_BLOCK_BYTES`): a larger body is no block that chain accepts."""
+    return min(MAX_BLOCK_BYTES, 4096 + max_updates * UPDATE_JSON_BYTES)
 
 
 def parse_block(body: bytes) -> BlockProposal:

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 from blockfl.cli.args import miner_clients, port
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from blockfl.events import Log
     from blockfl.explorer.reader import Explorer
 
 DEFAULT_PORT = 8700
@@ -21,7 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Serve a block explorer for a deployment: the chain of blocks, each round's "
                     "rewards, balances against reward events, each miner's global models against "
                     "the on-chain hashes, the accuracy curve and latency phases. It binds to "
-                    "127.0.0.1 unless --host says otherwise.",
+                    "127.0.0.1 unless --host says otherwise, and is served with the miners' "
+                    "connection limits and timeouts (the config's [server] section).",
     )
     explorer.add_argument("--deployment", type=Path, default=Path("deployment.json"),
                           help="deployment file written by `chain deploy` (default %(default)s)")
@@ -66,15 +70,25 @@ def build_explorer(args: argparse.Namespace) -> Explorer:
     return Explorer(ledger, miners, config, logs, notes, recheck=args.recheck)
 
 
+def explorer_server(explorer: Explorer, host: str, port: int, interval: float,
+                    log: Log) -> uvicorn.Server:
+    """The explorer's web app behind the miners' guarded HTTP server: connections capped per
+    address and in all, request heads and bodies timed out (`[server]` of its config), refusals
+    logged to `log`."""
+    from blockfl.config import ServerConfig
+    from blockfl.explorer.app import create_app
+    from blockfl.miners.http_server import miner_server
+
+    limits = explorer.config.server if explorer.config else ServerConfig()
+    return miner_server(create_app(explorer, interval), host, port, limits, log)
+
+
 def explorer_command(args: argparse.Namespace) -> int:
     """Serve the explorer until Ctrl-C."""
-    import uvicorn
-
-    from blockfl.explorer.app import create_app
+    from blockfl.events import EventLog
 
     explorer = build_explorer(args)
     print(f"explorer at http://{args.host}:{args.port}/ (JSON under /api/); Ctrl-C stops it",
           flush=True)
-    uvicorn.run(create_app(explorer, args.interval), host=args.host, port=args.port,
-                log_level="warning")
+    explorer_server(explorer, args.host, args.port, args.interval, EventLog("explorer")).run()
     return 0

@@ -110,7 +110,8 @@ def miner_command(args: argparse.Namespace) -> int:
     service = MinerService(
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
-        miner_clients(args.peers, args.ca_cert), experiment.initial, log,
+        miner_clients(args.peers, args.ca_cert, config.network.answer_timeout),
+        experiment.initial, log,
         rule=AggregationRule(spec.aggregation), privacy=spec.privacy,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
@@ -147,8 +148,8 @@ def device_command(args: argparse.Namespace) -> int:
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
 
-    miners = miner_clients(args.miners, args.ca_cert)
     config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
+    miners = miner_clients(args.miners, args.ca_cert, config.network.answer_timeout)
     deployment = Deployment.read(args.deployment)
     ledger = deployment.ledger(args.rpc_url)
     experiment, spec = _checked(config, deployment, ledger)
