@@ -43,9 +43,9 @@ class SyntheticExplorer(Explorer):
     def __init__(self, rounds: int) -> None:
         super().__init__(ledger=None)  # type: ignore[arg-type]
         self.rounds = rounds
+        self._view = blocks_view(block_rows(rounds), accuracy_curve(rounds))
 
     def _read(self) -> Snapshot:
         chain = {"chain_id": 31337, "contract": "0x" + "ab" * 20, "head": self.rounds,
                  "updated": time.time(), "notes": []}
-        return Snapshot(blocks=chain | blocks_view(block_rows(self.rounds),
-                                                   accuracy_curve(self.rounds)))
+        return Snapshot(blocks=chain | self._view)

@@ -42,9 +42,11 @@ def lttb(points: Sequence[tuple[float, float]], limit: int) -> list[int]:
 
 def thinned(rows: Sequence[dict[str, Any]], names: Sequence[str], limit: int = CHART_POINTS,
             x: str = "round") -> list[dict[str, Any]]:
-    """The rows (sorted by ``x``) that LTTB keeps for any of the metrics ``names``, in order."""
-    kept: set[int] = set()
+    """The rows (sorted by ``x``) where LTTB keeps a point of any of the metrics ``names``, in
+    order, each with ``x`` and only the metrics kept there: at most ``limit`` values a metric."""
+    kept: dict[int, list[str]] = {}
     for name in names:
         at = [i for i, r in enumerate(rows) if isinstance(r.get(name), (int, float))]
-        kept.update(at[i] for i in lttb([(rows[i][x], rows[i][name]) for i in at], limit))
-    return [rows[i] for i in sorted(kept)]
+        for i in lttb([(rows[i][x], rows[i][name]) for i in at], limit):
+            kept.setdefault(at[i], []).append(name)
+    return [{x: rows[i][x]} | {name: rows[i][name] for name in kept[i]} for i in sorted(kept)]
