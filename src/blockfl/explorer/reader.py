@@ -172,9 +172,10 @@ class Explorer:
         block_rows = [self._block_row(b, gas, forks, models[b.round - 1])
                       for b in reversed(blocks)]
         paid = self._paid_updates(blocks, accepted)
+        mining_reward = ledger.params().mining_reward
         return Snapshot(
             blocks=chain | blocks_view(block_rows, metrics),
-            rounds={b.round: chain | self._round_view(b, paid[b.round], excluded)
+            rounds={b.round: chain | self._round_view(b, paid[b.round], excluded, mining_reward)
                     for b in blocks},
             rewards=chain | self._rewards_view(blocks, accepted),
             models=chain | {"miners": [m.url for m in self.miners], "rounds": models,
@@ -228,8 +229,7 @@ class Explorer:
         return {b.round: list(self._paid.get(b.round, ())) for b in blocks}
 
     def _round_view(self, block: BlockRecord, paid: list[dict[str, Any]],
-                    logged: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-        mining_reward = self.ledger.params().mining_reward
+                    logged: dict[int, list[dict[str, Any]]], mining_reward: int) -> dict[str, Any]:
         return {
             "round": block.round,
             "block": inspection.block_json(block),
