@@ -75,3 +75,9 @@ def test_weighted_mean_bits_are_pinned():
 def test_weighted_mean_is_the_documented_arithmetic(case):
     base, deltas, w, total = _case(*case)
     assert _sha(weighted_mean(base, deltas, w, total)) == _sha(_reference(base, deltas, w, total))
+
+
+def test_weighted_mean_takes_tensors_that_require_grad():
+    base, deltas, w, total = _case(0, (3, 5), 3, "float32", "int")
+    out = weighted_mean(base.requires_grad_(), [d.requires_grad_() for d in deltas], w, total)
+    assert _sha(out) == _sha(_reference(base.detach(), [d.detach() for d in deltas], w, total))

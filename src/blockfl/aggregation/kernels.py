@@ -34,6 +34,7 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 def _widened(flat: torch.Tensor) -> np.ndarray:
     """The values as a float32 or float64 numpy array, widened exactly where need be."""
+    flat = flat.detach()
     if flat.dtype in (torch.float32, torch.float64):
         return flat.numpy()
     return (flat.float() if flat.dtype in _HALF else flat.double()).numpy()
