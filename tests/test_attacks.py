@@ -65,7 +65,10 @@ def test_every_behaviour_changes_what_the_device_sends(tmp_path):
 
 def test_attackers_are_drawn_with_the_seed():
     assert attackers(10, 0.3, 0) == attackers(10, 0.3, 0)
-    assert len(attackers(10, 0.3, 0)) == 3 and attackers(10, 0.0, 0) == []
+    drawn = {tuple(attackers(10, 0.3, seed)) for seed in range(20)}
+    assert len(drawn) > 10  # the seed chooses who attacks: not one fixed set
+    assert all(len(d) == 3 and len(set(d)) == 3 and set(d) <= set(range(10)) for d in drawn)
+    assert attackers(10, 0.0, 0) == []
     with pytest.raises(ValueError, match="unknown behaviour"):
         behaviour("bribe", AttackConfig(), 10)
 
@@ -138,7 +141,7 @@ def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
     forged = replace(forged, nonce=nonce)
     # with a quorum, the honest miner would not have attested it
     with pytest.raises(AttestationRefused, match="other updates than rule 'multi_krum'"):
-        sim.attesters[0].attest(cheat.announcement(forged))
+        sim.attesters[0].attest(cheat.announcement(forged), sim.attesters[1].request(forged))
     assert cheat.commit(forged) is not None  # the chain cannot see the selection
     with pytest.raises(InvalidBlock, match="other updates than rule 'multi_krum'"):
         honest_miner.receive_block(cheat.announcement(forged))

@@ -2,10 +2,12 @@
 
 The aggregation rule and its parameters, the verification policy, the chain parameters
 (block rate and hash rate, rewards, caps, allow list, block mode, quorum), the model and the
-genesis model hash. It is built from the one experiment `Config`, written into
-`deployment.json` (`protocol_spec`, `protocol_spec_hash`) and its hash is stored on chain at
-deployment (`protocolSpecHash()`). A miner or device whose config gives another spec refuses
-to start, naming the fields that differ.
+genesis model hash, and the devices' differential privacy (`[privacy]`, a section of the
+canonical form only when it is on, so that specs without privacy keep their hash). It is built
+from the one experiment `Config`, written into `deployment.json` (`protocol_spec`,
+`protocol_spec_hash`) and its hash is stored on chain at deployment (`protocolSpecHash()`). A
+miner or device whose config gives another spec refuses to start, naming the fields that
+differ.
 
 Canonical form: JSON with sorted keys, no spaces, non-finite floats as the strings "inf" and
 "-inf"; the hash is keccak-256 of its UTF-8 bytes.
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from blockfl.config import (
     AggregationConfig,
     ChainConfig,
     Config,
+    PrivacyConfig,
     VerificationPolicy,
     update_section,
 )
@@ -54,14 +57,24 @@ class ProtocolSpec:
     chain: ChainConfig
     model: str
     genesis_model_hash: bytes
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @classmethod
     def from_config(cls, config: Config, genesis_model_hash: bytes) -> ProtocolSpec:
         """The spec of an experiment configuration (its rule parameters checked)."""
         config.aggregation.check_devices(config.network.devices)
+        if config.privacy.mode != "off":
+            from blockfl.privacy import check_budget, require_accountant
+
+            require_accountant()
+            check_budget(config.privacy)
+            if config.privacy.epsilon_budget > 0 and config.chain.mode != "direct":
+                raise ValueError("privacy.epsilon_budget is charged by the chain's record of "
+                                 "each device's included updates, which only chain.mode = "
+                                 "\"direct\" keeps (merkle mode: not yet)")
         chain = ChainConfig(**{k: getattr(config.chain, k) for k in CHAIN_FIELDS})
         return cls(config.aggregation, config.verification, chain, config.model.name,
-                   genesis_model_hash)
+                   genesis_model_hash, config.privacy)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready nested values."""
@@ -69,7 +82,7 @@ class ProtocolSpec:
             values = asdict(obj)
             return {k: _json_value(v) for k, v in values.items() if names is None or k in names}
 
-        return {
+        spec = {
             "version": SPEC_VERSION,
             "aggregation": section(self.aggregation),
             "verification": section(self.verification),
@@ -77,6 +90,9 @@ class ProtocolSpec:
             "model": {"name": self.model,
                       "genesis_model_hash": "0x" + self.genesis_model_hash.hex()},
         }
+        if self.privacy.mode != "off":
+            spec["privacy"] = section(self.privacy)
+        return spec
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProtocolSpec:
@@ -92,6 +108,7 @@ class ProtocolSpec:
             update_section(ChainConfig(), data["chain"], "protocol spec chain"),
             model["name"],
             bytes.fromhex(model["genesis_model_hash"].removeprefix("0x")),
+            update_section(PrivacyConfig(), data.get("privacy", {}), "protocol spec privacy"),
         )
 
     def canonical_json(self) -> str:

@@ -111,7 +111,7 @@ def miner_command(args: argparse.Namespace) -> int:
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         miner_clients(args.peers, args.ca_cert), experiment.initial, log,
-        rule=AggregationRule(spec.aggregation),
+        rule=AggregationRule(spec.aggregation), privacy=spec.privacy,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -162,7 +162,8 @@ def device_command(args: argparse.Namespace) -> int:
                               else "honest")
     device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
                     experiment.initial, seed=device_seed(seed, args.shard),
-                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)))
+                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)),
+                    privacy=spec.privacy)
     log = EventLog(f"device {device.address}", args.log)
     process = DeviceProcess(
         device, ledger, miners, log,
