@@ -17,11 +17,13 @@ Beside it, the machine's memory bandwidth and SHA-256 rate, measured in the same
     python benchmarks/bench_scale.py --devices 100 1000   # fewer sizes
     python benchmarks/bench_scale.py --devices 10000 --models mlp --rounds 10   # the target
     python benchmarks/bench_scale.py --devices 100 1000 --ledgers evm-merkle   # embedded EVM
+    python benchmarks/bench_scale.py --devices 1000 10000 --models mlp --rounds 2 --profile DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib.util
 import json
 import os
@@ -58,8 +60,11 @@ def experiment_config(devices: int, model: str, rounds: int, ledger: str = "loca
     )
 
 
-def run_one(devices: int, model: str, rounds: int, ledger: str) -> dict:
-    """Run one configuration in this process; its phases, times and peak RSS."""
+def run_one(devices: int, model: str, rounds: int, ledger: str,
+            profile: Path | None = None) -> dict:
+    """Run one configuration in this process; its phases, times and peak RSS. `profile`: a
+    folder for a CPU-time cProfile of the last round (`DEVICES-MODEL-LEDGER.prof`; that
+    round's times then include the profiler's overhead)."""
     import torch
 
     from blockfl.sim.engine import Simulation
@@ -72,11 +77,18 @@ def run_one(devices: int, model: str, rounds: int, ledger: str) -> dict:
         setup = time.perf_counter() - start
         results = []
         cpu = []
-        for _ in range(rounds):
+        for i in range(rounds):
+            profiler = cProfile.Profile(time.process_time)
+            if profile is not None and i == rounds - 1:
+                profiler.enable()
             start, start_cpu = time.perf_counter(), time.process_time()
             result = sim.run_round()
             results.append((time.perf_counter() - start, result))
             cpu.append(time.process_time() - start_cpu)
+            profiler.disable()
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(profile / f"{devices}-{model}-{ledger}.prof")
         sim.close()
     later = results[1:] or results
     phases = {k: sum(r.phases[k] for _, r in later) / len(later) for k in later[0][1].phases}
@@ -119,11 +131,14 @@ def main() -> None:
     parser.add_argument("--flower-max-devices", type=int, default=100,
                         help="run Flower's simulation beside ours up to this many devices")
     parser.add_argument("--ledgers", nargs="+", default=["local"], choices=["local", "evm-merkle"])
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write a CPU-time cProfile of each configuration's last round here")
     parser.add_argument("--one", nargs=3, metavar=("DEVICES", "MODEL", "LEDGER"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(int(args.one[0]), args.one[1], args.rounds, args.one[2])))
+        print(json.dumps(run_one(int(args.one[0]), args.one[1], args.rounds, args.one[2],
+                                 args.profile)))
         return
     print(machine.describe() + ", one torch thread per process")
     header = ["devices", "model", "data", "ledger", "round s", "ms per device",
@@ -137,7 +152,8 @@ def main() -> None:
     for devices, model, ledger in runs:
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(devices), model, ledger, "--rounds",
-             str(args.rounds)], capture_output=True, text=True, env=env, check=True)
+             str(args.rounds), *(["--profile", str(args.profile)] if args.profile else [])],
+            capture_output=True, text=True, env=env, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         metric = ", ".join(f"{k} {v:.3f}" for k, v in r["metric"].items())
         other = r["round_s"] - sum(r["phases"][k] for k in SHORT)  # evaluating the model
