@@ -16,6 +16,7 @@ Results use element-wise IEEE-754 operations in a fixed order only, never a libr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,16 +62,18 @@ def weighted_mean(
     out = torch.empty(length, dtype=base.dtype)
     direct = base.dtype in (torch.float32, torch.float64)  # else rounded by torch, as before
     acc = torch.empty(min(CHUNK, length), dtype=torch.float64)
-    last = max(0, len(flats) - 1) // accumulate.GROUP * accumulate.GROUP
+    # groups of at most GROUP updates, as even as can be: the last pass also divides, so a
+    # short last group would leave it bound by the divisions rather than by memory
+    groups = max(1, -(-len(flats) // accumulate.GROUP))
+    bounds = [len(flats) * i // groups for i in range(groups + 1)]
     for start in range(0, length, CHUNK):
         end = min(start + CHUNK, length)
         a = acc[: end - start].zero_().numpy()
-        for g in range(0, last, accumulate.GROUP):
-            accumulate.add_products(
-                a, tuple(f[start:end] for f in flats[g : g + accumulate.GROUP]),
-                tuple(w[g : g + accumulate.GROUP]))
+        for lo, hi in itertools.pairwise(bounds[:-1]):
+            accumulate.add_products(a, tuple(f[start:end] for f in flats[lo:hi]), tuple(w[lo:hi]))
+        lo = bounds[-2]
         accumulate.add_products_and_finish(
-            a, tuple(f[start:end] for f in flats[last:]), tuple(w[last:]), float(total),
+            a, tuple(f[start:end] for f in flats[lo:]), tuple(w[lo:]), float(total),
             flat_base[start:end], out[start:end].numpy() if direct else a)
         if not direct:
             out[start:end].copy_(acc[: end - start])
