@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-GROUP = 8  # updates added per pass (numba vectorizes the unrolled group up to this size)
+GROUP = 8  # updates added per pass (numba 0.68 stopped vectorizing a group of ten)
 
 
 @numba.njit(nogil=True, boundscheck=False, inline="always")
