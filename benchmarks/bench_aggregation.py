@@ -1,6 +1,8 @@
 """Throughput of FedAvg aggregation and of model hashing on a 1M-parameter float32 model, as
 ratios to this machine's memory bandwidth and SHA-256 rate measured in the same run (one torch
-thread, as every process of ours runs).
+thread, as every process of ours runs). Each FedAvg call alternates with a 256 MiB memory copy,
+so that both see the same load: each call's rate over the copy's right after it, median and
+range over the calls.
 
 Run: python benchmarks/bench_aggregation.py [--repeats N]
 """
@@ -8,6 +10,7 @@ Run: python benchmarks/bench_aggregation.py [--repeats N]
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import machine
 import torch
@@ -24,10 +27,10 @@ def _random_state(gen: torch.Generator, scale: float = 1.0) -> StateDict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    copy = machine.memory_copy_gb_s()
+    copy, moved = machine.memory_copy()
     sha = machine.sha256_gb_s()
     print(machine.describe())
     gen = torch.Generator().manual_seed(0)
@@ -40,11 +43,16 @@ def main() -> None:
             WeightedUpdate(f"0x{i:040x}", _random_state(gen, 0.01), 1 + i % 97)
             for i in range(n_updates)
         ]
-        secs = machine.best_seconds(lambda u=updates: FedAvg().aggregate(base, u), args.repeats,
-                                    warm_up=True)
-        gbps = n_updates * model_bytes / secs / 1e9
-        print(f"fedavg {n_updates:>3} updates: {secs * 1e3:8.2f} ms  {gbps:6.2f} GB/s of updates"
-              f" = {gbps / copy:.2f} x memory copy")
+        fedavg, copies = machine.timings_interleaved(
+            [lambda u=updates: FedAvg().aggregate(base, u), copy], args.repeats)
+        # each call against the copy right after it: the pair saw the same load
+        ratios = sorted(n_updates * model_bytes / f / (moved / c)
+                        for f, c in zip(fedavg, copies, strict=True))
+        gbps = n_updates * model_bytes / min(fedavg) / 1e9
+        print(f"fedavg {n_updates:>3} updates: {min(fedavg) * 1e3:8.2f} ms  {gbps:6.2f} GB/s of"
+              f" updates; per call / the copy beside it: median {statistics.median(ratios):.2f}"
+              f" x memory copy (worst {ratios[0]:.2f}, best {ratios[-1]:.2f}; copy"
+              f" {moved / min(copies) / 1e9:.2f} GB/s at best)")
     secs = machine.best_seconds(lambda: tensor_hash(base), args.repeats, warm_up=True)
     rate = model_bytes / secs / 1e9
     print(f"tensor_hash: {secs * 1e3:8.2f} ms  {rate:6.2f} GB/s = {rate / sha:.2f} x raw SHA-256")

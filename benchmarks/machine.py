@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,12 +23,31 @@ def best_seconds(fn: Callable[[], object], repeats: int, warm_up: bool = False) 
     return best
 
 
-def memory_copy_gb_s(mib: int = 256, repeats: int = 4) -> float:
-    """GB/s of a large array copy, counting the bytes read and the bytes written."""
+def timings_interleaved(fns: Sequence[Callable[[], object]], repeats: int) -> list[list[float]]:
+    """Seconds of `repeats` calls of each of `fns`, called in turn (after one untimed call of
+    each), so that a change in the machine's load falls on all of them alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return times
+
+
+def memory_copy(mib: int = 256) -> tuple[Callable[[], object], int]:
+    """A large array copy and the bytes it moves, counting those read and those written."""
     src = np.ones(mib << 18, dtype=np.float32)
     dst = np.empty_like(src)
-    best = best_seconds(lambda: np.copyto(dst, src), repeats, warm_up=True)
-    return 2 * src.nbytes / best / 1e9
+    return (lambda: np.copyto(dst, src)), 2 * src.nbytes
+
+
+def memory_copy_gb_s(mib: int = 256, repeats: int = 4) -> float:
+    """GB/s of a large array copy, counting the bytes read and the bytes written."""
+    copy, moved = memory_copy(mib)
+    return moved / best_seconds(copy, repeats, warm_up=True) / 1e9
 
 
 def sha256_gb_s(mib: int = 4, repeats: int = 10) -> float:

@@ -7,6 +7,7 @@ into JSON-safe values (hashes as 0x-hex, uint256 amounts as exact decimal string
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,15 +78,16 @@ def updates(ledger: Ledger, round_: int) -> list[AcceptedUpdate]:
     return ledger.accepted_updates(round_)
 
 
-def rewards(ledger: Ledger) -> list[RewardRow]:
+def rewards(ledger: Ledger, blocks: Sequence[BlockRecord] | None = None) -> list[RewardRow]:
     """Every rewarded address (devices, then miners): balance, events summed, whether they agree.
+    `blocks`: every committed block, where the caller has read them already.
 
     The event total of an address is its data rewards (`UpdateAccepted`) plus the mining reward
     of each block it mined; tokens moved by ERC-20 transfers show up as a disagreement.
     """
     devices = {u.device for u in ledger.accepted_updates()}
     rows = []
-    for address, total in ledger.reward_totals().items():
+    for address, total in ledger.reward_totals(blocks).items():
         flags = {"device": address in devices, "miner": ledger.is_miner(address)}
         role = "+".join(name for name, member in flags.items() if member)
         balance = ledger.balance_of(address)

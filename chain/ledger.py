@@ -125,12 +125,13 @@ class Ledger(ABC):
         head = self.head().round
         return [b for r in range(1, head + 1) if (b := self.get_block(r)) is not None]
 
-    def reward_totals(self) -> dict[str, int]:
-        """Rewards per address summed from events: data rewards plus mining rewards."""
+    def reward_totals(self, blocks: Sequence[BlockRecord] | None = None) -> dict[str, int]:
+        """Rewards per address summed from events: data rewards plus mining rewards (of
+        `blocks`, by default every committed block, read from the chain)."""
         totals: dict[str, int] = {}
         for update in self.accepted_updates():
             totals[update.device] = totals.get(update.device, 0) + update.reward
         mining = self.params().mining_reward
-        for block in self.blocks():
+        for block in self.blocks() if blocks is None else blocks:
             totals[block.miner] = totals.get(block.miner, 0) + mining
         return totals

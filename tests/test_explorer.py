@@ -18,9 +18,11 @@ from blockfl.config import Config, ServerConfig
 from blockfl.contracts import find_node_modules
 from blockfl.events import role_logs
 from blockfl.explorer.app import CHART_JS, create_app
-from blockfl.explorer.reader import EXCLUDED_EVENT, Explorer
+from blockfl.explorer.reader import EXCLUDED_EVENT, MAX_PAGE_ROWS, PAGE_ROWS, Explorer
+from blockfl.explorer.thinning import CHART_POINTS, lttb, thinned
 from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
+from tests.explorer_synthetic import SyntheticExplorer
 from tests.test_inspect import BLOCK_MINER, MINERS, PARAMS, SAMPLES, deploy
 from tests.test_packaging import ROOT
 
@@ -65,7 +67,7 @@ def test_json_twins_show_the_chain(chain, tmp_path):
             assert row["gas"] == receipts[r] > 0
             assert row["total_samples"] == sum(SAMPLES[r])
             assert row["models_match"] is None  # no miners to check against
-        assert [row["forks"] for row in blocks["blocks"]] == [0, 1]
+        assert [row["forks"] for row in blocks["blocks"]] == [1, 0]  # newest first
         assert blocks["metrics"] == []
         assert any("--miners" in note for note in blocks["notes"])
 
@@ -164,3 +166,60 @@ def test_half_open_connections_to_the_explorer_are_cut_by_its_limits(chain):
     assert tally.replies == {"408 header_timeout": 32, "503 too_many_connections": 968}
     refused = {kw["reason"] for event, kw in events if event == "http_refused"}
     assert refused == {"header_timeout", "too_many_connections"}
+
+
+def test_a_refresh_reads_only_the_blocks_it_has_not_read(chain, monkeypatch):
+    explorer = Explorer(chain.ledger)
+    read: list[int] = []
+    get_block = chain.ledger.get_block
+    monkeypatch.setattr(chain.ledger, "get_block", lambda r: read.append(r) or get_block(r))
+    assert explorer.refresh().error is None
+    assert read == [1, 2]
+    again = explorer.refresh()
+    assert read == [1, 2] and [b["round"] for b in again.blocks["blocks"]] == [2, 1]
+
+
+def test_lttb_keeps_the_ends_and_the_extremes():
+    values = [0.5 + 0.001 * (i % 7) for i in range(10_000)]
+    values[4321], values[7777] = 0.99, 0.01
+    points = [(float(i + 1), v) for i, v in enumerate(values)]
+    kept = lttb(points, 300)
+    assert len(kept) == 300 and kept == sorted(set(kept))
+    assert {0, 4321, 7777, 9_999} <= set(kept)
+    assert lttb(points, 300) == kept  # deterministic
+    assert lttb(points[:5], 300) == [0, 1, 2, 3, 4]
+    rows = [{"round": i + 1, "accuracy": v, "loss": 1 - v} for i, v in enumerate(values)]
+    rows[10]["loss"] = None  # a metric missing in a round is skipped, not drawn as 0
+    assert thinned(rows, ["accuracy"], 300) == [
+        {"round": i + 1, "accuracy": values[i]} for i in kept]
+    both = thinned(rows, ["accuracy", "loss"], 300)
+    assert all(len([r for r in both if name in r]) == 300 for name in ("accuracy", "loss"))
+    assert [r["round"] for r in both] == sorted({r["round"] for r in both})
+
+
+def test_block_table_pages_and_the_chart_is_thin_at_10000_rounds():
+    rounds = 10_000
+    explorer = SyntheticExplorer(rounds)
+    with TestClient(create_app(explorer, interval=60)) as client:
+        explorer.refresh()
+        first = client.get("/api/blocks")
+        body = first.json()
+        assert [b["round"] for b in body["blocks"]] == list(range(rounds, rounds - PAGE_ROWS, -1))
+        assert (body["total"], body["offset"], body["limit"]) == (rounds, 0, PAGE_ROWS)
+        # bounded: a page of rows and at most CHART_POINTS points a metric, whatever the chain
+        assert len(first.content) < 128 * 1024
+        assert body["metric_rounds"] == rounds
+        for name in ("accuracy", "loss"):
+            drawn = [m["round"] for m in body["metrics"] if name in m]
+            assert len(drawn) == CHART_POINTS and drawn[0] == 1 and drawn[-1] == rounds
+        seen = []
+        for offset in range(0, rounds, MAX_PAGE_ROWS):
+            page = client.get(f"/api/blocks?offset={offset}&limit={MAX_PAGE_ROWS}").json()
+            seen += [b["round"] for b in page["blocks"]]
+        assert seen == list(range(rounds, 0, -1))
+        tail = client.get(f"/api/blocks?offset={rounds - 10}&limit=25").json()
+        assert [b["round"] for b in tail["blocks"]] == list(range(10, 0, -1))
+        assert client.get(f"/api/blocks?offset={rounds}").json()["blocks"] == []
+        for bad in ("offset=-1", f"limit={MAX_PAGE_ROWS + 1}", "limit=0", "offset=x"):
+            refused = client.get(f"/api/blocks?{bad}")
+            assert refused.status_code == 422, bad

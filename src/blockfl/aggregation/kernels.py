@@ -4,7 +4,8 @@ Results use element-wise IEEE-754 operations in a fixed order only, never a libr
 (whose order depends on the SIMD width, the BLAS and the thread count):
 
 - sums over updates run in block order (ascending device address) in float64, one correctly
-  rounded operation at a time, chunk by chunk so the working set stays in cache;
+  rounded operation at a time, a cache-sized chunk of the accumulator over all updates before
+  the next, in a compiled loop (`blockfl.aggregation.accumulate`);
 - coordinate-wise order statistics come from a sort, whose result is unique once every -0.0
   is made +0.0 (update values are finite: miners verify that);
 - squared norms are float64 pairwise sums in a fixed tree;
@@ -15,6 +16,7 @@ Results use element-wise IEEE-754 operations in a fixed order only, never a libr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,11 +26,19 @@ from scipy.linalg.blas import dsyrk
 CHUNK = 1 << 16  # elements per chunk of a weighted sum
 SORT_CELLS = 1 << 19  # elements per chunk of a coordinate-wise sort (rows x updates)
 GRAM_CELLS = 1 << 19  # elements per chunk of Krum's Gram product (rows x updates)
-_EXACT_PRODUCT = (torch.float32, torch.float16, torch.bfloat16)
+_HALF = (torch.float16, torch.bfloat16)  # widened to float32 (exactly) for the compiled loop
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)
+
+
+def _widened(flat: torch.Tensor) -> np.ndarray:
+    """The values as a float32 or float64 numpy array, widened exactly where need be."""
+    flat = flat.detach()
+    if flat.dtype in (torch.float32, torch.float64):
+        return flat.numpy()
+    return (flat.float() if flat.dtype in _HALF else flat.double()).numpy()
 
 
 def weighted_mean(
@@ -37,33 +47,36 @@ def weighted_mean(
     """``base + sum_i(weights[i] * deltas[i]) / total``, rounded once to ``base.dtype``.
 
     Per element, a float64 accumulator starts at +0 and adds ``w_i * delta_i`` in the given
-    order. An integer weight below 2**29 times a float32 value is exact in float64, so the
-    product-add is one correctly rounded addition whether or not the CPU fuses it; any other
-    weight's product is rounded on its own first. Then ``acc / total``, ``+ base``.
+    order, the product rounded on its own (exact for an integer weight below 2**29 and a
+    float32 value), then ``acc / total``, ``+ base``. The accumulator is one ``CHUNK`` that
+    stays in cache: every update's values for that chunk are added to it, ``GROUP`` updates
+    per pass (`blockfl.aggregation.accumulate`), before the next chunk, so each update byte
+    is read from memory once.
     """
-    flat_base = _flat(base)
-    flats = [_flat(d) for d in deltas]
-    length = flat_base.numel()
+    from blockfl.aggregation import accumulate  # numba: imported and compiled on first use
+
+    flat_base = _widened(_flat(base))
+    flats = [_widened(_flat(d)) for d in deltas]
+    w = [float(x) for x in weights]
+    length = flat_base.size
     out = torch.empty(length, dtype=base.dtype)
+    direct = base.dtype in (torch.float32, torch.float64)  # else rounded by torch, as before
     acc = torch.empty(min(CHUNK, length), dtype=torch.float64)
-    buf = torch.empty_like(acc)
-    fused = [
-        float(w).is_integer() and abs(w) < 2**29 and d.dtype in _EXACT_PRODUCT
-        for w, d in zip(weights, flats, strict=True)
-    ]
+    # groups of at most GROUP updates, as even as can be: the last pass also divides, so a
+    # short last group would leave it bound by the divisions rather than by memory
+    groups = max(1, -(-len(flats) // accumulate.GROUP))
+    bounds = [len(flats) * i // groups for i in range(groups + 1)]
     for start in range(0, length, CHUNK):
         end = min(start + CHUNK, length)
-        a, b = acc[: end - start], buf[: end - start]
-        a.zero_()
-        for delta, w, exact in zip(flats, weights, fused, strict=True):
-            b.copy_(delta[start:end])
-            if exact:
-                a.add_(b, alpha=int(w))
-            else:
-                a.add_(b.mul_(w))
-        a.div_(total)
-        a.add_(b.copy_(flat_base[start:end]))
-        out[start:end].copy_(a)
+        a = acc[: end - start].zero_().numpy()
+        for lo, hi in itertools.pairwise(bounds[:-1]):
+            accumulate.add_products(a, tuple(f[start:end] for f in flats[lo:hi]), tuple(w[lo:hi]))
+        lo = bounds[-2]
+        accumulate.add_products_and_finish(
+            a, tuple(f[start:end] for f in flats[lo:]), tuple(w[lo:]), float(total),
+            flat_base[start:end], out[start:end].numpy() if direct else a)
+        if not direct:
+            out[start:end].copy_(acc[: end - start])
     return out.view(base.shape)
 
 

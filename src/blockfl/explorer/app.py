@@ -1,6 +1,7 @@
 """The explorer's web app (FastAPI): HTML pages, each with a JSON twin under `/api/...`.
 
-    /                   /api/blocks          the chain of blocks and the accuracy/loss curve
+    /                   /api/blocks          the chain of blocks (?offset=&limit=, newest first)
+                                             and the accuracy/loss curve, thinned
     /rounds/{round}     /api/rounds/{round}  a round's paid updates, mining reward, exclusions
     /rewards            /api/rewards         balances against reward events, every reward event
     /models             /api/models          each miner's copy of each global model vs the chain
@@ -19,10 +20,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from blockfl.explorer.reader import Explorer
+from blockfl.explorer.reader import MAX_PAGE_ROWS, PAGE_ROWS, Explorer
 
 STATIC = Path(__file__).parent / "static"
 #: Chart.js's browser bundle: node_modules/chart.js/dist/chart.umd.min.js, with its licence
@@ -58,8 +59,9 @@ def create_app(explorer: Explorer, interval: float = 2.0) -> FastAPI:
         return getattr(snapshot, name) | {"error": snapshot.error}
 
     @app.get("/api/blocks")
-    def api_blocks() -> dict:
-        return view("blocks")
+    def api_blocks(offset: int = Query(0, ge=0),
+                   limit: int = Query(PAGE_ROWS, ge=1, le=MAX_PAGE_ROWS)) -> dict:
+        return explorer.snapshot.blocks_page(offset, limit)
 
     @app.get("/api/rounds/{round_}")
     def api_round(round_: int) -> JSONResponse:

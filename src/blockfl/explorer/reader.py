@@ -5,7 +5,11 @@ page: `blocks` (the chain and the accuracy curve), `round(r)` (a round's paid an
 updates), `rewards` (balances against reward events), `models` (each miner's copy of each
 global model against the on-chain hash) and `latency` (phase times from the logs). Chain reads
 go through `blockfl.chain.inspection`, so the "agrees" check is the one `inspect rewards` makes.
-What never changes is cached: the gas of each committed block and the metrics of each model.
+What never changes is cached: each committed block, its gas and paid updates, and the metrics of
+each model, so a refresh reads only the new blocks and costs time linear in the chain. A
+refresh downloads at most `MODEL_CHECKS` models from the miners (never checked first, then the
+oldest checks). The block table is served a page at a time (`Snapshot.blocks_page`, newest
+first) with the accuracy curve thinned to `CHART_POINTS` points per metric.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from blockfl.chain.evm import EvmLedger
 from blockfl.client import MinerClient, MinerUnavailable
 from blockfl.config import Config
 from blockfl.events import role_logs
+from blockfl.explorer.thinning import thinned
 from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
 from blockfl.store import MAX_MODEL_BYTES
@@ -30,6 +35,9 @@ from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 #: event the winning miner logs for each update its aggregation rule left out of its block
 #: (`round`, `device`, `update_hash`, `reason`, `detail`)
 EXCLUDED_EVENT = "excluded"
+PAGE_ROWS = 25  # blocks per page of the block table by default
+MAX_PAGE_ROWS = 500
+MODEL_CHECKS = 12  # model downloads per refresh at most
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,15 @@ def served_model(client: MinerClient, model_hash: bytes) -> tuple[ModelStatus, S
     return ModelStatus(client.url, "match", to_hex(served), checked_at=now), state
 
 
+def blocks_view(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The blocks page's data: block `rows` (newest first) and the chart's metrics (one dict
+    per evaluated round, oldest first), thinned to `CHART_POINTS` points per metric;
+    `metric_rounds` says how many rounds were evaluated."""
+    names = sorted({k for m in metrics for k in m} - {"round"})
+    return {"blocks": rows, "metrics": thinned(metrics, names), "metric_rounds": len(metrics),
+            "metric_names": names}
+
+
 @dataclass
 class Snapshot:
     """The views of one refresh; `error` is set when the last refresh failed."""
@@ -77,6 +94,13 @@ class Snapshot:
     models: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+    def blocks_page(self, offset: int = 0, limit: int = PAGE_ROWS) -> dict[str, Any]:
+        """The blocks view with `limit` block rows from the `offset`-th newest (newest first):
+        `total` blocks, and the chart's thinned metrics (`metric_rounds`: rounds evaluated)."""
+        rows = self.blocks.get("blocks", [])
+        return self.blocks | {"blocks": rows[offset:offset + limit], "offset": offset,
+                              "limit": limit, "total": len(rows), "error": self.error}
 
 
 class Explorer:
@@ -103,6 +127,9 @@ class Explorer:
         self.recheck = recheck
         self.snapshot = Snapshot()
         self._gas: dict[int, int] = {}
+        self._blocks: list[BlockRecord] = []  # committed blocks of rounds 1, 2, ... (final)
+        self._paid: dict[int, list[dict[str, Any]]] = {}  # round -> its paid updates as JSON
+        self._paid_count = 0  # UpdateAccepted events converted into `_paid`
         self._metrics: dict[bytes, dict[str, float]] = {}
         self._checks: dict[tuple[str, bytes], ModelStatus] = {}
         self._exclusions: dict[int, tuple[bytes, ...]] = {}
@@ -131,25 +158,35 @@ class Explorer:
     def _read(self) -> Snapshot:
         ledger = self.ledger
         head = ledger.head()
-        blocks = inspection.blocks(ledger)
+        blocks = self._committed_blocks(head.round)
         accepted = ledger.accepted_updates()
-        forks = forks_per_round(role_logs(self.logs, "miner")) if self.logs else None
+        miner_logs = role_logs(self.logs, "miner") if self.logs else []
+        forks = forks_per_round(miner_logs) if self.logs else None
+        excluded = self._logged_exclusions(miner_logs)
         models = self._model_rows(blocks)
         metrics = [row["metrics"] | {"round": row["round"]} for row in models
                    if row["metrics"] is not None]
         chain = {"chain_id": ledger.domain.chain_id, "contract": ledger.contract.address,
                  "head": head.round, "updated": time.time(), "notes": self._notes()}
         gas = self._gas_used(head.round)
-        block_rows = [self._block_row(b, gas, forks, models[b.round - 1]) for b in blocks]
+        block_rows = [self._block_row(b, gas, forks, models[b.round - 1])
+                      for b in reversed(blocks)]
+        paid = self._paid_updates(blocks, accepted)
+        mining_reward = ledger.params().mining_reward
         return Snapshot(
-            blocks=chain | {"blocks": block_rows, "metrics": metrics,
-                            "metric_names": sorted({k for m in metrics for k in m} - {"round"})},
-            rounds={b.round: chain | self._round_view(b, accepted) for b in blocks},
+            blocks=chain | blocks_view(block_rows, metrics),
+            rounds={b.round: chain | self._round_view(b, paid[b.round], excluded, mining_reward)
+                    for b in blocks},
             rewards=chain | self._rewards_view(blocks, accepted),
             models=chain | {"miners": [m.url for m in self.miners], "rounds": models,
                             "all_match": bool(models) and all(r["all_match"] for r in models)},
             latency=chain | self._latency_view(),
         )
+
+    def _committed_blocks(self, head: int) -> list[BlockRecord]:
+        """Every committed block up to `head`, reading only those not read before."""
+        self._blocks += inspection.blocks(self.ledger, first=len(self._blocks) + 1, last=head)
+        return self._blocks
 
     def _notes(self) -> list[str]:
         notes = list(self.notes)
@@ -182,28 +219,44 @@ class Explorer:
 
     # ------------------------------------------------------------------ rounds and rewards
 
-    def _round_view(self, block: BlockRecord, accepted: list[AcceptedUpdate]) -> dict[str, Any]:
-        paid = [inspection.jsonable(u) for u in accepted if u.round == block.round]
-        mining_reward = self.ledger.params().mining_reward
+    def _paid_updates(self, blocks: list[BlockRecord],
+                      accepted: list[AcceptedUpdate]) -> dict[int, list[dict[str, Any]]]:
+        """Each round's paid updates as JSON. Events come in chain order and stay (merkle-mode
+        claims add events to old rounds later), so only those not seen before are converted."""
+        for u in accepted[self._paid_count:]:
+            self._paid.setdefault(u.round, []).append(inspection.jsonable(u))
+        self._paid_count = len(accepted)
+        return {b.round: list(self._paid.get(b.round, ())) for b in blocks}
+
+    def _round_view(self, block: BlockRecord, paid: list[dict[str, Any]],
+                    logged: dict[int, list[dict[str, Any]]], mining_reward: int) -> dict[str, Any]:
         return {
             "round": block.round,
             "block": inspection.block_json(block),
             "updates": paid,
             "mining": {"miner": block.miner, "reward": str(mining_reward)},
-            "excluded": self._excluded(block.round),
+            "excluded": self._excluded(block.round, logged.get(block.round, [])),
             "excluded_known": self.logs is not None or bool(self.miners),
         }
 
-    def _excluded(self, round_: int) -> list[dict[str, Any]]:
+    @staticmethod
+    def _logged_exclusions(miner_logs: list[list[dict]]) -> dict[int, list[dict[str, Any]]]:
+        """The `excluded` events of the miners' logs, by round, in one pass."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for events in miner_logs:
+            for e in events:
+                if e.get("event") == EXCLUDED_EVENT and isinstance(e.get("round"), int):
+                    found.setdefault(e["round"], []).append(e)
+        return found
+
+    def _excluded(self, round_: int, logged: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Updates the aggregation rule left out of the round's block: with their reasons from
         the miners' logs, and the update hashes the block carries as a miner serves it."""
         found: dict[str, dict[str, Any]] = {}
-        for events in role_logs(self.logs, "miner") if self.logs else []:
-            for e in events:
-                if e.get("event") == EXCLUDED_EVENT and e.get("round") == round_:
-                    found.setdefault(str(e.get("update_hash")), {
-                        "device": e.get("device"), "update_hash": e.get("update_hash"),
-                        "reason": e.get("reason"), "detail": e.get("detail", "")})
+        for e in logged:
+            found.setdefault(str(e.get("update_hash")), {
+                "device": e.get("device"), "update_hash": e.get("update_hash"),
+                "reason": e.get("reason"), "detail": e.get("detail", "")})
         for update_hash in self._block_exclusions(round_):
             found.setdefault(to_hex(update_hash), {
                 "device": None, "update_hash": to_hex(update_hash), "reason": None,
@@ -226,7 +279,7 @@ class Explorer:
 
     def _rewards_view(self, blocks: list[BlockRecord],
                       accepted: list[AcceptedUpdate]) -> dict[str, Any]:
-        rows = inspection.rewards(self.ledger)
+        rows = inspection.rewards(self.ledger, blocks)
         mining_reward = self.ledger.params().mining_reward
         events = [{"round": u.round, "address": u.device, "kind": "data",
                    "samples": u.samples, "reward": str(u.reward)} for u in accepted]
@@ -244,13 +297,17 @@ class Explorer:
     # ------------------------------------------------------------------ models
 
     def _model_rows(self, blocks: list[BlockRecord]) -> list[dict[str, Any]]:
+        due = self._due_checks(blocks)
         rows = []
         for block in blocks:
             checks, state = [], None
             for client in self.miners:
-                status, served = self._check(client, block.global_model_hash)
-                checks.append(status.__dict__)
-                state = state if state is not None else served
+                key = (client.url, block.global_model_hash)
+                if key in due:
+                    status, served = served_model(client, block.global_model_hash)
+                    self._checks[key] = status
+                    state = state if state is not None else served
+                checks.append(self._checks.get(key, ModelStatus(client.url, "unchecked")).__dict__)
             rows.append({
                 "round": block.round,
                 "chain_hash": to_hex(block.global_model_hash),
@@ -260,18 +317,22 @@ class Explorer:
             })
         return rows
 
-    def _check(
-        self, client: MinerClient, model_hash: bytes
-    ) -> tuple[ModelStatus, StateDict | None]:
-        """A miner's copy of a model, checked again once a match is `recheck` seconds old."""
-        key = (client.url, model_hash)
-        cached = self._checks.get(key)
-        fresh = cached is not None and time.time() - cached.checked_at < self.recheck
-        if cached is not None and cached.status == "match" and fresh:
-            return cached, None
-        status, state = served_model(client, model_hash)
-        self._checks[key] = status
-        return status, state
+    def _due_checks(self, blocks: list[BlockRecord]) -> set[tuple[str, bytes]]:
+        """The (miner, model) copies to download in this refresh, `MODEL_CHECKS` at most: those
+        never checked (newest round first), then those whose last check is oldest, except
+        matches younger than `recheck` seconds."""
+        now = time.time()
+        never, stale = [], []
+        for block in reversed(blocks):
+            for client in self.miners:
+                key = (client.url, block.global_model_hash)
+                cached = self._checks.get(key)
+                if cached is None:
+                    never.append(key)
+                elif cached.status != "match" or now - cached.checked_at >= self.recheck:
+                    stale.append((cached.checked_at, key))
+        stale.sort(key=lambda item: item[0])
+        return set((never + [key for _, key in stale])[:MODEL_CHECKS])
 
     def _evaluate(self, model_hash: bytes, state: StateDict | None) -> dict[str, float] | None:
         """Test metrics of a global model (cached by hash), None until a miner served it."""

@@ -64,15 +64,18 @@ function section(title, ...content) {
 
 let chart = null;
 
-function drawChart(metrics, names) {
+// `metrics`: the rounds the server kept of `rounds` evaluated (thinned past a few hundred)
+function drawChart(metrics, names, rounds) {
   const canvas = document.getElementById("accuracy-chart");
   canvas.dataset.points = String(metrics.length);
+  canvas.dataset.rounds = String(rounds);
   if (typeof Chart === "undefined") return;
   const colors = { accuracy: "#1f5fbf", loss: "#c2571a", mse: "#c2571a" };
+  const dots = metrics.length > 60 ? 0 : 3;  // dots on a dense curve blur into a band
   const datasets = names.map((name) => ({
-    label: name, data: metrics.map((m) => ({ x: m.round, y: m[name] })),
+    label: name, data: metrics.filter((m) => typeof m[name] === "number").map((m) => ({ x: m.round, y: m[name] })),
     yAxisID: name === "accuracy" ? "y" : "y1", borderColor: colors[name] || "#555",
-    backgroundColor: colors[name] || "#555", tension: 0,
+    backgroundColor: colors[name] || "#555", tension: 0, pointRadius: dots, borderWidth: 1.5,
   }));
   if (chart === null) {
     chart = new Chart(canvas, {
@@ -81,7 +84,7 @@ function drawChart(metrics, names) {
       options: {
         animation: false, maintainAspectRatio: false,
         scales: {
-          x: { type: "linear", title: { display: true, text: "round" }, ticks: { stepSize: 1 } },
+          x: { type: "linear", title: { display: true, text: "round" }, ticks: { precision: 0 } },
           y: { position: "left", title: { display: true, text: "test accuracy" } },
           y1: { position: "right", title: { display: true, text: "test loss" }, grid: { drawOnChartArea: false } },
         },
@@ -93,9 +96,19 @@ function drawChart(metrics, names) {
   }
 }
 
+// links to the newer and the older page of the block table, and where this page is
+function pager(data) {
+  const link = (offset, text, id) => el("a", { id, href: `?offset=${offset}&limit=${data.limit}` }, text);
+  const last = Math.min(data.offset + data.blocks.length, data.total);
+  return el("p", { id: "pager" },
+    data.offset > 0 ? link(Math.max(0, data.offset - data.limit), "← newer", "newer") : "",
+    ` blocks ${data.total ? data.offset + 1 : 0}–${last} of ${data.total}, newest first `,
+    last < data.total ? link(data.offset + data.limit, "older →", "older") : "");
+}
+
 const pages = {
   blocks(data) {
-    const blocks = data.blocks.slice().reverse();
+    const blocks = data.blocks;
     const rows = blocks.map((b) => [
       el("td", { class: "num" }, el("a", { href: `/rounds/${b.round}` }, b.round)),
       hashCell(b.block_hash), el("td", { class: "mono" }, b.miner),
@@ -109,9 +122,9 @@ const pages = {
     rows, (i) => ({ "data-round": blocks[i].round }));
     app.replaceChildren(
       section("global model on the held-out test split", box),
-      section(`blocks (head: round ${data.head})`, tableNode),
+      section(`blocks (head: round ${data.head})`, pager(data), tableNode),
     );
-    drawChart(data.metrics, data.metric_names);
+    drawChart(data.metrics, data.metric_names, data.metric_rounds);
   },
 
   round(data) {
@@ -206,11 +219,13 @@ function header(data) {
 
 async function poll() {
   try {
-    const response = await fetch(app.dataset.api, { cache: "no-store" });
+    const started = performance.now();
+    const response = await fetch(app.dataset.api + window.location.search, { cache: "no-store" });
     const data = await response.json();
     header(data);
     pages[app.dataset.page](data);
     app.dataset.updated = String(Date.now());
+    app.dataset.redrawMs = String(performance.now() - started);  // fetch and redraw
   } catch (err) {
     const error = document.getElementById("error");
     error.hidden = false;
