@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
 from blockfl.chain.blocks import Head
-from blockfl.chain.errors import BlockRejected
+from blockfl.chain.errors import BlockRejected, DeploymentMissing
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
@@ -38,7 +38,16 @@ class NoMinerAvailable(ConnectionError):
 
 
 class GaveUp(ConnectionError):
-    """Neither a miner nor the chain node answered for the device's `give_up` seconds."""
+    """No miner or no chain node (or no contract on it) for the device's `give_up` seconds."""
+
+
+def failure(exc: OSError) -> tuple[str, str]:
+    """The event a device logs for a failure it retries, and what it means."""
+    if isinstance(exc, NoMinerAvailable):
+        return "no_miner", "no miner answered"
+    if isinstance(exc, DeploymentMissing):
+        return "deployment_missing", "the chain node lost the deployment"
+    return "chain_unavailable", "the chain node did not answer"
 
 
 class DeviceProcess:
@@ -92,14 +101,13 @@ class DeviceProcess:
                 for submission in (trained.submission, *trained.copies):
                     self.upload(submission)
                 self.wait_for_block(round_, stop)
-            except OSError as exc:  # NoMinerAvailable, or the chain node is unreachable
-                event = "no_miner" if isinstance(exc, NoMinerAvailable) else "chain_unavailable"
+            except OSError as exc:  # no miner, the chain node unreachable or without contract
+                event, what = failure(exc)
                 failing_since = failing_since or time.monotonic()
                 if self.give_up is not None and time.monotonic() - failing_since >= self.give_up:
-                    self.log("gave_up", error=str(exc)[:300], after=self.give_up)
-                    what = "no miner" if event == "no_miner" else "the chain node"
-                    raise GaveUp(f"gave up after {self.give_up:g} s: {what} answered "
-                                 f"(last error: {str(exc)[:200]})") from None
+                    self.log("gave_up", reason=event, error=str(exc)[:300], after=self.give_up)
+                    raise GaveUp(f"gave up after {self.give_up:g} s: {what} "
+                                 f"(last error: {str(exc)[:300]})") from None
                 self.log(event, error=str(exc)[:300], retry_in=backoff)
                 stop.wait(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF)

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from blockfl.chain.errors import DeploymentMissing
 from blockfl.config import ServerConfig
 from blockfl.hashing import from_hex
 from blockfl.miners.admission import Busy, UploadGate
@@ -58,6 +59,7 @@ STATUS = {
     "unsupported_media_type": 415,
     "body_timeout": 408,
     "busy": 503,
+    "deployment_missing": 503,
     "wrong_round": 409,
     "stale_base_model": 409,
     "replay": 409,
@@ -152,6 +154,10 @@ def create_app(service: MinerService, max_payload_bytes: int,
     async def _busy(_: Request, exc: Busy) -> JSONResponse:
         return error("busy", str(exc), headers={"Retry-After": "1"})
 
+    @app.exception_handler(DeploymentMissing)
+    async def _no_contract(_: Request, exc: DeploymentMissing) -> JSONResponse:
+        return error("deployment_missing", str(exc))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
@@ -245,8 +251,9 @@ def create_app(service: MinerService, max_payload_bytes: int,
         return await run_in_threadpool(service.info)
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"ok": True}
+    async def health() -> JSONResponse:
+        state = service.health()
+        return JSONResponse(state, status_code=200 if state["ok"] else 503)
 
     # other features' routers are included here, e.g. app.include_router(router(service))
     app.include_router(attestation_router(service))  # POST /attestations

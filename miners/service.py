@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blockfl.aggregation import AggregationStrategy, FedAvg
-from blockfl.chain.attestation import Attestation
+from blockfl.chain.attestation import Attestation, signer_or_none
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
+from blockfl.chain.errors import DeploymentMissing
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
@@ -93,6 +94,7 @@ class MinerService:
         self._catching_up: threading.Thread | None = None
         self._wake = threading.Event()
         self._behind_since: float | None = None
+        self.deployment_missing: str | None = None  # why the chain node has no contract now
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
         verifier = Verifier(policy, max_samples=params.max_samples_per_update, privacy=privacy,
@@ -280,6 +282,8 @@ class MinerService:
         while not stop.is_set():
             try:
                 self.catch_up()
+            except DeploymentMissing:
+                pass  # the mining loop reports it
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"catch-up: {type(exc).__name__}: {exc}")
             stop.wait(CATCH_UP_POLL)
@@ -378,8 +382,8 @@ class MinerService:
         started, delay = time.monotonic(), 0.5
         while not stop.is_set():
             reasons: list[str] = []
-            got = gather([lambda c=c: c.attest(proposal, signature) for c in self.clients],
-                         needed, reasons.append)
+            got = gather([lambda c=c: self._attestation_of(c, proposal, signature)
+                          for c in self.clients], needed, reasons.append)
             if len(got) >= needed:
                 self.log("attestations", round=proposal.round, attesters=len(got) + 1,
                          seconds=round(time.monotonic() - started, 4))
@@ -391,6 +395,24 @@ class MinerService:
                 return None
             delay = min(2 * delay, 8.0)
         return None
+
+    def _attestation_of(self, client: MinerClient, proposal: BlockProposal,
+                        signature: bytes) -> Attestation:
+        """A peer's attestation of the candidate; a "peer" that signs with this miner's own key
+        is this miner under another name: it is dropped, since the contract counts the
+        committer once."""
+        attestation = client.attest(proposal, signature)
+        if signer_or_none(attestation, self.ledger.domain) == self.address:
+            self._drop_peer(client, "its attestation is signed with this miner's own key")
+            raise AttestationRefused("own_attestation", f"{client.url} is this miner")
+        return attestation
+
+    def _drop_peer(self, client: MinerClient, reason: str) -> None:
+        self.clients = [c for c in self.clients if c is not client]
+        for peer in [p for p in self.node.peers if isinstance(p, HttpPeer) and p.client is client]:
+            self.node.peers = [p for p in self.node.peers if p is not peer]
+            peer.close()
+        self.log("own_peer_dropped", peer=client.url, reason=reason)
 
     def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int,
                 stop: threading.Event) -> None:
@@ -437,9 +459,24 @@ class MinerService:
                 else:
                     self._wake.wait(self.settings.poll)
                     self._wake.clear()
+                if self.deployment_missing is not None:
+                    self.deployment_missing = None
+                    self.log("deployment_back", round=self.node.head.round)
+            except DeploymentMissing as exc:  # one line, and /health says it, until it is back
+                if self.deployment_missing is None:
+                    self.log("deployment_missing", error=str(exc))
+                self.deployment_missing = str(exc)
+                stop.wait(1.0)
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"{type(exc).__name__}: {exc}")
                 stop.wait(1.0)
+
+    def health(self) -> dict[str, Any]:
+        """What `GET /health` shows: ok, or the named condition that keeps this miner from
+        mining (the chain node lost the deployment)."""
+        if self.deployment_missing is not None:
+            return {"ok": False, "error": "deployment_missing", "detail": self.deployment_missing}
+        return {"ok": True}
 
     def info(self) -> dict[str, Any]:
         """What `GET /info` shows."""

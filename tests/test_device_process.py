@@ -54,7 +54,7 @@ def test_a_device_gives_up_after_its_time_with_a_clear_error(tmp_path, capsys):
 
     process = DeviceProcess(device, DeadLedger(), [], EventLog("d", tmp_path / "d.jsonl"),
                             poll=0.01, give_up=0.3)
-    with pytest.raises(GaveUp, match=r"gave up after 0.3 s: the chain node answered"):
+    with pytest.raises(GaveUp, match=r"gave up after 0.3 s: the chain node did not answer"):
         process.run(3)
     assert read_events(tmp_path / "d.jsonl")[-1]["event"] == "gave_up"
 
