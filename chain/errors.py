@@ -70,9 +70,17 @@ class ForkRejected(BlockRejected):
     """A block for a round that already has one: a fork, not an invalid block."""
 
 
+class ChainUnavailable(ConnectionError):
+    """The chain node does not answer (it is down or restarting)."""
+
+    condition = "chain_unavailable"
+
+
 class DeploymentMissing(ConnectionError):
     """The chain node answers but holds no contract at the deployment's address: it restarted
     without its state (or is another chain). A named condition, not a crash: it may come back."""
+
+    condition = "deployment_missing"
 
     def __init__(self, contract: str, url: str) -> None:
         super().__init__(f"the chain node {url} has no contract at {contract}: it restarted "

@@ -18,6 +18,7 @@ from eth_abi import decode
 from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from requests.exceptions import ConnectionError as RequestsConnectionError
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
@@ -33,7 +34,7 @@ from blockfl.chain.blocks import (
     CommitReceipt,
     Head,
 )
-from blockfl.chain.errors import BlockRejected, DeploymentMissing, rejection
+from blockfl.chain.errors import BlockRejected, ChainUnavailable, DeploymentMissing, rejection
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.merkle import MerkleClaim, block_summary
 from blockfl.contracts import load_artifact
@@ -111,7 +112,7 @@ def send(
     gas: int | None = None,
 ) -> Any:
     """Sign and send a contract call with gas limit `gas` (estimated when None); raise the
-    decoded custom error if it reverts."""
+    decoded custom error if it reverts, ChainUnavailable if the node does not answer."""
     sender = Account.from_key(key)
     try:
         if gas is None:
@@ -135,6 +136,8 @@ def send(
         return receipt
     except (ContractLogicError, TransactionFailed) as exc:
         raise _decode_error(exc, errors) from None
+    except RequestsConnectionError as exc:
+        raise ChainUnavailable(f"the chain node does not answer: {exc}") from None
 
 
 def block_gas_limit(w3: Web3) -> int:
@@ -221,15 +224,17 @@ class EvmLedger(Ledger):
         self._errors = _error_table(abi)
 
     def _read(self, call: Any) -> Any:
-        """A view call; DeploymentMissing when the node has no code at the contract's address
-        (web3 cannot decode the empty answer)."""
+        """A view call; ChainUnavailable when the node does not answer, DeploymentMissing when
+        it has no code at the contract's address (web3 cannot decode the empty answer)."""
+        url = getattr(self.w3.provider, "endpoint_uri", None) or "the chain node"
         try:
             return call.call()
         except BadFunctionCallOutput:
             if self.w3.eth.get_code(self.contract.address):
                 raise
-            url = getattr(self.w3.provider, "endpoint_uri", None) or "the chain node"
             raise DeploymentMissing(self.contract.address, str(url)) from None
+        except RequestsConnectionError as exc:
+            raise ChainUnavailable(f"the chain node {url} does not answer: {exc}") from None
 
     @classmethod
     def create(

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from blockfl.chain.errors import DeploymentMissing
+from blockfl.chain.errors import ChainUnavailable, DeploymentMissing
 from blockfl.config import ServerConfig
 from blockfl.hashing import from_hex
 from blockfl.miners.admission import Busy, UploadGate
@@ -59,7 +59,6 @@ STATUS = {
     "unsupported_media_type": 415,
     "body_timeout": 408,
     "busy": 503,
-    "deployment_missing": 503,
     "wrong_round": 409,
     "stale_base_model": 409,
     "replay": 409,
@@ -154,9 +153,10 @@ def create_app(service: MinerService, max_payload_bytes: int,
     async def _busy(_: Request, exc: Busy) -> JSONResponse:
         return error("busy", str(exc), headers={"Retry-After": "1"})
 
+    @app.exception_handler(ChainUnavailable)
     @app.exception_handler(DeploymentMissing)
-    async def _no_contract(_: Request, exc: DeploymentMissing) -> JSONResponse:
-        return error("deployment_missing", str(exc))
+    async def _no_chain(_: Request, exc: ChainUnavailable | DeploymentMissing) -> JSONResponse:
+        return error(exc.condition, str(exc), 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

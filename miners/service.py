@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from blockfl.aggregation import AggregationStrategy, FedAvg
 from blockfl.chain.attestation import Attestation, signer_or_none
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
-from blockfl.chain.errors import DeploymentMissing
+from blockfl.chain.errors import ChainUnavailable, DeploymentMissing
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
@@ -94,7 +94,7 @@ class MinerService:
         self._catching_up: threading.Thread | None = None
         self._wake = threading.Event()
         self._behind_since: float | None = None
-        self.deployment_missing: str | None = None  # why the chain node has no contract now
+        self.chain_problem: tuple[str, str] | None = None  # (condition, detail) while one lasts
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
         verifier = Verifier(policy, max_samples=params.max_samples_per_update, privacy=privacy,
@@ -282,7 +282,7 @@ class MinerService:
         while not stop.is_set():
             try:
                 self.catch_up()
-            except DeploymentMissing:
+            except (ChainUnavailable, DeploymentMissing):
                 pass  # the mining loop reports it
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"catch-up: {type(exc).__name__}: {exc}")
@@ -459,13 +459,13 @@ class MinerService:
                 else:
                     self._wake.wait(self.settings.poll)
                     self._wake.clear()
-                if self.deployment_missing is not None:
-                    self.deployment_missing = None
-                    self.log("deployment_back", round=self.node.head.round)
-            except DeploymentMissing as exc:  # one line, and /health says it, until it is back
-                if self.deployment_missing is None:
-                    self.log("deployment_missing", error=str(exc))
-                self.deployment_missing = str(exc)
+                if self.chain_problem is not None:
+                    self.chain_problem = None
+                    self.log("chain_back", round=self.node.head.round)
+            except (ChainUnavailable, DeploymentMissing) as exc:  # one line; /health says it
+                if self.chain_problem is None or self.chain_problem[0] != exc.condition:
+                    self.log(exc.condition, error=str(exc)[:300])
+                self.chain_problem = (exc.condition, str(exc))
                 stop.wait(1.0)
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"{type(exc).__name__}: {exc}")
@@ -473,9 +473,10 @@ class MinerService:
 
     def health(self) -> dict[str, Any]:
         """What `GET /health` shows: ok, or the named condition that keeps this miner from
-        mining (the chain node lost the deployment)."""
-        if self.deployment_missing is not None:
-            return {"ok": False, "error": "deployment_missing", "detail": self.deployment_missing}
+        mining (the chain node does not answer, or lost the deployment)."""
+        if self.chain_problem is not None:
+            condition, detail = self.chain_problem
+            return {"ok": False, "error": condition, "detail": detail}
         return {"ok": True}
 
     def info(self) -> dict[str, Any]:
