@@ -31,6 +31,8 @@ from blockfl.tensors import decode
 from blockfl.wire import UpdateSubmission, record_header
 
 MAX_BACKOFF = 5.0  # seconds between retries when no miner answers
+BLOCK_DEADLINE = 120.0  # seconds a device waits for the block of its round before starting over
+WAIT_LOG = 30.0  # seconds between the log lines of a device that waits for a block
 
 
 class NoMinerAvailable(ConnectionError):
@@ -64,11 +66,14 @@ class DeviceProcess:
         poll: float = 0.2,
         rule: AggregationStrategy | None = None,
         give_up: float | None = None,
+        block_deadline: float = BLOCK_DEADLINE,
     ) -> None:
         """`give_up`: seconds of failures in a row (no miner, no chain node) after which `run`
-        raises `GaveUp` (None: retry forever)."""
+        raises `GaveUp` (None: retry forever); `block_deadline`: seconds a device waits for the
+        block of its round before it starts the round again from the chain head."""
         self.device = device
         self.give_up = give_up
+        self.block_deadline = block_deadline
         self.ledger = ledger
         self.miners = list(miners)
         self.log = log
@@ -100,7 +105,7 @@ class DeviceProcess:
                 trained = self.device.train(round_, self.ledger.domain)
                 for submission in (trained.submission, *trained.copies):
                     self.upload(submission)
-                self.wait_for_block(round_, stop)
+                self.wait_for_block(round_, head, stop)
             except OSError as exc:  # no miner, the chain node unreachable or without contract
                 event, what = failure(exc)
                 failing_since = failing_since or time.monotonic()
@@ -113,7 +118,13 @@ class DeviceProcess:
                 backoff = min(2 * backoff, MAX_BACKOFF)
                 continue
             backoff, failing_since = self.poll, None
-        self.log("finished", round=head.round if head else None)
+        self.log("finished", round=head.round if head else None, earned=str(self.earned()))
+
+    def earned(self) -> int:
+        """This device's rewards on the chain as it is now (a rolled-back round's reward is
+        not counted: it is gone from the chain)."""
+        return sum(u.reward for u in self.ledger.accepted_updates()
+                   if u.device == self.device.address)
 
     def _within_budget(self) -> bool:
         """With `[privacy]` on: log the epsilon spent so far (charged by this device's updates
@@ -165,21 +176,50 @@ class DeviceProcess:
             self.log("uploaded", round=record.round, miner=miner.url, samples=record.samples,
                      compute_time_ms=record.compute_time_ms, sent_at=sent_at,
                      upload_bytes=len(submission.payload) + len(record_header(submission.signed)),
-                     update_hash=to_hex(record.update_hash))
+                     update_hash=to_hex(record.update_hash),
+                     base_model_hash=to_hex(record.base_model_hash))
             return
         raise NoMinerAvailable("no miner accepted the upload connection")
 
-    def wait_for_block(self, round_: int, stop: threading.Event) -> None:
-        """Poll the chain until round `round_` is committed; log whether this device was paid."""
-        while not stop.is_set() and self.ledger.head().round < round_:
+    def wait_for_block(self, round_: int, base: Head, stop: threading.Event) -> bool:
+        """Poll the chain until round `round_` is committed on top of `base` (the head this
+        device trained on); log whether this device was paid. False, and the device starts
+        again from the chain head, when the chain moved back under `base` (a rollback or a
+        reorganisation), or after `block_deadline` seconds without the block; meanwhile it logs
+        why it waits every `WAIT_LOG` seconds."""
+        started = logged = time.monotonic()
+        while not stop.is_set():
+            head = self.ledger.head()
+            if head.round >= round_:
+                record = self.ledger.get_block(round_)
+                if record is not None and record.prev_hash == base.block_hash:
+                    break
+            if head.round < base.round or (head.round == base.round and head != base) or (
+                    head.round >= round_):
+                self.log("rollback", round=round_, head=head.round, base=base.round,
+                         void_rounds=list(range(head.round + 1, base.round + 1)),
+                         detail="the chain moved back under the model this device trained on: "
+                                "the block events of the void rounds no longer hold")
+                return False
+            now = time.monotonic()
+            if now - started >= self.block_deadline:
+                self.log("block_timeout", round=round_, head=head.round,
+                         waited=round(now - started, 1))
+                return False
+            if now - logged >= WAIT_LOG:
+                logged = now
+                self.log("waiting", round=round_, head=head.round, waited=round(now - started, 1),
+                         reason=f"no block of round {round_} on chain yet (head at round "
+                                f"{head.round}); the miners collect, verify and mine it")
             stop.wait(self.poll)
         if stop.is_set():
-            return
+            return False
         if self.ledger.params().mode == "merkle":
             self.claim(round_, stop)
         mine = [u for u in self.ledger.accepted_updates(round_) if u.device == self.device.address]
         self.log("block", round=round_, included=bool(mine),
                  reward=str(mine[0].reward) if mine else "0")
+        return True
 
     def claim(self, round_: int, stop: threading.Event) -> None:
         """Claim this device's reward in the merkle block of `round_`, with the block's records

@@ -144,8 +144,10 @@ class MinerService:
         return True
 
     def block(self, ref: int | bytes) -> BlockProposal | None:
-        """A committed block this miner knows, by round or by block hash."""
-        return self.journal.block(ref)
+        """A committed block this miner knows, by round or by block hash (none above the head
+        it builds on: after a rollback those are the abandoned chain's until it drops them)."""
+        found = self.journal.block(ref)
+        return found if found is not None and found.round <= self.node.head.round else None
 
     def sync(self) -> bool:
         """Follow the chain, checking and adopting new blocks; True when on the chain head.
@@ -155,6 +157,10 @@ class MinerService:
         by hash from a peer: the chain vouches for the hash.
         """
         head = self.ledger.head()
+        mine = self.node.head
+        if head.round < mine.round or (head.round == mine.round and head != mine):
+            self._roll_back(head)
+            return True
         if head.round < self.node.round:
             return True
         if head.round == self.node.round:
@@ -170,6 +176,44 @@ class MinerService:
         self._round_began(head, checked=False)
         return True
 
+    def _roll_back(self, head: Head) -> None:
+        """The chain head moved back (a rollback), or to another block at this miner's height
+        (a reorganisation): drop the journaled blocks the chain abandoned and what was signed
+        and pending for the rounds after `head`, build on `head`, and take up again the
+        acknowledged updates of its next round (their base model is still the chain's)."""
+        old = self.node.head
+        first = head.round + 1
+        while first > 1 and not self._on_chain(first - 1):
+            first -= 1
+        abandoned = self.journal.forget_blocks_from(first)
+        self.node.adopt(self._model(head.global_model_hash, self._genesis), head)
+        self.node.verifier.forget_from(self.node.round)
+        self.attester.forget_from(self.node.round)
+        self._announced.clear()
+        self._unrecovered.clear()
+        self.log("rollback", from_round=old.round, to_round=head.round,
+                 block_hash=to_hex(head.block_hash), abandoned_blocks=abandoned)
+        for round_ in range(self.node.round + 1, old.round + 2):
+            for submission in self.journal.updates_of(round_):
+                self.log("dropped", round=round_, device=submission.device,
+                         update_hash=to_hex(submission.signed.record.update_hash),
+                         reason="rolled_back")
+        restored = self.node.restore(self.journal.updates_of(self.node.round))
+        for submission in self.node.pending_submissions():
+            for peer in self.node.peers:
+                peer.receive_gossip(submission)
+        self._round_began(head, checked=False, restored=sum(v.accepted for v in restored))
+
+    def _on_chain(self, round_: int) -> bool:
+        """Whether the journaled block of `round_` (if any) is the chain's."""
+        known = self.journal.block(round_)
+        record = self.ledger.get_block(round_)
+        return known is None or (record is not None and self._block_hash(known)
+                                 == record.block_hash)
+
+    def _block_hash(self, proposal: BlockProposal) -> bytes:
+        return proposal.header(self.ledger.domain, self.mode).block_hash(proposal.nonce)
+
     def _adopt_checked(self, round_: int) -> bool:
         """Check the next block fully (cross-verification of a committed block) and adopt it.
 
@@ -177,8 +221,7 @@ class MinerService:
         excluded; the chain does not. So it is rebuilt from the chain only when no peer has
         served it for half of `check_grace` (its miner died before announcing it), not in the
         moment between a commit and its miner's announcement."""
-        proposal = self._announced.pop(round_, None) or self._ask_peers(
-            lambda peer: peer.block(round_))
+        proposal = self._announced.pop(round_, None) or self._peer_block(round_)
         if proposal is None and self._peers_had_their_time():
             proposal = self._block_from_chain(round_)
         if proposal is None:
@@ -206,8 +249,21 @@ class MinerService:
     def _known_block(self, round_: int) -> BlockProposal | None:
         """A committed block from a peer (it names the updates the rule excluded, for the
         selection check), else rebuilt from the chain."""
-        return (self._ask_peers(lambda peer: peer.block(round_))
-                or self._block_from_chain(round_))
+        return self._peer_block(round_) or self._block_from_chain(round_)
+
+    def _peer_block(self, round_: int) -> BlockProposal | None:
+        """The chain's block of `round_` from a peer (one that has not seen a rollback yet may
+        serve a block the chain abandoned: it is passed over)."""
+        record = self.ledger.get_block(round_)
+        if record is None:
+            return None
+
+        def on_chain(peer: MinerClient) -> BlockProposal | None:
+            block = peer.block(round_)
+            return block if block is not None and self._block_hash(block) == record.block_hash \
+                else None
+
+        return self._ask_peers(on_chain)
 
     def _announcement(
         self, proposal: BlockProposal
@@ -288,10 +344,10 @@ class MinerService:
                 self.log("error", error=f"catch-up: {type(exc).__name__}: {exc}")
             stop.wait(CATCH_UP_POLL)
 
-    def _round_began(self, head: Head, checked: bool) -> None:
+    def _round_began(self, head: Head, checked: bool, **extra: Any) -> None:
         self._window_opened = None
         self.log("adopted", round=head.round, block_hash=to_hex(head.block_hash),
-                 global_model_hash=to_hex(head.global_model_hash), checked=checked)
+                 global_model_hash=to_hex(head.global_model_hash), checked=checked, **extra)
 
     def _ask_peers(self, ask: Callable[[MinerClient], T | None]) -> T | None:
         """The first answer a peer has (peers in random order); None if none has one."""
@@ -358,8 +414,8 @@ class MinerService:
             if self._wake.is_set() or now - last_poll >= self.settings.poll:
                 self._wake.clear()
                 last_poll = now
-                if self.ledger.head().round >= proposal.round:
-                    return  # another miner's block landed: sync() takes it
+                if self.ledger.head() != self.node.head:
+                    return  # another miner's block landed (or the chain moved back): sync()
             if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
@@ -391,7 +447,7 @@ class MinerService:
             self.log("quorum_wait", round=proposal.round, attesters=len(got) + 1,
                      quorum=needed + 1, retry_in=delay, reasons=reasons)
             stop.wait(delay)
-            if self.ledger.head().round >= proposal.round:
+            if self.ledger.head() != self.node.head:
                 return None
             delay = min(2 * delay, 8.0)
         return None
