@@ -264,8 +264,11 @@ class EvmLedger(Ledger):
         if b[0] == b"\x00" * 32:
             return None
         # the nonce and the time are in the `BlockCommitted` event, not in storage
-        log = self.contract.events.BlockCommitted().get_logs(
-            from_block=0, argument_filters={"round": round_})[-1]
+        logs = self.contract.events.BlockCommitted().get_logs(
+            from_block=0, argument_filters={"round": round_})
+        if not logs:
+            return None  # rolled back between the two reads
+        log = logs[-1]
         timestamp = self.w3.eth.get_block(log["blockNumber"])["timestamp"]
         return BlockRecord(round_, *(bytes(x) for x in b[:4]), b[4], b[5], timestamp, b[6],
                            log["args"]["nonce"])

@@ -3,12 +3,16 @@ back. Real anvil, real `blockfl miner` / `blockfl device` processes through `Loc
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
-from blockfl.chain.node import find_anvil
+from blockfl.chain.deployment import Deployment
+from blockfl.chain.node import find_anvil, free_port, start_anvil, stop_pid
 from blockfl.checker import check_run
 from blockfl.client import MinerClient
 from blockfl.events import read_events
@@ -101,3 +105,41 @@ def test_a_rollback_during_a_live_network_is_followed(tmp_path):
         assert followed and all(e["head"] == base for e in followed)
     finally:
         network.stop()
+
+
+def test_network_up_with_a_fault_schedule_passes_its_check(tmp_path):
+    """One command reproduces the faults (a miner and a device killed and restarted, the node
+    killed and restarted from its state, a rollback of 2 rounds) and checks the run after; the
+    checker fails a run whose logs acknowledge an update no block holds."""
+    run_dir = tmp_path / "net"
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", "--miners", "3", "--devices", "3",
+         "--rounds", "8", "--run-dir", str(run_dir), "--model-name", "logreg",
+         "--network-t-wait", "3", "--kill", "miner1:1", "--kill", "device2:2", "--down", "3",
+         "--restart-node", "2", "--rollback", "6:2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "valid: yes" in result.stdout and "lost: 0" in result.stdout, result.stdout[-3000:]
+    injected = [e["event"] for e in read_events(run_dir / "logs" / "faults.jsonl")]
+    assert sorted(injected) == sorted(["killed", "killed", "restarted", "restarted",
+                                       "node_restarted", "snapshot", "rolled_back"])
+    rolled = next(e for e in read_events(run_dir / "logs" / "faults.jsonl")
+                  if e["event"] == "rolled_back")
+    assert rolled["reverted"] and rolled["round"] - rolled["to_round"] >= 2
+
+    # the chain outlives the run: check it again, then with an acknowledged update made up
+    port = free_port()
+    node = start_anvil(port, state=run_dir / "anvil-state.json")
+    try:
+        ledger = Deployment.read(run_dir / "deployment.json").ledger(f"http://127.0.0.1:{port}")
+        assert check_run(run_dir / "logs", ledger).ok
+        forged = {"role": "device 0x" + "ab" * 20, "event": "uploaded", "round": 2,
+                  "update_hash": "0x" + "cd" * 32, "miner": "http://127.0.0.1:1"}
+        with (run_dir / "logs" / "device0.jsonl").open("a") as log:
+            log.write(json.dumps(forged) + "\n")
+        report = check_run(run_dir / "logs", ledger)
+        assert not report.ok and [v.invariant for v in report.violations] == ["lost"]
+        assert "valid: NO" in report.lines()
+    finally:
+        stop_pid(node.pid)
