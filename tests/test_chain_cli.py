@@ -14,7 +14,7 @@ import pytest
 from web3 import Web3
 
 from blockfl.chain.evm import EvmLedger, rpc_web3
-from blockfl.chain.node import STATE_INTERVAL, find_anvil, free_port
+from blockfl.chain.node import STATE_INTERVAL, find_anvil, free_port, serves_here
 from blockfl.keys import dev_key
 from blockfl.signing import address_of
 from tests.conftest import MINER_KEYS, MINERS, default_params
@@ -108,3 +108,14 @@ def test_a_killed_node_keeps_its_chain_but_the_last_interval(tmp_path):
     finally:
         down = blockfl("chain", "down", "--state-dir", str(state), cwd=tmp_path)
     assert down.returncode == 0
+
+
+def test_serves_here_names_a_server_by_its_bind_address_and_port():
+    assert serves_here("http://127.0.0.1:8601", "127.0.0.1", 8601)
+    assert serves_here("http://localhost:8601/", "127.0.0.1", 8601)
+    assert serves_here("https://[::1]:8601", "::", 8601)
+    assert serves_here("http://127.0.0.1:8601", "0.0.0.0", 8601)
+    assert not serves_here("http://127.0.0.1:8602", "127.0.0.1", 8601)
+    assert not serves_here("http://127.0.0.2:8601", "127.0.0.1", 8601)
+    assert not serves_here("http://10.1.2.3:8601", "0.0.0.0", 8601)
+    assert not serves_here("http://127.0.0.1:99999", "127.0.0.1", 8601)  # no port: no match
