@@ -118,7 +118,10 @@ class DeviceProcess:
                 backoff = min(2 * backoff, MAX_BACKOFF)
                 continue
             backoff, failing_since = self.poll, None
-        self.log("finished", round=head.round if head else None, earned=str(self.earned()))
+        if head is not None and head.round >= rounds:  # earnings as the final chain has them
+            self.log("finished", round=head.round, earned=str(self.earned()))
+        else:
+            self.log("finished", round=head.round if head else None)
 
     def earned(self) -> int:
         """This device's rewards on the chain as it is now (a rolled-back round's reward is
