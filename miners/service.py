@@ -198,7 +198,16 @@ class MinerService:
                 self.log("dropped", round=round_, device=submission.device,
                          update_hash=to_hex(submission.signed.record.update_hash),
                          reason="rolled_back")
-        self._round_began(head, checked=False)
+        # every miner journals every update it accepted, so all of them take up the same ones
+        # here, before the devices (which see the rollback too) upload that round again: those
+        # uploads are then replays everywhere, and the miners' candidates agree
+        again = [s for s in self.journal.updates_of(self.node.round)
+                 if s.signed.record.base_model_hash == head.global_model_hash]
+        restored = sum(v.accepted for v in self.node.restore(again))
+        for submission in self.node.pending_submissions():
+            for peer in self.node.peers:
+                peer.receive_gossip(submission)
+        self._round_began(head, checked=False, restored=restored)
 
     def _on_chain(self, round_: int) -> bool:
         """Whether the journaled block of `round_` (if any) is the chain's."""
@@ -340,21 +349,10 @@ class MinerService:
                 self.log("error", error=f"catch-up: {type(exc).__name__}: {exc}")
             stop.wait(CATCH_UP_POLL)
 
-    def _round_began(self, head: Head, checked: bool) -> None:
-        """A new head: log it, and take up again the journaled updates of the next round on
-        this head's model (there are some only after a rollback: the round is mined again, and
-        the updates acknowledged for it before are included again)."""
+    def _round_began(self, head: Head, checked: bool, **extra: Any) -> None:
         self._window_opened = None
-        again = [s for s in self.journal.updates_of(self.node.round)
-                 if s.signed.record.base_model_hash == head.global_model_hash]
-        restored = sum(v.accepted for v in self.node.restore(again))
         self.log("adopted", round=head.round, block_hash=to_hex(head.block_hash),
-                 global_model_hash=to_hex(head.global_model_hash), checked=checked,
-                 restored=restored)
-        if restored:
-            for submission in self.node.pending_submissions():
-                for peer in self.node.peers:
-                    peer.receive_gossip(submission)
+                 global_model_hash=to_hex(head.global_model_hash), checked=checked, **extra)
 
     def _ask_peers(self, ask: Callable[[MinerClient], T | None]) -> T | None:
         """The first answer a peer has (peers in random order); None if none has one."""
