@@ -193,12 +193,11 @@ class DeviceProcess:
         started = logged = time.monotonic()
         while not stop.is_set():
             head = self.ledger.head()
-            if head.round >= round_:
-                record = self.ledger.get_block(round_)
-                if record is not None and record.prev_hash == base.block_hash:
-                    break
+            record = self.ledger.get_block(round_) if head.round >= round_ else None
+            if record is not None and record.prev_hash == base.block_hash:
+                break
             if head.round < base.round or (head.round == base.round and head != base) or (
-                    head.round >= round_):
+                    record is not None):  # moved back, or round_ built on another block
                 self.log("rollback", round=round_, head=head.round, base=base.round,
                          void_rounds=list(range(head.round + 1, base.round + 1)),
                          detail="the chain moved back under the model this device trained on: "
