@@ -179,6 +179,12 @@ class MinerJournal:
             self._db.execute("DELETE FROM exclusions WHERE round >= ?", (round_,))
         return [r for (r,) in rows]
 
+    def forget_updates_from(self, round_: int) -> None:
+        """Drop the updates of rounds from `round_` on: their base models left the chain, and
+        each device's update of such a round is to be replaced by the one it sends again."""
+        with self._lock:
+            self._db.execute("DELETE FROM updates WHERE round >= ?", (round_,))
+
     def forget_from(self, round_: int) -> None:
         """Drop the candidates attested for rounds from `round_` on: the chain rolled back
         under them (`AttestedRounds`)."""

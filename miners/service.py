@@ -198,6 +198,7 @@ class MinerService:
                 self.log("dropped", round=round_, device=submission.device,
                          update_hash=to_hex(submission.signed.record.update_hash),
                          reason="rolled_back")
+        self.journal.forget_updates_from(self.node.round + 1)
         # every miner journals every update it accepted, so all of them take up the same ones
         # here, before the devices (which see the rollback too) upload that round again: those
         # uploads are then replays everywhere, and the miners' candidates agree
