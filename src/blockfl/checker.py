@@ -6,8 +6,9 @@ must hold whatever faults were injected (Jepsen-style: the history against the i
   a miner `excluded` it (the aggregation rule), or the chain rolled back and the device's update
   of that round in the final chain is another one (`re_uploaded`), or the chain rolled back
   under its base model (`base_rolled_back`: the device trained on a block the chain abandoned),
-  or the run ended before its round was committed (`after_last_block`). Anything else is
-  `lost`.
+  or a miner dropped it when the chain rolled back and the round closed without the device's
+  upload again (`dropped:rolled_back`), or the run ended before its round was committed
+  (`after_last_block`). Anything else is `lost`.
 - **No update paid twice:** at most one reward event per (round, device) on the final chain,
   and a device's own count of its earnings (`finished`) equals the chain's.
 - **Balances equal reward events** for every account the chain paid.
@@ -105,6 +106,7 @@ def _acknowledged(report: RunCheck, ledger: Ledger, device_logs: list[list[dict]
     on_chain = {u.update_hash for u in accepted}
     paid = {(u.round, u.device) for u in accepted}
     excluded = {e["update_hash"]: e["reason"] for e in miner_events if e["event"] == "excluded"}
+    dropped = {e["update_hash"]: e["reason"] for e in miner_events if e["event"] == "dropped"}
     bases: dict[int, bytes] = {}
 
     def base_of(round_: int) -> bytes:  # the final chain's global model before `round_`
@@ -128,6 +130,8 @@ def _acknowledged(report: RunCheck, ledger: Ledger, device_logs: list[list[dict]
                 report.named["re_uploaded"] += 1
             elif "base_model_hash" in e and from_hex(e["base_model_hash"]) != base_of(round_):
                 report.named["base_rolled_back"] += 1
+            elif e["update_hash"] in dropped:  # a miner dropped it when the chain rolled back
+                report.named[f"dropped:{dropped[e['update_hash']]}"] += 1
             else:
                 report.violations.append(Violation(
                     "lost", f"{_address(e)} round {round_} update {e['update_hash']} "
