@@ -70,6 +70,26 @@ class ForkRejected(BlockRejected):
     """A block for a round that already has one: a fork, not an invalid block."""
 
 
+class ChainUnavailable(ConnectionError):
+    """The chain node does not answer (it is down or restarting)."""
+
+    condition = "chain_unavailable"
+
+
+class DeploymentMissing(ConnectionError):
+    """The chain node answers but holds no contract at the deployment's address: it restarted
+    without its state (or is another chain). A named condition, not a crash: it may come back."""
+
+    condition = "deployment_missing"
+
+    def __init__(self, contract: str, url: str) -> None:
+        super().__init__(f"the chain node {url} has no contract at {contract}: it restarted "
+                         "without its state (`blockfl chain up` keeps it in .blockfl/), or the "
+                         "deployment is for another chain")
+        self.contract = contract
+        self.url = url
+
+
 def rejection(error: str, *values: Any) -> BlockRejected:
     """The exception for a named contract error (a ForkRejected for a second block)."""
     cls = ForkRejected if error == FORK_ERROR else BlockRejected

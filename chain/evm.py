@@ -18,9 +18,10 @@ from eth_abi import decode
 from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from requests.exceptions import ConnectionError as RequestsConnectionError
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 from web3.logs import DISCARD
 
 from blockfl.chain.attestation import Attestation, equivocator, sort_attestations
@@ -33,7 +34,7 @@ from blockfl.chain.blocks import (
     CommitReceipt,
     Head,
 )
-from blockfl.chain.errors import BlockRejected, rejection
+from blockfl.chain.errors import BlockRejected, ChainUnavailable, DeploymentMissing, rejection
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.merkle import MerkleClaim, block_summary
 from blockfl.contracts import load_artifact
@@ -111,7 +112,7 @@ def send(
     gas: int | None = None,
 ) -> Any:
     """Sign and send a contract call with gas limit `gas` (estimated when None); raise the
-    decoded custom error if it reverts."""
+    decoded custom error if it reverts, ChainUnavailable if the node does not answer."""
     sender = Account.from_key(key)
     try:
         if gas is None:
@@ -135,6 +136,8 @@ def send(
         return receipt
     except (ContractLogicError, TransactionFailed) as exc:
         raise _decode_error(exc, errors) from None
+    except RequestsConnectionError as exc:
+        raise ChainUnavailable(f"the chain node does not answer: {exc}") from None
 
 
 def block_gas_limit(w3: Web3) -> int:
@@ -217,8 +220,21 @@ class EvmLedger(Ledger):
         self.contract: Contract = w3.eth.contract(address=to_checksum_address(address), abi=abi)
         self.owner_key = owner_key
         self.domain = Domain(w3.eth.chain_id, self.contract.address)
-        self.mode = MODES[self.contract.functions.parameters().call()[6]]
+        self.mode = MODES[self._read(self.contract.functions.parameters())[6]]
         self._errors = _error_table(abi)
+
+    def _read(self, call: Any) -> Any:
+        """A view call; ChainUnavailable when the node does not answer, DeploymentMissing when
+        it has no code at the contract's address (web3 cannot decode the empty answer)."""
+        url = getattr(self.w3.provider, "endpoint_uri", None) or "the chain node"
+        try:
+            return call.call()
+        except BadFunctionCallOutput:
+            if self.w3.eth.get_code(self.contract.address):
+                raise
+            raise DeploymentMissing(self.contract.address, str(url)) from None
+        except RequestsConnectionError as exc:
+            raise ChainUnavailable(f"the chain node {url} does not answer: {exc}") from None
 
     @classmethod
     def create(
@@ -233,23 +249,26 @@ class EvmLedger(Ledger):
         return cls(w3, deploy(w3, deployer_key, params, miners), owner_key=deployer_key)
 
     def params(self) -> ChainParams:
-        p = self.contract.functions.parameters().call()
+        p = self._read(self.contract.functions.parameters())
         return ChainParams(
             *p[:6], mode=MODES[p[6]], quorum=p[7], genesis_model_hash=bytes(p[8]),
             protocol_spec_hash=bytes(p[9]), token=self.contract.address,
         )
 
     def head(self) -> Head:
-        round_, block_hash, model_hash = self.contract.functions.head().call()
+        round_, block_hash, model_hash = self._read(self.contract.functions.head())
         return Head(round_, bytes(block_hash), bytes(model_hash))
 
     def get_block(self, round_: int) -> BlockRecord | None:
-        b = self.contract.functions.getBlock(round_).call()
+        b = self._read(self.contract.functions.getBlock(round_))
         if b[0] == b"\x00" * 32:
             return None
         # the nonce and the time are in the `BlockCommitted` event, not in storage
-        log = self.contract.events.BlockCommitted().get_logs(
-            from_block=0, argument_filters={"round": round_})[-1]
+        logs = self.contract.events.BlockCommitted().get_logs(
+            from_block=0, argument_filters={"round": round_})
+        if not logs:
+            return None  # rolled back between the two reads
+        log = logs[-1]
         timestamp = self.w3.eth.get_block(log["blockNumber"])["timestamp"]
         return BlockRecord(round_, *(bytes(x) for x in b[:4]), b[4], b[5], timestamp, b[6],
                            log["args"]["nonce"])
@@ -291,7 +310,7 @@ class EvmLedger(Ledger):
         )
 
     def required_attesters(self) -> int:
-        return self.contract.functions.requiredAttesters().call()
+        return self._read(self.contract.functions.requiredAttesters())
 
     def report_equivocation(self, reporter_key: bytes, a: Attestation, b: Attestation) -> str:
         miner = equivocator(a, b, self.domain)
@@ -312,16 +331,16 @@ class EvmLedger(Ledger):
         return send(self.w3, sender_key, call, self._errors)["gasUsed"]
 
     def is_claimed(self, round_: int, index: int) -> bool:
-        return self.contract.functions.isClaimed(round_, index).call()
+        return self._read(self.contract.functions.isClaimed(round_, index))
 
     def claimed_samples(self, round_: int) -> int:
         return self.contract.functions.claimedSamples(round_).call()
 
     def is_miner(self, address: str) -> bool:
-        return self.contract.functions.isMiner(to_checksum_address(address)).call()
+        return self._read(self.contract.functions.isMiner(to_checksum_address(address)))
 
     def balance_of(self, address: str) -> int:
-        return self.contract.functions.balanceOf(to_checksum_address(address)).call()
+        return self._read(self.contract.functions.balanceOf(to_checksum_address(address)))
 
     def accepted_updates(self, round_: int | None = None) -> list[AcceptedUpdate]:
         filters = {} if round_ is None else {"round": round_}

@@ -10,11 +10,14 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from blockfl.contracts import find_node_modules_bin
 
 DEFAULT_PORT = 8545
 ANVIL_CHAIN_ID = 31337
+#: seconds between saves of a node's state file: a crash loses at most this much of the chain
+STATE_INTERVAL = 1
 
 
 #: bind addresses meaning every interface: this machine's processes reach them on loopback
@@ -36,6 +39,26 @@ def reach_host(host: str) -> str:
 ANVIL_MISSING = ("anvil not found: put Foundry's anvil on PATH (`npm install "
                  "@foundry-rs/anvil-linux-amd64` gives node_modules/.bin/anvil; `npm ci` in a "
                  "checkout) or set BLOCKFL_ANVIL to its path")
+LOOPBACK_NAMES = {"127.0.0.1", "::1", "localhost"}
+
+
+def serves_here(url: str, host: str, port: int) -> bool:
+    """Whether `url` names the server bound to `host:port` on this machine (the same port, and
+    the bind address, or a loopback name or this machine's name for loopback or a wildcard)."""
+    parsed = urlsplit(url)
+    try:
+        url_port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    except ValueError:
+        return False
+    if url_port != port or parsed.hostname is None:
+        return False
+    local = local_address(host)
+    names = {host, local}
+    if local in LOOPBACK_NAMES or local.startswith("127."):
+        names |= LOOPBACK_NAMES
+    if host in WILDCARDS:
+        names |= {socket.gethostname(), socket.getfqdn()}
+    return parsed.hostname.lower() in {n.lower() for n in names}
 
 
 def find_anvil() -> Path | None:
@@ -80,11 +103,13 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
 
 def start_anvil(
     port: int = DEFAULT_PORT, log_path: Path | None = None, block_time: float | None = None,
-    host: str = "127.0.0.1", state: Path | None = None, prefix: Sequence[str] = (),
+    host: str = "127.0.0.1", state: Path | None = None,
+    state_interval: int | None = STATE_INTERVAL, prefix: Sequence[str] = (),
 ) -> subprocess.Popen:
     """Start anvil in a new process session and wait until it answers; `state`: a file the
-    chain is loaded from (if it exists) and saved to when anvil stops; `prefix`: a command
-    anvil runs under (`ip netns exec NS`: in an emulated host).
+    chain is loaded from (if it exists) and saved to every `state_interval` seconds (None: only
+    when anvil stops), so a crash (`kill -9`) loses at most the last interval; `prefix`: a
+    command anvil runs under (`ip netns exec NS`: in an emulated host).
 
     Raises ConnectionError when the port is taken or anvil exits at start (never reports
     another process's node as ours)."""
@@ -99,6 +124,8 @@ def start_anvil(
         args += ["--block-time", str(block_time)]
     if state is not None:
         args += ["--state", str(state)]
+        if state_interval:
+            args += ["--state-interval", str(state_interval)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

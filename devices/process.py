@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
 from blockfl.chain.blocks import Head
-from blockfl.chain.errors import BlockRejected
+from blockfl.chain.errors import BlockRejected, DeploymentMissing
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
@@ -33,6 +33,8 @@ from blockfl.tensors import decode
 from blockfl.wire import UpdateSubmission, record_header
 
 MAX_BACKOFF = 5.0  # seconds between retries when no miner answers
+BLOCK_DEADLINE = 120.0  # seconds a device waits for the block of its round before starting over
+WAIT_LOG = 30.0  # seconds between the log lines of a device that waits for a block
 
 
 class NoMinerAvailable(ConnectionError):
@@ -40,7 +42,16 @@ class NoMinerAvailable(ConnectionError):
 
 
 class GaveUp(ConnectionError):
-    """Neither a miner nor the chain node answered for the device's `give_up` seconds."""
+    """No miner or no chain node (or no contract on it) for the device's `give_up` seconds."""
+
+
+def failure(exc: OSError) -> tuple[str, str]:
+    """The event a device logs for a failure it retries, and what it means."""
+    if isinstance(exc, NoMinerAvailable):
+        return "no_miner", "no miner answered"
+    if isinstance(exc, DeploymentMissing):
+        return "deployment_missing", "the chain node lost the deployment"
+    return "chain_unavailable", "the chain node did not answer"
 
 
 class DeviceProcess:
@@ -57,11 +68,14 @@ class DeviceProcess:
         poll: float = 0.2,
         rule: AggregationStrategy | None = None,
         give_up: float | None = None,
+        block_deadline: float = BLOCK_DEADLINE,
     ) -> None:
         """`give_up`: seconds of failures in a row (no miner, no chain node) after which `run`
-        raises `GaveUp` (None: retry forever)."""
+        raises `GaveUp` (None: retry forever); `block_deadline`: seconds a device waits for the
+        block of its round before it starts the round again from the chain head."""
         self.device = device
         self.give_up = give_up
+        self.block_deadline = block_deadline
         self.ledger = ledger
         self.miners = list(miners)
         self.log = log
@@ -93,21 +107,29 @@ class DeviceProcess:
                 trained = self.device.train(round_, self.ledger.domain)
                 for submission in (trained.submission, *trained.copies):
                     self.upload(submission)
-                self.wait_for_block(round_, stop)
-            except OSError as exc:  # NoMinerAvailable, or the chain node is unreachable
-                event = "no_miner" if isinstance(exc, NoMinerAvailable) else "chain_unavailable"
+                self.wait_for_block(round_, head, stop)
+            except OSError as exc:  # no miner, the chain node unreachable or without contract
+                event, what = failure(exc)
                 failing_since = failing_since or time.monotonic()
                 if self.give_up is not None and time.monotonic() - failing_since >= self.give_up:
-                    self.log("gave_up", error=str(exc)[:300], after=self.give_up)
-                    what = "no miner" if event == "no_miner" else "the chain node"
-                    raise GaveUp(f"gave up after {self.give_up:g} s: {what} answered "
-                                 f"(last error: {str(exc)[:200]})") from None
+                    self.log("gave_up", reason=event, error=str(exc)[:300], after=self.give_up)
+                    raise GaveUp(f"gave up after {self.give_up:g} s: {what} "
+                                 f"(last error: {str(exc)[:300]})") from None
                 self.log(event, error=str(exc)[:300], retry_in=backoff)
                 stop.wait(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF)
                 continue
             backoff, failing_since = self.poll, None
-        self.log("finished", round=head.round if head else None)
+        if head is not None and head.round >= rounds:  # earnings as the final chain has them
+            self.log("finished", round=head.round, earned=str(self.earned()))
+        else:
+            self.log("finished", round=head.round if head else None)
+
+    def earned(self) -> int:
+        """This device's rewards on the chain as it is now (a rolled-back round's reward is
+        not counted: it is gone from the chain)."""
+        return sum(u.reward for u in self.ledger.accepted_updates()
+                   if u.device == self.device.address)
 
     def _within_budget(self) -> bool:
         """With `[privacy]` on: log the epsilon spent so far (charged by this device's updates
@@ -159,21 +181,49 @@ class DeviceProcess:
             self.log("uploaded", round=record.round, miner=miner.url, samples=record.samples,
                      compute_time_ms=record.compute_time_ms, sent_at=sent_at,
                      upload_bytes=len(submission.payload) + len(record_header(submission.signed)),
-                     update_hash=to_hex(record.update_hash))
+                     update_hash=to_hex(record.update_hash),
+                     base_model_hash=to_hex(record.base_model_hash))
             return
         raise NoMinerAvailable("no miner accepted the upload connection")
 
-    def wait_for_block(self, round_: int, stop: threading.Event) -> None:
-        """Poll the chain until round `round_` is committed; log whether this device was paid."""
-        while not stop.is_set() and self.ledger.head().round < round_:
+    def wait_for_block(self, round_: int, base: Head, stop: threading.Event) -> bool:
+        """Poll the chain until round `round_` is committed on top of `base` (the head this
+        device trained on); log whether this device was paid. False, and the device starts
+        again from the chain head, when the chain moved back under `base` (a rollback or a
+        reorganisation), or after `block_deadline` seconds without the block; meanwhile it logs
+        why it waits every `WAIT_LOG` seconds."""
+        started = logged = time.monotonic()
+        while not stop.is_set():
+            head = self.ledger.head()
+            record = self.ledger.get_block(round_) if head.round >= round_ else None
+            if record is not None and record.prev_hash == base.block_hash:
+                break
+            if head.round < base.round or (head.round == base.round and head != base) or (
+                    record is not None):  # moved back, or round_ built on another block
+                self.log("rollback", round=round_, head=head.round, base=base.round,
+                         void_rounds=list(range(head.round + 1, base.round + 1)),
+                         detail="the chain moved back under the model this device trained on: "
+                                "the block events of the void rounds no longer hold")
+                return False
+            now = time.monotonic()
+            if now - started >= self.block_deadline:
+                self.log("block_timeout", round=round_, head=head.round,
+                         waited=round(now - started, 1))
+                return False
+            if now - logged >= WAIT_LOG:
+                logged = now
+                self.log("waiting", round=round_, head=head.round, waited=round(now - started, 1),
+                         reason=f"no block of round {round_} on chain yet (head at round "
+                                f"{head.round}); the miners collect, verify and mine it")
             stop.wait(self.poll)
         if stop.is_set():
-            return
+            return False
         if self.ledger.params().mode == "merkle":
             self.claim(round_, stop)
         mine = [u for u in self.ledger.accepted_updates(round_) if u.device == self.device.address]
         self.log("block", round=round_, included=bool(mine),
                  reward=str(mine[0].reward) if mine else "0")
+        return True
 
     def claim(self, round_: int, stop: threading.Event) -> None:
         """Claim this device's reward in the merkle block of `round_`, with the block's records

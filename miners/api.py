@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from blockfl.chain.errors import ChainUnavailable, DeploymentMissing
 from blockfl.config import ServerConfig
 from blockfl.events import Throttled
 from blockfl.hashing import from_hex
@@ -170,6 +171,11 @@ def create_app(service: MinerService, max_payload_bytes: int,
     async def _busy(_: Request, exc: Busy) -> JSONResponse:
         return error("busy", str(exc), headers={"Retry-After": "1"})
 
+    @app.exception_handler(ChainUnavailable)
+    @app.exception_handler(DeploymentMissing)
+    async def _no_chain(_: Request, exc: ChainUnavailable | DeploymentMissing) -> JSONResponse:
+        return error(exc.condition, str(exc), 503)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
@@ -266,8 +272,9 @@ def create_app(service: MinerService, max_payload_bytes: int,
         return await run_in_threadpool(service.info)
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"ok": True}
+    async def health() -> JSONResponse:
+        state = service.health()
+        return JSONResponse(state, status_code=200 if state["ok"] else 503)
 
     # other features' routers are included here, e.g. app.include_router(router(service))
     app.include_router(attestation_router(service))  # POST /attestations

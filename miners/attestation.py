@@ -53,6 +53,9 @@ class AttestedRounds(Protocol):
         """Keep `digest` as the candidate of `committer` attested in `round_` unless one is
         kept already (durable when this returns); the digest kept."""
 
+    def forget_from(self, round_: int) -> None:
+        """Drop what was kept for rounds from `round_` on (after a rollback)."""
+
 
 class MemoryRounds:
     """`AttestedRounds` in memory, for a miner without a journal (the in-process simulator)."""
@@ -64,6 +67,10 @@ class MemoryRounds:
     def record_attested(self, round_: int, committer: str, digest: bytes) -> bytes:
         with self._lock:
             return self._kept.setdefault((round_, committer), digest)
+
+    def forget_from(self, round_: int) -> None:
+        with self._lock:
+            self._kept = {k: d for k, d in self._kept.items() if k[0] < round_}
 
 
 class Attester:
@@ -136,6 +143,11 @@ class Attester:
             raise AttestationRefused(
                 "model_mismatch", f"recomputed aggregate {to_hex(tensor_hash(state))} differs "
                                   f"from {to_hex(proposal.global_model_hash)}")
+
+    def forget_from(self, round_: int) -> None:
+        """Forget what was attested for rounds from `round_` on: the chain rolled back under
+        them, and those rounds are decided again on the new head."""
+        self.rounds.forget_from(round_)
 
     def attest(self, announcement: BlockAnnouncement, request_signature: bytes) -> Attestation:
         """Authorize the request, check the candidate and sign it, unless this miner signed

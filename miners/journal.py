@@ -168,6 +168,29 @@ class MinerJournal:
             ).fetchone()
         return None if row is None else proposal_from_dict(json.loads(row[0]))
 
+    def forget_blocks_from(self, round_: int) -> list[int]:
+        """Drop the blocks (and exclusions) of rounds from `round_` on: the chain abandoned them
+        (a rollback or reorganisation). Their updates stay, to be included again. The rounds
+        dropped, ascending."""
+        with self._lock:
+            rows = self._db.execute("SELECT round FROM blocks WHERE round >= ? ORDER BY round",
+                                    (round_,)).fetchall()
+            self._db.execute("DELETE FROM blocks WHERE round >= ?", (round_,))
+            self._db.execute("DELETE FROM exclusions WHERE round >= ?", (round_,))
+        return [r for (r,) in rows]
+
+    def forget_updates_from(self, round_: int) -> None:
+        """Drop the updates of rounds from `round_` on: their base models left the chain, and
+        each device's update of such a round is to be replaced by the one it sends again."""
+        with self._lock:
+            self._db.execute("DELETE FROM updates WHERE round >= ?", (round_,))
+
+    def forget_from(self, round_: int) -> None:
+        """Drop the candidates attested for rounds from `round_` on: the chain rolled back
+        under them (`AttestedRounds`)."""
+        with self._lock:
+            self._db.execute("DELETE FROM attested WHERE round >= ?", (round_,))
+
     def missing_blocks(self, upto: int) -> list[int]:
         """Rounds 1..`upto` whose committed block this journal does not hold."""
         with self._lock:

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blockfl.aggregation import AggregationStrategy, FedAvg
-from blockfl.chain.attestation import Attestation
+from blockfl.chain.attestation import Attestation, signer_or_none
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
+from blockfl.chain.errors import ChainUnavailable, DeploymentMissing
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
@@ -93,6 +94,7 @@ class MinerService:
         self._catching_up: threading.Thread | None = None
         self._wake = threading.Event()
         self._behind_since: float | None = None
+        self.chain_problem: tuple[str, str] | None = None  # (condition, detail) while one lasts
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
         verifier = Verifier(policy, max_samples=params.max_samples_per_update, privacy=privacy,
@@ -142,8 +144,10 @@ class MinerService:
         return True
 
     def block(self, ref: int | bytes) -> BlockProposal | None:
-        """A committed block this miner knows, by round or by block hash."""
-        return self.journal.block(ref)
+        """A committed block this miner knows, by round or by block hash (none above the head
+        it builds on: after a rollback those are the abandoned chain's until it drops them)."""
+        found = self.journal.block(ref)
+        return found if found is not None and found.round <= self.node.head.round else None
 
     def sync(self) -> bool:
         """Follow the chain, checking and adopting new blocks; True when on the chain head.
@@ -153,6 +157,10 @@ class MinerService:
         by hash from a peer: the chain vouches for the hash.
         """
         head = self.ledger.head()
+        mine = self.node.head
+        if head.round < mine.round or (head.round == mine.round and head != mine):
+            self._roll_back(head)
+            return True
         if head.round < self.node.round:
             return True
         if head.round == self.node.round:
@@ -168,6 +176,50 @@ class MinerService:
         self._round_began(head, checked=False)
         return True
 
+    def _roll_back(self, head: Head) -> None:
+        """The chain head moved back (a rollback), or to another block at this miner's height
+        (a reorganisation): drop the journaled blocks the chain abandoned and what was signed
+        and pending for the rounds after `head`, build on `head`, and take up again the
+        acknowledged updates of its next round (their base model is still the chain's)."""
+        old = self.node.head
+        first = head.round + 1
+        while first > 1 and not self._on_chain(first - 1):
+            first -= 1
+        abandoned = self.journal.forget_blocks_from(first)
+        self.node.adopt(self._model(head.global_model_hash, self._genesis), head)
+        self.node.verifier.forget_from(self.node.round)
+        self.attester.forget_from(self.node.round)
+        self._announced.clear()
+        self._unrecovered.clear()
+        self.log("rollback", from_round=old.round, to_round=head.round,
+                 block_hash=to_hex(head.block_hash), abandoned_blocks=abandoned)
+        for round_ in range(self.node.round + 1, old.round + 2):
+            for submission in self.journal.updates_of(round_):
+                self.log("dropped", round=round_, device=submission.device,
+                         update_hash=to_hex(submission.signed.record.update_hash),
+                         reason="rolled_back")
+        self.journal.forget_updates_from(self.node.round + 1)
+        # every miner journals every update it accepted, so all of them take up the same ones
+        # here, before the devices (which see the rollback too) upload that round again: those
+        # uploads are then replays everywhere, and the miners' candidates agree
+        again = [s for s in self.journal.updates_of(self.node.round)
+                 if s.signed.record.base_model_hash == head.global_model_hash]
+        restored = sum(v.accepted for v in self.node.restore(again))
+        for submission in self.node.pending_submissions():
+            for peer in self.node.peers:
+                peer.receive_gossip(submission)
+        self._round_began(head, checked=False, restored=restored)
+
+    def _on_chain(self, round_: int) -> bool:
+        """Whether the journaled block of `round_` (if any) is the chain's."""
+        known = self.journal.block(round_)
+        record = self.ledger.get_block(round_)
+        return known is None or (record is not None and self._block_hash(known)
+                                 == record.block_hash)
+
+    def _block_hash(self, proposal: BlockProposal) -> bytes:
+        return proposal.header(self.ledger.domain, self.mode).block_hash(proposal.nonce)
+
     def _adopt_checked(self, round_: int) -> bool:
         """Check the next block fully (cross-verification of a committed block) and adopt it.
 
@@ -175,8 +227,7 @@ class MinerService:
         excluded; the chain does not. So it is rebuilt from the chain only when no peer has
         served it for half of `check_grace` (its miner died before announcing it), not in the
         moment between a commit and its miner's announcement."""
-        proposal = self._announced.pop(round_, None) or self._ask_peers(
-            lambda peer: peer.block(round_))
+        proposal = self._announced.pop(round_, None) or self._peer_block(round_)
         if proposal is None and self._peers_had_their_time():
             proposal = self._block_from_chain(round_)
         if proposal is None:
@@ -204,8 +255,21 @@ class MinerService:
     def _known_block(self, round_: int) -> BlockProposal | None:
         """A committed block from a peer (it names the updates the rule excluded, for the
         selection check), else rebuilt from the chain."""
-        return (self._ask_peers(lambda peer: peer.block(round_))
-                or self._block_from_chain(round_))
+        return self._peer_block(round_) or self._block_from_chain(round_)
+
+    def _peer_block(self, round_: int) -> BlockProposal | None:
+        """The chain's block of `round_` from a peer (one that has not seen a rollback yet may
+        serve a block the chain abandoned: it is passed over)."""
+        record = self.ledger.get_block(round_)
+        if record is None:
+            return None
+
+        def on_chain(peer: MinerClient) -> BlockProposal | None:
+            block = peer.block(round_)
+            return block if block is not None and self._block_hash(block) == record.block_hash \
+                else None
+
+        return self._ask_peers(on_chain)
 
     def _announcement(
         self, proposal: BlockProposal
@@ -280,14 +344,16 @@ class MinerService:
         while not stop.is_set():
             try:
                 self.catch_up()
+            except (ChainUnavailable, DeploymentMissing):
+                pass  # the mining loop reports it
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"catch-up: {type(exc).__name__}: {exc}")
             stop.wait(CATCH_UP_POLL)
 
-    def _round_began(self, head: Head, checked: bool) -> None:
+    def _round_began(self, head: Head, checked: bool, **extra: Any) -> None:
         self._window_opened = None
         self.log("adopted", round=head.round, block_hash=to_hex(head.block_hash),
-                 global_model_hash=to_hex(head.global_model_hash), checked=checked)
+                 global_model_hash=to_hex(head.global_model_hash), checked=checked, **extra)
 
     def _ask_peers(self, ask: Callable[[MinerClient], T | None]) -> T | None:
         """The first answer a peer has (peers in random order, those that failed lately last);
@@ -355,8 +421,8 @@ class MinerService:
             if self._wake.is_set() or now - last_poll >= self.settings.poll:
                 self._wake.clear()
                 last_poll = now
-                if self.ledger.head().round >= proposal.round:
-                    return  # another miner's block landed: sync() takes it
+                if self.ledger.head() != self.node.head:
+                    return  # another miner's block landed (or the chain moved back): sync()
             if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
@@ -380,9 +446,8 @@ class MinerService:
         started, delay = time.monotonic(), 0.5
         while not stop.is_set():
             reasons: list[str] = []
-            got = gather([lambda c=c: c.attest(proposal, signature)
-                          for c in healthy_first(self.clients)],
-                         needed, reasons.append)
+            got = gather([lambda c=c: self._attestation_of(c, proposal, signature)
+                          for c in healthy_first(self.clients)], needed, reasons.append)
             if len(got) >= needed:
                 self.log("attestations", round=proposal.round, attesters=len(got) + 1,
                          seconds=round(time.monotonic() - started, 4))
@@ -390,10 +455,28 @@ class MinerService:
             self.log("quorum_wait", round=proposal.round, attesters=len(got) + 1,
                      quorum=needed + 1, retry_in=delay, reasons=reasons)
             stop.wait(delay)
-            if self.ledger.head().round >= proposal.round:
+            if self.ledger.head() != self.node.head:
                 return None
             delay = min(2 * delay, 8.0)
         return None
+
+    def _attestation_of(self, client: MinerClient, proposal: BlockProposal,
+                        signature: bytes) -> Attestation:
+        """A peer's attestation of the candidate; a "peer" that signs with this miner's own key
+        is this miner under another name: it is dropped, since the contract counts the
+        committer once."""
+        attestation = client.attest(proposal, signature)
+        if signer_or_none(attestation, self.ledger.domain) == self.address:
+            self._drop_peer(client, "its attestation is signed with this miner's own key")
+            raise AttestationRefused("own_attestation", f"{client.url} is this miner")
+        return attestation
+
+    def _drop_peer(self, client: MinerClient, reason: str) -> None:
+        self.clients = [c for c in self.clients if c is not client]
+        for peer in [p for p in self.node.peers if isinstance(p, HttpPeer) and p.client is client]:
+            self.node.peers = [p for p in self.node.peers if p is not peer]
+            peer.close()
+        self.log("own_peer_dropped", peer=client.url, reason=reason)
 
     def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int,
                 stop: threading.Event) -> None:
@@ -440,9 +523,25 @@ class MinerService:
                 else:
                     self._wake.wait(self.settings.poll)
                     self._wake.clear()
+                if self.chain_problem is not None:
+                    self.chain_problem = None
+                    self.log("chain_back", round=self.node.head.round)
+            except (ChainUnavailable, DeploymentMissing) as exc:  # one line; /health says it
+                if self.chain_problem is None or self.chain_problem[0] != exc.condition:
+                    self.log(exc.condition, error=str(exc)[:300])
+                self.chain_problem = (exc.condition, str(exc))
+                stop.wait(1.0)
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"{type(exc).__name__}: {exc}")
                 stop.wait(1.0)
+
+    def health(self) -> dict[str, Any]:
+        """What `GET /health` shows: ok, or the named condition that keeps this miner from
+        mining (the chain node does not answer, or lost the deployment)."""
+        if self.chain_problem is not None:
+            condition, detail = self.chain_problem
+            return {"ok": False, "error": condition, "detail": detail}
+        return {"ok": True}
 
     def info(self) -> dict[str, Any]:
         """What `GET /info` shows."""

@@ -198,6 +198,14 @@ class Verifier:
             while len(self._seen_hashes) > self._memory:
                 self._seen_hashes.popitem(last=False)
 
+    def forget_from(self, round_: int) -> None:
+        """Drop the memory of rounds from `round_` on: they were accepted on blocks the chain
+        abandoned (a rollback), so their updates may come again."""
+        with self._lock:
+            self._seen_devices = {(r, d) for r, d in self._seen_devices if r < round_}
+            for h in [h for h, r in self._seen_hashes.items() if r >= round_]:
+                del self._seen_hashes[h]
+
     def forget_before(self, round_: int) -> None:
         """Drop per-round memory of rounds before `round_` (hashes are kept, bounded)."""
         with self._lock:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from web3 import Web3
 
-from blockfl.chain.node import find_anvil, free_port
+from blockfl.chain.evm import EvmLedger, rpc_web3
+from blockfl.chain.node import STATE_INTERVAL, find_anvil, free_port, serves_here
 from blockfl.keys import dev_key
 from blockfl.signing import address_of
+from tests.conftest import MINER_KEYS, MINERS, default_params
+from tests.test_ledger_conformance import DEVICE_KEYS, block, honest_updates
 
 pytestmark = pytest.mark.skipif(find_anvil() is None, reason="anvil binary not found")
 
@@ -60,3 +67,55 @@ def test_up_deploy_read_back_down(tmp_path):
         down = blockfl("chain", "down", "--state-dir", str(state), cwd=tmp_path)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert not (state / "anvil.pid").exists()
+
+
+def test_a_killed_node_keeps_its_chain_but_the_last_interval(tmp_path):
+    """Plain `chain up --detach` keeps the chain in its state dir, saved every STATE_INTERVAL
+    seconds: after a `kill -9` only the blocks of the last interval (and one save) are lost,
+    and what survives is whole (blocks with their events, rewards)."""
+    port, state = free_port(), tmp_path / "state"
+    up = blockfl("chain", "up", "--detach", "--port", str(port), "--state-dir", str(state),
+                 cwd=tmp_path)
+    assert up.returncode == 0 and f"saved every {STATE_INTERVAL} s" in up.stdout, up.stderr
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ledger = EvmLedger.create(rpc_web3(url), default_params(), MINERS)
+        committed: dict[int, tuple[float, bytes]] = {}
+        until = time.monotonic() + 3 * STATE_INTERVAL + 2
+        while time.monotonic() < until:
+            head = ledger.head()
+            r = head.round + 1
+            proposal = block(ledger, honest_updates(ledger, r, head.global_model_hash), r)
+            receipt = ledger.commit_block(MINER_KEYS[0], proposal)
+            committed[r] = (time.monotonic(), receipt.block_hash)
+        pid = int((state / "anvil.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < killed + 10:
+            time.sleep(0.05)
+        again = blockfl("chain", "up", "--detach", "--port", str(port), "--state-dir",
+                        str(state), cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        back = EvmLedger(rpc_web3(url), ledger.contract.address)
+        kept = back.head().round
+        lost = {r: killed - t for r, (t, _) in committed.items() if r > kept}
+        assert kept >= 1 and all(ago <= STATE_INTERVAL + 1.0 for ago in lost.values()), lost
+        for r in range(1, kept + 1):
+            record = back.get_block(r)
+            assert record is not None and record.block_hash == committed[r][1]
+        assert len(back.accepted_updates()) == len(DEVICE_KEYS) * kept
+        assert back.balance_of(MINERS[0]) == kept * default_params().mining_reward
+    finally:
+        down = blockfl("chain", "down", "--state-dir", str(state), cwd=tmp_path)
+    assert down.returncode == 0
+
+
+def test_serves_here_names_a_server_by_its_bind_address_and_port():
+    assert serves_here("http://127.0.0.1:8601", "127.0.0.1", 8601)
+    assert serves_here("http://localhost:8601/", "127.0.0.1", 8601)
+    assert serves_here("https://[::1]:8601", "::", 8601)
+    assert serves_here("http://127.0.0.1:8601", "0.0.0.0", 8601)
+    assert not serves_here("http://127.0.0.1:8602", "127.0.0.1", 8601)
+    assert not serves_here("http://127.0.0.2:8601", "127.0.0.1", 8601)
+    assert not serves_here("http://10.1.2.3:8601", "0.0.0.0", 8601)
+    assert not serves_here("http://127.0.0.1:99999", "127.0.0.1", 8601)  # no port: no match

@@ -289,6 +289,16 @@ def test_forget_before_drops_device_memory_of_earlier_rounds_only():
     assert info.value.reason == "replay"
 
 
+def test_forget_from_lets_a_rolled_back_round_take_its_updates_again():
+    verifier = Verifier(POLICY, max_samples=MAX_SAMPLES)
+    verifier.verify(_submission(_delta(1)), _ctx())
+    verifier.verify(_submission(_delta(2), KEYS[2], round_=ROUND - 1), _ctx(ROUND - 1))
+    verifier.forget_from(ROUND)  # the chain rolled back under round ROUND
+    verifier.verify(_submission(_delta(1)), _ctx())  # the same update, accepted again
+    with pytest.raises(UpdateRejected, match="replay"):  # earlier rounds are remembered
+        verifier.verify(_submission(_delta(2), KEYS[2], round_=ROUND - 1), _ctx(ROUND - 1))
+
+
 def test_hash_memory_is_bounded():
     verifier = Verifier(POLICY, max_samples=MAX_SAMPLES, memory=1)
     verifier.verify(_submission(_delta(1), KEYS[1]), _ctx())

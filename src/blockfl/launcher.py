@@ -50,7 +50,8 @@ DEPLOYER = "dev:0"
 #: ports inside emulated hosts (each host has its own address, so they are always free)
 EMULATED_CHAIN_PORT = 8545
 EMULATED_MINER_PORT = 8601
-#: the chain's state, saved in the run directory when anvil stops (`chain up --state` reloads it)
+#: the chain's state, saved in the run directory every `STATE_INTERVAL` seconds and when anvil
+#: stops (`chain up --state` reloads it)
 ANVIL_STATE = "anvil-state.json"
 MINER_KEY_OFFSET = 1
 DEVICE_KEY_OFFSET = 100
@@ -84,19 +85,22 @@ class LocalNetwork:
 
     def __init__(self, config: Config, run_dir: Path, tls: bool = False,
                  host: str = "127.0.0.1", port: int | None = None,
-                 emulate_links: bool = False):
+                 emulate_links: bool = False, give_up: float | None = None):
         """`tls`: miners serve HTTPS with certificates (for `host`) of a local CA made under
         `run_dir/tls` at start; `host`: the address anvil, the miners and the explorer bind to;
         `port`: anvil's, then miner i's is `port + 1 + i` (None: free ports); `emulate_links`:
         each process its own host with shaped links (the plan and its rates are checked
-        here, before anything is made)."""
+        here, before anything is made); `give_up`: each device's `--give-up` (None: the
+        device's default)."""
         self.config = config
         self.run_dir = run_dir
         self.use_tls = tls
         self.tls: tuple[Path, Path, Path] | None = None  # CA certificate, server cert, key
         self.host = host
         self.first_port = port
+        self.give_up = give_up
         self.anvil: subprocess.Popen | None = None
+        self.chain_port = 0
         self.rpc_url = ""
         self.miners: list[Role] = []
         self.devices: list[Role] = []
@@ -189,10 +193,8 @@ class LocalNetwork:
         from blockfl.chain.deploy import deploy_to_node
         from blockfl.sim.setup import genesis_model_hash
 
-        host = self.address("chain") if self.hosts else self.host
-        self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log",
-                                 host=host, state=self.run_dir / ANVIL_STATE,
-                                 prefix=self.hosts.command("chain", []) if self.hosts else ())
+        self.chain_port = port
+        self.start_node()
         self.rpc_url = f"http://{self.address('chain')}:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
@@ -204,17 +206,39 @@ class LocalNetwork:
             fund(rpc_web3(self.rpc_url),
                  [address_of(self.device_key(j)) for j in range(self.config.network.devices)])
 
-    def stop(self) -> None:
-        """Stop devices, then miners (SIGTERM, then SIGKILL), the explorer, then anvil."""
-        for role in [*self.devices, *self.miners, *filter(None, [self.explorer])]:
-            self.stop_role(role)
+    def start_node(self, keep_state: bool = True) -> None:
+        """(Re)start anvil on the network's port: from the run directory's state file (saved
+        every `STATE_INTERVAL` seconds and at a clean stop), or, `keep_state` False, empty (a
+        node that lost its state: no contract)."""
+        state = self.run_dir / ANVIL_STATE
+        if not keep_state:
+            state.unlink(missing_ok=True)
+        self.anvil = start_anvil(
+            self.chain_port, log_path=self.run_dir / "logs" / "anvil.log",
+            host=self.address("chain") if self.hosts else self.host, state=state,
+            prefix=self.hosts.command("chain", []) if self.hosts else ())
+
+    def stop_node(self, kill: bool = False) -> None:
+        """Stop anvil: SIGKILL if `kill` (a crash: what it saved last is what it keeps), else
+        SIGTERM (it saves its state), then SIGKILL."""
         if self.anvil is not None and self.anvil.poll() is None:
-            self.anvil.terminate()
+            if kill:
+                self.anvil.kill()
+            else:
+                self.anvil.terminate()
             try:
                 self.anvil.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.anvil.kill()
+                self.anvil.wait()
         self.anvil = None
+
+    def stop(self) -> None:
+        """Stop devices, then miners (SIGTERM, then SIGKILL), the explorer, then anvil (and
+        the emulated hosts)."""
+        for role in [*self.devices, *self.miners, *filter(None, [self.explorer])]:
+            self.stop_role(role)
+        self.stop_node()
         if self.hosts is not None:
             self.hosts.down()
 
@@ -270,6 +294,8 @@ class LocalNetwork:
         urls = ",".join(self.miner_url(i) for i in range(len(self.miners)))
         args = ["device", "--key", f"dev:{DEVICE_KEY_OFFSET + j}", "--miners", urls,
                 "--shard", str(j), *self._common(log)]
+        if self.give_up is not None:
+            args += ["--give-up", str(self.give_up)]
         return Role(f"device{j}", args, log)
 
     def _spawn(self, role: Role) -> None:

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from blockfl.chain.node import DEFAULT_PORT, reach_host, start_anvil, stop_pid
-from blockfl.cli.args import port
+from blockfl.chain.node import DEFAULT_PORT, STATE_INTERVAL, reach_host, start_anvil, stop_pid
+from blockfl.cli.args import at_least, port
 from blockfl.config import add_config_flags, config_from_args
 
 STATE_DIR = Path(".blockfl")
+STATE_FILE = "anvil-state.json"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,15 +22,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     chain = commands.add_parser("chain", help="local anvil node and contract deployment")
     sub = chain.add_subparsers(dest="chain_command", required=True)
 
-    state_help = "where the pid file, node URL and log live (default %(default)s)"
+    state_help = "where the pid file, node URL, log and chain state live (default %(default)s)"
     up = sub.add_parser("up", help="start anvil on loopback")
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     up.add_argument("--port", type=port, default=DEFAULT_PORT,
                     help="JSON-RPC port (default %(default)s)")
     up.add_argument("--detach", action="store_true", help="run in the background (pid file)")
     up.add_argument("--state", type=Path,
-                    help="chain state file: loaded if it exists, saved when anvil stops (e.g. "
-                         "runs/net-…/anvil-state.json of a `network up` run)")
+                    help="chain state file: loaded if it exists, saved every --state-interval "
+                         f"seconds and when anvil stops (default <state-dir>/{STATE_FILE}; "
+                         "e.g. runs/net-…/anvil-state.json of a `network up` run)")
+    up.add_argument("--state-interval", type=at_least(1, "an interval"), default=STATE_INTERVAL,
+                    metavar="SECONDS",
+                    help="seconds between saves: a crash loses at most this much of the chain "
+                         "(default %(default)s)")
+    up.add_argument("--ephemeral", action="store_true",
+                    help="keep no state: the chain is gone when anvil stops")
     up.add_argument("--state-dir", type=Path, default=STATE_DIR, help=state_help)
     up.set_defaults(func=chain_up)
 
@@ -75,14 +83,21 @@ def chain_up(args: argparse.Namespace) -> int:
                          f"{running[1] or 'unknown URL'}): `blockfl chain down` stops it, or "
                          "pass another --state-dir")
     log = args.state_dir / "anvil.log"
-    proc = start_anvil(args.port, log_path=log, host=args.host, state=args.state)
+    if args.ephemeral and args.state is not None:
+        raise ValueError("--ephemeral keeps no state: it goes without --state")
+    state = None if args.ephemeral else args.state or args.state_dir / STATE_FILE
+    proc = start_anvil(args.port, log_path=log, host=args.host, state=state,
+                       state_interval=args.state_interval)
     url = f"http://{reach_host(args.host)}:{args.port}"
+    kept = (f"state {state}, saved every {args.state_interval} s" if state is not None
+            else "no state kept")
     if args.detach:
         (args.state_dir / "anvil.pid").write_text(f"{proc.pid}\n")
         (args.state_dir / "anvil.url").write_text(f"{url}\n")
-        print(f"anvil running at {url} (pid {proc.pid}, log {log}); stop: blockfl chain down")
+        print(f"anvil running at {url} (pid {proc.pid}, log {log}, {kept}); stop: "
+              "blockfl chain down")
         return 0
-    print(f"anvil running at {url}; Ctrl-C stops it")
+    print(f"anvil running at {url} ({kept}); Ctrl-C stops it")
     try:
         while proc.poll() is None:
             time.sleep(0.5)

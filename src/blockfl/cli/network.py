@@ -7,10 +7,11 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from blockfl.cli.args import port
+from blockfl.cli.args import at_least, port
 from blockfl.config import add_attack_flags, add_config_flags, experiment_config
 
 if TYPE_CHECKING:
@@ -48,6 +49,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                          "Linux, root or CAP_NET_ADMIN")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_attack_flags(up)
+    faults = up.add_argument_group("faults (blockfl.faults), checked after the run "
+                                   "(blockfl.checker)")
+    faults.add_argument("--kill", action="append", default=[], metavar="NAME:ROUND",
+                        help="kill -9 a process (miner0, device3, ...) once the chain has ROUND "
+                             "blocks, and restart it --down seconds later (repeatable)")
+    faults.add_argument("--down", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds a killed process stays down (default %(default)s)")
+    faults.add_argument("--restart-node", action="append", default=[], type=at_least(1, "a round"),
+                        metavar="ROUND",
+                        help="kill -9 anvil at ROUND blocks and restart it from its state file "
+                             "(repeatable)")
+    faults.add_argument("--rollback", action="append", default=[], metavar="ROUND:DEPTH",
+                        help="at ROUND blocks, revert the chain DEPTH rounds (evm_snapshot / "
+                             "evm_revert) under the running network (repeatable)")
     up.add_argument("--explorer", action="store_true",
                     help="serve the block explorer beside the network; after the rounds, keep "
                          "everything running until Ctrl-C")
@@ -77,11 +92,14 @@ def network_up(args: argparse.Namespace) -> int:
     status = sys.stderr if args.json else sys.stdout
     print(f"starting anvil, {config.network.miners} miners and {config.network.devices} devices; "
           f"logs in {run_dir / 'logs'}", file=status, flush=True)
+    from blockfl import faults
     from blockfl.launcher import LocalNetwork
 
     if args.emulate_links and (args.host != "127.0.0.1" or args.port is not None):
         raise ValueError("--emulate-links gives every process its own address: drop --host "
                          "and --port")
+    schedule = [*map(faults.parse_kill, args.kill), *map(faults.restart_node, args.restart_node),
+                *map(faults.parse_rollback, args.rollback)]
     network = LocalNetwork(config, run_dir, tls=args.tls, host=args.host, port=args.port,
                            emulate_links=args.emulate_links)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
@@ -94,13 +112,16 @@ def network_up(args: argparse.Namespace) -> int:
         if args.explorer:
             url = network.start_explorer(args.explorer_port)
             print(f"explorer: {url}", file=status, flush=True)
+        injected = faults.FaultSchedule(network, schedule, args.down)
         for role in network.devices:
             network.start_role(role)
         started = time.monotonic()
-        watch(network, rounds, args.timeout, status)
+        watch(network, rounds, args.timeout, status, injected.tick)
+        injected.finish()
         if config.chain.mode == "merkle":  # devices claim their rewards once they see a block
             network.wait_for_claims(timeout=max(1.0, args.timeout - (time.monotonic() - started)))
         code = summarize(network, run_dir, args.json)
+        code = check(network, status) or code
         if args.explorer:
             print(f"the network and the explorer ({url}) keep running; Ctrl-C stops them",
                   file=status, flush=True)
@@ -111,8 +132,33 @@ def network_up(args: argparse.Namespace) -> int:
         network.stop()
 
 
-def watch(network: LocalNetwork, rounds: int, timeout: float, status: TextIO) -> None:
-    """Wait for the rounds: a live table on a terminal, a line per round otherwise."""
+def check(network: LocalNetwork, status: TextIO) -> int:
+    """Check the run's logs and chain (`blockfl.checker`) once the devices are done; 1 when an
+    invariant broke."""
+    from blockfl.checker import check_run
+    from blockfl.client import MinerClient
+
+    deadline = time.monotonic() + 60
+    while any(d.running for d in network.devices) and time.monotonic() < deadline:
+        time.sleep(0.2)  # devices log their earnings as they finish
+    ca = network.tls[0] if network.tls else None
+    clients = [MinerClient(network.miner_url(i), ca_cert=ca)
+               for i, role in enumerate(network.miners) if role.running]
+    try:
+        report = check_run(network.run_dir / "logs", network.ledger, clients)
+    finally:
+        for client in clients:
+            client.close()
+    print("run check (every log against the chain):", file=status)
+    for line in report.lines():
+        print("  " + line, file=status)
+    return 0 if report.ok else 1
+
+
+def watch(network: LocalNetwork, rounds: int, timeout: float, status: TextIO,
+          faults: Callable[[], None] | None = None) -> None:
+    """Wait for the rounds: a live table on a terminal, a line per round otherwise; `faults`
+    is called at every look at the chain."""
     from rich.console import Console
     from rich.live import Live
 
@@ -122,13 +168,16 @@ def watch(network: LocalNetwork, rounds: int, timeout: float, status: TextIO) ->
     view = NetworkView(network, rounds)
     if not status.isatty():
         for r in range(1, rounds + 1):
-            network.wait_for_round(r, timeout=max(1.0, timeout - (time.monotonic() - started)))
+            network.wait_for_round(r, timeout=max(1.0, timeout - (time.monotonic() - started)),
+                                   tick=faults)
             print(f"round {r} committed after {time.monotonic() - started:.1f}s", file=status)
         return
     last = 0.0
 
     def tick() -> None:
         nonlocal last
+        if faults is not None:
+            faults()
         if time.monotonic() - last >= REDRAW_SECONDS:
             view.update()
             live.update(view.table(), refresh=True)

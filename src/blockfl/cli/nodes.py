@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blockfl.chain.node import port_in_use
+from blockfl.chain.node import port_in_use, serves_here
 from blockfl.cli.args import miner_clients, port
 from blockfl.config import Config, add_config_flags, config_from_args
 
@@ -28,7 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="port of the miner's HTTP API (default %(default)s)")
     miner.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default %(default)s)")
-    miner.add_argument("--peers", default="", help="comma-separated URLs of the other miners")
+    miner.add_argument("--peers", default="",
+                       help="comma-separated URLs of the other miners (this miner's own URL, "
+                            "if listed, is dropped)")
     miner.add_argument("--data-dir", type=Path,
                        help="journal and model store (default runs/miner-<address>/<contract>)")
     miner.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
@@ -107,11 +109,15 @@ def miner_command(args: argparse.Namespace) -> int:
     if not ledger.is_miner(address):
         raise ValueError(f"{address} is not a registered miner of contract {deployment.contract}")
     log = EventLog(f"miner {address}", args.log)
+    peers = miner_clients(args.peers, args.ca_cert, config.network.answer_timeout)
+    for own in [c for c in peers if serves_here(c.url, args.host, args.port)]:
+        peers.remove(own)
+        own.close()
+        log("own_peer_dropped", peer=own.url, reason="--peers names this miner's own URL")
     service = MinerService(
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
-        miner_clients(args.peers, args.ca_cert, config.network.answer_timeout),
-        experiment.initial, log,
+        peers, experiment.initial, log,
         rule=AggregationRule(spec.aggregation), privacy=spec.privacy,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
