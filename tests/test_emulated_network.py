@@ -98,3 +98,39 @@ def test_emulated_links_refuse_bad_rates_before_making_anything(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("blockfl: error: links.w_dn = 0")
     assert (_namespaces(), _links()) == before
+
+
+def test_a_partitioned_miner_loses_nothing_and_the_checker_passes(tmp_path):
+    before = (_namespaces(), _links())
+    run = tmp_path / "net"
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", "--miners", "3", "--devices", "3",
+         "--links-w-up", "1e6", "--model-name", "logreg", "--rounds", "6", "--run-dir", str(run),
+         "--json", "--emulate-links", "--partition", "miner1:2-4"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]  # the run check passed too
+    assert (_namespaces(), _links()) == before
+    faults = [json.loads(line) for line in (run / "logs" / "faults.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["role"]) for e in faults if "role" in e] == [
+        ("partitioned", "miner1"), ("healed", "miner1")]
+    summary = json.loads(result.stdout)
+    assert [b["round"] for b in summary["blocks"]] == [1, 2, 3, 4, 5, 6]
+    assert all(r["agrees"] for r in summary["rewards"])
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--partition", "miner7:2-4"], "--partition miner7: this network has miner0-miner1"),
+    (["--partition", "device0:2-9"], "--partition at round 9: the run has 3 rounds"),
+    (["--partition", "miner1:4-2"], "comes back at a later round"),
+])
+def test_a_partition_that_cannot_happen_is_refused_before_anything_is_made(tmp_path, flags,
+                                                                          message):
+    before = (_namespaces(), _links())
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", *SMALL, "--rounds", "3",
+         "--run-dir", str(tmp_path / "net"), "--emulate-links", *flags],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert (_namespaces(), _links()) == before
+    assert not (tmp_path / "net").exists()

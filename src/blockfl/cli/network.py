@@ -63,6 +63,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     faults.add_argument("--rollback", action="append", default=[], metavar="ROUND:DEPTH",
                         help="at ROUND blocks, revert the chain DEPTH rounds (evm_snapshot / "
                              "evm_revert) under the running network (repeatable)")
+    faults.add_argument("--partition", action="append", default=[], metavar="NAME:FROM-TO",
+                        help="with --emulate-links: take process NAME's link down from FROM "
+                             "blocks to TO blocks, e.g. miner1:5-10 (repeatable: several "
+                             "together partition half the miners)")
     up.add_argument("--explorer", action="store_true",
                     help="serve the block explorer beside the network; after the rounds, keep "
                          "everything running until Ctrl-C")
@@ -99,7 +103,10 @@ def network_up(args: argparse.Namespace) -> int:
         raise ValueError("--emulate-links gives every process its own address: drop --host "
                          "and --port")
     schedule = [*map(faults.parse_kill, args.kill), *map(faults.restart_node, args.restart_node),
-                *map(faults.parse_rollback, args.rollback)]
+                *map(faults.parse_rollback, args.rollback),
+                *map(faults.parse_partition, args.partition)]
+    faults.check_schedule(schedule, config.network.miners, config.network.devices, rounds,
+                          args.emulate_links)
     network = LocalNetwork(config, run_dir, tls=args.tls, host=args.host, port=args.port,
                            emulate_links=args.emulate_links)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
