@@ -45,8 +45,9 @@ def _scaled(factor: float) -> DeltaFn:
 def _noise(std: float, seed: int, keep: float) -> DeltaFn:
     def send(delta: StateDict, round_: int) -> StateDict:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + round_)
-        return {k: v * keep + torch.randn(v.shape, generator=gen, dtype=v.dtype) * std
-                for k, v in delta.items()}
+        return {k: delta[k] * keep + torch.randn(delta[k].shape, generator=gen,
+                                                 dtype=delta[k].dtype) * std
+                for k in sorted(delta)}  # drawn in name order, whatever the dict's order
     return send
 
 

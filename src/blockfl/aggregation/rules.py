@@ -12,7 +12,8 @@ sorted by device address) and deterministic kernels (`blockfl.aggregation.kernel
 - `krum` / `multi_krum`: exclude free-riders (an L2 norm below `min_norm_ratio` times the
   block's median), score each other update by the sum of squared distances to its
   `n - f - 2` nearest others, keep the `m` lowest scores (krum: 1, multi_krum: `m`, or
-  `n - f` when `m` is 0), then FedAvg over those. The others are *excluded*: they never
+  `n - f` of all `n` when `m` is 0: excluded free-riders count towards `f`), then FedAvg over
+  those. The others are *excluded*: they never
   enter the block, so they are never paid.
 - `clipped_fedavg`: scale every delta whose L2 norm exceeds the bound down to it (the bound:
   `clip`, or the median norm of the block's updates when `clip` is 0), then FedAvg.
@@ -123,9 +124,11 @@ def multi_krum(
     squared norm are excluded: they carry (almost) no work, and a few of them would otherwise
     form the tightest cluster Krum prefers. Then each remaining update is scored by the sum of
     its ``n - f - 2`` smallest squared distances to the others, and the ``m`` lowest scores are
-    kept (``m = 0``: ``n - f``; ties: lower device address first). Norms and distances are exact
-    integers on the fixed-point grid of `kernels.grid_distances`. With fewer than ``f + 3``
-    remaining updates, or ``m >= n``, every remaining update is kept.
+    kept (``m = 0``: ``n - f`` of the block's ``n`` updates, so free-riders the filter excluded
+    count towards the ``f`` it drops; ties: lower device address first). Norms and distances
+    are exact integers on the fixed-point grid of `kernels.grid_distances`. With fewer than
+    ``f + 3`` remaining updates, or at least as many to keep as remain, every remaining update
+    is kept.
     """
     ordered = ordered_updates(base, updates)
     n = len(ordered)
@@ -134,7 +137,7 @@ def multi_krum(
     why = {i: f"L2 norm below {min_norm_ratio} x the block's median: no work (a free-rider)"
            for i in range(n) if squares[i] < floor}
     rest = [i for i in range(n) if i not in why]
-    keep = m or len(rest) - f
+    keep = m or n - f
     if len(rest) >= f + 3 and keep < len(rest):
         k = len(rest) - f - 2
         scores = {i: sum(sorted(dist[i][j] for j in rest if j != i)[:k]) for i in rest}

@@ -37,6 +37,11 @@ def _split(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _or_dash(value: object, form: str) -> str:
+    """`value` formatted, or "-" where it was not measured (no clean run: fraction 0)."""
+    return "-" if value is None else form.format(value)
+
+
 def attack_command(args: argparse.Namespace) -> int:
     """Run the sweep (or read it back), then write the figures and print the table."""
     from rich.console import Console
@@ -72,14 +77,15 @@ def attack_command(args: argparse.Namespace) -> int:
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = Table(title=f"{args.table_fraction:.0%} attackers: final accuracy (mean ± standard "
                         "deviation over seeds)")
-    for column in ("attack", "rule", "accuracy", "clean", "gap to clean FedAvg",
+    for column in ("attack", "rule", "accuracy", "clean", "gap to clean FedAvg (points)",
                    "attackers' data rewards", "excluded", "rejected"):
         table.add_column(column, justify="left" if column in ("attack", "rule") else "right")
     for row in rows:
         best = " (best)" if row["best"] else ""
         table.add_row(str(row["attack"]), f"{row['rule']}{best}",
                       f"{row['accuracy']:.3f} ± {row['accuracy_sd']:.3f}",
-                      f"{row['clean_accuracy']:.3f}", f"{row['gap_to_clean_fedavg']:+.3f}",
+                      _or_dash(row["clean_accuracy"], "{:.3f}"),
+                      _or_dash(row["gap_points"], "{:+.1f}"),
                       f"{row['attacker_reward_share']:.1%}", f"{row['excluded']:.0f}",
                       f"{row['rejected']:.0f}")
     Console(width=None if sys.stdout.isatty() else 140).print(table)

@@ -147,9 +147,10 @@ def _sd(values: Iterable[float]) -> float:
 
 def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, object]]:
     """Per attack and rule at `fraction`: mean accuracy over seeds and its spread (sample
-    standard deviation), the clean accuracy of the same rule (fraction 0) and of FedAvg, the
-    gap, the attackers' reward share; the best rule per attack is the most accurate one
-    (`best`)."""
+    standard deviation), the clean accuracy of the same rule (fraction 0), the gap in points
+    to clean FedAvg (or to the rule's own clean runs without FedAvg's; both None when no run
+    has fraction 0), the attackers' reward share; the best rule per attack is the most
+    accurate one (`best`)."""
     rows: list[dict[str, object]] = []
     for attack in dict.fromkeys(r.attack for r in runs):
         block = []
@@ -162,14 +163,15 @@ def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, o
             if not at:
                 continue
             accuracy = _mean(r.accuracy for r in at)
-            reference = _mean(r.accuracy for r in (clean_fedavg or clean))
+            reference = clean_fedavg or clean
             block.append({
                 "attack": attack, "rule": rule, "fraction": fraction,
                 "seeds": len(at),
                 "accuracy": accuracy,
                 "accuracy_sd": _sd(r.accuracy for r in at),
-                "clean_accuracy": _mean(r.accuracy for r in clean),
-                "gap_to_clean_fedavg": reference - accuracy,
+                "clean_accuracy": _mean(r.accuracy for r in clean) if clean else None,
+                "gap_points": (100 * (_mean(r.accuracy for r in reference) - accuracy)
+                               if reference else None),
                 "attacker_reward_share": _mean(r.attacker_reward_share for r in at),
                 "excluded": _mean(r.excluded for r in at),
                 "rejected": _mean(r.rejected for r in at),
