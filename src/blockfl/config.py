@@ -226,7 +226,11 @@ class AttackConfig:
     scale: float = 10.0  # scale_x10: the boost of the update
     noise_std: float = 1.0  # gaussian_noise: standard deviation per value
     inflation: int = 10  # sample_inflation: claimed samples per real one
-    copies: int = 3  # sybil: keys each update is sent under
+    copies: int = 3  # sybil, sybil_noise: keys each update is sent under
+    copy_noise: float = 1e-7  # sybil_noise, collude: std of the noise that tells copies apart
+    alie_z: float = 0.0  # alie: mean + z x std (0: the paper's z_max for the devices/attackers)
+    ipm_epsilon: float = 0.5  # ipm: sends -epsilon x the honest mean
+    adaptive_max_scale: float = 10.0  # adaptive: the largest flip scale it tries
 
 
 @dataclass(frozen=True)

@@ -53,15 +53,13 @@ def run_config(base: Config, attack: str, rule: str, fraction: float, seed: int)
 
 
 def attacker_addresses(sim: Simulation) -> set[str]:
-    """The addresses whose rewards are unearned: every attacker's, except that a Sybil
+    """The addresses whose rewards are unearned: every attacker's keys, except that a Sybil
     attacker's own update is honest work and only its copies' keys count."""
     out = set()
     for device in sim.devices:
-        copies = device.signing_keys()[1:]
-        if copies:
-            out |= {address_of(key) for key in copies}
-        elif not device.behaviour.honest:
-            out.add(device.address)
+        if not device.behaviour.honest:
+            keys = device.signing_keys()[1 if device.behaviour.own_update_honest else 0:]
+            out |= {address_of(key) for key in keys}
     return out
 
 
