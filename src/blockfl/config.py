@@ -123,7 +123,8 @@ class VerificationPolicy:
     min_ms_per_sample: float = 0.0  # BlockFL's computation-time check: at least this per sample
 
 
-AGGREGATION_RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg")
+AGGREGATION_RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg",
+                     "geomed", "centered_clip", "trust")
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,17 @@ class AggregationConfig:
     """The aggregation rule, a consensus parameter: every miner and device runs the same one
     (see `blockfl.aggregation.rules`)."""
 
-    rule: str = "fedavg"  # fedavg | median | trimmed_mean | krum | multi_krum | clipped_fedavg
+    rule: str = "fedavg"  # one of AGGREGATION_RULES
     beta: float = 0.1  # trimmed_mean: the fraction of values dropped at each end, in [0, 0.5)
     f: int = 1  # krum, multi_krum: attackers tolerated; must be below half the devices
     m: int = 0  # multi_krum: updates kept (0: n - f)
     clip: float = 0.0  # clipped_fedavg: the L2 bound (0: the median norm of the block)
-    min_norm_ratio: float = 0.1  # krum, multi_krum: below this x the median norm: a free-rider
+    min_norm_ratio: float = 0.1  # krum, multi_krum, trust: below this x the median norm: a
+    # free-rider
+    iterations: int = 8  # geomed, trust: Weiszfeld steps; centered_clip: clipping steps
+    bucket: int = 2  # centered_clip: updates averaged per bucket before clipping
+    duplicate_cosine: float = 0.99  # trust: updates at least this similar are Sybils, unpaid
+    min_cosine: float = 0.05  # trust: an update less aligned with the geometric median: unpaid
 
     def __post_init__(self) -> None:
         if self.rule not in AGGREGATION_RULES:
@@ -150,6 +156,12 @@ class AggregationConfig:
         if not 0.0 <= self.min_norm_ratio < 1.0:
             raise ValueError(f"aggregation.min_norm_ratio = {self.min_norm_ratio} out of "
                              "range: 0 <= min_norm_ratio < 1")
+        if self.iterations < 1 or self.bucket < 1:
+            raise ValueError("aggregation.iterations and aggregation.bucket must be >= 1")
+        if not 0.0 < self.duplicate_cosine <= 1.0 or not -1.0 <= self.min_cosine < 1.0:
+            raise ValueError(f"aggregation.duplicate_cosine = {self.duplicate_cosine} or "
+                             f"min_cosine = {self.min_cosine} out of range: cosines, "
+                             "0 < duplicate_cosine <= 1 and -1 <= min_cosine < 1")
 
     def check_devices(self, devices: int) -> None:
         """Krum's f must stay below half the devices (its guarantee needs n > 2f + 2)."""

@@ -17,6 +17,12 @@ sorted by device address) and deterministic kernels (`blockfl.aggregation.kernel
   enter the block, so they are never paid.
 - `clipped_fedavg`: scale every delta whose L2 norm exceeds the bound down to it (the bound:
   `clip`, or the median norm of the block's updates when `clip` is 0), then FedAvg.
+- `geomed`: the sample-weighted geometric median (RFA: `iterations` Weiszfeld steps).
+- `centered_clip`: centered clipping over buckets of `bucket` updates (`iterations` steps).
+  Both are in `blockfl.aggregation.centres`; neither excludes an update.
+- `trust`: excludes free-riders, near-duplicate updates (Sybils) and updates not aligned with
+  the block's geometric median, then takes the clipped geometric median of the rest
+  (`blockfl.aggregation.trust`): one rule decides both the model and who is paid.
 
 Too few updates: a rule never fails for lack of updates. Krum and Multi-Krum need
 `n >= f + 3` to score (at least one neighbour each); with fewer they keep every update that
@@ -31,12 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from blockfl.aggregation.centres import centered_clip, geometric_median
 from blockfl.aggregation.kernels import (
     grid_distances,
     order_statistic_mean,
     squared_norm,
     weighted_mean,
 )
+from blockfl.aggregation.trust import trust_aggregate, trust_select
 from blockfl.aggregation.updates import WeightedUpdate, ordered_updates
 from blockfl.config import AggregationConfig
 from blockfl.tensors import StateDict
@@ -165,6 +173,10 @@ class AggregationRule:
         if c.rule in ("krum", "multi_krum"):
             return multi_krum(base, updates, c.f, 1 if c.rule == "krum" else c.m,
                               c.min_norm_ratio)
+        if c.rule == "trust":
+            ordered, why, kept = trust_select(base, updates, c)
+            return Selection(kept, [Exclusion(ordered[i], ROBUST_FILTER, why[i])
+                                    for i in sorted(why)])
         return Selection(ordered_updates(base, updates), [])
 
     def aggregate(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
@@ -176,6 +188,12 @@ class AggregationRule:
             return trimmed_mean(base, updates, c.beta)
         if c.rule == "clipped_fedavg":
             return clipped_fedavg(base, updates, c.clip)
+        if c.rule == "geomed":
+            return geometric_median(base, updates, c.iterations)
+        if c.rule == "centered_clip":
+            return centered_clip(base, updates, c.bucket, c.iterations)
+        if c.rule == "trust":
+            return trust_aggregate(base, updates, c)
         return fedavg(base, updates)  # fedavg, and krum / multi_krum over the kept updates
 
 

@@ -40,6 +40,10 @@ class AttackRun:
     attacker_updates_paid: int
     excluded: int  # updates the rule kept out of blocks, over all rounds
     rejected: int  # updates miners refused at verification, over all rounds
+    attacker_data_share: float = 0.0  # the attackers' share of the devices' real samples
+    honest_paid_min: float = 1.0  # of the honest devices, the least fraction of rounds paid
+    honest_paid_mean: float = 1.0  # their mean fraction of rounds paid
+    honest_duplicates: int = 0  # honest updates excluded as near-duplicates (false Sybils)
 
 
 def run_config(base: Config, attack: str, rule: str, fraction: float, seed: int) -> Config:
@@ -63,9 +67,10 @@ def attacker_addresses(sim: Simulation) -> set[str]:
     return out
 
 
-def run_one(config: Config, work_dir: Path) -> AttackRun:
-    """One whole run on a fresh ledger in `work_dir`."""
-    sim = Simulation(config, work_dir)
+def run_one(config: Config, work_dir: Path, sim: Simulation | None = None) -> AttackRun:
+    """One whole run on a fresh ledger in `work_dir` (of `sim`, when given: one built on the
+    config with its own experiment)."""
+    sim = sim or Simulation(config, work_dir)
     try:
         results = [sim.run_round() for _ in range(config.run.rounds)]
     finally:
@@ -74,6 +79,9 @@ def run_one(config: Config, work_dir: Path) -> AttackRun:
     paid = [u for r in results for u in sim.ledger.accepted_updates(r.round)]
     total = sum(u.reward for u in paid)
     to_attackers = sum(u.reward for u in paid if u.device in bad)
+    honest = [d for d in sim.devices if d.behaviour.honest]
+    paid_rounds = [sum(u.device == d.address for u in paid) / len(results) for d in honest]
+    samples = {d.address: len(d.shard.y) for d in sim.devices}
     final = results[-1].metrics
     return AttackRun(
         attack=config.attack.behaviour, rule=config.aggregation.rule,
@@ -83,6 +91,11 @@ def run_one(config: Config, work_dir: Path) -> AttackRun:
         attacker_updates_paid=sum(u.device in bad for u in paid),
         excluded=sum(len(r.excluded) for r in results),
         rejected=sum(r.rejected for r in results),
+        attacker_data_share=sum(n for a, n in samples.items() if a in bad) / sum(samples.values()),
+        honest_paid_min=min(paid_rounds, default=1.0),
+        honest_paid_mean=statistics.fmean(paid_rounds) if paid_rounds else 1.0,
+        honest_duplicates=sum("near-duplicate" in why for r in results
+                              for d, why in r.excluded.items() if d in {h.address for h in honest}),
     )
 
 
