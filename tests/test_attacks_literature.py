@@ -179,3 +179,30 @@ def test_in_simulate_an_attacker_reads_what_its_miner_holds(tmp_path):
     for sent in attacks:
         for k, v in sent.delta.items():
             assert torch.allclose(v.double(), -0.5 * _stack(honest, k).mean(0), atol=1e-6)
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_in_a_process_network_an_attacker_reads_the_gossiped_updates(tmp_path):
+    """`network up --attackers 0.34 --attack ipm`: the attackers read the verified updates
+    a miner holds (GET /pending, GET /updates/{hash}) before they sign."""
+    from blockfl.chain.node import find_anvil
+    from blockfl.events import read_events
+    from blockfl.launcher import LocalNetwork
+
+    if find_anvil() is None:
+        pytest.skip("anvil binary not found (npm install)")
+    config = small_config(tmp_path, run={"rounds": 1, "out_dir": str(tmp_path)},
+                          network={"devices": 6, "miners": 2, "t_wait": 20.0},
+                          chain={"block_rate": 2.0, "hash_rate": 20_000.0},
+                          attack={"attackers": 0.34, "behaviour": "ipm"})
+    network = LocalNetwork(config, tmp_path / "net").start()
+    try:
+        network.wait_for_round(1, timeout=300)
+        bad = network.attackers
+    finally:
+        network.stop()
+    logs = tmp_path / "net" / "logs"
+    seen = [e for j in bad for e in read_events(logs / f"device{j}.jsonl")
+            if e["event"] == "observed"]
+    assert len(seen) == 2 and all(e["updates"] >= 1 for e in seen)

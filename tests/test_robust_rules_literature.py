@@ -119,7 +119,7 @@ def test_trust_excludes_flippers_copies_and_free_riders_and_pays_honest_devices(
 
 
 def test_trust_flags_no_honest_pair_as_duplicates_at_its_threshold():
-    kept, excluded = _trust().select(_base(), _updates(10, seed=7, common=3.0))
+    _, excluded = _trust().select(_base(), _updates(10, seed=7, common=3.0))
     assert not [e for e in excluded if "near-duplicate" in e.detail]
 
 
