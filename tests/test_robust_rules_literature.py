@@ -99,7 +99,7 @@ def _trust(**params) -> AggregationRule:
     return AggregationRule(AggregationConfig(rule="trust", **params))
 
 
-def test_trust_excludes_flippers_copies_and_free_riders_and_pays_honest_devices():
+def test_trust_excludes_flippers_copies_boosts_and_free_riders_and_pays_honest_devices():
     honest = _updates(7)
     flipped = [WeightedUpdate(f"0x{0xa0 + i:040x}", {k: -v for k, v in honest[i].delta.items()},
                               honest[i].n_samples) for i in range(2)]
@@ -109,8 +109,11 @@ def test_trust_excludes_flippers_copies_and_free_riders_and_pays_honest_devices(
                               for k, v in honest[3].delta.items()}, 30) for i in range(2)]
     rider = WeightedUpdate("0x" + "c" * 40, {k: 1e-5 * v for k, v in honest[1].delta.items()},
                            30)
-    kept, excluded = _trust().select(_base(), [*honest, *flipped, *copies, rider])
+    boosted = WeightedUpdate("0x" + "d" * 40, {k: 10 * v for k, v in honest[2].delta.items()},
+                             30)
+    kept, excluded = _trust().select(_base(), [*honest, *flipped, *copies, rider, boosted])
     why = {e.update.device: e.detail for e in excluded}
+    assert "boosted" in why[boosted.device]
     # honest[3] is paid not at all either: a copy cannot be told from its original
     assert {u.device for u in kept} == {u.device for u in honest} - {honest[3].device}
     assert all("near-duplicate" in why[c.device] for c in [*copies, honest[3]])

@@ -143,6 +143,8 @@ class AggregationConfig:
     bucket: int = 2  # centered_clip: updates averaged per bucket before clipping
     duplicate_cosine: float = 0.99  # trust: updates at least this similar are Sybils, unpaid
     min_cosine: float = 0.05  # trust: an update less aligned with the geometric median: unpaid
+    clip_factor: float = 0.0  # trust: updates clipped to this x the median norm (0: no clip)
+    max_norm_ratio: float = 6.0  # trust: above this x the median norm: boosted, unpaid (0: none)
 
     def __post_init__(self) -> None:
         if self.rule not in AGGREGATION_RULES:
@@ -156,6 +158,9 @@ class AggregationConfig:
         if not 0.0 <= self.min_norm_ratio < 1.0:
             raise ValueError(f"aggregation.min_norm_ratio = {self.min_norm_ratio} out of "
                              "range: 0 <= min_norm_ratio < 1")
+        if self.clip_factor < 0 or (0 < self.max_norm_ratio <= 1):
+            raise ValueError("aggregation.clip_factor must be >= 0 (0: no clipping) and "
+                             "max_norm_ratio 0 (none) or above 1")
         if self.iterations < 1 or self.bucket < 1:
             raise ValueError("aggregation.iterations and aggregation.bucket must be >= 1")
         if not 0.0 < self.duplicate_cosine <= 1.0 or not -1.0 <= self.min_cosine < 1.0:

@@ -2,15 +2,17 @@
 
 Every peer re-runs it on a block's updates and those its miner excluded (`selection_mismatch`).
 
-1. Free-riders: an update whose squared norm is below ``min_norm_ratio**2`` times the
-   block's median is excluded (no work).
+1. Free-riders and boosted updates: an update whose squared norm is below
+   ``min_norm_ratio**2`` times the block's median is excluded (no work), and one above
+   ``max_norm_ratio**2`` times it (a boosted or noise update: its direction would weigh on the
+   reference of step 3 out of proportion; 0: no ceiling).
 2. Sybils: updates whose cosine similarity is at least ``duplicate_cosine`` are near-duplicates
    under different keys; every member of such a pair is excluded (paid not at all: a copy
    cannot be told from its original, and paying one would pay whoever signed first).
-3. Trust: the others' geometric median is taken (each update clipped to their median norm, so
-   a long update, a boosted attack or a big shard's many local steps, counts no more than a
-   typical one); an update whose cosine with it is below ``min_cosine`` is excluded.
-4. The model: the same clipped geometric median over the updates the block keeps.
+3. Trust: the others' geometric median is taken (each update clipped to ``clip_factor`` x
+   their median norm, so that a boosted attack counts no more than a long honest update; 0:
+   no clipping); an update whose cosine with it is below ``min_cosine`` is excluded.
+4. The model: the same (clipped) geometric median over the updates the block keeps.
 
 Cosines are decided exactly: updates (and the median) are quantized to the common fixed-point
 grid of `kernels.grid_distances`, whose inner products are exact integers, and ``cos >= t`` is
@@ -55,16 +57,20 @@ def at_least(inner: int, square_a: int, square_b: int, cosine: Fraction) -> bool
     return holds if lhs >= 0 else lhs * lhs <= p * p * square_a * square_b
 
 
-def clip_scales(base: StateDict, updates: Sequence[WeightedUpdate]) -> list[float]:
-    """Per update, the factor that clips it to the updates' median L2 norm."""
+def clip_scales(base: StateDict, updates: Sequence[WeightedUpdate], factor: float) -> list[float]:
+    """Per update, the factor that clips it to `factor` x the updates' median L2 norm (all 1
+    for `factor` 0: no clipping)."""
+    if factor == 0:
+        return [1.0] * len(updates)
     norms = [squared_norm([u.delta[k] for k in base]) ** 0.5 for u in updates]
-    bound = statistics.median(norms)
+    bound = factor * statistics.median(norms)
     return [bound / norm if norm > bound else 1.0 for norm in norms]
 
 
 def _clipped_median(base: StateDict, updates: Sequence[WeightedUpdate],
-                    iterations: int) -> StateDict:
-    return geometric_median(base, updates, iterations, clip_scales(base, updates))
+                    config: AggregationConfig) -> StateDict:
+    return geometric_median(base, updates, config.iterations,
+                            clip_scales(base, updates, config.clip_factor))
 
 
 def trust_select(
@@ -77,6 +83,9 @@ def trust_select(
     floor = config.min_norm_ratio**2 * statistics.median(squares)
     why = {i: f"L2 norm below {config.min_norm_ratio} x the block's median: no work "
               "(a free-rider)" for i in range(n) if squares[i] < floor}
+    ceiling = config.max_norm_ratio**2 * statistics.median(squares)
+    why |= {i: f"L2 norm above {config.max_norm_ratio} x the block's median: boosted"
+            for i in range(n) if config.max_norm_ratio and squares[i] > ceiling}
     rest = [i for i in range(n) if i not in why]
     same = Fraction(str(config.duplicate_cosine))
     twins = {a: b for a in rest for b in reversed(rest)
@@ -91,7 +100,7 @@ def trust_select(
         chosen = [ordered[i] for i in candidates]
         zero = {k: torch.zeros_like(b) for k, b in base.items()}
         g, sq = _gram([*(u.delta for u in chosen),
-                       _clipped_median(zero, chosen, config.iterations)], base)
+                       _clipped_median(zero, chosen, config)], base)
         least = Fraction(str(config.min_cosine))
         low = [i for row, i in enumerate(candidates)
                if not at_least(g[row][-1], sq[row], sq[-1], least)]
@@ -104,4 +113,4 @@ def trust_select(
 def trust_aggregate(base: StateDict, updates: Sequence[WeightedUpdate],
                     config: AggregationConfig) -> StateDict:
     """The model from the kept updates: their clipped geometric median."""
-    return _clipped_median(base, ordered_updates(base, updates), config.iterations)
+    return _clipped_median(base, ordered_updates(base, updates), config)

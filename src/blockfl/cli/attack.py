@@ -42,7 +42,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--matrix", action="store_true",
                         help="run the robustness matrix instead (every attack and rule on IID "
                              "and Dirichlet splits, beside the oracle) into OUT/matrix.csv, "
-                             "resuming where it stopped; --attacks and --rules narrow it")
+                             "resuming where it stopped; --attacks and --rules narrow it "
+                             "(with --from-csv matrix.csv: only write the report)")
     parser.add_argument("--splits",
                         help="matrix: split:seeds;... (default iid:0,1,2,3,4;dirichlet0.3:"
                              "0,1,2;dirichlet1:0,1,2)")
@@ -146,7 +147,8 @@ def _matrix(args: argparse.Namespace, config: Config, out: Path, console: Consol
                       f"got {r.attacker_reward_share:.1%} | {p.elapsed / 60:.0f} min, about "
                       f"{p.left / 60:.0f} min left")
 
-    rows = matrix.run_matrix(config, planned, out / "matrix.csv", progress)
+    rows = (matrix.read_rows(args.from_csv) if args.from_csv
+            else matrix.run_matrix(config, planned, out / "matrix.csv", progress))
     report = args.report or out / "robustness.md"
     command = f"blockfl attack --matrix --out {out}"
     matrix.write_report(rows, default, len(planned), report, command)
