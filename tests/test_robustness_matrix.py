@@ -40,7 +40,10 @@ def test_a_matrix_slice_writes_rows_resumes_and_reports(tmp_path, capsys):
 
 def test_the_plan_runs_the_default_first_and_the_large_size_for_default_and_oracle():
     planned = plan(["fedavg", "trust", "median"], "trust", ["sign_flip", "ipm"])
-    assert planned[0].rule == "trust"
+    # 11 split-seeds: the default (clean and 2 attacks) and the oracle at 10, then at 50 devices
+    assert planned[0].rule == "trust" and planned[33].rule == ORACLE
+    assert {p.devices for p in planned[:44]} == {10} and planned[44].devices == 50
+    assert planned[-1].rule == "median"
     assert len(planned) == 11 * (3 * 3 + 1) + 11 * (3 + 1)
     assert {p.rule for p in planned if p.devices == 50} == {"trust", ORACLE}
     assert {p.fraction for p in planned if p.devices == 50} == {0.0, 0.2}

@@ -6,8 +6,8 @@ The splits are IID (the config's size skew) seeds 0-4 and Dirichlet alpha 0.3 an
 0-2; 10 devices with 30% attackers for every rule, and 50 devices with 20% for the documented
 default rule and the oracle. The oracle is FedAvg over the honest devices only: the same
 partition and seed, the attackers' shards left out. Every rule also runs clean (no attacker,
-attack `none`). Runs are planned default rule first, then the oracle and the other rules, so
-that a matrix stopped early has the default's cells.
+attack `none`). Runs are planned the default rule and the oracle first (10 devices, then 50),
+then the other rules, so that a matrix stopped early has the default's cells.
 
 `matrix.csv` gets one row per run as it finishes; a second start skips the runs it holds.
 `write_report` turns the rows into docs/robustness.md.
@@ -109,13 +109,14 @@ def plan(rules: Sequence[str], default: str, attacks: Sequence[str] = ATTACKS,
          small: tuple[int, float] = (10, 0.3), large: tuple[int, float] | None = (50, 0.2),
          ) -> list[Planned]:
     """Every run of the matrix: at `small` (devices, fraction) every rule and the oracle, clean
-    and under every attack; at `large` the `default` rule and the oracle. The default first."""
+    and under every attack; at `large` the `default` rule and the oracle. The default and the
+    oracle first."""
     splits = SPLITS if splits is None else splits
     for name in attacks:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}: {', '.join(ATTACKS)}")
-    order = [default, ORACLE, *(r for r in rules if r != default)]
-    sizes = [(small, order)] + ([(large, [default, ORACLE])] if large else [])
+    first = [(small, [default, ORACLE])] + ([(large, [default, ORACLE])] if large else [])
+    sizes = [*first, (small, [r for r in rules if r != default])]
     out = []
     for (devices, fraction), chosen in sizes:
         for rule in chosen:
