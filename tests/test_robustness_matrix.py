@@ -38,10 +38,10 @@ def test_a_matrix_slice_writes_rows_resumes_and_reports(tmp_path, capsys):
     assert "[1/" not in capsys.readouterr().err and report.exists()
 
 
-def test_the_plan_runs_the_default_first_and_the_large_size_for_default_and_oracle():
+def test_the_plan_runs_oracle_and_default_first_and_the_large_size_for_them_only():
     planned = plan(["fedavg", "trust", "median"], "trust", ["sign_flip", "ipm"])
-    # 11 split-seeds: the default (clean and 2 attacks) and the oracle at 10, then at 50 devices
-    assert planned[0].rule == "trust" and planned[33].rule == ORACLE
+    # 11 split-seeds: the oracle and the default (clean and 2 attacks) at 10, then at 50 devices
+    assert planned[0].rule == ORACLE and planned[11].rule == "trust"
     assert {p.devices for p in planned[:44]} == {10} and planned[44].devices == 50
     assert planned[-1].rule == "median"
     assert len(planned) == 11 * (3 * 3 + 1) + 11 * (3 + 1)

@@ -151,6 +151,6 @@ def _matrix(args: argparse.Namespace, config: Config, out: Path, console: Consol
             else matrix.run_matrix(config, planned, out / "matrix.csv", progress))
     report = args.report or out / "robustness.md"
     command = f"blockfl attack --matrix --out {out}"
-    matrix.write_report(rows, default, len(planned), report, command)
+    matrix.write_report(rows, default, len(planned), report, command, config.run.rounds)
     print(f"wrote {out / 'matrix.csv'} ({len(rows)} of {len(planned)} runs) and {report}")
     return 0

@@ -6,8 +6,8 @@ The splits are IID (the config's size skew) seeds 0-4 and Dirichlet alpha 0.3 an
 0-2; 10 devices with 30% attackers for every rule, and 50 devices with 20% for the documented
 default rule and the oracle. The oracle is FedAvg over the honest devices only: the same
 partition and seed, the attackers' shards left out. Every rule also runs clean (no attacker,
-attack `none`). Runs are planned the default rule and the oracle first (10 devices, then 50),
-then the other rules, so that a matrix stopped early has the default's cells.
+attack `none`). Runs are planned the oracle and the default rule first (10 devices, then 50),
+then the other rules, so that a matrix stopped early can judge the default.
 
 `matrix.csv` gets one row per run as it finishes; a second start skips the runs it holds.
 `write_report` turns the rows into docs/robustness.md.
@@ -109,13 +109,13 @@ def plan(rules: Sequence[str], default: str, attacks: Sequence[str] = ATTACKS,
          small: tuple[int, float] = (10, 0.3), large: tuple[int, float] | None = (50, 0.2),
          ) -> list[Planned]:
     """Every run of the matrix: at `small` (devices, fraction) every rule and the oracle, clean
-    and under every attack; at `large` the `default` rule and the oracle. The default and the
-    oracle first."""
+    and under every attack; at `large` the `default` rule and the oracle. The oracle and the
+    default first."""
     splits = SPLITS if splits is None else splits
     for name in attacks:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}: {', '.join(ATTACKS)}")
-    first = [(small, [default, ORACLE])] + ([(large, [default, ORACLE])] if large else [])
+    first = [(small, [ORACLE, default])] + ([(large, [ORACLE, default])] if large else [])
     sizes = [*first, (small, [r for r in rules if r != default])]
     out = []
     for (devices, fraction), chosen in sizes:
@@ -317,10 +317,14 @@ HEADER = ("| attack | rule | accuracy (mean ± sd) | worst (seed) | reference | 
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
+NOTES = "<!-- notes: written by hand, kept when the tables above are rewritten -->"
+
+
 def write_report(rows: Sequence[MatrixRow], default: str, planned: int, path: Path,
-                 command: str) -> None:
+                 command: str, rounds: int) -> None:
     """docs/robustness.md from the rows: the default rule against the issue's bars, then every
-    cell by split and size."""
+    cell by split and size; the hand-written notes after `NOTES` in the file stay."""
+    notes = path.read_text().partition(NOTES)[2] if path.exists() else ""
     found = cells(rows)
     hours = sum(r.seconds for r in rows) / 3600
     lines = [
@@ -349,14 +353,16 @@ def write_report(rows: Sequence[MatrixRow], default: str, planned: int, path: Pa
                      f"{c.accuracy:.3f} | {c.gap:+.1f} | {c.worst_gap:+.1f} | "
                      f"{c.attacker_share_max:.1%} | {c.honest_paid_min:.0%} | "
                      f"{'; '.join(miss) if miss else 'holds'} |")
-    duplicates = sum(c.honest_duplicates for c in found if c.rule == "trust")
-    trust_runs = sum(c.seeds for c in found if c.rule == "trust")
+    trusted = [c for c in found if c.rule == "trust"]
+    duplicates = sum(c.honest_duplicates for c in trusted)
+    honest = sum(c.seeds * rounds * round(c.devices * (1 - c.fraction)) for c in trusted)
     lines += ["", f"Honest updates `trust` excluded as near-duplicates (false Sybils): "
-                  f"{duplicates} over {trust_runs} runs.", ""]
+                  f"{duplicates} of {honest} ({duplicates / max(1, honest):.2%}), over "
+                  f"{sum(c.seeds for c in trusted)} runs.", ""]
     for split, devices in sorted({(c.split, c.devices) for c in found}):
         lines += [f"## {split}, {devices} devices", "", HEADER]
         mine = [c for c in found if (c.split, c.devices) == (split, devices)]
         lines += [_row(c) for c in sorted(mine, key=lambda c: (c.attack != CLEAN, c.attack,
                                                                 c.rule != ORACLE, c.rule))]
         lines.append("")
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join([*lines, NOTES]) + notes)
