@@ -30,8 +30,8 @@ def test_decode_returns_names_in_ascending_order_every_time():
 def test_noise_is_drawn_in_name_order_whatever_the_dict_order():
     delta = {name: torch.zeros(3, 2) for name in ("b", "a", "c")}
     noise = behaviour("gaussian_noise", AttackConfig(), 5, seed=4).delta
-    forward = noise(delta, 2)
-    backward = noise(dict(reversed(list(delta.items()))), 2)
+    forward = noise(delta, 2, None)
+    backward = noise(dict(reversed(list(delta.items()))), 2, None)
     assert canonical_bytes(forward) == canonical_bytes(backward)
 
 
