@@ -38,12 +38,15 @@ def test_a_matrix_slice_writes_rows_resumes_and_reports(tmp_path, capsys):
     assert "[1/" not in capsys.readouterr().err and report.exists()
 
 
-def test_the_plan_runs_oracle_and_default_first_and_the_large_size_for_them_only():
+def test_the_plan_runs_oracle_fedavg_and_default_first_and_the_large_size_for_them_only():
     planned = plan(["fedavg", "trust", "median"], "trust", ["sign_flip", "ipm"])
-    # 11 split-seeds: the oracle and the default (clean and 2 attacks) at 10, then at 50 devices
-    assert planned[0].rule == ORACLE and planned[11].rule == "trust"
-    assert {p.devices for p in planned[:44]} == {10} and planned[44].devices == 50
+    # at 10 devices, then at 50: the oracle, clean FedAvg, then the default (clean, 2 attacks)
+    # on 11 split-seeds, round-robin over the splits
+    assert [p.split for p in planned[:3]] == ["iid", "dirichlet0.3", "dirichlet1"]
+    assert planned[0].rule == ORACLE and planned[11].rule == "fedavg"
+    assert planned[22].rule == "trust"
+    assert {p.devices for p in planned[:55]} == {10} and planned[55].devices == 50
     assert planned[-1].rule == "median"
-    assert len(planned) == 11 * (3 * 3 + 1) + 11 * (3 + 1)
-    assert {p.rule for p in planned if p.devices == 50} == {"trust", ORACLE}
+    assert len(planned) == len({p.key for p in planned}) == 11 * (3 * 3 + 1) + 11 * (3 + 1 + 1)
+    assert {p.rule for p in planned if p.devices == 50} == {"trust", "fedavg", ORACLE}
     assert {p.fraction for p in planned if p.devices == 50} == {0.0, 0.2}

@@ -6,8 +6,9 @@ The splits are IID (the config's size skew) seeds 0-4 and Dirichlet alpha 0.3 an
 0-2; 10 devices with 30% attackers for every rule, and 50 devices with 20% for the documented
 default rule and the oracle. The oracle is FedAvg over the honest devices only: the same
 partition and seed, the attackers' shards left out. Every rule also runs clean (no attacker,
-attack `none`). Runs are planned the oracle and the default rule first (10 devices, then 50),
-then the other rules, so that a matrix stopped early can judge the default.
+attack `none`). Runs are planned the oracle, clean FedAvg and the default rule first (10
+devices, then 50), seeds round-robin over the splits, then the other rules, so that a matrix
+stopped early can judge the default on every split.
 
 `matrix.csv` gets one row per run as it finishes; a second start skips the runs it holds.
 `write_report` turns the rows into docs/robustness.md.
@@ -109,26 +110,35 @@ def plan(rules: Sequence[str], default: str, attacks: Sequence[str] = ATTACKS,
          small: tuple[int, float] = (10, 0.3), large: tuple[int, float] | None = (50, 0.2),
          ) -> list[Planned]:
     """Every run of the matrix: at `small` (devices, fraction) every rule and the oracle, clean
-    and under every attack; at `large` the `default` rule and the oracle. The oracle and the
-    default first."""
+    and under every attack; at `large` the `default` rule and the oracle. First, at each size,
+    the oracle, clean FedAvg (the clean runs' reference) and the default; seeds round-robin
+    over the splits, so that a matrix stopped early has every split."""
     splits = SPLITS if splits is None else splits
     for name in attacks:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}: {', '.join(ATTACKS)}")
-    first = [(small, [ORACLE, default])] + ([(large, [ORACLE, default])] if large else [])
-    sizes = [*first, (small, [r for r in rules if r != default])]
-    out = []
-    for (devices, fraction), chosen in sizes:
-        for rule in chosen:
-            for split, seeds in splits.items():
-                Split.parse(split)
-                for seed in seeds:
-                    if rule == ORACLE:
-                        out.append(Planned(split, seed, devices, fraction, CLEAN, ORACLE))
-                        continue
-                    out.append(Planned(split, seed, devices, 0.0, CLEAN, rule))
-                    out += [Planned(split, seed, devices, fraction, a, rule) for a in attacks]
-    return out
+    for split in splits:
+        Split.parse(split)
+    ranked = sorted((i, order, split, seed) for order, (split, seeds) in enumerate(splits.items())
+                    for i, seed in enumerate(seeds))
+    pairs = [(split, seed) for _, _, split, seed in ranked]
+
+    def runs(rule: str, devices: int, fraction: float, clean_only: bool = False) -> list[Planned]:
+        if rule == ORACLE:
+            return [Planned(sp, seed, devices, fraction, CLEAN, ORACLE) for sp, seed in pairs]
+        out = []
+        for sp, seed in pairs:
+            out.append(Planned(sp, seed, devices, 0.0, CLEAN, rule))
+            if not clean_only:
+                out += [Planned(sp, seed, devices, fraction, a, rule) for a in attacks]
+        return out
+
+    sizes = [small] + ([large] if large else [])
+    first = [p for devices, fraction in sizes for p in (
+        runs(ORACLE, devices, fraction) + runs("fedavg", devices, fraction, clean_only=True)
+        + runs(default, devices, fraction))]
+    rest = [p for rule in rules if rule != default for p in runs(rule, *small)]
+    return list({p.key: p for p in [*first, *rest]}.values())
 
 
 def cell_config(base: Config, p: Planned) -> Config:
