@@ -21,6 +21,7 @@ from blockfl.aggregation import AggregationStrategy, WeightedUpdate, selection_m
 from blockfl.config import NO_PRIVACY, PrivacyConfig, TrainingConfig
 from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
+from blockfl.devices.observing_attacks import Observed
 from blockfl.devices.training import LocalUpdate, train_local, train_svrg_linear
 from blockfl.devices.training_batched import TrainingJob
 from blockfl.hashing import to_hex
@@ -79,9 +80,10 @@ class Device:
         self.global_hash = tensor_hash(global_state)
         self.seed = seed
 
-    def train(self, round_: int, domain: Domain) -> TrainedUpdate:
-        """Train on the local shard from the global model and sign the update for `round_`."""
-        return self.submission(round_, domain, self.local_update(round_))
+    def train(self, round_: int, domain: Domain, observed: Observed | None = None) -> TrainedUpdate:
+        """Train on the local shard from the global model and sign the update for `round_`
+        (`observed`: the round's other updates, for a behaviour that reads them)."""
+        return self.submission(round_, domain, self.local_update(round_), observed)
 
     def training_job(self, round_: int) -> TrainingJob:
         """This round's training, to run batched with other devices' (`train_many`)."""
@@ -102,12 +104,15 @@ class Device:
                                task=self.shard.task)
         raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
 
-    def submission(self, round_: int, domain: Domain, local: LocalUpdate) -> TrainedUpdate:
-        """Privatize this device's update `local` (with `[privacy]` on), apply its behaviour,
-        then hash, sign and encode it for `round_` (with the copies a Sybil behaviour signs
-        under other keys)."""
+    def submission(self, round_: int, domain: Domain, local: LocalUpdate,
+                   observed: Observed | None = None) -> TrainedUpdate:
+        """Privatize this device's update `local` (with `[privacy]` on), apply its behaviour
+        (given what it `observed` of the round's other updates), then hash, sign and encode it
+        for `round_` (with the copies a Sybil behaviour signs under other keys, each as its
+        behaviour perturbs it)."""
         behaviour = self.behaviour
-        delta = behaviour.delta(privatize(local.delta, self.privacy, self.key, round_), round_)
+        delta = behaviour.delta(privatize(local.delta, self.privacy, self.key, round_), round_,
+                                observed)
         record = UpdateRecord(
             device=self.address,
             round=round_,
@@ -118,10 +123,13 @@ class Device:
         )
         payload = encode(delta)
         submissions = []
-        for key in self.signing_keys():
+        for index, key in enumerate(self.signing_keys()):
+            sent = behaviour.copy(delta, round_, index) if index else delta
             signed_record = replace(record, device=address_of(key))
+            if sent is not delta:
+                signed_record = replace(signed_record, update_hash=tensor_hash(sent))
             signed = SignedUpdate(signed_record, sign_update(key, signed_record, domain))
-            submissions.append(UpdateSubmission(signed, payload))
+            submissions.append(UpdateSubmission(signed, payload if sent is delta else encode(sent)))
         return TrainedUpdate(submissions[0], local, tuple(submissions[1:]))
 
     def signing_keys(self) -> list[bytes]:

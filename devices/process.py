@@ -25,6 +25,7 @@ from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable, healthy_first
 from blockfl.devices.claims import claim
 from blockfl.devices.device import Device, GlobalModelMismatch
+from blockfl.devices.observing_attacks import Observed
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
 from blockfl.privacy import epsilon, may_take_part
@@ -69,10 +70,14 @@ class DeviceProcess:
         rule: AggregationStrategy | None = None,
         give_up: float | None = None,
         block_deadline: float = BLOCK_DEADLINE,
+        expect: int = 0,
+        observe_wait: float = 10.0,
     ) -> None:
         """`give_up`: seconds of failures in a row (no miner, no chain node) after which `run`
         raises `GaveUp` (None: retry forever); `block_deadline`: seconds a device waits for the
-        block of its round before it starts the round again from the chain head."""
+        block of its round before it starts the round again from the chain head. An attacker
+        that reads the round's updates waits for `expect` of them at a miner, at most
+        `observe_wait` seconds."""
         self.device = device
         self.give_up = give_up
         self.block_deadline = block_deadline
@@ -84,6 +89,8 @@ class DeviceProcess:
         self.poll = poll
         self.rule = rule or FedAvg()
         self.participation = Participation(ledger)
+        self.expect = expect
+        self.observe_wait = observe_wait
 
     def run(self, rounds: int, stop: threading.Event | None = None) -> None:
         """Take part until the chain has `rounds` blocks (or `stop` is set). When no miner or
@@ -104,7 +111,10 @@ class DeviceProcess:
                 round_ = head.round + 1
                 if not self._within_budget():
                     break
-                trained = self.device.train(round_, self.ledger.domain)
+                local = self.device.local_update(round_)
+                observed = (self.observe(round_, local.n_samples, stop)
+                            if self.device.behaviour.observes else None)
+                trained = self.device.submission(round_, self.ledger.domain, local, observed)
                 for submission in (trained.submission, *trained.copies):
                     self.upload(submission)
                 self.wait_for_block(round_, head, stop)
@@ -147,6 +157,31 @@ class DeviceProcess:
         self.log("privacy", rounds=rounds, epsilon=spent, delta=cfg.delta,
                  budget=cfg.epsilon_budget or None)
         return True
+
+    def observe(self, round_: int, samples: int, stop: threading.Event) -> Observed:
+        """What an attacker that reads the round's updates sees: the verified updates one miner
+        holds for `round_` (they are gossiped), once `expect` of them are there or after
+        `observe_wait` seconds; nothing from a miner that does not answer."""
+        deadline = time.monotonic() + self.observe_wait
+        held: list[WeightedUpdate] = []
+        for miner in self._miners_in_random_order():
+            try:
+                while True:
+                    at, hashes = miner.pending()
+                    hashes = hashes if at == round_ else []
+                    if len(hashes) >= self.expect or time.monotonic() >= deadline:
+                        break
+                    stop.wait(self.poll)
+                for found in filter(None, map(miner.update, hashes)):
+                    held.append(WeightedUpdate(found.device, decode(
+                        found.payload, max_bytes=miner.max_bytes), found.signed.record.samples))
+            except MinerUnavailable as exc:
+                self.log("observe_failed", miner=miner.url, error=str(exc)[:300])
+                continue
+            break
+        self.log("observed", round=round_, updates=len(held))
+        return Observed(self.device.global_state, tuple(held), self.rule, self.device.address,
+                        samples)
 
     def _miners_in_random_order(self) -> list[MinerClient]:
         first = self.device.choose_miner(self.miners, self.rng)

@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 from blockfl.chain.errors import ChainUnavailable, DeploymentMissing
 from blockfl.config import ServerConfig
 from blockfl.events import Throttled
-from blockfl.hashing import from_hex
+from blockfl.hashing import from_hex, to_hex
 from blockfl.miners.admission import Busy, UploadGate
 from blockfl.miners.attestation_api import attestation_router
 from blockfl.miners.http_server import LOG_EVERY
@@ -258,6 +258,14 @@ def create_app(service: MinerService, max_payload_bytes: int,
             raise Rejection("not_found", f"no update {update_hash} here")
         return Response(found.payload, media_type=TENSOR_MEDIA_TYPE,
                         headers={RECORD_HEADER: record_header(found.signed)})
+
+    @app.get("/pending")
+    async def pending() -> dict:
+        """The update hashes of the verified updates this miner holds for its round (they are
+        gossiped; each is served by `GET /updates/{hash}`)."""
+        held = await run_in_threadpool(node.pending_submissions)
+        return {"round": node.round,
+                "updates": [to_hex(s.signed.record.update_hash) for s in held]}
 
     @app.get("/models/{model_hash}")
     async def model(model_hash: str) -> Response:

@@ -247,7 +247,7 @@ def test_summary_over_seeds_gives_the_mean_and_spread_of_accuracy():
     assert rows["fedavg"]["seeds"] == 2
     assert rows["fedavg"]["accuracy"] == pytest.approx(0.5)
     assert rows["fedavg"]["accuracy_sd"] == pytest.approx(0.02**0.5)
-    assert rows["fedavg"]["gap_to_clean_fedavg"] == pytest.approx(0.44)
+    assert rows["fedavg"]["gap_points"] == pytest.approx(44.0)
     assert rows["median"]["accuracy_sd"] == 0.0 and rows["median"]["best"]
     one_seed = summary_rows([r for r in runs if r.seed == 0], 0.3)
     assert [r["accuracy_sd"] for r in one_seed] == [0.0, 0.0]

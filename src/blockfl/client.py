@@ -22,7 +22,7 @@ import httpx
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal
 from blockfl.deadline_http import deadline, deadline_client
-from blockfl.hashing import to_hex
+from blockfl.hashing import from_hex, to_hex
 from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 from blockfl.wire import (
     MAX_BLOCK_BYTES,
@@ -148,6 +148,14 @@ class MinerClient:
     def info(self) -> dict[str, Any]:
         """The miner's address, round, chain head and counters."""
         return self._json("GET", "/info")
+
+    def pending(self) -> tuple[int, list[bytes]]:
+        """The miner's round and the update hashes of the verified updates it holds for it."""
+        body = self._json("GET", "/pending")
+        try:
+            return int(body["round"]), [from_hex(h) for h in body["updates"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MinerUnavailable(f"{self.url}: malformed pending list: {exc}") from None
 
     def _post_update(self, path: str, submission: UpdateSubmission) -> dict[str, Any]:
         headers = {

@@ -124,7 +124,8 @@ class VerificationPolicy:
     min_ms_per_sample: float = 0.0  # BlockFL's computation-time check: at least this per sample
 
 
-AGGREGATION_RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg")
+AGGREGATION_RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg",
+                     "geomed", "centered_clip", "trust")
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,19 @@ class AggregationConfig:
     """The aggregation rule, a consensus parameter: every miner and device runs the same one
     (see `blockfl.aggregation.rules`)."""
 
-    rule: str = "fedavg"  # fedavg | median | trimmed_mean | krum | multi_krum | clipped_fedavg
+    rule: str = "fedavg"  # one of AGGREGATION_RULES
     beta: float = 0.1  # trimmed_mean: the fraction of values dropped at each end, in [0, 0.5)
     f: int = 1  # krum, multi_krum: attackers tolerated; must be below half the devices
     m: int = 0  # multi_krum: updates kept (0: n - f)
     clip: float = 0.0  # clipped_fedavg: the L2 bound (0: the median norm of the block)
-    min_norm_ratio: float = 0.1  # krum, multi_krum: below this x the median norm: a free-rider
+    min_norm_ratio: float = 0.1  # krum, multi_krum, trust: below this x the median norm: a
+    # free-rider
+    iterations: int = 8  # geomed, trust: Weiszfeld steps; centered_clip: clipping steps
+    bucket: int = 2  # centered_clip: updates averaged per bucket before clipping
+    duplicate_cosine: float = 0.99  # trust: updates at least this similar are Sybils, unpaid
+    min_cosine: float = 0.05  # trust: an update less aligned with the geometric median: unpaid
+    clip_factor: float = 0.0  # trust: updates clipped to this x the median norm (0: no clip)
+    max_norm_ratio: float = 6.0  # trust: above this x the median norm: boosted, unpaid (0: none)
 
     def __post_init__(self) -> None:
         if self.rule not in AGGREGATION_RULES:
@@ -151,6 +159,15 @@ class AggregationConfig:
         if not 0.0 <= self.min_norm_ratio < 1.0:
             raise ValueError(f"aggregation.min_norm_ratio = {self.min_norm_ratio} out of "
                              "range: 0 <= min_norm_ratio < 1")
+        if self.clip_factor < 0 or (0 < self.max_norm_ratio <= 1):
+            raise ValueError("aggregation.clip_factor must be >= 0 (0: no clipping) and "
+                             "max_norm_ratio 0 (none) or above 1")
+        if self.iterations < 1 or self.bucket < 1:
+            raise ValueError("aggregation.iterations and aggregation.bucket must be >= 1")
+        if not 0.0 < self.duplicate_cosine <= 1.0 or not -1.0 <= self.min_cosine < 1.0:
+            raise ValueError(f"aggregation.duplicate_cosine = {self.duplicate_cosine} or "
+                             f"min_cosine = {self.min_cosine} out of range: cosines, "
+                             "0 < duplicate_cosine <= 1 and -1 <= min_cosine < 1")
 
     def check_devices(self, devices: int) -> None:
         """Krum's f must stay below half the devices (its guarantee needs n > 2f + 2)."""
@@ -227,7 +244,11 @@ class AttackConfig:
     scale: float = 10.0  # scale_x10: the boost of the update
     noise_std: float = 1.0  # gaussian_noise: standard deviation per value
     inflation: int = 10  # sample_inflation: claimed samples per real one
-    copies: int = 3  # sybil: keys each update is sent under
+    copies: int = 3  # sybil, sybil_noise: keys each update is sent under
+    copy_noise: float = 1e-7  # sybil_noise, collude: std of the noise that tells copies apart
+    alie_z: float = 0.0  # alie: mean + z x std (0: the paper's z_max for the devices/attackers)
+    ipm_epsilon: float = 0.5  # ipm: sends -epsilon x the honest mean
+    adaptive_max_scale: float = 10.0  # adaptive: the largest flip scale it tries
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ def encode(sd: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def decode(data: bytes, *, max_bytes: int) -> StateDict:
-    """Decode safetensors bytes into a state dict.
+    """Decode safetensors bytes into a state dict, its names in ascending order (the order of
+    ``canonical_bytes``; safetensors itself returns them in a different order on every call).
 
     Raises ``TensorFormatError`` with reason ``"payload_too_large"`` if ``data`` exceeds
     ``max_bytes`` and ``"malformed"`` for anything that is not a valid safetensors payload.
@@ -60,9 +61,10 @@ def decode(data: bytes, *, max_bytes: int) -> StateDict:
     if len(data) > max_bytes:
         raise TensorFormatError("payload_too_large", f"{len(data)} > {max_bytes} bytes")
     try:
-        return _st_load(bytes(data))
+        sd = _st_load(bytes(data))
     except Exception as exc:  # the Rust parser raises several exception types
         raise TensorFormatError("malformed", str(exc)[:200]) from exc
+    return {name: sd[name] for name in sorted(sd)}  # code point order == UTF-8 byte order
 
 
 def _raw_le_bytes(t: torch.Tensor) -> memoryview:

@@ -12,10 +12,17 @@ sorted by device address) and deterministic kernels (`blockfl.aggregation.kernel
 - `krum` / `multi_krum`: exclude free-riders (an L2 norm below `min_norm_ratio` times the
   block's median), score each other update by the sum of squared distances to its
   `n - f - 2` nearest others, keep the `m` lowest scores (krum: 1, multi_krum: `m`, or
-  `n - f` when `m` is 0), then FedAvg over those. The others are *excluded*: they never
+  `n - f` of all `n` when `m` is 0: excluded free-riders count towards `f`), then FedAvg over
+  those. The others are *excluded*: they never
   enter the block, so they are never paid.
 - `clipped_fedavg`: scale every delta whose L2 norm exceeds the bound down to it (the bound:
   `clip`, or the median norm of the block's updates when `clip` is 0), then FedAvg.
+- `geomed`: the sample-weighted geometric median (RFA: `iterations` Weiszfeld steps).
+- `centered_clip`: centered clipping over buckets of `bucket` updates (`iterations` steps).
+  Both are in `blockfl.aggregation.centres`; neither excludes an update.
+- `trust`: excludes free-riders, near-duplicate updates (Sybils) and updates not aligned with
+  the block's geometric median, then takes the clipped geometric median of the rest
+  (`blockfl.aggregation.trust`): one rule decides both the model and who is paid.
 
 Too few updates: a rule never fails for lack of updates. Krum and Multi-Krum need
 `n >= f + 3` to score (at least one neighbour each); with fewer they keep every update that
@@ -30,12 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from blockfl.aggregation.centres import centered_clip, geometric_median
 from blockfl.aggregation.kernels import (
     grid_distances,
     order_statistic_mean,
     squared_norm,
     weighted_mean,
 )
+from blockfl.aggregation.trust import trust_aggregate, trust_select
 from blockfl.aggregation.updates import WeightedUpdate, ordered_updates
 from blockfl.config import AggregationConfig
 from blockfl.tensors import StateDict
@@ -123,9 +132,11 @@ def multi_krum(
     squared norm are excluded: they carry (almost) no work, and a few of them would otherwise
     form the tightest cluster Krum prefers. Then each remaining update is scored by the sum of
     its ``n - f - 2`` smallest squared distances to the others, and the ``m`` lowest scores are
-    kept (``m = 0``: ``n - f``; ties: lower device address first). Norms and distances are exact
-    integers on the fixed-point grid of `kernels.grid_distances`. With fewer than ``f + 3``
-    remaining updates, or ``m >= n``, every remaining update is kept.
+    kept (``m = 0``: ``n - f`` of the block's ``n`` updates, so free-riders the filter excluded
+    count towards the ``f`` it drops; ties: lower device address first). Norms and distances
+    are exact integers on the fixed-point grid of `kernels.grid_distances`. With fewer than
+    ``f + 3`` remaining updates, or at least as many to keep as remain, every remaining update
+    is kept.
     """
     ordered = ordered_updates(base, updates)
     n = len(ordered)
@@ -134,7 +145,7 @@ def multi_krum(
     why = {i: f"L2 norm below {min_norm_ratio} x the block's median: no work (a free-rider)"
            for i in range(n) if squares[i] < floor}
     rest = [i for i in range(n) if i not in why]
-    keep = m or len(rest) - f
+    keep = m or n - f
     if len(rest) >= f + 3 and keep < len(rest):
         k = len(rest) - f - 2
         scores = {i: sum(sorted(dist[i][j] for j in rest if j != i)[:k]) for i in rest}
@@ -162,6 +173,10 @@ class AggregationRule:
         if c.rule in ("krum", "multi_krum"):
             return multi_krum(base, updates, c.f, 1 if c.rule == "krum" else c.m,
                               c.min_norm_ratio)
+        if c.rule == "trust":
+            ordered, why, kept = trust_select(base, updates, c)
+            return Selection(kept, [Exclusion(ordered[i], ROBUST_FILTER, why[i])
+                                    for i in sorted(why)])
         return Selection(ordered_updates(base, updates), [])
 
     def aggregate(self, base: StateDict, updates: Sequence[WeightedUpdate]) -> StateDict:
@@ -173,6 +188,12 @@ class AggregationRule:
             return trimmed_mean(base, updates, c.beta)
         if c.rule == "clipped_fedavg":
             return clipped_fedavg(base, updates, c.clip)
+        if c.rule == "geomed":
+            return geometric_median(base, updates, c.iterations)
+        if c.rule == "centered_clip":
+            return centered_clip(base, updates, c.bucket, c.iterations)
+        if c.rule == "trust":
+            return trust_aggregate(base, updates, c)
         return fedavg(base, updates)  # fedavg, and krum / multi_krum over the kept updates
 
 

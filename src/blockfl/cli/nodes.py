@@ -165,8 +165,8 @@ def device_command(args: argparse.Namespace) -> int:
     key = parse_key(args.key)
     seed = config.run.seed
     attack, n = config.attack, config.network.devices
-    name = args.behaviour or (attack.behaviour if args.shard in attackers(n, attack.attackers, seed)
-                              else "honest")
+    bad = attackers(n, attack.attackers, seed)
+    name = args.behaviour or (attack.behaviour if args.shard in bad else "honest")
     device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
                     experiment.initial, seed=device_seed(seed, args.shard),
                     behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)),
@@ -176,6 +176,7 @@ def device_command(args: argparse.Namespace) -> int:
         device, ledger, miners, log,
         seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
         rule=AggregationRule(spec.aggregation), give_up=args.give_up,
+        expect=n - len(bad) - (args.shard not in bad), observe_wait=config.network.t_wait / 2,
     )
     try:
         process.run(config.run.rounds)

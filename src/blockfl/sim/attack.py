@@ -40,6 +40,10 @@ class AttackRun:
     attacker_updates_paid: int
     excluded: int  # updates the rule kept out of blocks, over all rounds
     rejected: int  # updates miners refused at verification, over all rounds
+    attacker_data_share: float = 0.0  # the attackers' share of the devices' real samples
+    honest_paid_min: float = 1.0  # of the honest devices, the least fraction of rounds paid
+    honest_paid_mean: float = 1.0  # their mean fraction of rounds paid
+    honest_duplicates: int = 0  # honest updates excluded as near-duplicates (false Sybils)
 
 
 def run_config(base: Config, attack: str, rule: str, fraction: float, seed: int) -> Config:
@@ -53,21 +57,20 @@ def run_config(base: Config, attack: str, rule: str, fraction: float, seed: int)
 
 
 def attacker_addresses(sim: Simulation) -> set[str]:
-    """The addresses whose rewards are unearned: every attacker's, except that a Sybil
+    """The addresses whose rewards are unearned: every attacker's keys, except that a Sybil
     attacker's own update is honest work and only its copies' keys count."""
     out = set()
     for device in sim.devices:
-        copies = device.signing_keys()[1:]
-        if copies:
-            out |= {address_of(key) for key in copies}
-        elif not device.behaviour.honest:
-            out.add(device.address)
+        if not device.behaviour.honest:
+            keys = device.signing_keys()[1 if device.behaviour.own_update_honest else 0:]
+            out |= {address_of(key) for key in keys}
     return out
 
 
-def run_one(config: Config, work_dir: Path) -> AttackRun:
-    """One whole run on a fresh ledger in `work_dir`."""
-    sim = Simulation(config, work_dir)
+def run_one(config: Config, work_dir: Path, sim: Simulation | None = None) -> AttackRun:
+    """One whole run on a fresh ledger in `work_dir` (of `sim`, when given: one built on the
+    config with its own experiment)."""
+    sim = sim or Simulation(config, work_dir)
     try:
         results = [sim.run_round() for _ in range(config.run.rounds)]
     finally:
@@ -76,6 +79,9 @@ def run_one(config: Config, work_dir: Path) -> AttackRun:
     paid = [u for r in results for u in sim.ledger.accepted_updates(r.round)]
     total = sum(u.reward for u in paid)
     to_attackers = sum(u.reward for u in paid if u.device in bad)
+    honest = [d for d in sim.devices if d.behaviour.honest]
+    paid_rounds = [sum(u.device == d.address for u in paid) / len(results) for d in honest]
+    samples = {d.address: len(d.shard.y) for d in sim.devices}
     final = results[-1].metrics
     return AttackRun(
         attack=config.attack.behaviour, rule=config.aggregation.rule,
@@ -85,6 +91,11 @@ def run_one(config: Config, work_dir: Path) -> AttackRun:
         attacker_updates_paid=sum(u.device in bad for u in paid),
         excluded=sum(len(r.excluded) for r in results),
         rejected=sum(r.rejected for r in results),
+        attacker_data_share=sum(n for a, n in samples.items() if a in bad) / sum(samples.values()),
+        honest_paid_min=min(paid_rounds, default=1.0),
+        honest_paid_mean=statistics.fmean(paid_rounds) if paid_rounds else 1.0,
+        honest_duplicates=sum("near-duplicate" in why for r in results
+                              for d, why in r.excluded.items() if d in {h.address for h in honest}),
     )
 
 
@@ -147,9 +158,10 @@ def _sd(values: Iterable[float]) -> float:
 
 def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, object]]:
     """Per attack and rule at `fraction`: mean accuracy over seeds and its spread (sample
-    standard deviation), the clean accuracy of the same rule (fraction 0) and of FedAvg, the
-    gap, the attackers' reward share; the best rule per attack is the most accurate one
-    (`best`)."""
+    standard deviation), the clean accuracy of the same rule (fraction 0), the gap in points
+    to clean FedAvg (or to the rule's own clean runs without FedAvg's; both None when no run
+    has fraction 0), the attackers' reward share; the best rule per attack is the most
+    accurate one (`best`)."""
     rows: list[dict[str, object]] = []
     for attack in dict.fromkeys(r.attack for r in runs):
         block = []
@@ -162,14 +174,15 @@ def summary_rows(runs: Sequence[AttackRun], fraction: float) -> list[dict[str, o
             if not at:
                 continue
             accuracy = _mean(r.accuracy for r in at)
-            reference = _mean(r.accuracy for r in (clean_fedavg or clean))
+            reference = clean_fedavg or clean
             block.append({
                 "attack": attack, "rule": rule, "fraction": fraction,
                 "seeds": len(at),
                 "accuracy": accuracy,
                 "accuracy_sd": _sd(r.accuracy for r in at),
-                "clean_accuracy": _mean(r.accuracy for r in clean),
-                "gap_to_clean_fedavg": reference - accuracy,
+                "clean_accuracy": _mean(r.accuracy for r in clean) if clean else None,
+                "gap_points": (100 * (_mean(r.accuracy for r in reference) - accuracy)
+                               if reference else None),
                 "attacker_reward_share": _mean(r.attacker_reward_share for r in at),
                 "excluded": _mean(r.excluded for r in at),
                 "rejected": _mean(r.rejected for r in at),

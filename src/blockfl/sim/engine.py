@@ -24,7 +24,13 @@ from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.participation import Participation
 from blockfl.config import Config, LinksConfig
-from blockfl.devices.device import check_downloaded_model, check_recomputed_model
+from blockfl.devices.device import (
+    Device,
+    TrainedUpdate,
+    check_downloaded_model,
+    check_recomputed_model,
+)
+from blockfl.devices.observing_attacks import Observed
 from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
@@ -39,7 +45,7 @@ from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_devices, build_experiment
 from blockfl.sim.training import Trainer, make_trainer
 from blockfl.store import ModelStore
-from blockfl.tensors import StateDict, tensor_hash
+from blockfl.tensors import StateDict, decode, tensor_hash
 from blockfl.wire import UpdateSubmission
 
 Injector = Callable[[int, list[MinerNode]], None]
@@ -74,6 +80,13 @@ class RoundResult:
         out = {k: v for k, v in vars(self).items() if k != "verdicts"}
         out["rejections"] = {d: v.reason for d, v in self.verdicts.items() if not v.accepted}
         return out
+
+
+def observed_updates(miner: MinerNode) -> tuple[WeightedUpdate, ...]:
+    """The verified updates a miner holds for its round, decoded from the bytes it received."""
+    limit = miner.verifier.policy.max_payload_bytes
+    return tuple(WeightedUpdate(s.device, decode(s.payload, max_bytes=limit),
+                                s.signed.record.samples) for s in miner.pending_submissions())
 
 
 class Simulation:
@@ -136,8 +149,9 @@ class Simulation:
 
         start = time.perf_counter()
         local = self.trainer.local_updates(round_)
-        trained = [d.submission(round_, domain, u)
-                   for d, u in zip(self.devices, local, strict=True)]
+        # an attacker that reads the round's other updates signs after the others' uploads
+        signed = {d.address: d.submission(round_, domain, u)
+                  for d, u in zip(self.devices, local, strict=True) if not d.behaviour.observes}
         phases["local_training"] = time.perf_counter() - start
 
         # upload: a device's update reaches its miner after training plus the uplink transfer;
@@ -150,11 +164,13 @@ class Simulation:
         arrival: dict[str, float] = {}
         collected = dict.fromkeys(by_address, 0.0)  # bits of updates each miner received
         sending = self.within_budget()
-        for device, update, sends in zip(self.devices, trained, sending, strict=True):
-            if not sends:
-                continue
-            miner = by_address[device.choose_miner(list(by_address), self.rng)]
-            miner_of[device.address] = miner
+        for device, sends in zip(self.devices, sending, strict=True):
+            if sends:
+                miner_of[device.address] = by_address[device.choose_miner(list(by_address),
+                                                                          self.rng)]
+
+        def deliver(device: Device, update: TrainedUpdate) -> None:
+            miner = miner_of[device.address]
             local_s[device.address] = update.submission.signed.record.compute_time_ms / 1000
             arrival[device.address] = local_s[device.address] + clock.up(update.submission)
             if arrival[device.address] <= cfg.network.t_wait:
@@ -163,6 +179,22 @@ class Simulation:
                     verdicts[submission.device] = verdict
                     if verdict.accepted:
                         collected[miner.address] += 8 * len(submission.payload)
+
+        for device in self.devices:
+            if device.address in signed and device.address in miner_of:
+                deliver(device, signed[device.address])
+        observers = [(d, u) for d, u in zip(self.devices, local, strict=True)
+                     if d.behaviour.observes]
+        held = {m.address: observed_updates(m) for m in
+                {miner_of[d.address] for d, _ in observers if d.address in miner_of}}
+        for device, update in observers:  # what its miner holds once the others uploaded
+            miner = miner_of.get(device.address)
+            signed[device.address] = device.submission(round_, domain, update, miner and Observed(
+                miner.base_state, held[miner.address], self.strategy, device.address,
+                update.n_samples))
+            if miner is not None:
+                deliver(device, signed[device.address])
+        trained = [signed[d.address] for d in self.devices]
         if inject is not None:
             inject(round_, self.miners)
         phases["upload_and_cross_verification"] = time.perf_counter() - start
