@@ -26,7 +26,7 @@ def flower_seconds_per_round(devices: int, model: str, rounds: int) -> float:
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    from blockfl.devices.training import train_local
+    from blockfl.devices.training_batched import train_local
     from blockfl.sim.setup import build_experiment
 
     config = experiment_config(devices, model, rounds)

@@ -43,7 +43,7 @@ def setup(tmp_path):
     experiment = build_experiment(config)
     ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
                               [address_of(MINER_KEY)])
-    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+    devices = [Device(derived_key("api-device", i), shard, experiment.task, config.training,
                       experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
     policy = VerificationPolicy(max_payload_bytes=LIMIT)
     settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0)
@@ -208,7 +208,7 @@ def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False
     if a_asks_b:
         b_peers.append(MinerClient("http://b", http=TestClient(create_app(b, LIMIT))))
         a.clients = b_peers
-    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+    devices = [Device(derived_key("api-device", i), shard, experiment.task, config.training,
                       experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
     return a, b, devices, ledger
 

@@ -22,7 +22,7 @@ from blockfl.chain.deployment import describe
 from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, rpc_web3
 from blockfl.cli import main
 from blockfl.config import TrainingConfig, load_config
-from blockfl.devices.training import train_local
+from blockfl.devices.training_batched import train_local
 from blockfl.hashing import to_hex
 from blockfl.signing import address_of
 from blockfl.sim.setup import build_experiment

@@ -4,7 +4,8 @@ import torch
 from blockfl.aggregation import FedAvg, WeightedUpdate
 from blockfl.config import TrainingConfig
 from blockfl.devices.data import load_digits, partition_iid, synthetic_linear, train_test_split
-from blockfl.devices.training import evaluate, train_local, train_svrg_linear
+from blockfl.devices.training import evaluate, train_svrg_linear
+from blockfl.devices.training_batched import train_local
 from blockfl.models import MODELS, build_model, initial_state, model_spec
 from blockfl.tensors import tensor_hash
 

@@ -31,6 +31,15 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """What the network learns (`blockfl.task`): a task named by `module`."""
+
+    # "builtin" (the [data] set and [model] below), another registered name (entry point group
+    # `blockfl.tasks`), "pkg.module:ATTR" or "path/to/task.py:ATTR"
+    module: str = "builtin"
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which data set and how it is split across devices."""
 
@@ -204,6 +213,7 @@ class Config:
     """A whole experiment."""
 
     run: RunConfig = field(default_factory=RunConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -365,6 +375,12 @@ def _show_defaults(config_action: argparse.Action, flags: list[FieldFlag],
                           "given before --help shows its own)").replace("%", "%%")
 
 
+def add_task_flag(parser: argparse.ArgumentParser) -> None:
+    """`--task NAME` (the shortcut of `[task] module`, read by `config_from_args`)."""
+    parser.add_argument("--task", help="what the network learns (task.module): builtin, a "
+                                       "registered name, pkg.module:TASK or path/to/task.py:TASK")
+
+
 def add_attack_flags(parser: argparse.ArgumentParser) -> None:
     """`--attackers FRACTION --attack BEHAVIOUR --rule RULE` (shortcuts of `[attack]` and
     `[aggregation] rule`, read by `experiment_config`)."""
@@ -377,9 +393,11 @@ def add_attack_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
     """The configuration: defaults, then `--config`, then shortcuts (`--miners`), then explicit
-    `--section-field`/`--set` flags. A shortcut and an explicit flag that set one field to
-    different values are an error, never a silent override."""
+    `--section-field`/`--set` flags (`--task` of `add_task_flag` is a shortcut). A shortcut
+    and an explicit flag that set one field to different values are an error, never a silent
+    override."""
     config = load_config(getattr(args, "config", None))
+    shortcuts.setdefault("task.module", getattr(args, "task", None))
     explicit: dict[str, Any] = {}
     for item in getattr(args, "cfg_set", []):
         dotted, sep, value = item.partition("=")

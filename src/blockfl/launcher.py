@@ -289,11 +289,11 @@ class LocalNetwork:
         if round_ in self._metrics:
             return self._metrics[round_]
         from blockfl.client import MinerClient
-        from blockfl.devices.training import evaluate
-        from blockfl.sim.setup import build_experiment
+        from blockfl.sim.setup import test_data
+        from blockfl.task import evaluate
 
         if self._test is None:
-            self._test = build_experiment(self.config).test
+            self._test = test_data(self.config)
         live = [i for i, role in enumerate(self.miners) if role.running]
         if not live:
             raise RuntimeError("no miner is running to serve the global models")
@@ -311,8 +311,8 @@ class LocalNetwork:
                 break
         if state is None:
             raise LookupError(f"no running miner serves the global model of round {round_}")
-        test = self._test
-        metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+        task, test = self._test
+        metrics = evaluate(task, state, test)
         self._metrics[round_] = metrics
         return metrics
 

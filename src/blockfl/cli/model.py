@@ -75,20 +75,16 @@ def model_export(args: argparse.Namespace) -> int:
 
 def model_evaluate(args: argparse.Namespace) -> int:
     """Accuracy and loss (or MSE) of a model file on the configured test split."""
-    from blockfl.devices.training import evaluate
-    from blockfl.global_model import build, load
-    from blockfl.sim.setup import build_experiment
+    from blockfl.global_model import load
+    from blockfl.sim.setup import test_data
+    from blockfl.task import evaluate
 
-    config = _config(args.config)
-    test = build_experiment(config).test
-    state = load(args.file)
-    build(config, state, test.input_shape)  # a clear error when the architecture differs
-    metrics = evaluate(config.model.name, state, test.x, test.y, test.task)
+    task, test = test_data(_config(args.config))
+    metrics = evaluate(task, load(args.file), test)
     if args.json:
         print(json.dumps({"file": str(args.file), "samples": len(test)} | metrics))
     else:
-        print(f"{args.file}: {config.data.dataset} test split ({len(test)} samples), "
-              f"model {config.model.name}: "
+        print(f"{args.file}: test split of task {task.name} ({len(test)} samples): "
               + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -98,10 +94,10 @@ def model_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from blockfl.global_model import as_inputs, build, load, predict
-    from blockfl.sim.setup import load_dataset
+    from blockfl.task import load_task
 
     config = _config(args.config)
-    data = load_dataset(config)
+    data = load_task(config).dataset(config.run.seed)
     try:
         array = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as exc:

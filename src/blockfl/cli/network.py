@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from blockfl.cli.args import port
-from blockfl.config import add_attack_flags, add_config_flags, experiment_config
+from blockfl.config import add_attack_flags, add_config_flags, add_task_flag, experiment_config
 
 if TYPE_CHECKING:
     from blockfl.launcher import LocalNetwork
@@ -43,6 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="first port: anvil on PORT, miner i on PORT+1+i (default: free ports)")
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_task_flag(up)
     add_attack_flags(up)
     up.add_argument("--explorer", action="store_true",
                     help="serve the block explorer beside the network; after the rounds, keep "

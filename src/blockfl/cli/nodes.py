@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from blockfl.chain.node import port_in_use
 from blockfl.cli.args import miner_clients, port
-from blockfl.config import Config, add_config_flags, config_from_args
+from blockfl.config import Config, add_config_flags, add_task_flag, config_from_args
 
 if TYPE_CHECKING:
     from blockfl.chain.deployment import Deployment
@@ -43,6 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     device.add_argument("--give-up", type=float, default=300.0, metavar="SECONDS",
                         help="exit when no miner and no chain node answered for this long "
                              "(default %(default)s)")
+    add_task_flag(device)
     device.add_argument("--behaviour",
                         help="attack instead of behaving (blockfl.devices.behaviours), e.g. "
                              "sign_flip; default: the config's [attack] when this shard is one "
@@ -160,7 +161,7 @@ def device_command(args: argparse.Namespace) -> int:
     attack, n = config.attack, config.network.devices
     name = args.behaviour or (attack.behaviour if args.shard in attackers(n, attack.attackers, seed)
                               else "honest")
-    device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
+    device = Device(key, experiment.shards[args.shard], experiment.task, config.training,
                     experiment.initial, seed=device_seed(seed, args.shard),
                     behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)))
     log = EventLog(f"device {device.address}", args.log)

@@ -279,14 +279,14 @@ class Explorer:
             return self._metrics.get(model_hash)
         if state is None:
             return None
-        from blockfl.devices.training import evaluate
-        from blockfl.sim.setup import build_experiment
+        from blockfl.sim.setup import test_data
+        from blockfl.task import evaluate
 
         if self._test is None:
-            self._test = build_experiment(self.config).test
-        test = self._test
+            self._test = test_data(self.config)
+        task, test = self._test
         try:
-            metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+            metrics = evaluate(task, state, test)
         except (RuntimeError, ValueError, KeyError) as exc:
             self.notes.append(f"cannot evaluate the global models with the config: {exc}")
             self.config = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,7 @@ from blockfl.chain.blocks import CommitReceipt
 from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
 from blockfl.config import Config, LinksConfig
-from blockfl.devices.device import check_downloaded_model, check_recomputed_model
-from blockfl.devices.training import evaluate
+from blockfl.devices.device import Device, check_downloaded_model, check_recomputed_model
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
 from blockfl.latency.model import SIGNATURE_BITS, link_rate
@@ -35,8 +34,9 @@ from blockfl.miners.verification import Verifier
 from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_devices, build_experiment
-from blockfl.sim.training import Trainer, make_trainer
+from blockfl.sim.training import LocalTrainer, Trainer
 from blockfl.store import ModelStore
+from blockfl.task import evaluate
 from blockfl.tensors import StateDict, tensor_hash
 from blockfl.wire import UpdateSubmission
 
@@ -72,6 +72,18 @@ class RoundResult:
         out = {k: v for k, v in vars(self).items() if k != "verdicts"}
         out["rejections"] = {d: v.reason for d, v in self.verdicts.items() if not v.accepted}
         return out
+
+
+def make_trainer(config: Config, devices: Sequence[Device]) -> Trainer:
+    """The trainer of `config.run.engine`: local, or ray (`blockfl[ray]`)."""
+    engine = config.run.engine
+    if engine == "local":
+        return LocalTrainer(devices, config.run.batch_training)
+    if engine == "ray":
+        from blockfl.sim.ray_engine import RayTrainer
+
+        return RayTrainer(config, devices)
+    raise ValueError(f"unknown engine {engine!r}: local or ray")
 
 
 class Simulation:
@@ -233,7 +245,7 @@ class Simulation:
             samples=record.total_samples,
             global_model_hash=to_hex(record.global_model_hash),
             block_hash=to_hex(record.block_hash),
-            metrics=evaluate(cfg.model.name, global_state, test.x, test.y, test.task),
+            metrics=evaluate(self.experiment.task, global_state, test),
             phases=phases,
             latency=latency,
             gas_used=receipt.gas_used,

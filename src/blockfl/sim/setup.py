@@ -6,26 +6,18 @@ from dataclasses import dataclass
 
 from blockfl.config import Config
 from blockfl.devices.behaviours import attackers, behaviour
-from blockfl.devices.data import (
-    Dataset,
-    load_digits,
-    load_mnist_idx,
-    partition_dirichlet,
-    partition_iid,
-    synthetic_blobs,
-    synthetic_linear,
-    train_test_split,
-)
+from blockfl.devices.data import Dataset, partition_dirichlet, partition_iid, train_test_split
 from blockfl.devices.device import Device, device_seed
 from blockfl.keys import derived_key
-from blockfl.models import initial_state
+from blockfl.task import Task, checked_initial_state, load_task
 from blockfl.tensors import StateDict, tensor_hash
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """The data of every device, the held-out test set and the genesis model."""
+    """The task, the data of every device, the held-out test set and the genesis model."""
 
+    task: Task
     shards: list[Dataset]
     test: Dataset
     initial: StateDict
@@ -36,27 +28,8 @@ class Experiment:
         return tensor_hash(self.initial)
 
 
-def load_dataset(config: Config) -> Dataset:
-    """The configured data set."""
-    data = config.data
-    if data.dataset == "digits":
-        return load_digits()
-    if data.dataset == "synthetic":
-        return synthetic_linear(
-            data.synthetic_samples, data.synthetic_dim, data.synthetic_noise, config.run.seed
-        )
-    if data.dataset == "blobs":
-        return synthetic_blobs(data.synthetic_samples, data.synthetic_dim, config.run.seed)
-    if data.dataset == "mnist":
-        if not data.mnist_path:
-            raise ValueError("dataset mnist needs data.mnist_path (a folder of IDX files)")
-        return load_mnist_idx(data.mnist_path)
-    raise ValueError(f"unknown dataset {data.dataset!r}: digits, synthetic, blobs or mnist")
-
-
-def build_experiment(config: Config) -> Experiment:
-    """Split the data into a test set and one shard per device; build the initial model."""
-    dataset = load_dataset(config)
+def split_dataset(config: Config, dataset: Dataset) -> tuple[list[Dataset], Dataset]:
+    """A test set and one shard per device (`[data]` test_fraction, partition)."""
     seed = config.run.seed
     train, test = train_test_split(dataset, config.data.test_fraction, seed)
     n = config.network.devices
@@ -68,11 +41,22 @@ def build_experiment(config: Config) -> Experiment:
         parts = partition_dirichlet(train.y.numpy(), n, config.data.alpha, seed)
     else:
         raise ValueError(f"unknown partition {config.data.partition!r}: iid or dirichlet")
-    model = config.model.name
-    if train.task == "regression" and model != "linreg":
-        raise ValueError("the synthetic regression task uses model linreg")
-    initial = initial_state(model, train.input_shape, train.n_outputs, seed)
-    return Experiment([train.subset(p) for p in parts], test, initial)
+    return [train.subset(p) for p in parts], test
+
+
+def build_experiment(config: Config) -> Experiment:
+    """The config's task, its data split into a test set and one shard per device, and the
+    initial model."""
+    task = load_task(config)
+    seed = config.run.seed
+    shards, test = split_dataset(config, task.dataset(seed))
+    return Experiment(task, shards, test, checked_initial_state(task, seed))
+
+
+def test_data(config: Config) -> tuple[Task, Dataset]:
+    """The config's task and its test split (what evaluators measure global models on)."""
+    experiment = build_experiment(config)
+    return experiment.task, experiment.test
 
 
 def genesis_model_hash(config: Config) -> bytes:
@@ -86,7 +70,7 @@ def build_devices(config: Config, experiment: Experiment) -> list[Device]:
     seed, attack, n = config.run.seed, config.attack, config.network.devices
     chosen = set(attackers(n, attack.attackers, seed))
     return [
-        Device(derived_key("device", i, seed), shard, config.model.name, config.training,
+        Device(derived_key("device", i, seed), shard, experiment.task, config.training,
                experiment.initial, seed=device_seed(seed, i),
                behaviour=behaviour(attack.behaviour, attack, n, device_seed(seed, i))
                if i in chosen else None)
