@@ -290,7 +290,7 @@ def bench_uploads(k: int) -> None:
         config = upload_config(k, tmp_path)
         experiment = build_experiment(config)
         miner_key = derived_key("bench-miner", 0)
-        ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+        ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis),
                                   [address_of(miner_key)])
         domain = ledger.domain
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from blockfl.config import Config, DataConfig, TrainingConfig
 from blockfl.devices.data import (
@@ -22,7 +23,7 @@ from blockfl.devices.data import (
 from blockfl.devices.training import LocalUpdate, evaluate, train_svrg_linear
 from blockfl.devices.training_batched import train_local, train_many
 from blockfl.models import MODELS, initial_state, model_spec
-from blockfl.task import TrainingJob, TrainResult
+from blockfl.task import TrainingJob, TrainResult, read_data
 from blockfl.tensors import StateDict
 
 
@@ -54,7 +55,7 @@ class Algorithm:
 
 def _sgd(model: str, state: StateDict, data: Dataset, training: TrainingConfig,
          seed: int) -> LocalUpdate:
-    return train_local(model, state, data.x, data.y, training, seed=seed, task=data.task)
+    return train_local(model, state, data, training, seed)
 
 
 def _sgd_many(model: str, state: StateDict, jobs: Sequence[TrainingJob],
@@ -101,6 +102,12 @@ class BuiltinTask:
     def metrics(self) -> tuple[str, ...]:
         """accuracy and loss (classification), or mse (regression)."""
         return ("accuracy", "loss") if self._data.task == "classification" else ("mse",)
+
+    def load_data(self, path: Path) -> Dataset:
+        """A device's own data file, shaped like the configured data set's samples."""
+        like = self._data
+        return read_data(path, like.input_shape, like.n_outputs, like.task,
+                         self.config.data.label)
 
     def dataset(self, seed: int) -> Dataset:
         """The configured data set (synthetic ones drawn with the run's seed)."""

@@ -37,25 +37,17 @@ MAX_STACK = 256
 _LANES = 64
 
 
-def train_local(
-    model_name: str,
-    base_state: StateDict,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    training: TrainingConfig,
-    *,
-    seed: int,
-    task: Kind,
-) -> LocalUpdate:
-    """Plain minibatch SGD for ``training.epochs`` passes over (x, y), starting from
+def train_local(model_name: str, base_state: StateDict, data: Dataset, training: TrainingConfig,
+                seed: int) -> LocalUpdate:
+    """Plain minibatch SGD for ``training.epochs`` passes over `data`, starting from
     ``base_state`` (``training``: its ``epochs``, ``lr`` and ``batch_size``).
 
     Linear/ReLU models train through `train_many` (the same bits as when many devices train
     together), others through `train_module`. ``final_loss`` is the sample-weighted mean
     minibatch loss of the last epoch.
     """
-    data = Dataset(x, y, tuple(x.shape[1:]), 0, task)
-    return train_many(model_name, base_state, [TrainingJob(data, seed)], training, task=task)[0]
+    return train_many(model_name, base_state, [TrainingJob(data, seed)], training,
+                      task=data.task)[0]
 
 
 def train_many(

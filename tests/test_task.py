@@ -4,6 +4,7 @@ unusable is one line naming the task and what is wrong, before anything is uploa
 
 from __future__ import annotations
 
+import json
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -165,7 +166,7 @@ def test_a_task_is_named_by_module_or_by_file(tmp_path, user_dir):
     ("broken:TASK", "importing broken failed: RuntimeError: no GPU here"),
     ("missing.py:TASK", "no file missing.py"),
     ("user_task:NOPE", "user_task has no attribute 'NOPE'"),
-    ("bad_tasks:INCOMPLETE", "INCOMPLETE lacks initial_state, dataset, train, evaluate"),
+    ("bad_tasks:INCOMPLETE", "INCOMPLETE lacks initial_state, train, evaluate, dataset"),
 ])
 def test_a_task_that_cannot_be_loaded_is_one_line(tmp_path, user_dir, capsys, module, message):
     with pytest.raises(TaskError, match=message):
@@ -216,3 +217,16 @@ def test_the_evaluator_checks_the_declared_metric_names(tmp_path, user_dir):
         evaluate(builtin, state, builtin.dataset(0))
     assert tensor_hash(state) == tensor_hash(task.initial_state(0))
     assert not torch.equal(state["0.weight"], task.initial_state(1)["0.weight"])
+
+
+def test_the_scaffold_writes_a_task_and_a_config_that_run_as_they_are(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["new", "task", "my-task"]) == 0
+    assert "blockfl simulate --config my-task/config.toml" in capsys.readouterr().out
+    code = main(["simulate", "--config", "my-task/config.toml", "--rounds", "2",
+                 "--ledger", "local", "--run-out-dir", str(tmp_path / "runs"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["rounds"][-1]["metrics"]["accuracy"] > 0.8
+    assert main(["new", "task", "my-task"]) == 2
+    assert "my-task exists already" in capsys.readouterr().err

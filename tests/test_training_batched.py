@@ -65,8 +65,7 @@ def test_stacked_devices_get_the_bits_each_gets_alone(case):
         if case.startswith("cnn"):
             delta, loss = _torch_sgd(model, base, job, training, task)
         else:
-            alone = train_local(model, base, job.data.x, job.data.y, training, seed=job.seed,
-                                task=task)
+            alone = train_local(model, base, job.data, training, job.seed)
             delta, loss = alone.delta, alone.final_loss
         assert tensor_hash(got.delta) == tensor_hash(delta)
         assert got.n_samples == len(job.data.x)
@@ -82,8 +81,7 @@ def test_stacked_devices_get_the_bits_each_gets_alone(case):
 def test_written_out_sgd_matches_torch_optim(case):
     model, base, jobs, training, task = _setup(case)
     for job in jobs[:8]:
-        ours = train_local(model, base, job.data.x, job.data.y, training, seed=job.seed,
-                             task=task)
+        ours = train_local(model, base, job.data, training, job.seed)
         torchs = train_module(model, base, job.data.x, job.data.y, training, seed=job.seed,
                               task=task)
         for name, delta in torchs.delta.items():

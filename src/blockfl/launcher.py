@@ -149,15 +149,18 @@ class LocalNetwork:
 
     def _start_chain(self, port: int) -> None:
         from blockfl.chain.deploy import deploy_to_node
-        from blockfl.sim.setup import genesis_model_hash
+        from blockfl.genesis import write_genesis
+        from blockfl.sim.setup import task_genesis
 
         self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log",
                                  host=self.host, state=self.run_dir / ANVIL_STATE)
         self.rpc_url = f"http://{reach_host(self.host)}:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
+        genesis, state = task_genesis(self.config)
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
-                                    genesis_model_hash(self.config))
+                                    genesis)
         deployment.write(self.deployment_path)
+        write_genesis(self.deployment_path, state)
         if self.config.chain.mode == "merkle":  # devices send their own claims: gas money
             from blockfl.chain.evm import fund, rpc_web3
 
@@ -225,8 +228,10 @@ class LocalNetwork:
     def _device_role(self, j: int) -> Role:
         log = self.run_dir / "logs" / f"device{j}.jsonl"
         urls = ",".join(self.miner_url(i) for i in range(len(self.miners)))
-        args = ["device", "--key", f"dev:{DEVICE_KEY_OFFSET + j}", "--miners", urls,
-                "--shard", str(j), *self._common(log)]
+        files = self.config.data.device_files  # each device its own file, or a shard
+        own = ["--data", files.format(index=j)] if files else ["--shard", str(j)]
+        args = ["device", "--key", f"dev:{DEVICE_KEY_OFFSET + j}", "--miners", urls, *own,
+                *self._common(log)]
         return Role(f"device{j}", args, log)
 
     def _spawn(self, role: Role) -> None:

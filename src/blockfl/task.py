@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 #: the entry-point group installed packages register tasks in: `name = "pkg.module:TASK"`
 ENTRY_POINT_GROUP = "blockfl.tasks"
 #: the tasks this package ships, by name
-BUILTIN_TASKS = {"builtin": "blockfl.devices.builtin_task:BuiltinTask"}
-#: what a task must have
-REQUIRED = ("name", "metrics", "initial_state", "dataset", "train", "evaluate")
+BUILTIN_TASKS = {"builtin": "blockfl.devices.builtin_task:BuiltinTask",
+                 "flower": "blockfl.flower:FlowerTask"}
+#: what a task must have (and `dataset` or `partitions`)
+REQUIRED = ("name", "metrics", "initial_state", "train", "evaluate")
 
 
 Kind = Literal["classification", "regression"]
@@ -86,8 +87,10 @@ class TrainingJob:
 
 @runtime_checkable
 class Task(Protocol):
-    """A model, its data and its training; ``train_many`` (train several devices at once with
-    the bits each gets alone) is optional."""
+    """A model, its data and its training. Optional: ``load_data(path)`` (a device's own data
+    file), ``train_many`` (several devices at once, with the bits each gets alone), and
+    ``partitions(seed)`` (the devices' shards and the test set, for a task whose data is
+    already split: then ``dataset`` is not needed)."""
 
     name: str
     metrics: tuple[str, ...]  # the names `evaluate` returns, in order
@@ -111,6 +114,29 @@ class Task(Protocol):
         ...
 
 
+def read_data(path: Path, input_shape: Sequence[int], n_outputs: int, kind: Kind,
+              label: str = "label") -> Dataset:
+    """One device's data file as a `Dataset` of the given sample shape and classes (`.npz`,
+    `.csv` with the label column `label`, `.safetensors`, or a folder of class folders of
+    images; see `blockfl.data_files`); a bad file is one line naming it."""
+    from blockfl.data_files import as_dataset, read_data_file
+
+    x, y = read_data_file(Path(path), label)
+    return as_dataset(Path(path), x, y, input_shape, n_outputs, kind)
+
+
+def load_device_data(task: Task, path: Path) -> Dataset:
+    """A device's own data, read by its task's `load_data(path)`."""
+    loader = getattr(task, "load_data", None)
+    if loader is None:
+        raise TaskError(f"task {task.name!r} has no load_data(path): it cannot read a device's "
+                        "own data file (see docs/tasks.md)")
+    data = loader(Path(path))
+    if not isinstance(data, Dataset) or len(data) == 0:
+        raise TaskError(f"task {task.name!r}: load_data({str(path)!r}) gave no samples")
+    return data
+
+
 def load_task(config: Config) -> Task:
     """The task of `config.task.module` (see `resolve`)."""
     return resolve(config.task.module, config)
@@ -121,21 +147,31 @@ def resolve(spec: str, config: Config) -> Task:
     `path/to/file.py:ATTR`. An attribute that is a class or a function makes the task: it is
     called with the config when it takes an argument, else with none."""
     target = BUILTIN_TASKS.get(spec) or _registered(spec) or spec
+    obj = resolve_attribute(target, spec)
+    attr = target.rpartition(":")[2]
+    if isinstance(obj, type) or (callable(obj) and not _looks_like_task(obj)):
+        obj = _made(spec, attr, obj, config)
+    missing = [a for a in REQUIRED if not hasattr(obj, a)]
+    if not (hasattr(obj, "dataset") or hasattr(obj, "partitions")):
+        missing.append("dataset (or partitions)")
+    if missing:
+        raise TaskError(f"task {spec!r}: {attr} lacks {', '.join(missing)} (see docs/tasks.md)")
+    return obj
+
+
+def resolve_attribute(target: str, spec: str | None = None) -> Any:
+    """The object `pkg.module:ATTR` or `path/to/file.py:ATTR` names; errors name `spec`
+    (default: `target`)."""
+    spec = spec or target
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise TaskError(f"task {spec!r}: name a registered task or give module:ATTR "
                         "(e.g. my_pkg.task:TASK or path/to/task.py:TASK)")
     module = _import(spec, module_name)
     try:
-        obj = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise TaskError(f"task {spec!r}: {module_name} has no attribute {attr!r}") from None
-    if isinstance(obj, type) or (callable(obj) and not _looks_like_task(obj)):
-        obj = _made(spec, attr, obj, config)
-    missing = [a for a in REQUIRED if not hasattr(obj, a)]
-    if missing:
-        raise TaskError(f"task {spec!r}: {attr} lacks {', '.join(missing)} (see docs/tasks.md)")
-    return obj
 
 
 def _made(spec: str, attr: str, factory: Any, config: Config) -> Any:
@@ -161,7 +197,10 @@ def _registered(name: str) -> str | None:
 
 
 def _import(spec: str, module_name: str) -> Any:
-    """Import a module by dotted name, or a `.py` file by path."""
+    """Import a module by dotted name (from the working directory too, as uvicorn does), or a
+    `.py` file by path."""
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)

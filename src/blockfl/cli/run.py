@@ -93,8 +93,16 @@ def _banner(config: Config) -> str:
     chain = config.chain.rpc_url or ("embedded EVM (eth-tester)" if config.chain.ledger == "evm"
                                      else "local SQLite ledger")
     return (f"[bold]BlockFL[/bold]: {config.network.devices} devices, {config.network.miners} "
-            f"miners, {config.run.rounds} rounds, {config.data.dataset}/{config.model.name}, "
+            f"miners, {config.run.rounds} rounds, task {_task_name(config)}, "
             f"lambda={config.chain.block_rate}/s per miner, chain: {chain}")
+
+
+def _task_name(config: Config) -> str:
+    task = config.task
+    if task.flower_client:
+        return f"flower:{task.flower_client}"
+    return task.module if task.module != "builtin" else (
+        f"builtin ({config.data.dataset}/{config.model.name})")
 
 
 def _metric_text(result: RoundResult) -> str:

@@ -90,8 +90,10 @@ class Explorer:
         logs: Path | None = None,
         notes: list[str] | None = None,
         recheck: float = 30.0,
+        test_data: Path | None = None,
     ) -> None:
-        """`config`: the experiment whose test split evaluates the global models; `logs`: the
+        """`config`: the experiment whose test split (or the data file `test_data`, read by its
+        task) evaluates the global models; `logs`: the
         folder of the network's `minerN.jsonl`/`deviceN.jsonl` event logs; `notes`: said on
         every page (e.g. where the config came from); `recheck`: seconds before a miner's copy
         of a model that matched is downloaded and checked again."""
@@ -101,6 +103,7 @@ class Explorer:
         self.logs = logs
         self.notes = list(notes or [])
         self.recheck = recheck
+        self.test_data = test_data
         self.snapshot = Snapshot()
         self._gas: dict[int, int] = {}
         self._metrics: dict[bytes, dict[str, float]] = {}
@@ -283,7 +286,7 @@ class Explorer:
         from blockfl.task import evaluate
 
         if self._test is None:
-            self._test = test_data(self.config)
+            self._test = test_data(self.config, self.test_data)
         task, test = self._test
         try:
             metrics = evaluate(task, state, test)

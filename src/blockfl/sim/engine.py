@@ -37,7 +37,7 @@ from blockfl.sim.setup import Experiment, build_devices, build_experiment
 from blockfl.sim.training import LocalTrainer, Trainer
 from blockfl.store import ModelStore
 from blockfl.task import evaluate
-from blockfl.tensors import StateDict, tensor_hash
+from blockfl.tensors import StateDict
 from blockfl.wire import UpdateSubmission
 
 Injector = Callable[[int, list[MinerNode]], None]
@@ -97,10 +97,10 @@ class Simulation:
         seed = config.run.seed
         self.experiment: Experiment = experiment or build_experiment(config)
         genesis = self.experiment.initial
-        self.spec = ProtocolSpec.from_config(config, tensor_hash(genesis))
+        self.spec = ProtocolSpec.from_config(config, self.experiment.genesis)
         miner_keys = [derived_key("miner", i, seed) for i in range(config.network.miners)]
         self.ledger = ledger or open_ledger(
-            config, [address_of(k) for k in miner_keys], tensor_hash(genesis), run_dir
+            config, [address_of(k) for k in miner_keys], self.spec.genesis, run_dir
         )
         if self.ledger.params().protocol_spec_hash != self.spec.hash():
             raise SpecMismatch("the ledger was deployed with another protocol spec than this "

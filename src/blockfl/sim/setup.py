@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from blockfl.config import Config
 from blockfl.devices.behaviours import attackers, behaviour
 from blockfl.devices.data import Dataset, partition_dirichlet, partition_iid, train_test_split
 from blockfl.devices.device import Device, device_seed
 from blockfl.keys import derived_key
-from blockfl.task import Task, checked_initial_state, load_task
+from blockfl.protocol import Genesis
+from blockfl.task import Task, TaskError, checked_initial_state, load_device_data, load_task
 from blockfl.tensors import StateDict, tensor_hash
 
 
@@ -26,6 +28,11 @@ class Experiment:
     def genesis_hash(self) -> bytes:
         """Hash of the initial global model (the contract's genesis model hash)."""
         return tensor_hash(self.initial)
+
+    @property
+    def genesis(self) -> Genesis:
+        """The task's name, the genesis model hash and tensor spec (for the protocol spec)."""
+        return Genesis.of(self.task.name, self.initial)
 
 
 def split_dataset(config: Config, dataset: Dataset) -> tuple[list[Dataset], Dataset]:
@@ -49,19 +56,44 @@ def build_experiment(config: Config) -> Experiment:
     initial model."""
     task = load_task(config)
     seed = config.run.seed
-    shards, test = split_dataset(config, task.dataset(seed))
+    shards, test = task_data(config, task)
     return Experiment(task, shards, test, checked_initial_state(task, seed))
 
 
-def test_data(config: Config) -> tuple[Task, Dataset]:
-    """The config's task and its test split (what evaluators measure global models on)."""
+def task_data(config: Config, task: Task) -> tuple[list[Dataset], Dataset]:
+    """The devices' shards and the test set: the task's own `partitions`, else its data set
+    split as the config says (`split_dataset`)."""
+    seed = config.run.seed
+    own = getattr(task, "partitions", None)
+    if own is not None:
+        shards, test = own(seed)
+        if len(shards) != config.network.devices:
+            raise TaskError(f"task {task.name!r}: partitions gave {len(shards)} shards for "
+                            f"{config.network.devices} devices")
+        return shards, test
+    return split_dataset(config, task.dataset(seed))
+
+
+def test_data(config: Config, path: Path | None = None) -> tuple[Task, Dataset]:
+    """The config's task and what evaluators measure global models on: the data file `path`
+    (read by the task), else the config's test split."""
+    if path is not None:
+        task = load_task(config)
+        return task, load_device_data(task, path)
     experiment = build_experiment(config)
     return experiment.task, experiment.test
 
 
-def genesis_model_hash(config: Config) -> bytes:
-    """The genesis model hash of a configuration (deterministic from the seed)."""
-    return build_experiment(config).genesis_hash
+def task_genesis(config: Config) -> tuple[Genesis, StateDict]:
+    """The genesis of the config's task and its initial model (deterministic from the seed),
+    without loading or splitting any data the initialisation does not need."""
+    return genesis_of(load_task(config), config.run.seed)
+
+
+def genesis_of(task: Task, seed: int) -> tuple[Genesis, StateDict]:
+    """The genesis of `task` and its initial model for `seed`."""
+    state = checked_initial_state(task, seed)
+    return Genesis.of(task.name, state), state
 
 
 def build_devices(config: Config, experiment: Experiment) -> list[Device]:
