@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from blockfl.task import Dataset
+from blockfl.dataset import Dataset
 
 
 def load_digits() -> Dataset:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blockfl.config import TrainingConfig
+from blockfl.dataset import Kind
 from blockfl.models import model_for_state
-from blockfl.task import Kind
 from blockfl.tensors import StateDict
 
 EVAL_BATCH = 4096

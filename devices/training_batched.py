@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import torch
 
 from blockfl.config import TrainingConfig
+from blockfl.dataset import Dataset, Kind
 from blockfl.devices.training import LocalUpdate, train_module
-from blockfl.task import Dataset, Kind, TrainingJob
+from blockfl.task import TrainingJob
 from blockfl.tensors import StateDict
 
 #: models made of linear layers with ReLU between them (and a flattened input)

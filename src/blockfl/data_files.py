@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blockfl.task import Dataset, Kind
+from blockfl.dataset import Dataset, Kind
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 #: the formats `write_data_file` writes, by suffix

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
+from blockfl.dataset import Dataset, Kind
 from blockfl.tensors import StateDict, dtype_name
 
 if TYPE_CHECKING:
@@ -37,29 +37,6 @@ BUILTIN_TASKS = {"builtin": "blockfl.devices.builtin_task:BuiltinTask",
                  "flower": "blockfl.flower:FlowerTask"}
 #: what a task must have (and `dataset` or `partitions`)
 REQUIRED = ("name", "metrics", "initial_state", "train", "evaluate")
-
-
-Kind = Literal["classification", "regression"]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Samples ``x`` of shape (N, *input_shape), float32; targets ``y``: int64 class labels
-    (classification) or float32 values (regression), shape (N,)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    input_shape: tuple[int, ...]
-    n_outputs: int
-    task: Kind  # what y holds: class labels or values
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def subset(self, indices: np.ndarray | torch.Tensor) -> Dataset:
-        """The samples at ``indices``, in that order."""
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-        return Dataset(self.x[idx], self.y[idx], self.input_shape, self.n_outputs, self.task)
 
 
 class TaskError(ValueError):
