@@ -68,9 +68,10 @@ def test_devices_read_only_their_own_files(tmp_path, monkeypatch, capsys):
                             test_data=split / "test.npz")
         for _ in range(40):  # until a miner serves each round's model
             snapshot = explorer.refresh()
-            if len(snapshot.blocks["metrics"]) == 2:
+            if snapshot.error is None and len(snapshot.blocks["metrics"]) == 2:
                 break
             time.sleep(0.5)
+        assert snapshot.error is None, snapshot.error
         # each process opened at most one split file; the devices opened one each, their own
         opened = [set(p.read_text().split()) for p in opens.iterdir()]
         assert all(len(o) == 1 for o in opened), opened

@@ -235,14 +235,25 @@ def local_updates(task: Task, state: StateDict, jobs: Sequence[TrainingJob],
     if len(results) != len(jobs):
         raise TaskError(f"task {task.name!r}: train_many returned {len(results)} results for "
                         f"{len(jobs)} devices")
-    return [checked_update(task, state, r, seconds) for r in results]
+    updates = [checked_update(task, state, r, seconds, check_finite=False) for r in results]
+    if updates:  # shapes checked: the values of every device at once
+        _check_finite(f"task {task.name!r}: train", [u.delta for u in updates])
+    return updates
+
+
+def _check_finite(where: str, states: Sequence[StateDict]) -> None:
+    """Refuse NaN or infinite values in any of `states` (same names and shapes): one
+    `isfinite` per tensor name over all of them stacked."""
+    for name in states[0]:
+        if not bool(torch.isfinite(torch.stack([s[name] for s in states])).all()):
+            raise TaskError(f"{where}: {name!r} holds NaN or infinite values")
 
 
 def checked_update(task: Task, state: StateDict, result: TrainResult,
-                   seconds: float) -> LocalUpdate:
+                   seconds: float, check_finite: bool = True) -> LocalUpdate:
     """The delta of a task's `TrainResult`, refused (one line naming the task) unless it has
-    exactly the global model's tensors, shapes and dtypes, finite values and a positive
-    sample count."""
+    exactly the global model's tensors, shapes and dtypes, finite values (unless the caller
+    checks them, `check_finite=False`) and a positive sample count."""
     from blockfl.devices.training import LocalUpdate
 
     where = f"task {task.name!r}: train"
@@ -266,8 +277,8 @@ def checked_update(task: Task, state: StateDict, result: TrainResult,
         if value.shape != base.shape or value.dtype != base.dtype:
             raise TaskError(f"{where}: {name!r} is {tuple(value.shape)} {dtype_name(value.dtype)}"
                             f", the model's is {tuple(base.shape)} {dtype_name(base.dtype)}")
-        if not bool(torch.isfinite(value).all()):
-            raise TaskError(f"{where}: {name!r} holds NaN or infinite values")
+    if check_finite:
+        _check_finite(where, [given])
     delta = result.delta if result.delta is not None else {
         k: (v - state[k]).detach() for k, v in given.items()}
     loss = float(result.metrics.get("loss", math.nan))
