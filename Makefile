@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install browser clean
+.PHONY: demo test wheel-check lint bench install browser clean
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray,privacy]'
 	npm ci --no-audit --no-fund
 	touch $(STAMP)
 
@@ -31,6 +31,10 @@ browser:
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
+
+# what `pip install .` gives: the wheel alone in a fresh venv, every --help and a demo round
+wheel-check:
+	scripts/check_wheel.sh
 
 # Flower (the [bench] extra) after torch, so its dependencies never replace the CPU torch
 bench: $(STAMP)

@@ -4,9 +4,11 @@
 yet, a fresh balance slot each; round 2 pays them again, the steady state); blocks that cannot
 fit the block gas limit are refused before sending. `merkle`: the commit carries a Merkle root,
 count and total samples, so its gas does not depend on the number of updates; each device then
-claims with a proof (`claim`), or many at once (`claimMany`). A commit with attestations reads
-the registered miners at once (one account access) and walks along them. Runs on the embedded EVM
-(eth-tester); pass an RPC URL as the first argument to measure on a node (e.g. anvil).
+claims with a proof (`claim`), or many at once (`claimMany`); a claim is checked against the
+block's count, total samples, the sample cap and the allow-list as a direct commit is. A commit
+with attestations reads the registered miners at once (one account access) and walks along
+them. Runs on the embedded EVM (eth-tester); pass an RPC URL as the first argument to measure on
+a node (e.g. anvil).
 
 Usage: python benchmarks/bench_gas.py [RPC_URL]
 """
@@ -100,12 +102,16 @@ def claim_rows(ledger: EvmLedger, committed: list[BlockProposal]) -> None:
         round_ = proposal.round
         claims = block_claims(proposal.updates, round_)
         label = "first payment" if round_ == 1 else "holder already paid"
-        # the first claim of a round sets a fresh word of the claimed bitmap (256 leaves each)
+        # the first claim of a round sets a fresh word of the claimed bitmap; the round's first
+        # word holds its claimed samples and the bits of leaves 0-191, later words 256 leaves
         first = ledger.claim(relayer, round_, claims[:1])
         next_ = ledger.claim(relayer, round_, claims[1:2])
         many = ledger.claim(relayer, round_, claims[2:102])
+        ledger.claim(relayer, round_, claims[300:301])
+        far = ledger.claim(relayer, round_, claims[301:302])
         print(f"  {label:<20} claim: {first:>7,} gas (first in its bitmap word), "
-              f"{next_:>7,} (next)   claimMany x100: {many / 100:>7,.0f} per claim")
+              f"{next_:>7,} (next), {far:>7,} (next, leaf 192 or later)   "
+              f"claimMany x100: {many / 100:>7,.0f} per claim")
 
 
 def attested_gas(url: str | None, quorum: int, miners: int = MINERS) -> tuple[int, int]:

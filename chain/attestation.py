@@ -2,11 +2,19 @@
 
 A registered miner signs
 `BlockAttestation(uint64 round,bytes32 prevHash,bytes32 updatesRoot,bytes32 globalModelHash,
-bytes32 specHash)` in the deployment's domain (the one devices sign updates in), only after it
-verified the candidate itself. The nonce and the committer are not part of it, so attestations
-can be gathered before or after the proof-of-work. On chain a signature travels in EIP-2098
-compact form `(r, vs)`, attestations sorted by signer address. Signing two different candidates
-for one round is equivocation, provable with the two attestations.
+bytes32 specHash,address committer)` in the deployment's domain (the one devices sign updates
+in), only after it verified the candidate itself. The committer is the miner whose header the
+proof-of-work is for, and the contract counts an attestation only in a commit sent by that
+miner, so no other miner can take an attested candidate. On chain a signature travels in
+EIP-2098 compact form `(r, vs)`, attestations sorted by signer address. Signing two different
+candidates of one committer for one round is equivocation, provable with the two; candidates
+of different committers are not (only one block of a round lands, and a committer that
+gathers attestations and never commits must not stall the others).
+
+The committer asks for an attestation with an `AttestationRequest(bytes32 attestation,uint256
+nonce)` signed in the same domain (the attestation's struct hash and the winning nonce): only
+a registered miner holding a solved candidate can spend another miner's one signature of a
+round. A request is never evidence of equivocation: it is not a `BlockAttestation`.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from blockfl.signing import Domain, SignatureError, recover_signer, sign_digest
 
 ATTESTATION_TYPE = (
     "BlockAttestation(uint64 round,bytes32 prevHash,bytes32 updatesRoot,bytes32 globalModelHash,"
-    "bytes32 specHash)"
+    "bytes32 specHash,address committer)"
 )
 ATTESTATION_TYPEHASH = keccak(ATTESTATION_TYPE.encode())
+REQUEST_TYPE = "AttestationRequest(bytes32 attestation,uint256 nonce)"
+REQUEST_TYPEHASH = keccak(REQUEST_TYPE.encode())
 
 
 @dataclass(frozen=True)
@@ -36,19 +46,34 @@ class AttestedBlock:
     updates_root: bytes
     global_model_hash: bytes
     spec_hash: bytes
+    committer: str  # checksum address of the miner that may commit the block
+
+    def struct_hash(self) -> bytes:
+        """The EIP-712 struct hash of the `BlockAttestation`."""
+        return keccak(encode(
+            ["bytes32", "uint64", "bytes32", "bytes32", "bytes32", "bytes32", "address"],
+            [ATTESTATION_TYPEHASH, self.round, self.prev_hash, self.updates_root,
+             self.global_model_hash, self.spec_hash, self.committer],
+        ))
 
     def digest(self, domain: Domain) -> bytes:
         """The EIP-712 digest (the contract's `attestationDigest`)."""
-        struct = encode(
-            ["bytes32", "uint64", "bytes32", "bytes32", "bytes32", "bytes32"],
-            [ATTESTATION_TYPEHASH, self.round, self.prev_hash, self.updates_root,
-             self.global_model_hash, self.spec_hash],
-        )
-        return keccak(b"\x19\x01" + domain.separator + keccak(struct))
+        return _typed_digest(domain, self.struct_hash())
 
-    def candidate(self) -> tuple[bytes, bytes, bytes, bytes]:
+    def request_digest(self, nonce: int, domain: Domain) -> bytes:
+        """The EIP-712 digest of the committer's `AttestationRequest` for this candidate."""
+        struct = encode(["bytes32", "bytes32", "uint256"],
+                        [REQUEST_TYPEHASH, self.struct_hash(), nonce])
+        return _typed_digest(domain, keccak(struct))
+
+    def candidate(self) -> tuple[bytes, bytes, bytes, bytes, str]:
         """The contract's `Candidate` struct (everything but the round)."""
-        return (self.prev_hash, self.updates_root, self.global_model_hash, self.spec_hash)
+        return (self.prev_hash, self.updates_root, self.global_model_hash, self.spec_hash,
+                self.committer)
+
+
+def _typed_digest(domain: Domain, struct_hash: bytes) -> bytes:
+    return keccak(b"\x19\x01" + domain.separator + struct_hash)
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,11 @@ class Attestation:
 def attest(key: bytes, block: AttestedBlock, domain: Domain) -> Attestation:
     """Sign an attestation with a miner's key."""
     return Attestation(block, sign_digest(key, block.digest(domain)))
+
+
+def sign_request(key: bytes, block: AttestedBlock, nonce: int, domain: Domain) -> bytes:
+    """The committer's signature of its request to attest `block` mined with `nonce`."""
+    return sign_digest(key, block.request_digest(nonce, domain))
 
 
 def signer_or_none(attestation: Attestation, domain: Domain) -> str | None:
@@ -126,9 +156,10 @@ def check_attestations(
 
 
 def equivocator(a: Attestation, b: Attestation, domain: Domain) -> str:
-    """The miner that signed two different candidates of one round, as the contract's
-    `reportEquivocation` decides; the named rejection when the pair proves nothing."""
-    if a.block.round != b.block.round or a.block.digest(domain) == b.block.digest(domain):
+    """The miner that signed two different candidates of one committer in one round, as the
+    contract's `reportEquivocation` decides; the named rejection when the pair proves nothing."""
+    if (a.block.round != b.block.round or a.block.committer != b.block.committer
+            or a.block.digest(domain) == b.block.digest(domain)):
         raise rejection("NotEquivocation")
     signers = []
     for i, attestation in enumerate((a, b)):

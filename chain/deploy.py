@@ -79,7 +79,8 @@ def deployed_spec(deployment: Deployment, ledger: Ledger, config: Config,
 
 
 def open_ledger(config: Config, miners: list[str], genesis: Genesis, run_dir: Path) -> Ledger:
-    """A fresh deployment on the configured ledger (embedded EVM, a node, or SQLite)."""
+    """A fresh deployment on the configured ledger (embedded EVM, a node, or SQLite); on a
+    node, its `deployment.json` is written into `run_dir`."""
     params = chain_params(config, genesis)
     backend = config.chain.ledger
     if backend == "local":
@@ -87,7 +88,11 @@ def open_ledger(config: Config, miners: list[str], genesis: Genesis, run_dir: Pa
         return LocalLedger.create(
             run_dir / "ledger.db", params, miners, DEV_DEPLOYER_KEY, chain_id=EMBEDDED_CHAIN_ID
         )
+    if backend == "evm" and config.chain.rpc_url:  # on a node: the run can be opened again
+        deployment = deploy_to_node(config, config.chain.rpc_url, miners, DEV_DEPLOYER_KEY,
+                                    genesis)
+        deployment.write(run_dir / "deployment.json")
+        return deployment.ledger(owner_key=DEV_DEPLOYER_KEY)
     if backend == "evm":
-        url = config.chain.rpc_url
-        return EvmLedger.create(rpc_web3(url) if url else embedded_web3(), params, miners)
+        return EvmLedger.create(embedded_web3(), params, miners)
     raise ValueError(f"unknown ledger {backend!r}: evm or local")

@@ -37,6 +37,9 @@ BLOCK_ERRORS: dict[str, tuple[str, ...]] = {
     "ClaimWrongRound": ("round", "recordRound"),
     "AlreadyClaimed": ("round", "index"),
     "InvalidProof": ("round", "index"),
+    "ClaimIndexOutOfRange": ("round", "index", "numUpdates"),
+    "ClaimExceedsTotal": ("round", "claimedSamples", "totalSamples"),
+    "QuorumUnreachable": ("quorum", "miners"),
     "OwnableUnauthorizedAccount": ("account",),
     "BlockTooLarge": ("updates", "maxUpdates"),
 }
@@ -46,6 +49,8 @@ HINTS = {
     "BlockTooLarge": "a direct-mode block this size exceeds the block gas limit; deploy in "
                      "merkle mode (--chain-mode merkle), where a block costs the same at any size",
     "QuorumNotReached": "gather attestations of more registered miners",
+    "QuorumUnreachable": "a fixed quorum cannot exceed the registered miners; register more "
+                         "miners or lower chain.quorum (0 = a majority)",
 }
 
 

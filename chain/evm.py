@@ -257,18 +257,34 @@ class EvmLedger(Ledger):
     def commit_block(
         self, miner_key: bytes, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
     ) -> CommitReceipt:
-        signatures = [a.compact() for a in sort_attestations(attestations, self.domain)]
-        head = (proposal.prev_hash, proposal.round, proposal.global_model_hash)
-        n = len(proposal.updates) if self.mode == "direct" else 0  # merkle: O(1) in updates
-        gas = commit_gas_limit(self.w3, n, len(signatures))
-        if self.mode == "merkle":
-            summary = block_summary(proposal.updates, proposal.round) if proposal.updates else (
-                b"\x00" * 32, 0, 0)
-            call = self.contract.functions.commitRoot(*head, *summary, proposal.nonce, signatures)
-        else:
-            call = self.contract.functions.commitBlock(
-                *head, [update_tuple(u) for u in proposal.updates], proposal.nonce, signatures)
-        receipt = send(self.w3, miner_key, call, self._errors, gas=gas)
+        if self.mode == "merkle":  # O(1) gas in the number of updates
+            summary = block_summary(proposal.updates, proposal.round)
+            return self.commit_root(miner_key, proposal, summary, attestations)
+        signatures = self._signatures(attestations)
+        gas = commit_gas_limit(self.w3, len(proposal.updates), len(signatures))
+        call = self.contract.functions.commitBlock(
+            *self._head_fields(proposal), [update_tuple(u) for u in proposal.updates],
+            proposal.nonce, signatures)
+        return self._committed(send(self.w3, miner_key, call, self._errors, gas=gas))
+
+    def commit_root(
+        self, miner_key: bytes, proposal: BlockProposal, summary: tuple[bytes, int, int],
+        attestations: Sequence[Attestation] = (),
+    ) -> CommitReceipt:
+        signatures = self._signatures(attestations)
+        call = self.contract.functions.commitRoot(*self._head_fields(proposal), *summary,
+                                                  proposal.nonce, signatures)
+        gas = commit_gas_limit(self.w3, 0, len(signatures))
+        return self._committed(send(self.w3, miner_key, call, self._errors, gas=gas))
+
+    def _signatures(self, attestations: Sequence[Attestation]) -> list[tuple[bytes, bytes]]:
+        return [a.compact() for a in sort_attestations(attestations, self.domain)]
+
+    @staticmethod
+    def _head_fields(proposal: BlockProposal) -> tuple[bytes, int, bytes]:
+        return (proposal.prev_hash, proposal.round, proposal.global_model_hash)
+
+    def _committed(self, receipt: Any) -> CommitReceipt:
         event = self.contract.events.BlockCommitted().process_receipt(receipt, errors=DISCARD)[0]
         return CommitReceipt(
             bytes(event["args"]["blockHash"]), receipt["gasUsed"], bytes(receipt["transactionHash"])
@@ -297,6 +313,9 @@ class EvmLedger(Ledger):
 
     def is_claimed(self, round_: int, index: int) -> bool:
         return self.contract.functions.isClaimed(round_, index).call()
+
+    def claimed_samples(self, round_: int) -> int:
+        return self.contract.functions.claimedSamples(round_).call()
 
     def is_miner(self, address: str) -> bool:
         return self.contract.functions.isMiner(to_checksum_address(address)).call()

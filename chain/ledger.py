@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from eth_utils import to_checksum_address
+
 from blockfl.chain.attestation import Attestation, AttestedBlock
 from blockfl.chain.blocks import (
     AcceptedUpdate,
@@ -51,6 +53,17 @@ class Ledger(ABC):
         other miners (any order; the committer counts towards the quorum without one)."""
 
     @abstractmethod
+    def commit_root(
+        self, miner_key: bytes, proposal: BlockProposal, summary: tuple[bytes, int, int],
+        attestations: Sequence[Attestation] = (),
+    ) -> CommitReceipt:
+        """Submit a merkle-mode block as the contract's `commitRoot` takes it: the header
+        fields and nonce of `proposal` (its updates are not sent) with `summary`, the (Merkle
+        root, update count, total samples) its attestations and proof-of-work commit to.
+        `commit_block` sends the summary of the proposal's updates; a colluding quorum can
+        send any, which is why claims are bounded on their own."""
+
+    @abstractmethod
     def required_attesters(self) -> int:
         """Distinct miners that must stand behind a block now (the quorum)."""
 
@@ -66,6 +79,10 @@ class Ledger(ABC):
     @abstractmethod
     def is_claimed(self, round_: int, index: int) -> bool:
         """Whether update `index` of the merkle block of `round_` was paid."""
+
+    @abstractmethod
+    def claimed_samples(self, round_: int) -> int:
+        """The samples paid so far in the merkle block of `round_` (at most its total)."""
 
     @abstractmethod
     def is_miner(self, address: str) -> bool:
@@ -96,11 +113,12 @@ class Ledger(ABC):
         """Deregister a miner (deployer only)."""
 
     def attested_block(self, proposal: BlockProposal) -> AttestedBlock:
-        """What miners attest about `proposal` on this deployment."""
+        """What miners attest about `proposal` on this deployment (committed by its miner)."""
         params = self.params()
         root = block_updates_root(proposal.updates, proposal.round, self.domain, params.mode)
         return AttestedBlock(proposal.round, proposal.prev_hash, root,
-                             proposal.global_model_hash, params.protocol_spec_hash)
+                             proposal.global_model_hash, params.protocol_spec_hash,
+                             to_checksum_address(proposal.miner))
 
     def blocks(self) -> list[BlockRecord]:
         """Every committed block, from round 1 to the head."""

@@ -21,11 +21,13 @@ from eth_utils import to_checksum_address
 
 from blockfl.chain.attestation import (
     Attestation,
+    AttestedBlock,
     check_attestations,
     equivocator,
     sort_attestations,
 )
 from blockfl.chain.blocks import (
+    MODES,
     AcceptedUpdate,
     BlockHeader,
     BlockProposal,
@@ -67,6 +69,7 @@ CREATE TABLE IF NOT EXISTS accepted_updates (
 CREATE TABLE IF NOT EXISTS balances (address TEXT PRIMARY KEY, amount TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (round INTEGER NOT NULL, idx INTEGER NOT NULL,
     PRIMARY KEY (round, idx));
+CREATE TABLE IF NOT EXISTS claimed_samples (round INTEGER PRIMARY KEY, samples TEXT NOT NULL);
 """
 
 
@@ -122,6 +125,8 @@ class LocalLedger(Ledger):
             raise rejection("InvalidParams", params.max_samples_per_update,
                             params.max_updates_per_block)
         miners = list(dict.fromkeys(to_checksum_address(m) for m in miners))
+        if params.quorum > len(miners):
+            raise rejection("QuorumUnreachable", params.quorum, len(miners))
         if len(miners) > MAX_MINERS:
             raise rejection("TooManyMiners", len(miners), MAX_MINERS)
         db = cls._connect(path)
@@ -187,28 +192,47 @@ class LocalLedger(Ledger):
     def commit_block(
         self, miner_key: bytes, proposal: BlockProposal, attestations: Sequence[Attestation] = ()
     ) -> CommitReceipt:
+        if self._params.mode == "merkle":
+            summary = block_summary(proposal.updates, proposal.round)
+            return self.commit_root(miner_key, proposal, summary, attestations)
         miner = address_of(miner_key)
+        updates = proposal.updates
         with self._lock:
-            block_hash, root, total = self._check(miner, proposal)
-            ordered = sort_attestations(attestations, self.domain)
-            check_attestations(self.attested_block(proposal), ordered, self.domain, miner,
-                               self.is_miner, self.required_attesters())
-            self._record(miner, proposal, block_hash, root, total)
-        return CommitReceipt(block_hash, gas_used=0)
+            head = self._check_link(miner, proposal, "direct")
+            self._check_count(len(updates))
+            root = self._check_updates(proposal, head)
+            return self._commit(miner, proposal, root, root, len(updates),
+                                sum(u.record.samples for u in updates), attestations)
+
+    def commit_root(
+        self, miner_key: bytes, proposal: BlockProposal, summary: tuple[bytes, int, int],
+        attestations: Sequence[Attestation] = (),
+    ) -> CommitReceipt:
+        miner = address_of(miner_key)
+        merkle_root, count, total = summary
+        with self._lock:
+            self._check_link(miner, proposal, "merkle")
+            self._check_count(count)
+            return self._commit(miner, proposal, committed_root(*summary), merkle_root, count,
+                                total, attestations)
 
     def required_attesters(self) -> int:
+        """The contract's `requiredAttesters`: a majority for quorum 0, else the quorum or
+        every registered miner when fewer are left."""
+        miners = self._miner_count()
         if self._params.quorum:
-            return self._params.quorum
-        return self._miner_count() // 2 + 1
+            return min(self._params.quorum, miners)
+        return miners // 2 + 1
 
     def _miner_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM miners").fetchone()[0]
 
-    def _check(self, miner: str, proposal: BlockProposal) -> tuple[bytes, bytes, int]:
-        """The contract's checks, in its order; returns (block hash, stored root, samples)."""
-        p = self._params
+    def _check_link(self, miner: str, proposal: BlockProposal, mode: str) -> Head:
+        """The contract's `_checkCommitter` and `_checkLink`, in its order; the head."""
         if not self.is_miner(miner):
             raise rejection("NotMiner", miner)
+        if self._params.mode != mode:
+            raise rejection("WrongMode", MODES.index(self._params.mode))
         head = self.head()
         if proposal.round == 0 or proposal.round > head.round + 1:
             raise rejection("WrongRound", head.round + 1, proposal.round)
@@ -218,16 +242,18 @@ class LocalLedger(Ledger):
                             committed.block_hash if committed else ZERO_HASH)
         if proposal.prev_hash != head.block_hash:
             raise rejection("WrongPreviousHash", head.block_hash, proposal.prev_hash)
-        updates = proposal.updates
-        if not updates:
+        return head
+
+    def _check_count(self, count: int) -> None:
+        if count == 0:
             raise rejection("EmptyBlock")
-        if len(updates) > p.max_updates_per_block:
-            raise rejection("TooManyUpdates", len(updates), p.max_updates_per_block)
-        if p.mode == "merkle":
-            # the attesting quorum checked every update; the chain keeps the Merkle root
-            root, count, total = block_summary(updates, proposal.round)
-            block_hash = self._proof_of_work(miner, proposal, committed_root(root, count, total))
-            return block_hash, root, total
+        if count > self._params.max_updates_per_block:
+            raise rejection("TooManyUpdates", count, self._params.max_updates_per_block)
+
+    def _check_updates(self, proposal: BlockProposal, head: Head) -> bytes:
+        """The contract's `_checkUpdate` of each update of a direct block; its updates root."""
+        p = self._params
+        updates = proposal.updates
         digests = update_digests(updates, proposal.round, self.domain)
         for i, update in enumerate(updates):
             record = update.record
@@ -252,37 +278,38 @@ class LocalLedger(Ledger):
                 raise rejection("MalformedSignature", i) from None
             if signer != device:
                 raise rejection("InvalidSignature", i, device, signer)
-        root = updates_root(digests)
-        return self._proof_of_work(miner, proposal, root), root, sum(
-            u.record.samples for u in updates)
+        return updates_root(digests)
 
-    def _proof_of_work(self, miner: str, proposal: BlockProposal, root: bytes) -> bytes:
-        """The block hash, if it meets the target."""
-        header = BlockHeader(proposal.prev_hash, proposal.round, proposal.global_model_hash, root,
-                             miner)
-        block_hash = header.block_hash(proposal.nonce)
-        if int.from_bytes(block_hash, "big") > self._params.target:
-            raise rejection("InsufficientWork", block_hash, self._params.target)
-        return block_hash
-
-    def _record(
-        self, miner: str, proposal: BlockProposal, block_hash: bytes, root: bytes, total: int
-    ) -> None:
+    def _commit(
+        self, miner: str, proposal: BlockProposal, attested_root: bytes, stored_root: bytes,
+        count: int, total: int, attestations: Sequence[Attestation],
+    ) -> CommitReceipt:
+        """The contract's `_record` and `_checkAttestations`: the proof-of-work, the quorum
+        (of attestations naming this committer), then the block is stored and paid."""
         p = self._params
+        header = BlockHeader(proposal.prev_hash, proposal.round, proposal.global_model_hash,
+                             attested_root, miner)
+        block_hash = header.block_hash(proposal.nonce)
+        if int.from_bytes(block_hash, "big") > p.target:
+            raise rejection("InsufficientWork", block_hash, p.target)
+        attested = AttestedBlock(proposal.round, proposal.prev_hash, attested_root,
+                                 proposal.global_model_hash, p.protocol_spec_hash, miner)
+        check_attestations(attested, sort_attestations(attestations, self.domain), self.domain,
+                           miner, self.is_miner, self.required_attesters())
         db = self._db
         with db:
             db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (proposal.round, block_hash, proposal.prev_hash, proposal.global_model_hash,
-                 root, miner, len(proposal.updates), int(time.time()), str(total),
-                 str(proposal.nonce)),
+                 stored_root, miner, count, int(time.time()), str(total), str(proposal.nonce)),
             )
             if p.mode == "direct":  # a merkle block's updates are paid when claimed
                 for position, update in enumerate(proposal.updates):
                     self._pay(proposal.round, position, update.device, update.record)
             self._mint(miner, p.mining_reward)
             db.execute("UPDATE meta SET value = ? WHERE key = 'head_round'", (str(proposal.round),))
+        return CommitReceipt(block_hash, gas_used=0)
 
     def report_equivocation(self, reporter_key: bytes, a: Attestation, b: Attestation) -> str:
         with self._lock:
@@ -294,15 +321,9 @@ class LocalLedger(Ledger):
         with self._lock:
             block = self.get_block(round_)
             paid: set[int] = set()
+            claimed = self.claimed_samples(round_)
             for c in claims:  # all checks first: a rejected batch pays nothing
-                if c.record.round != round_:
-                    raise rejection("ClaimWrongRound", round_, c.record.round)
-                if block is None:
-                    raise rejection("NoMerkleBlock", round_)
-                if c.index in paid or self.is_claimed(round_, c.index):
-                    raise rejection("AlreadyClaimed", round_, c.index)
-                if not verify(c.proof, block.updates_root, c.leaf()):
-                    raise rejection("InvalidProof", round_, c.index)
+                claimed = self._check_claim(round_, block, c, paid, claimed)
                 paid.add(c.index)
             db = self._db
             with db:
@@ -313,7 +334,41 @@ class LocalLedger(Ledger):
                     db.execute("INSERT INTO claims VALUES (?, ?)", (round_, c.index))
                     self._pay(round_, position + offset, to_checksum_address(c.record.device),
                               c.record)
+                db.execute("INSERT OR REPLACE INTO claimed_samples VALUES (?, ?)",
+                           (round_, str(claimed)))
         return 0
+
+    def _check_claim(self, round_: int, block: BlockRecord | None, c: MerkleClaim,
+                     paid: set[int], claimed: int) -> int:
+        """The contract's `_claim` checks, in its order; the round's claimed samples after it."""
+        p = self._params
+        if p.mode != "merkle":
+            raise rejection("WrongMode", MODES.index(p.mode))
+        if c.record.round != round_:
+            raise rejection("ClaimWrongRound", round_, c.record.round)
+        if block is None:
+            raise rejection("NoMerkleBlock", round_)
+        if c.index >= block.num_updates:
+            raise rejection("ClaimIndexOutOfRange", round_, c.index, block.num_updates)
+        if c.index in paid or self.is_claimed(round_, c.index):
+            raise rejection("AlreadyClaimed", round_, c.index)
+        if not verify(c.proof, block.updates_root, c.leaf()):
+            raise rejection("InvalidProof", round_, c.index)
+        device = to_checksum_address(c.record.device)
+        if p.device_allow_list and not self._allowed(device):
+            raise rejection("DeviceNotAllowed", c.index, device)
+        if c.record.samples == 0 or c.record.samples > p.max_samples_per_update:
+            raise rejection("SampleCountOutOfRange", c.index, c.record.samples,
+                            p.max_samples_per_update)
+        claimed += c.record.samples
+        if claimed > block.total_samples:
+            raise rejection("ClaimExceedsTotal", round_, claimed, block.total_samples)
+        return claimed
+
+    def claimed_samples(self, round_: int) -> int:
+        query = "SELECT samples FROM claimed_samples WHERE round = ?"
+        row = self._db.execute(query, (round_,)).fetchone()
+        return int(row[0]) if row else 0
 
     def _pay(self, round_: int, position: int, device: str, record: UpdateRecord) -> None:
         """Accept update `position` of `round_` and mint its data reward to `device` (the
@@ -326,6 +381,8 @@ class LocalLedger(Ledger):
         self._mint(device, reward)
 
     def is_claimed(self, round_: int, index: int) -> bool:
+        if not 0 <= index < 2**32:  # no leaf has such an index (a uint32)
+            return False
         query = "SELECT 1 FROM claims WHERE round = ? AND idx = ?"
         return self._db.execute(query, (round_, index)).fetchone() is not None
 

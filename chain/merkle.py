@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from eth_abi import encode
 
 from blockfl.chain.errors import rejection
-from blockfl.hashing import keccak
+from blockfl.hashing import ZERO_HASH, keccak
 from blockfl.signing import SignedUpdate, UpdateRecord
 
 UINT64_MAX = 2**64 - 1
@@ -88,8 +88,10 @@ def block_summary(updates: Sequence[SignedUpdate], round_: int) -> tuple[bytes, 
     """What a merkle block carries on chain: (Merkle root, update count, total samples).
 
     A total beyond uint64 cannot be committed; it is refused as the contract refuses a sample
-    count out of range.
+    count out of range. An empty block carries a zero root (the contract refuses it as empty).
     """
+    if not updates:
+        return ZERO_HASH, 0, 0
     records = block_records(updates, round_)
     total = sum(r.samples for r in records)
     if total > UINT64_MAX:

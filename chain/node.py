@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from blockfl.contracts import find_node_modules_bin
@@ -29,6 +30,12 @@ def reach_host(host: str) -> str:
     """`local_address` as a URL writes it (an IPv6 address in brackets)."""
     address = local_address(host)
     return f"[{address}]" if ":" in address else address
+
+
+#: what to do when `find_anvil` finds none (a wheel has no node_modules)
+ANVIL_MISSING = ("anvil not found: put Foundry's anvil on PATH (`npm install "
+                 "@foundry-rs/anvil-linux-amd64` gives node_modules/.bin/anvil; `npm ci` in a "
+                 "checkout) or set BLOCKFL_ANVIL to its path")
 
 
 def find_anvil() -> Path | None:
@@ -73,20 +80,21 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
 
 def start_anvil(
     port: int = DEFAULT_PORT, log_path: Path | None = None, block_time: float | None = None,
-    host: str = "127.0.0.1", state: Path | None = None,
+    host: str = "127.0.0.1", state: Path | None = None, prefix: Sequence[str] = (),
 ) -> subprocess.Popen:
     """Start anvil in a new process session and wait until it answers; `state`: a file the
-    chain is loaded from (if it exists) and saved to when anvil stops.
+    chain is loaded from (if it exists) and saved to when anvil stops; `prefix`: a command
+    anvil runs under (`ip netns exec NS`: in an emulated host).
 
     Raises ConnectionError when the port is taken or anvil exits at start (never reports
     another process's node as ours)."""
     binary = find_anvil()
     if binary is None:
-        raise FileNotFoundError("anvil not found: run `npm install` in the repository root")
+        raise FileNotFoundError(ANVIL_MISSING)
     if port_in_use(port, host):
         raise ConnectionError(f"port {port} on {host} is already in use (another node?): "
                               "choose another --port")
-    args = [str(binary), "--host", host, "--port", str(port), "--silent"]
+    args = [*prefix, str(binary), "--host", host, "--port", str(port), "--silent"]
     if block_time:
         args += ["--block-time", str(block_time)]
     if state is not None:

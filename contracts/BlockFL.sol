@@ -11,16 +11,21 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// @title BlockFL: blocks of signed local model updates, attested by a quorum of miners
 /// @notice One block per round. A registered miner submits the block of round `head + 1` with
 /// a proof-of-work nonce and EIP-712 attestations of other registered miners over
-/// (round, prevHash, updatesRoot, globalModelHash, protocol spec hash): at least `quorum`
-/// distinct miners, the committer included, must stand behind every block.
+/// (round, prevHash, updatesRoot, globalModelHash, protocol spec hash, committer): at least
+/// `quorum` distinct miners, the committer included, must stand behind every block, and an
+/// attestation names the one miner that may commit it.
 /// Two modes. `direct`: the block holds every update (sorted by device address); the contract
 /// checks each device's signature and sample-count cap and mints the data rewards in the
 /// commit. `merkle`: the block holds the root of an OpenZeppelin Merkle tree over the update
 /// records with their count and total samples (the attesting miners checked every signature);
-/// each device claims its reward with a proof, so a block costs the same gas at any size.
+/// each device claims its reward with a proof, so a block costs the same gas at any size, and
+/// a claim is held to every bound a direct commit enforces (allow-list, sample cap, the block's
+/// update count and total samples), so even a colluding quorum mints no more than direct mode.
 /// A second block for a committed round is a fork and reverts with `RoundAlreadyCommitted`.
-/// A miner that attests two different candidates for one round can be reported by anyone:
-/// the contract emits `Equivocation` and removes it, so it earns no further mining rewards.
+/// A miner that attests two different candidates of one committer for one round can be reported
+/// by anyone: the contract emits `Equivocation` and removes it, so it earns no further mining
+/// rewards. (Candidates of different committers are not equivocation: only one block of a round
+/// lands, and a committer that collects attestations and never commits cannot stall the others.)
 /// The contract is itself the reward token (an OpenZeppelin ERC-20 only it mints): a mint is
 /// then no external call, which saves a cold account access and a call on every payment.
 contract BlockFL is ERC20, Ownable2Step, EIP712 {
@@ -48,6 +53,7 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
         bytes32 updatesRoot;
         bytes32 globalModelHash;
         bytes32 specHash;
+        address committer;
     }
 
     /// @notice A leaf of a merkle-mode block: an update record and its position in the block.
@@ -111,17 +117,22 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
         "LocalUpdate(address device,uint64 round,bytes32 baseModelHash,bytes32 updateHash,uint64 samples,uint64 computeTimeMs)"
     );
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
-        "BlockAttestation(uint64 round,bytes32 prevHash,bytes32 updatesRoot,bytes32 globalModelHash,bytes32 specHash)"
+        "BlockAttestation(uint64 round,bytes32 prevHash,bytes32 updatesRoot,bytes32 globalModelHash,bytes32 specHash,address committer)"
     );
+    /// @dev The low 64 bits of a round's first claim word count the samples claimed in that
+    /// round; the claimed bit of leaf `index` is bit `index + 64` of the round's words.
+    uint256 internal constant CLAIMED_SAMPLES_BITS = 64;
 
     Params internal _params;
     // copies of the fixed parameters read on every commit and claim (an immutable costs no SLOAD)
     uint256 internal immutable _rewardPerSample;
     uint256 internal immutable _miningReward;
     bytes32 internal immutable _specHash;
+    uint64 internal immutable _maxSamples;
     uint32 internal immutable _maxUpdates;
     uint16 internal immutable _quorum;
     uint8 internal immutable _mode;
+    bool internal immutable _allowList;
     uint64 public headRound;
     uint32 public minerCount;
     /// @dev A data contract (created anew on every change of the miner set) whose code is a STOP
@@ -183,6 +194,9 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
     error ClaimWrongRound(uint64 round, uint64 recordRound);
     error AlreadyClaimed(uint64 round, uint32 index);
     error InvalidProof(uint64 round, uint32 index);
+    error ClaimIndexOutOfRange(uint64 round, uint32 index, uint32 numUpdates);
+    error ClaimExceedsTotal(uint64 round, uint256 claimedSamples, uint64 totalSamples);
+    error QuorumUnreachable(uint256 quorum, uint256 miners);
 
     constructor(Params memory params_, address[] memory miners_)
         ERC20("BlockFL Reward", "BFLR")
@@ -198,9 +212,11 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
         _rewardPerSample = params_.rewardPerSample;
         _miningReward = params_.miningReward;
         _specHash = params_.protocolSpecHash;
+        _maxSamples = params_.maxSamplesPerUpdate;
         _maxUpdates = params_.maxUpdatesPerBlock;
         _quorum = params_.quorum;
         _mode = params_.mode;
+        _allowList = params_.deviceAllowList;
         // the distinct miners, sorted into one list stored once
         address[] memory list = new address[](miners_.length);
         uint256 n = 0;
@@ -212,6 +228,7 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
         assembly ("memory-safe") {
             mstore(list, n) // drop the places of repeated addresses
         }
+        if (params_.quorum > n) revert QuorumUnreachable(params_.quorum, n);
         _storeMiners(list);
     }
 
@@ -266,9 +283,13 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
     }
 
     /// @notice Distinct miners that must stand behind a block: `quorum`, or when it is 0 a
-    /// majority of the miners registered now.
+    /// majority of the miners registered now. A fixed quorum above the miners registered now
+    /// (after removals, which `reportEquivocation` cannot refuse) asks for all of them, so the
+    /// chain never halts for want of miners; it is `quorum` again once enough are added.
     function requiredAttesters() public view returns (uint256) {
-        return _quorum == 0 ? uint256(minerCount) / 2 + 1 : _quorum;
+        uint256 n = minerCount;
+        if (_quorum == 0) return n / 2 + 1;
+        return _quorum < n ? _quorum : n;
     }
 
     /// @notice The chain head: last committed round, its block hash and global model hash.
@@ -289,7 +310,14 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
 
     /// @notice Whether the update at `index` of the merkle block of `round` was claimed.
     function isClaimed(uint64 round, uint256 index) public view returns (bool) {
-        return _claimed[round][index >> 8] & (1 << (index & 0xff)) != 0;
+        if (index > type(uint32).max) return false; // no leaf has such an index
+        uint256 position = index + CLAIMED_SAMPLES_BITS;
+        return _claimed[round][position >> 8] & (1 << (position & 0xff)) != 0;
+    }
+
+    /// @notice The samples claimed so far in the merkle block of `round` (at most its total).
+    function claimedSamples(uint64 round) external view returns (uint64) {
+        return uint64(_claimed[round][0]);
     }
 
     /// @notice The EIP-712 digest a device signs for its update in `round`.
@@ -312,7 +340,9 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
     function attestationDigest(uint64 round, Candidate memory c) public view returns (bytes32) {
         return _hashTypedDataV4(
             keccak256(
-                abi.encode(ATTESTATION_TYPEHASH, round, c.prevHash, c.updatesRoot, c.globalModelHash, c.specHash)
+                abi.encode(
+                    ATTESTATION_TYPEHASH, round, c.prevHash, c.updatesRoot, c.globalModelHash, c.specHash, c.committer
+                )
             )
         );
     }
@@ -371,7 +401,10 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
         bytes32 updatesRoot = keccak256(abi.encodePacked(digests));
         blockHash = _record(prevHash, round, globalModelHash, updatesRoot, updatesRoot, n, totalSamples, nonce);
         _checkAttestations(
-            round, Candidate(prevHash, updatesRoot, globalModelHash, p.protocolSpecHash), attestations, registered
+            round,
+            Candidate(prevHash, updatesRoot, globalModelHash, p.protocolSpecHash, msg.sender),
+            attestations,
+            registered
         );
 
         for (uint256 i = 0; i < n; ++i) {
@@ -402,14 +435,17 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
         blockHash =
             _record(prevHash, round, globalModelHash, updatesRoot, merkleRoot, numUpdates, totalSamples, nonce);
         _checkAttestations(
-            round, Candidate(prevHash, updatesRoot, globalModelHash, _specHash), attestations, registered
+            round, Candidate(prevHash, updatesRoot, globalModelHash, _specHash, msg.sender), attestations, registered
         );
         if (_miningReward > 0) _mint(msg.sender, _miningReward);
     }
 
     // ------------------------------------------------------------------ claims (merkle mode)
 
-    /// @notice Pay the data reward of one update in the merkle block of `round`.
+    /// @notice Pay the data reward of one update in the merkle block of `round`. The update
+    /// must be in the committed tree, unclaimed, at an index below the block's update count,
+    /// from an allowed device (when the allow-list is on, as it stands at the claim), with
+    /// 1 to `maxSamplesPerUpdate` samples, and the round's claimed samples stay within its total.
     function claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof) external {
         _claim(round, leaf, proof);
     }
@@ -423,8 +459,9 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
 
     // ------------------------------------------------------------------ equivocation
 
-    /// @notice Prove that a miner attested two different candidates for `round`: the miner is
-    /// removed (it can commit and attest no more, so it earns no further mining rewards).
+    /// @notice Prove that a miner attested two different candidates of one committer for
+    /// `round`: the miner is removed (it can commit and attest no more, so it earns no further
+    /// mining rewards).
     function reportEquivocation(
         uint64 round,
         Candidate calldata a,
@@ -434,7 +471,7 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
     ) external {
         bytes32 digestA = attestationDigest(round, a);
         bytes32 digestB = attestationDigest(round, b);
-        if (digestA == digestB) revert NotEquivocation();
+        if (digestA == digestB || a.committer != b.committer) revert NotEquivocation();
         address signer = _attester(digestA, sigA, 0);
         if (_attester(digestB, sigB, 1) != signer) revert NotEquivocation();
         if (!isMiner[signer]) revert NotMiner(signer);
@@ -605,15 +642,30 @@ contract BlockFL is ERC20, Ownable2Step, EIP712 {
     }
 
     function _claim(uint64 round, Leaf calldata leaf, bytes32[] calldata proof) internal {
+        if (_mode != MODE_MERKLE) revert WrongMode(_mode);
         if (leaf.round != round) revert ClaimWrongRound(round, leaf.round);
-        bytes32 root = _blocks[round].updatesRoot;
+        StoredBlock storage b = _blocks[round];
+        bytes32 root = b.updatesRoot;
         if (root == bytes32(0)) revert NoMerkleBlock(round);
-        uint256 word = leaf.index >> 8;
-        uint256 bit = 1 << (leaf.index & 0xff);
-        uint256 bits = _claimed[round][word];
+        (uint32 count, uint64 total) = (b.numUpdates, b.totalSamples);
+        if (leaf.index >= count) revert ClaimIndexOutOfRange(round, leaf.index, count);
+        uint256 position = uint256(leaf.index) + CLAIMED_SAMPLES_BITS;
+        uint256 word = position >> 8;
+        uint256 bit = 1 << (position & 0xff);
+        mapping(uint256 => uint256) storage claimed = _claimed[round];
+        uint256 bits = claimed[word];
         if (bits & bit != 0) revert AlreadyClaimed(round, leaf.index);
         if (!MerkleProof.verifyCalldata(proof, root, leafHash(leaf))) revert InvalidProof(round, leaf.index);
-        _claimed[round][word] = bits | bit;
+        if (_allowList && !isDeviceAllowed[leaf.device]) revert DeviceNotAllowed(leaf.index, leaf.device);
+        if (leaf.samples == 0 || leaf.samples > _maxSamples) {
+            revert SampleCountOutOfRange(leaf.index, leaf.samples, _maxSamples);
+        }
+        // the round's claimed samples, in the low bits of its first word (often this leaf's)
+        uint256 first = word == 0 ? bits | bit : claimed[0];
+        uint256 sum = uint64(first) + uint256(leaf.samples);
+        if (sum > total) revert ClaimExceedsTotal(round, sum, total);
+        claimed[0] = (first >> CLAIMED_SAMPLES_BITS << CLAIMED_SAMPLES_BITS) | sum;
+        if (word != 0) claimed[word] = bits | bit;
         uint256 reward = uint256(leaf.samples) * _rewardPerSample;
         _mint(leaf.device, reward);
         emit UpdateAccepted(round, leaf.device, leaf.updateHash, leaf.samples, reward);

@@ -18,12 +18,13 @@ from typing import TypeVar
 import torch
 
 from blockfl.aggregation import AggregationStrategy, WeightedUpdate, selection_mismatch
-from blockfl.config import TrainingConfig
+from blockfl.config import NO_PRIVACY, PrivacyConfig, TrainingConfig
 from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
 from blockfl.devices.training import LocalUpdate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
+from blockfl.privacy import privatize
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.task import Task, TrainingJob, local_update
 from blockfl.tensors import StateDict, encode, tensor_hash
@@ -63,8 +64,12 @@ class Device:
         global_state: StateDict,
         seed: int = 0,
         behaviour: Behaviour | None = None,
+        privacy: PrivacyConfig = NO_PRIVACY,
     ) -> None:
+        """`privacy`: the spec's `[privacy]`; in client mode every update is clipped and
+        noised (`blockfl.privacy.privatize`) before the behaviour and the signature."""
         self.key = key
+        self.privacy = privacy
         self.address = address_of(key)
         self.behaviour = behaviour or Behaviour()
         self.shard = self.behaviour.data(shard)
@@ -92,10 +97,11 @@ class Device:
                             self._round_seed(round_))
 
     def submission(self, round_: int, domain: Domain, local: LocalUpdate) -> TrainedUpdate:
-        """Apply this device's behaviour to its update `local`, then hash, sign and encode it
-        for `round_` (with the copies a Sybil behaviour signs under other keys)."""
+        """Privatize this device's update `local` (with `[privacy]` on), apply its behaviour,
+        then hash, sign and encode it for `round_` (with the copies a Sybil behaviour signs
+        under other keys)."""
         behaviour = self.behaviour
-        delta = behaviour.delta(local.delta, round_)
+        delta = behaviour.delta(privatize(local.delta, self.privacy, self.key, round_), round_)
         record = UpdateRecord(
             device=self.address,
             round=round_,

@@ -19,14 +19,16 @@ from blockfl.aggregation import AggregationStrategy, FedAvg, WeightedUpdate
 from blockfl.chain.blocks import Head
 from blockfl.chain.errors import BlockRejected
 from blockfl.chain.ledger import Ledger
+from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.devices.claims import claim
 from blockfl.devices.device import Device, GlobalModelMismatch
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
+from blockfl.privacy import epsilon, may_take_part
 from blockfl.signing import UpdateRecord
 from blockfl.tensors import decode
-from blockfl.wire import UpdateSubmission
+from blockfl.wire import UpdateSubmission, record_header
 
 MAX_BACKOFF = 5.0  # seconds between retries when no miner answers
 
@@ -65,6 +67,7 @@ class DeviceProcess:
         self.recompute = recompute
         self.poll = poll
         self.rule = rule or FedAvg()
+        self.participation = Participation(ledger)
 
     def run(self, rounds: int, stop: threading.Event | None = None) -> None:
         """Take part until the chain has `rounds` blocks (or `stop` is set). When no miner or
@@ -83,6 +86,8 @@ class DeviceProcess:
                     break
                 self.follow(head)
                 round_ = head.round + 1
+                if not self._within_budget():
+                    break
                 trained = self.device.train(round_, self.ledger.domain)
                 for submission in (trained.submission, *trained.copies):
                     self.upload(submission)
@@ -102,6 +107,23 @@ class DeviceProcess:
             backoff, failing_since = self.poll, None
         self.log("finished", round=head.round if head else None)
 
+    def _within_budget(self) -> bool:
+        """With `[privacy]` on: log the epsilon spent so far (charged by this device's updates
+        in committed blocks, as every miner charges it); False, with a log line, once one more
+        update would pass the budget: the device stops before it releases it."""
+        cfg = self.device.privacy
+        if cfg.mode == "off":
+            return True
+        rounds = self.participation.rounds(self.device.address)
+        spent = epsilon(cfg, rounds)
+        if not may_take_part(cfg, rounds):
+            self.log("privacy_budget_exhausted", rounds=rounds, epsilon=spent,
+                     budget=cfg.epsilon_budget, delta=cfg.delta)
+            return False
+        self.log("privacy", rounds=rounds, epsilon=spent, delta=cfg.delta,
+                 budget=cfg.epsilon_budget or None)
+        return True
+
     def _miners_in_random_order(self) -> list[MinerClient]:
         first = self.device.choose_miner(self.miners, self.rng)
         return [first] + [m for m in self.miners if m is not first]
@@ -115,6 +137,7 @@ class DeviceProcess:
             try:
                 for _ in range(catch_up_tries):
                     try:
+                        sent_at = time.time()  # the upload's first byte (latency compare)
                         miner.upload(submission)
                         break
                     except MinerRejected as exc:
@@ -122,6 +145,7 @@ class DeviceProcess:
                             raise
                         time.sleep(self.poll)
                 else:
+                    sent_at = time.time()
                     miner.upload(submission)
             except MinerUnavailable as exc:
                 self.log("miner_down", miner=miner.url, error=str(exc))
@@ -131,7 +155,8 @@ class DeviceProcess:
                          reason=exc.reason, detail=exc.detail)
                 return
             self.log("uploaded", round=record.round, miner=miner.url, samples=record.samples,
-                     compute_time_ms=record.compute_time_ms,
+                     compute_time_ms=record.compute_time_ms, sent_at=sent_at,
+                     upload_bytes=len(submission.payload) + len(record_header(submission.signed)),
                      update_hash=to_hex(record.update_hash))
             return
         raise NoMinerAvailable("no miner accepted the upload connection")

@@ -20,6 +20,7 @@ connections. A client that leaves mid-body is one `client_disconnected` event in
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -176,11 +177,13 @@ def create_app(service: MinerService, max_payload_bytes: int,
             raise Rejection("malformed_record", str(exc)) from None
         async with gate.turn(client_of(request)):
             payload = await read_body(request, max_payload_bytes)
+            received_at = time.time()  # the body's last byte: the upload's end on the link
             verdict = await run_in_threadpool(handler, UpdateSubmission(signed, payload))
         if not verdict.accepted:
             raise Rejection(verdict.reason, verdict.detail)
         service.log("update_accepted", device=signed.device, round=signed.record.round,
-                    via=request.url.path.strip("/"), samples=signed.record.samples)
+                    via=request.url.path.strip("/"), samples=signed.record.samples,
+                    received_at=received_at)
         return {"accepted": True, "round": signed.record.round, "miner": node.address,
                 "status": verdict.reason or "accepted"}
 

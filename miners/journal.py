@@ -3,7 +3,9 @@
 An update is written (and fsynced, WAL with `synchronous=FULL`) before the miner acknowledges
 it, so a miner killed at any moment restarts with every acknowledged update: either it is in a
 committed block or it is still pending for the open round. Committed blocks are kept with their
-updates' tensors so the miner can serve them to peers and devices after a restart. Global
+updates' tensors so the miner can serve them to peers and devices after a restart. The
+candidate the miner attested for each committer in each round is written before its signature
+leaves the miner, so a restarted miner never signs a second one (provable equivocation). Global
 models live next to it in the content-addressed `ModelStore`.
 """
 
@@ -45,6 +47,12 @@ CREATE TABLE IF NOT EXISTS exclusions (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     PRIMARY KEY (round, device)
+);
+CREATE TABLE IF NOT EXISTS attested (
+    round INTEGER NOT NULL,
+    committer TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (round, committer)
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -139,6 +147,17 @@ class MinerJournal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def record_attested(self, round_: int, committer: str, digest: bytes) -> bytes:
+        """Keep `digest` (of a `BlockAttestation`) as the candidate of `committer` attested in
+        `round_` unless one is kept already (durable when this returns); the digest kept."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO attested VALUES (?, ?, ?)",
+                             (round_, committer, digest))
+            (kept,) = self._db.execute(
+                "SELECT digest FROM attested WHERE round = ? AND committer = ?",
+                (round_, committer)).fetchone()
+        return bytes(kept)
 
     def block(self, ref: int | bytes) -> BlockProposal | None:
         """The committed block of a round (int) or with a block hash (bytes), if known."""

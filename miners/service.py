@@ -31,7 +31,9 @@ from blockfl.aggregation import AggregationStrategy, FedAvg
 from blockfl.chain.attestation import Attestation
 from blockfl.chain.blocks import BlockProposal, Head, solve_pow, sort_updates
 from blockfl.chain.ledger import Ledger
+from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
+from blockfl.config import NO_PRIVACY, PrivacyConfig
 from blockfl.events import EventLog
 from blockfl.hashing import to_hex
 from blockfl.miners.attestation import AttestationRefused, Attester, gather
@@ -74,6 +76,7 @@ class MinerService:
         genesis: StateDict | None,
         log: EventLog,
         rule: AggregationStrategy | None = None,
+        privacy: PrivacyConfig = NO_PRIVACY,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -92,11 +95,12 @@ class MinerService:
         self._behind_since: float | None = None
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
-        verifier = Verifier(policy, max_samples=params.max_samples_per_update)
+        verifier = Verifier(policy, max_samples=params.max_samples_per_update, privacy=privacy,
+                            included_rounds=Participation(ledger).rounds)
         self.node = MinerNode(key, ledger, verifier, self.store, rule or FedAvg(), base,
                               journal=self.journal)
         self.node.peers = [HttpPeer(c, log) for c in self.clients]
-        self.attester = Attester(self.node)
+        self.attester = Attester(self.node, self.journal)
         self._window_opened: float | None = None
         restored = self.node.restore(self.journal.updates_of(self.node.round))
         log("started", address=self.node.address, round=self.node.round,
@@ -355,24 +359,27 @@ class MinerService:
             if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
-    def attest(self, proposal: BlockProposal) -> Attestation:
-        """Check another miner's candidate in full (its updates from the journal or peers) and
-        attest it; AttestationRefused names why not."""
+    def attest(self, proposal: BlockProposal, request_signature: bytes) -> Attestation:
+        """Authorize another miner's request (before fetching anything), check its candidate
+        in full (its updates from the journal or peers) and attest it; AttestationRefused names
+        why not."""
+        self.attester.authorize(proposal, request_signature)
         found = self._announcement(proposal)
         if found is None:
             raise AttestationRefused("missing_update", "an update of the candidate is not here")
-        return self.attester.attest(found[0])
+        return self.attester.attest(found[0], request_signature)
 
     def _attestations(self, proposal: BlockProposal, stop: threading.Event
                       ) -> list[Attestation] | None:
         """Ask the peers to attest the candidate until the quorum is reached, backing off and
         logging why while it is not; None when the round is decided meanwhile."""
         needed = self.ledger.required_attesters() - 1  # the committer counts itself
+        signature = self.attester.request(proposal)
         started, delay = time.monotonic(), 0.5
         while not stop.is_set():
             reasons: list[str] = []
-            got = gather([lambda c=c: c.attest(proposal) for c in self.clients], needed,
-                         reasons.append)
+            got = gather([lambda c=c: c.attest(proposal, signature) for c in self.clients],
+                         needed, reasons.append)
             if len(got) >= needed:
                 self.log("attestations", round=proposal.round, attesters=len(got) + 1,
                          seconds=round(time.monotonic() - started, 4))

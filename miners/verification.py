@@ -3,18 +3,24 @@
 Checks run cheapest first, so junk costs little: payload size, round, base model, device,
 sample count, computation time against samples (BlockFL's check), signature, replay, decoding,
 tensor spec (names, shapes, dtypes, finite values), hash of the tensors against the signed
-update hash, and the norm bound. A replay of an earlier round's update carries that round in its
-signed record, so it fails as `wrong_round` (rewriting the round breaks the signature); a second
-update from a device in the same round, or the same update hash again, fails as `replay`.
+update hash, the norm bound, and with `[privacy]` on, the differential-privacy rules
+(`blockfl.privacy.PrivacyRule`: a norm no clipped and noised update reaches, and the device's
+budget, charged by its updates in committed blocks). A replay of an earlier round's update
+carries that round in its signed record, so it fails as `wrong_round` (rewriting the round
+breaks the signature); a second update from a device in the same round, or the same update
+hash again, fails as `replay`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from blockfl.config import ChainConfig, VerificationPolicy
+from blockfl.config import NO_PRIVACY, ChainConfig, PrivacyConfig, VerificationPolicy
+from blockfl.privacy import PrivacyRule
 from blockfl.signing import Domain, SignatureError, SignedUpdate
 from blockfl.tensors import (
     StateDict,
@@ -43,6 +49,8 @@ REASONS = frozenset(
         "non_finite",
         "hash_mismatch",
         "norm_bound",
+        "dp_norm_implausible",
+        "privacy_budget_exhausted",
     }
 )
 
@@ -85,7 +93,9 @@ class Verifier:
     """Verifies submissions against a policy and remembers accepted ones to catch replays.
 
     `max_samples` is the chain's sample cap; `allowed_devices`, when given, the only devices
-    whose updates are accepted.
+    whose updates are accepted; `privacy` the spec's `[privacy]`, and `included_rounds` the
+    number of committed blocks holding a device's update (its budget's charge; required when
+    the privacy section sets a budget).
     """
 
     def __init__(
@@ -95,8 +105,14 @@ class Verifier:
         max_samples: int = ChainConfig.max_samples_per_update,
         allowed_devices: frozenset[str] | None = None,
         memory: int = 100_000,
+        privacy: PrivacyConfig = NO_PRIVACY,
+        included_rounds: Callable[[str], int] | None = None,
     ) -> None:
+        if privacy.epsilon_budget > 0 and included_rounds is None:
+            raise ValueError("a privacy budget is charged by the chain: pass included_rounds")
         self.policy = policy
+        self.privacy = PrivacyRule(privacy)
+        self.included_rounds = included_rounds
         self.max_samples = max_samples
         self.allowed_devices = allowed_devices
         self._memory = memory
@@ -151,6 +167,13 @@ class Verifier:
             raise UpdateRejected("hash_mismatch", "tensors do not hash to the signed update hash")
         if norm > policy.norm_bound:
             raise UpdateRejected("norm_bound", f"L2 norm {norm:.4g} > {policy.norm_bound}")
+        if self.privacy.active:
+            values = sum(math.prod(shape) for shape, dtype in ctx.spec.values()
+                         if "float" in dtype)
+            spent = self.included_rounds(submission.device) if self.included_rounds else 0
+            refusal = self.privacy.refusal(norm, values, spent)
+            if refusal is not None:
+                raise UpdateRejected(*refusal)
         self._remember((round_, raw_device), update_hash, signed)
         return VerifiedUpdate(signed, delta, size)
 

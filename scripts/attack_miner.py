@@ -2,7 +2,10 @@
 
 Every case of issue 13 in turn: JSON nested 100,000 deep at each entry point, broken HTTP,
 slow heads and bodies, a client that leaves mid-body, 300 slow connections and 1,000
-concurrent uploads from one address. The attacks come from one loopback address (`--attacker`,
+concurrent uploads from one address; then issue 18's forged attestation requests, each sent
+right after a new head (an outsider's candidate, one in the attacked miner's name, one without
+the committer's signature), each followed by a check that the chain still commits. The
+attacks come from one loopback address (`--attacker`,
 default 127.0.0.2); after each case (during it, for the floods) an honest device on another
 address (`--honest`, 127.0.0.3) checks `/health` and uploads a real signed update. Every loop is
 bounded (counts and timeouts). The table: case, HTTP status, JSON error, whether the miner
@@ -24,20 +27,31 @@ import argparse
 import asyncio
 import resource
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 
 from blockfl import hostile
+from blockfl.chain.attestation import sign_request
+from blockfl.chain.blocks import BlockProposal, solve_pow
 from blockfl.chain.deployment import Deployment
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.config import load_config
 from blockfl.devices.device import Device
+from blockfl.hashing import keccak
 from blockfl.keys import derived_key
+from blockfl.signing import SignedUpdate, UpdateRecord, address_of, sign_update
 from blockfl.sim.setup import build_experiment
-from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE
+from blockfl.wire import (
+    RECORD_HEADER,
+    REQUEST_SIGNATURE_HEADER,
+    TENSOR_MEDIA_TYPE,
+    proposal_to_dict,
+)
 
 Attack = Callable[[], Awaitable[hostile.Tally | hostile.Reply]]
 
@@ -49,7 +63,8 @@ class Honest:
         config = load_config(args.config)
         self.experiment = build_experiment(config)
         self.config = config
-        self.domain = Deployment.read(args.deployment).ledger(args.rpc_url).domain
+        self.ledger = Deployment.read(args.deployment).ledger(args.rpc_url)
+        self.domain = self.ledger.domain
         transport = httpx.HTTPTransport(local_address=source)
         self.http = httpx.Client(base_url=url, transport=transport, timeout=30)
         self.miner = MinerClient(url, http=self.http)
@@ -126,6 +141,65 @@ def cases(host: str, port: int, attacker: str, upload: dict[str, str]) -> dict[s
     }
 
 
+def forged_attestation_rows(honest: Honest, url: str, attacker: str, rounds: int = 2,
+                            timeout: float = 120.0) -> tuple[list[tuple[str, ...]], bool]:
+    """Issue 18 (1): an outsider asks the miner to attest candidates right after a new head
+    (before the fix it signed one and the round's committer waited for a quorum for good).
+    Each request must be refused before any signature and the chain must commit `rounds` more
+    blocks within `timeout` seconds. The rows, and whether every case held."""
+    outsider = derived_key("attack-outsider", 0)
+    params = honest.ledger.params()
+    http = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address=attacker),
+                        timeout=30)
+
+    def candidate(miner: str) -> BlockProposal:
+        """One junk update of 1 sample from a fresh key on the current head, solved (if a nonce
+        is found within 2^20 hashes) for `miner`'s header."""
+        head = honest.ledger.head()
+        record = UpdateRecord(address_of(outsider), head.round + 1, head.global_model_hash,
+                              keccak(b"junk %d" % head.round), 1, 1)
+        update = SignedUpdate(record, sign_update(outsider, record, honest.domain))
+        proposal = BlockProposal(head.block_hash, head.round + 1, keccak(b"junk model"),
+                                 (update,), miner)
+        found = solve_pow(proposal.header(honest.domain, params.mode), params.target,
+                          max_attempts=2**20)
+        return proposal if found is None else replace(proposal, nonce=found.nonce)
+
+    def signed(proposal: BlockProposal) -> dict[str, str]:
+        block = honest.ledger.attested_block(proposal)
+        signature = sign_request(outsider, block, proposal.nonce, honest.domain)
+        return {REQUEST_SIGNATURE_HEADER: "0x" + signature.hex()}
+
+    victim = honest.miner.info()["address"]
+    requests = [("forged attestation: an outsider's candidate", address_of(outsider), True),
+                ("forged attestation: in the miner's name", victim, True),
+                ("forged attestation: no committer signature", victim, False)]
+    rows, ok = [], True
+    for name, committer, sign in requests:
+        start = honest.ledger.head().round
+        deadline = time.monotonic() + timeout
+        while honest.ledger.head().round == start and time.monotonic() < deadline:
+            time.sleep(0.05)  # right after a new head, as the reported attack did
+        proposal = candidate(committer)
+        headers = signed(proposal) if sign else {}
+        try:
+            answer = http.post("/attestations", json=proposal_to_dict(proposal), headers=headers)
+            status, error = str(answer.status_code), answer.json().get("error", "")
+        except (httpx.HTTPError, ValueError) as exc:
+            status, error = "-", type(exc).__name__
+        wanted = honest.ledger.head().round + rounds
+        while honest.ledger.head().round < wanted and time.monotonic() < deadline + timeout:
+            time.sleep(0.2)
+        moved = honest.ledger.head().round - proposal.round + 1
+        serving, landed = honest.probe()
+        committing = moved >= rounds
+        ok &= status == "403" and serving and committing
+        rows.append((name, status, error, "yes" if serving else "NO",
+                     f"{landed}; chain +{moved} rounds" + ("" if committing else " (STALLED)")))
+        print(f"  {name}: {status} {error}, chain +{moved}", file=sys.stderr)
+    return rows, ok
+
+
 def describe(outcome: hostile.Tally | hostile.Reply) -> tuple[str, str]:
     """(status, error) columns of a case."""
     if isinstance(outcome, hostile.Reply):
@@ -176,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         ok &= serving and landed == "yes" and "not_json" not in error and "not HTTP" not in error
         rows.append((name, status, error, "yes" if serving else "NO", landed))
         print(f"  {name}: {status} {error}", file=sys.stderr)
+    forged, held = forged_attestation_rows(honest, args.miner, args.attacker)
+    rows += forged
+    ok &= held
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for i, row in enumerate(rows):
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -141,7 +141,7 @@ def test_a_peer_rejects_a_block_whose_selection_is_not_the_rules(tmp_path):
     forged = replace(forged, nonce=nonce)
     # with a quorum, the honest miner would not have attested it
     with pytest.raises(AttestationRefused, match="other updates than rule 'multi_krum'"):
-        sim.attesters[0].attest(cheat.announcement(forged))
+        sim.attesters[0].attest(cheat.announcement(forged), sim.attesters[1].request(forged))
     assert cheat.commit(forged) is not None  # the chain cannot see the selection
     with pytest.raises(InvalidBlock, match="other updates than rule 'multi_krum'"):
         honest_miner.receive_block(cheat.announcement(forged))

@@ -8,12 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from blockfl.chain.node import free_port, start_anvil, stop_pid
+from blockfl.contracts import find_node_modules
 from blockfl.events import role_logs
-from blockfl.explorer.app import chart_library, create_app
+from blockfl.explorer.app import CHART_JS, create_app
 from blockfl.explorer.reader import EXCLUDED_EVENT, Explorer
 from blockfl.hashing import to_hex
 from blockfl.round_phases import forks_per_round, round_table
 from tests.test_inspect import BLOCK_MINER, MINERS, PARAMS, SAMPLES, deploy
+from tests.test_packaging import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +89,26 @@ def test_json_twins_show_the_chain(chain, tmp_path):
         assert client.get("/static/../app.py").status_code == 404
 
 
-def test_chart_library_is_served_locally():
-    path = chart_library()
-    assert path is not None, "npm ci installs chart.js"
-    assert b"Chart" in path.read_bytes()[:4096]
+def test_chart_library_is_the_pinned_npm_package_and_ships_with_its_licence():
+    # the package's copy, which a wheel carries (tests/test_packaging.py), is the npm package's
+    node_modules = find_node_modules()
+    if node_modules is None:
+        pytest.skip("npm ci installs chart.js")
+    npm = node_modules / "chart.js"
+    version = json.loads((ROOT / "package.json").read_text())["dependencies"]["chart.js"]
+    assert json.loads((npm / "package.json").read_text())["version"] == version
+    assert CHART_JS.read_bytes() == (npm / "dist" / "chart.umd.min.js").read_bytes()
+    licence = CHART_JS.parent / "chart.js-LICENSE.md"
+    assert licence.read_bytes() == (npm / "LICENSE.md").read_bytes()
+
+
+def test_the_app_serves_the_packaged_chart_library(chain, tmp_path, monkeypatch):
+    # no node_modules anywhere, as in a wheel installed elsewhere
+    monkeypatch.setenv("BLOCKFL_NODE_MODULES", str(tmp_path / "none"))
+    with TestClient(create_app(Explorer(chain.ledger))) as client:
+        reply = client.get("/static/vendor/chart.js")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/javascript")
+    assert reply.content == CHART_JS.read_bytes() and b"Chart.js v" in reply.content[:200]
 
 
 def test_a_stopped_node_keeps_the_last_snapshot_and_says_why(tmp_path):

@@ -34,6 +34,11 @@ TINY = LatencyParams(
     h=10.0,
 )
 
+REVIEW = LatencyParams(  # the independent review's parameter set
+    n_devices=50, n_miners=7, snr_up_db=5.0, snr_dn_db=5.0, snr_m_db=5.0, h=1e4, delta_m=5e5,
+    w_up=1e6, w_dn=1e6, w_m=1e6, f_c=1e9, delta_d=1e4, samples=300.0, t_wait=0.5,
+)
+
 
 def total_at(p: LatencyParams, lam: float) -> float:
     return model.expected_latency(dataclasses.replace(p, lambda_=lam)).total
@@ -219,3 +224,35 @@ def test_lambda_star_of_huge_blocks_is_finite_and_positive():
     assert 0 < star < math.inf
     assert model.numeric_optimal_lambda(p) == pytest.approx(star, rel=1e-5)
     assert math.isfinite(model.optimal_latency(p))
+
+
+@pytest.mark.parametrize("snr_db", [-150.0, -155.0, -300.0])
+def test_link_rate_keeps_full_precision_at_low_snr(snr_db):
+    snr = 10.0 ** (snr_db / 10.0)  # log2(1 + x) = x / ln 2 to within x / 2 relative
+    exact = 1e6 * snr / math.log(2.0)
+    assert model.link_rate(1e6, snr_db) == pytest.approx(exact, rel=1e-12, abs=0)
+
+
+def test_minus_300_db_links_give_finite_terms_and_log_latency():
+    p = dataclasses.replace(REVIEW, snr_up_db=-300.0, snr_dn_db=-300.0, snr_m_db=-300.0)
+    rate = 1e6 * 1e-30 / math.log(2.0)
+    assert model.t_bp(p) == pytest.approx(model.block_bits(p) / rate, rel=1e-12)  # 1.7e31 s
+    assert model.t_up(p) == pytest.approx(5e5 / rate, rel=1e-12)
+    assert model.expected_latency(p).total == math.inf  # e^(0.1 × 6 × 1.7e31) attempts
+    log_forks = p.lambda_ * model.fork_exponent(p)
+    assert model.log_expected_latency(p) == pytest.approx(log_forks, rel=1e-12)
+
+
+def test_alike_devices_cost_no_memory_per_device():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        p = dataclasses.replace(REVIEW, n_devices=10**11)  # was a 93 GiB allocation
+        result, star = model.expected_latency(p), model.optimal_lambda(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert result.t_global == pytest.approx(5e5 * 1e11 / 1e9) and 0 < star < math.inf
+    assert LatencyParams(n_devices=1e11).n_devices == 10**11  # TOML's 1e11 is a float

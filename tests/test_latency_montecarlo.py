@@ -10,6 +10,7 @@ from scipy import stats
 from blockfl.latency import model
 from blockfl.latency.model import BRACKET_TERMS, TERMS, LatencyParams
 from blockfl.latency.montecarlo import Estimate, neg_log_p_fork, simulate, simulate_mining
+from tests.test_latency_model import REVIEW
 
 ROUNDS = 100_000
 LAMBDA_FACTORS = (0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.5, 4.0)  # multiples of lambda*
@@ -130,3 +131,30 @@ def test_confidence_interval():
 def test_rejects_non_positive_rounds():
     with pytest.raises(ValueError):
         simulate(LatencyParams(), 0)
+
+
+def test_infinite_latency_is_inf_never_nan_at_quorum_one():
+    p = dataclasses.replace(REVIEW, lambda_=100.0)  # E[T] = 1e3169 s, T_att = 0
+    summary = simulate(p, 1000, seed=0).summary()
+    assert summary.total.mean == math.inf and summary.terms["att"].mean == 0.0
+    assert not any(math.isnan(est.mean) for est in summary.terms.values())
+    assert not summary.total.defined and summary.total.undefined == "the mean is infinite"
+    contributions = model.expected_latency(dataclasses.replace(p, lambda_=1e308)).contributions()
+    assert contributions["att"] == 0.0 and contributions["bg"] == math.inf
+    assert not any(math.isnan(v) for v in contributions.values())
+
+
+def test_confidence_interval_where_the_variance_overflows_a_float():
+    p = dataclasses.replace(REVIEW, lambda_=5.62)  # E[T] = 2.4e179 s: its square overflows
+    total = simulate(p, 20_000, seed=3).summary().total
+    assert 0 < total.low < total.mean < total.high < math.inf and total.defined
+    assert total.low <= model.expected_latency(p).total <= total.high
+
+
+def test_undefined_confidence_intervals_say_why():
+    assert Estimate.of(np.array([2.0])).undefined == "a single sample"
+    assert Estimate.of(np.array([1.0, math.inf])).mean == math.inf
+    assert Estimate.of(np.array([1e308, 1.7e308, 1e300])).mean == pytest.approx(9e307)
+    wide = Estimate.of(np.array([-1.7e308, 1.7e308]))  # half-width 0.98 × 3.4e308
+    assert wide.mean == 0.0 and wide.undefined == "the interval is past float range"
+    assert math.isnan(wide.low) and math.isnan(wide.high)

@@ -2,17 +2,27 @@
 
 import argparse
 import csv
+import dataclasses
 import json
 
+import matplotlib.image
 import numpy as np
 import pytest
 
 from blockfl.latency import model
 from blockfl.latency.cli import parse_override, register
 from blockfl.latency.model import LatencyParams
-from blockfl.latency.sweep import apply_param, optimum_curve, run_sweep
+from blockfl.latency.sweep import apply_param, optimum_curve, run_sweep, sweep, sweep_figure
+from tests.test_latency_model import REVIEW
 
 PNG_MAGIC = b"\x89PNG"
+CURVE_RGB = np.array([0x1F, 0x77, 0xB4]) / 255  # the analytic curve's colour (C0)
+
+
+def curve_pixels(png):
+    """Pixels of the analytic curve's colour in a PNG (its legend sample alone is ~130)."""
+    rgb = matplotlib.image.imread(png)[..., :3]
+    return int((np.abs(rgb - CURVE_RGB).max(axis=2) < 0.1).sum())
 
 
 def read_csv(path):
@@ -33,6 +43,35 @@ def test_lambda_sweep_writes_csv_and_png(tmp_path):
         assert float(r["mc_ci_low"]) < float(r["mc_mean"]) < float(r["mc_ci_high"])
         assert float(r["lambda_star"]) == pytest.approx(model.optimal_lambda(p))
     assert (tmp_path / "latency_vs_lambda.png").read_bytes()[:4] == PNG_MAGIC
+
+
+@pytest.mark.parametrize(
+    ("p", "values"),
+    [
+        (REVIEW, np.geomspace(0.001, 100, 9).tolist()),  # E[T] past float range: was blank
+        (REVIEW, [0.001, 9.0]),  # E[T] = 3e286 s: matplotlib's log axis raised OverflowError
+        (LatencyParams(), [0.01, 252.0]),
+        (LatencyParams(), [0.05, 0.1, 0.2]),
+    ],
+)
+def test_lambda_sweep_png_shows_the_curve(tmp_path, p, values):
+    run_sweep(p, "lambda", values, tmp_path, rounds=500, seed=1)
+    assert curve_pixels(tmp_path / "latency_vs_lambda.png") > 600
+
+
+def test_latency_past_float_range_is_plotted_in_log10_with_infinite_points_marked():
+    values = np.geomspace(0.001, 100, 9).tolist()
+    fig = sweep_figure(sweep(REVIEW, "lambda", values, rounds=500, seed=1), "lambda", REVIEW)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    curve = np.asarray(lines["analytic E[T]"].get_ydata())
+    low, high = ax.get_ylim()
+    assert np.isfinite(curve).all() and low <= curve.min() and curve.max() <= high
+    assert curve.max() == pytest.approx(
+        model.log_expected_latency(apply_param(REVIEW, "lambda", 100)) / np.log(10))
+    assert "log" in ax.get_ylabel()
+    marked = lines["Monte Carlo mean = ∞ (past float range)"]
+    assert list(marked.get_xdata()) == values[-2:]  # λ = 23.7 and 100: E[T] ≈ 1e730, 1e3169
 
 
 def test_snr_sweep_adds_lambda_star_curve(tmp_path):
@@ -215,3 +254,44 @@ def test_analyze_reads_an_experiment_config(parser, capsys, tmp_path):
     config.write_text("[nosuch]\nx = 1\n")
     assert run(parser, ["latency", "analyze", "--experiment", str(config)]) == 2
     assert "unknown section [nosuch]" in capsys.readouterr().err
+
+
+def strict_json(text):
+    """Parse JSON as a strict reader would: no NaN or Infinity."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+
+def review_config(tmp_path):
+    path = tmp_path / "review.toml"
+    path.write_text("".join(f"{k} = {v!r}\n" for k, v in dataclasses.asdict(REVIEW).items()
+                            if v is not None))
+    return ["--config", str(path)]
+
+
+def test_analyze_where_every_bracket_term_is_infinite_has_no_nan(parser, capsys, tmp_path):
+    argv = ["latency", "analyze", *review_config(tmp_path), "--set", "lambda=1e308"]
+    assert run(parser, argv) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "E[T] overflows a float" in out
+    assert run(parser, [*argv, "--json"]) == 0
+    payload = strict_json(capsys.readouterr().out)
+    assert payload["terms"]["att"]["expected"] == 0.0
+    assert payload["terms"]["bg"]["expected"] is None  # inf: 1.4e-309 s × e^(1e308 × 73)
+
+
+def test_sweep_says_where_the_confidence_interval_is_undefined(parser, capsys, tmp_path):
+    argv = ["latency", "sweep", "--param", "lambda", "--values", "0.01", "100", "--rounds", "500",
+            *review_config(tmp_path), "--out", str(tmp_path)]
+    assert run(parser, argv) == 0
+    table_out = capsys.readouterr().out
+    assert "undefined: the mean is infinite" in table_out and "nan" not in table_out
+    rows = read_csv(tmp_path / "latency_vs_lambda.csv")
+    assert rows[0]["mc_ci_undefined"] == "" and float(rows[0]["mc_ci_low"]) > 0
+    assert rows[1]["mc_mean"] == "inf" and rows[1]["mc_ci_low"] == rows[1]["mc_ci_high"] == ""
+    assert rows[1]["mc_ci_undefined"] == "the mean is infinite"
+    assert run(parser, [*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    payload = strict_json(captured.out)
+    assert payload[1]["mc_mean"] is None and payload[1]["mc_ci_low"] is None
+    assert payload[1]["mc_ci_undefined"] == "the mean is infinite"
+    assert "wrote" in captured.err

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import statistics
 from dataclasses import replace
 
 import pytest
@@ -11,11 +12,13 @@ import torch
 from blockfl.cli import main
 from blockfl.config import Config, MalfunctionConfig, NetworkConfig, RunConfig
 from blockfl.latency import model
+from blockfl.latency.model import LatencyParams
 from blockfl.malfunction.corruption import CORRUPTIONS
-from blockfl.malfunction.experiment import run_malfunction
+from blockfl.malfunction.experiment import MalfunctionResults, run_malfunction
 from blockfl.malfunction.handouts import SYSTEMS
 from blockfl.malfunction.outputs import write_outputs
-from blockfl.malfunction.time_to_accuracy import summarize, times_to_target
+from blockfl.malfunction.plots import time_to_target_figure
+from blockfl.malfunction.time_to_accuracy import TimeToTarget, summarize, times_to_target
 from blockfl.malfunction.timing import vanilla_latency
 from blockfl.sim.setup import build_experiment
 from blockfl.tensors import tensor_hash
@@ -173,9 +176,9 @@ def test_time_to_target_over_seeds_has_a_confidence_interval():
     for s in summaries:
         times = [t.latency for t in times_to_target(results) if t.system == s.system]
         assert s.seeds == 3 and s.reached == sum(math.isfinite(t) for t in times)
+        assert s.time.value == statistics.median(times)
         if s.reached == 3:
-            assert s.mean == pytest.approx(sum(times) / 3)
-            assert min(times) <= s.mean - s.half_width or s.half_width > 0
+            assert 0 < min(times) <= s.time.low <= s.time.value <= s.time.high <= max(times)
 
 
 def test_cli_prints_tables_and_writes_figures(tmp_path, capsys):
@@ -198,3 +201,72 @@ def test_a_shortcut_never_silently_overrides_an_explicit_flag(tmp_path, capsys):
     assert "network.miners is set twice" in capsys.readouterr().err
     assert main(["malfunction", "--set", "malfunction.p=1.5", "--out", str(tmp_path)]) == 2
     assert "probabilities must lie in [0, 1)" in capsys.readouterr().err
+
+
+# Five seeds of each system at p = 0 and 0.8, as the review found them: at p = 0.8 the
+# unverified system reaches the target in one seed of five, verified BlockFL in all five, each
+# seed exactly twice as slowly as at p = 0; times are positive and spread over a decade.
+SEEDS = range(5)
+BASE = [2.7, 5.2, 6.0, 7.1, 30.0]
+SYNTHETIC = {
+    ("vanilla", 0.0): [0.2, 0.38, 0.4, 0.45, 0.48],
+    ("vanilla", 0.8): [0.4, 0.5, 0.7, 0.9, math.inf],
+    ("blockfl-unverified", 0.0): BASE,
+    ("blockfl-unverified", 0.8): [8.16] + [math.inf] * 4,
+    ("blockfl", 0.0): BASE,
+    ("blockfl", 0.8): [2 * t for t in BASE],
+}
+
+
+def synthetic_times():
+    return [TimeToTarget(system, p, seed, None if math.isinf(t) else 5, t, 70.0)
+            for (system, p), values in SYNTHETIC.items() for seed, t in zip(SEEDS, values,
+                                                                            strict=True)]
+
+
+def synthetic_summary():
+    return {(s.system, s.p): s for s in summarize(synthetic_times())}
+
+
+def test_a_time_most_seeds_never_reach_is_infinite_not_the_mean_of_the_one_that_did():
+    unverified = synthetic_summary()[("blockfl-unverified", 0.8)]
+    assert unverified.reached == 1 and unverified.seeds == 5
+    assert unverified.time.value == math.inf and unverified.time.high == math.inf
+    vanilla = synthetic_summary()[("vanilla", 0.8)]
+    assert vanilla.reached == 4 and vanilla.time.value == 0.7  # the median of all five seeds
+
+
+def test_intervals_on_few_positive_seeds_stay_positive_and_are_seeded():
+    summary = synthetic_summary()
+    for s in summary.values():
+        assert 0 < s.time.low <= s.time.value <= s.time.high
+    blockfl = summary[("blockfl", 0.0)].time
+    assert BASE[0] <= blockfl.low < blockfl.high <= BASE[-1]
+    assert synthetic_summary() == summary  # a seeded bootstrap: the same intervals
+
+
+def test_the_cost_of_malfunction_is_a_paired_ratio_with_its_interval():
+    blockfl = synthetic_summary()[("blockfl", 0.8)]
+    assert blockfl.pairs == 5 and blockfl.ratio.value == pytest.approx(2.0)
+    assert blockfl.ratio.low == pytest.approx(2.0) and blockfl.ratio.high == pytest.approx(2.0)
+    unverified = synthetic_summary()[("blockfl-unverified", 0.8)]
+    assert unverified.ratio.value == math.inf  # four seeds never reach it at p = 0.8
+    assert math.isnan(synthetic_summary()[("blockfl", 0.0)].ratio.value)  # the baseline itself
+
+
+def test_time_to_target_figure_shows_the_fraction_reached_and_survival_curves():
+    config = replace(CONFIG, malfunction=MalfunctionConfig(p=0.8, sweep_p=(0.0,), seeds=5))
+    results = MalfunctionResults(config, [], {seed: LatencyParams() for seed in SEEDS},
+                                 "classification")
+    times = synthetic_times()
+    fig = time_to_target_figure(results, summarize(times), times)
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    labels = sorted(text.get_text() for text in axes["time"].texts if "/" in text.get_text())
+    assert labels == sorted(["5/5"] * 4 + ["4/5", "1/5"])  # on every point
+    curves = {line.get_label(): line for line in axes["p1"].lines}  # p = 0.8
+    assert list(curves["blockfl-unverified"].get_ydata())[-1] == pytest.approx(0.2)
+    assert list(curves["blockfl"].get_ydata())[-1] == 1.0
+    ceiling = axes["time"].lines[-1].get_ydata()[0]  # the dashed ∞ line
+    points = {bars.get_label(): bars.lines[0] for bars in axes["time"].containers}
+    assert list(points["blockfl-unverified"].get_ydata())[-1] == ceiling  # not one at 8.16 s
+    assert "ratio" in axes

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from blockfl.chain.deployment import Deployment
-from blockfl.chain.node import find_anvil, free_port, stop_pid
+from blockfl.chain.node import ANVIL_MISSING, find_anvil, free_port, stop_pid
 from blockfl.cli import build_parser, main
 from blockfl.keys import parse_key
 
@@ -256,6 +256,20 @@ def test_network_up_ports_are_checked_before_anything_starts(tmp_path, capsys, m
             assert not (tmp_path / "runs").exists()
 
 
+def test_network_up_without_anvil_names_what_to_install(tmp_path, capsys, monkeypatch):
+    # as from a wheel: no node_modules, no anvil on PATH
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BLOCKFL_NODE_MODULES", str(tmp_path / "no_node_modules"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("BLOCKFL_ANVIL", raising=False)
+    for argv in (("network", "up"), ("chain", "up", "--state-dir", str(tmp_path / "state"))):
+        code, _, err = blockfl(capsys, *argv)
+        assert code == 2
+        assert err.strip() == "blockfl: error: " + ANVIL_MISSING
+        assert "npm install @foundry-rs/anvil-linux-amd64" in err and "PATH" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_servers_on_every_interface_are_reached_on_loopback():
     from blockfl.chain.node import reach_host
     from blockfl.launcher import certificate_names
@@ -264,3 +278,13 @@ def test_servers_on_every_interface_are_reached_on_loopback():
     assert reach_host("10.1.2.3") == "10.1.2.3"
     assert certificate_names("10.1.2.3") == ["10.1.2.3"]
     assert certificate_names("0.0.0.0") == [socket.gethostname()]
+
+
+def test_a_quorum_above_the_miners_is_one_line(capsys, tmp_path):
+    """A contract rejection at deployment (here `QuorumUnreachable`) is no traceback."""
+    code, _, err = blockfl(capsys, "simulate", "--rounds", "1", "--set", "chain.quorum=5",
+                           "--run-out-dir", str(tmp_path))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "blockfl: error: QuorumUnreachable(quorum=5, miners=3): a fixed quorum cannot exceed "
+        "the registered miners; register more miners or lower chain.quorum (0 = a majority)"]

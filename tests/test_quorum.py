@@ -7,12 +7,20 @@ from dataclasses import replace
 
 import pytest
 
-from blockfl.chain.attestation import Attestation, attest
+from blockfl.chain.attestation import Attestation, AttestedBlock, attest
+from blockfl.chain.blocks import BlockHeader, BlockProposal, solve_pow
 from blockfl.chain.errors import BlockRejected
 from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, fund
 from blockfl.chain.ledger import Ledger
 from blockfl.chain.local import MAX_MINERS, LocalLedger
-from blockfl.chain.merkle import MerkleTree, block_claims, leaf_hash, verify
+from blockfl.chain.merkle import (
+    MerkleClaim,
+    MerkleTree,
+    block_claims,
+    committed_root,
+    leaf_hash,
+    verify,
+)
 from blockfl.hashing import keccak
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of
 from tests.conftest import GENESIS, MINER_KEYS, MINERS, default_params, key
@@ -93,6 +101,11 @@ def test_equivocation_removes_the_miner(make_ledger):
     other = attest(MINER_KEYS[1], replace(statement, global_model_hash=keccak(b"x")),
                    ledger.domain)
     assert rejected(ledger.report_equivocation, DEV_DEPLOYER_KEY, a, other).error == \
+        "NotEquivocation"
+    # candidates of two committers are no equivocation: one block of a round lands, and a
+    # committer that withholds its attested block must not stall the others
+    for_another = attest(MINER_KEYS[2], replace(statement, committer=MINERS[1]), ledger.domain)
+    assert rejected(ledger.report_equivocation, DEV_DEPLOYER_KEY, a, for_another).error == \
         "NotEquivocation"
     assert ledger.report_equivocation(DEV_DEPLOYER_KEY, a, b) == MINERS[2]
     assert not ledger.is_miner(MINERS[2])
@@ -317,7 +330,8 @@ def test_a_merkle_block_of_1000_updates_costs_what_one_update_costs(make_ledger)
 def test_attestations_and_claims_stay_within_their_gas_targets():
     """Issue 10's targets on the embedded EVM: a merkle block after the first costs at most 150k
     gas plus 5k per attesting miner besides the committer, and a claim with a 14-hash proof
-    (a block of 10,000) at most 60k for a device that already holds tokens."""
+    (a block of 10,000) at most 60k for a device that already holds tokens (leaves 0-191 of a
+    block; later ones 66k)."""
     from blockfl.chain.evm import embedded_web3, send
 
     for quorum in (1, 2, 3):
@@ -347,3 +361,130 @@ def test_attestations_and_claims_stay_within_their_gas_targets():
     gas = ledger.claim(OUTSIDER, 1, [holder])
     assert gas <= 60_000, gas
     assert ledger.balance_of(holder.record.device) == 1 + 10 * params.reward_per_sample
+    # past leaf 191 a claim also rewrites the round's first word (its claimed samples)
+    far = claims[301]
+    send(ledger.w3, MINER_KEYS[0], ledger.contract.functions.transfer(far.record.device, 1), {})
+    ledger.claim(OUTSIDER, 1, [claims[300]])
+    gas = ledger.claim(OUTSIDER, 1, [far])
+    assert gas <= 66_000, gas
+    assert ledger.claimed_samples(1) == 40
+
+
+def test_an_attestation_counts_only_for_the_committer_it_names(make_ledger):
+    """Issue 18 (5): another miner cannot re-mine an attested candidate and commit it."""
+    ledger = make_ledger(default_params(quorum=2), MINERS)
+    updates = honest_updates(ledger)
+    proposal = block(ledger, updates, miner=1)
+    given = attestations(ledger, proposal, [2])
+    assert given[0].block.committer == MINERS[1]
+    taken = block(ledger, updates, miner=0)  # the same candidate, its own nonce
+    before = snapshot(ledger)
+    error = rejected(ledger.commit_block, MINER_KEYS[0], taken, given)
+    assert error.error == "AttesterNotMiner" and error.details["signer"] != MINERS[2]
+    assert snapshot(ledger) == before
+    ledger.commit_block(MINER_KEYS[1], proposal, given)
+    assert ledger.get_block(1).miner == MINERS[1]
+    assert ledger.balance_of(MINERS[1]) == ledger.params().mining_reward
+
+
+def test_a_quorum_above_the_miners_is_refused_and_removals_keep_it_reachable(make_ledger):
+    """Issue 18 (4): a fixed quorum of more miners than are registered is refused at deployment;
+    after an equivocation removal it asks for every miner left, not for a quorum that no
+    longer exists, and it is the quorum again once a miner is added."""
+    for quorum, miners in ((4, MINERS), (3, [MINERS[0], MINERS[0], MINERS[1]])):
+        error = rejected(make_ledger, default_params(quorum=quorum), miners)
+        assert (error.error, error.details) == (
+            "QuorumUnreachable", {"quorum": quorum, "miners": len(set(miners))})
+    ledger = make_ledger(default_params(quorum=3), MINERS)
+    assert ledger.required_attesters() == 3
+    proposal = block(ledger, honest_updates(ledger))
+    statement = ledger.attested_block(proposal)
+    other = replace(statement, global_model_hash=keccak(b"another model"))
+    ledger.report_equivocation(DEV_DEPLOYER_KEY, attest(MINER_KEYS[2], statement, ledger.domain),
+                               attest(MINER_KEYS[2], other, ledger.domain))
+    assert ledger.required_attesters() == 2  # before: QuorumNotReached(2, 3) for good
+    ledger.commit_block(MINER_KEYS[0], proposal, attestations(ledger, proposal, [1]))
+    assert ledger.head().round == 1
+    ledger.add_miner(address_of(OUTSIDER))
+    assert ledger.required_attesters() == 3
+
+
+def merkle_commit(ledger: Ledger, leaves: list[tuple[int, UpdateRecord]], count: int,
+                  total: int, attesters: list[int]) -> list[MerkleClaim]:
+    """Miner 0 commits round 1 as a Merkle root over `leaves` (index, record) with the header's
+    `count` and `total`, attested by `attesters`; the claims of every leaf."""
+    tree = MerkleTree([leaf_hash(i, r) for i, r in leaves])
+    summary = (tree.root, count, total)
+    head, params = ledger.head(), ledger.params()
+    header = BlockHeader(head.block_hash, 1, keccak(b"model 1"), committed_root(*summary),
+                         MINERS[0])
+    nonce = solve_pow(header, params.target).nonce
+    proposal = BlockProposal(head.block_hash, 1, header.global_model_hash, (), MINERS[0], nonce)
+    statement = AttestedBlock(1, head.block_hash, header.updates_root, header.global_model_hash,
+                              params.protocol_spec_hash, MINERS[0])
+    ledger.commit_root(MINER_KEYS[0], proposal, summary,
+                       [attest(MINER_KEYS[i], statement, ledger.domain) for i in attesters])
+    return [MerkleClaim(i, r, tuple(tree.proof(p))) for p, (i, r) in enumerate(leaves)]
+
+
+def test_a_colluding_quorum_mints_no_more_in_merkle_mode_than_in_direct_mode(make_ledger):
+    """Issue 18 (2): every miner signs a root whose records break direct mode's bounds, and
+    whose header understates the count and total; each such claim is refused by name and
+    changes nothing, and the round pays at most its committed total."""
+    cap = 1000
+    ledger = make_ledger(default_params(mode="merkle", quorum=3, device_allow_list=True,
+                                        max_samples_per_update=cap), MINERS)
+    devices = [address_of(k) for k in DEVICE_KEYS]
+    for device in devices[:3]:
+        ledger.set_device_allowed(device, True)
+
+    def record(device: int, samples: int) -> UpdateRecord:
+        return UpdateRecord(devices[device], 1, GENESIS, keccak(b"%d %d" % (device, samples)),
+                            samples, 5)
+
+    leaves = [(0, record(0, cap + 1)), (1, record(1, 0)), (2, record(3, 10)),
+              (3, record(2, 100)), (4, record(1, 50)), (7, record(0, 10))]
+    claims = merkle_commit(ledger, leaves, count=5, total=120, attesters=[1, 2])
+    if isinstance(ledger, EvmLedger):
+        fund(ledger.w3, [address_of(OUTSIDER)])
+    over_cap, zero, unlisted, fair, over_total, out_of_range = claims
+    cases = [
+        (over_cap, "SampleCountOutOfRange", {"index": 0, "samples": cap + 1, "cap": cap}),
+        (zero, "SampleCountOutOfRange", {"index": 1, "samples": 0, "cap": cap}),
+        (unlisted, "DeviceNotAllowed", {"index": 2, "device": devices[3]}),
+        (out_of_range, "ClaimIndexOutOfRange", {"round": 1, "index": 7, "numUpdates": 5}),
+    ]
+
+    def state() -> tuple:
+        return snapshot(ledger), ledger.claimed_samples(1), [
+            ledger.is_claimed(1, c.index) for c in claims]
+
+    before = state()
+    for claim, error, details in cases:
+        for batch in ([claim], [fair, claim]):  # alone, and after a good claim of the batch
+            got = rejected(ledger.claim, OUTSIDER, 1, batch)
+            assert (got.error, got.details) == (error, details)
+            assert state() == before
+    ledger.claim(OUTSIDER, 1, [fair])
+    assert ledger.claimed_samples(1) == 100
+    assert ledger.is_claimed(1, 3) and not ledger.is_claimed(1, 2**256 - 1)
+    assert ledger.balance_of(devices[2]) == 100 * 10**15
+    paid = state()
+    got = rejected(ledger.claim, OUTSIDER, 1, [over_total])
+    assert (got.error, got.details) == (
+        "ClaimExceedsTotal", {"round": 1, "claimedSamples": 150, "totalSamples": 120})
+    assert state() == paid
+
+
+def test_claim_on_a_direct_deployment_is_a_wrong_mode(make_ledger):
+    """Issue 18 (6): not an `InvalidProof` that holds only because of hash lengths."""
+    ledger = make_ledger(default_params(), MINERS)
+    proposal = block(ledger, honest_updates(ledger))
+    ledger.commit_block(MINER_KEYS[0], proposal)
+    if isinstance(ledger, EvmLedger):
+        fund(ledger.w3, [address_of(OUTSIDER)])
+    before = snapshot(ledger)
+    for claims in (block_claims(proposal.updates, 1)[:1], block_claims(proposal.updates, 1)):
+        error = rejected(ledger.claim, OUTSIDER, 1, claims)
+        assert (error.error, error.details) == ("WrongMode", {"mode": 0})
+    assert snapshot(ledger) == before

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 import torch
 
+from blockfl.config import PrivacyConfig
 from blockfl.keys import derived_key
 from blockfl.miners.verification import (
     REASONS,
@@ -197,6 +198,17 @@ CASES: dict[str, Case] = {
         "hash_mismatch", lambda v: _submission(_delta(1), payload=encode(_delta(2)))
     ),
     "too_large_norm": Case("norm_bound", lambda v: _submission(_delta(1, scale=1.0))),
+    # privacy on: no clip of 0.3 without noise gives a norm of 1.3 (the honest retry has 0.26)
+    "unclipped_under_dp": Case(
+        "dp_norm_implausible", lambda v: _submission(_delta(1, scale=0.05)),
+        {"privacy": PrivacyConfig(mode="client", noise_multiplier=0.0, clip=0.3)},
+    ),
+    # device 1 has updates in two committed blocks, all its budget of 8 admits
+    "past_budget": Case(
+        "privacy_budget_exhausted", lambda v: _submission(_delta(1)),
+        {"privacy": PrivacyConfig(mode="client", noise_multiplier=2.0, epsilon_budget=8.0),
+         "included_rounds": lambda device: 2 if device == address_of(KEYS[1]) else 0},
+    ),
 }
 
 
@@ -213,7 +225,8 @@ def test_bad_update_rejected_with_reason_and_verifier_not_poisoned(name):
         verifier.verify(submission, _ctx())
     assert info.value.reason == case.reason, str(info.value)
     # the same round still accepts an honest update, from device 1 where it is not a replay
-    key = KEYS[0] if case.reason in ("replay", "unknown_device") else KEYS[1]
+    key = KEYS[0] if case.reason in ("replay", "unknown_device",
+                                     "privacy_budget_exhausted") else KEYS[1]
     verified = verifier.verify(_submission(_delta(0), key), _ctx())
     assert verified.signed.device == address_of(key)
 

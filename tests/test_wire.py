@@ -16,6 +16,7 @@ from blockfl.wire import (
     attestation_from_dict,
     attestation_to_dict,
     parse_record_header,
+    parse_request_signature,
     proposal_from_dict,
     proposal_to_dict,
     record_header,
@@ -85,7 +86,8 @@ def test_malformed_blocks_raise_wire_error(change):
 
 
 def attestation() -> Attestation:
-    block = AttestedBlock(3, keccak(b"prev"), keccak(b"root"), keccak(b"model"), keccak(b"spec"))
+    block = AttestedBlock(3, keccak(b"prev"), keccak(b"root"), keccak(b"model"), keccak(b"spec"),
+                          address_of(KEY))
     return attest(KEY, block, DOMAIN)
 
 
@@ -98,7 +100,8 @@ def test_attestation_round_trip_is_exact():
 @pytest.mark.parametrize(
     "change",
     [{"round": -1}, {"round": 2**64}, {"round": True}, {"prev_hash": 5}, {"prev_hash": None},
-     {"spec_hash": [1]}, {"updates_root": "zz" * 32}, {"signature": "0x" + "00" * 64}],
+     {"spec_hash": [1]}, {"updates_root": "zz" * 32}, {"signature": "0x" + "00" * 64},
+     {"committer": "0x12"}, {"committer": 7}],
 )
 def test_malformed_attestations_raise_wire_error(change):
     """Never another exception: a peer's junk answer must not escape `gather`."""
@@ -106,3 +109,11 @@ def test_malformed_attestations_raise_wire_error(change):
         attestation_from_dict(attestation_to_dict(attestation()) | change)
     with pytest.raises(WireError):
         attestation_from_dict([1, 2])
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "0x12", "zz" * 65, "0x" + "00" * 66, "0x" + "ab" * 500])
+def test_malformed_request_signatures_raise_wire_error(header):
+    with pytest.raises(WireError):
+        parse_request_signature(header)
+    assert parse_request_signature("0x" + "ab" * 65) == bytes([0xAB]) * 65

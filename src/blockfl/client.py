@@ -22,6 +22,7 @@ from blockfl.tensors import StateDict, TensorFormatError, decode, tensor_hash
 from blockfl.wire import (
     MAX_BLOCK_BYTES,
     RECORD_HEADER,
+    REQUEST_SIGNATURE_HEADER,
     TENSOR_MEDIA_TYPE,
     UpdateSubmission,
     WireError,
@@ -143,10 +144,11 @@ class MinerClient:
         """Tell this miner about a committed block."""
         self._request("POST", "/blocks", json=proposal_to_dict(proposal))
 
-    def attest(self, proposal: BlockProposal) -> Attestation:
-        """Ask this miner to check a candidate block and attest it; MinerRejected names why
-        it refuses."""
-        body = self._json("POST", "/attestations", json=proposal_to_dict(proposal))
+    def attest(self, proposal: BlockProposal, request_signature: bytes) -> Attestation:
+        """Ask this miner to check a candidate block and attest it, with the committer's
+        signature of the request (`sign_request`); MinerRejected names why it refuses."""
+        body = self._json("POST", "/attestations", json=proposal_to_dict(proposal),
+                          headers={REQUEST_SIGNATURE_HEADER: to_hex(request_signature)})
         try:
             return attestation_from_dict(body)
         except ValueError as exc:

@@ -200,6 +200,36 @@ class ServerConfig:
     upload_wait: float = 5.0  # seconds an upload may wait for its turn before `busy`
 
 
+PRIVACY_MODES = ("off", "client")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy on the devices (`[privacy]`, see `blockfl.privacy`), a protocol
+    parameter: every miner enforces the same bounds and budget."""
+
+    mode: str = "off"  # off | client (clip the whole update to `clip`, add noise x clip)
+    noise_multiplier: float = 1.0  # the noise's standard deviation over the clip
+    clip: float = 1.0  # client: the L2 bound of a whole update
+    delta: float = 1e-5  # the delta of the (epsilon, delta) guarantee
+    epsilon_budget: float = 0.0  # a device's epsilon over the whole run (0: no budget)
+
+    def __post_init__(self) -> None:
+        if self.mode not in PRIVACY_MODES:
+            raise ValueError(f"privacy.mode {self.mode!r} unknown: {', '.join(PRIVACY_MODES)}")
+        checks = (("noise_multiplier", self.noise_multiplier >= 0, ">= 0"),
+                  ("clip", self.clip > 0, "> 0"),
+                  ("delta", 0 < self.delta < 1, "in (0, 1)"),
+                  ("epsilon_budget", self.epsilon_budget >= 0, ">= 0 (0: no budget)"))
+        for name, ok, wanted in checks:
+            value = getattr(self, name)
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"privacy.{name} = {value!r} out of range: {wanted}")
+
+
+NO_PRIVACY = PrivacyConfig()
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """Attacking devices in an experiment (`simulate`, `network up`, `attack`); not protocol:
@@ -230,6 +260,7 @@ class Config:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain dict (for JSON and TOML)."""

@@ -7,10 +7,16 @@ standard development accounts: the deployer is dev:0, miner i is dev:(1+i) (fund
 gas), device j is dev:(100+j). Processes can be stopped, killed and restarted one by one (the
 fault tests do), and `stop()` ends everything it started, also on errors. Anvil, the miners and
 the explorer bind to `host` (loopback by default) on free ports, or on `port`, `port + 1`, ...
+
+With `emulate_links`, anvil and every miner and device run as their own host instead: a network
+namespace with its own address on a bridge, its link shaped to the `[links]` rates
+(`blockfl.emulated_hosts`); the launcher and the explorer stay in this namespace and reach them
+over the bridge, and `stop()` removes the hosts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,7 +31,9 @@ from typing import Any
 from blockfl.chain.deployment import Deployment
 from blockfl.chain.evm import EvmLedger
 from blockfl.chain.node import (
+    ANVIL_MISSING,
     WILDCARDS,
+    find_anvil,
     free_port,
     local_address,
     port_in_use,
@@ -34,10 +42,14 @@ from blockfl.chain.node import (
     wait_for_port,
 )
 from blockfl.config import Config
+from blockfl.emulated_hosts import HOSTS_FILE, EmulatedHosts
 from blockfl.keys import dev_key, parse_key
 from blockfl.signing import address_of
 
 DEPLOYER = "dev:0"
+#: ports inside emulated hosts (each host has its own address, so they are always free)
+EMULATED_CHAIN_PORT = 8545
+EMULATED_MINER_PORT = 8601
 #: the chain's state, saved in the run directory when anvil stops (`chain up --state` reloads it)
 ANVIL_STATE = "anvil-state.json"
 MINER_KEY_OFFSET = 1
@@ -71,10 +83,13 @@ class LocalNetwork:
     """Anvil, a deployment, M miner processes and N device processes under `run_dir`."""
 
     def __init__(self, config: Config, run_dir: Path, tls: bool = False,
-                 host: str = "127.0.0.1", port: int | None = None):
+                 host: str = "127.0.0.1", port: int | None = None,
+                 emulate_links: bool = False):
         """`tls`: miners serve HTTPS with certificates (for `host`) of a local CA made under
         `run_dir/tls` at start; `host`: the address anvil, the miners and the explorer bind to;
-        `port`: anvil's, then miner i's is `port + 1 + i` (None: free ports)."""
+        `port`: anvil's, then miner i's is `port + 1 + i` (None: free ports); `emulate_links`:
+        each process its own host with shaped links (the plan and its rates are checked
+        here, before anything is made)."""
         self.config = config
         self.run_dir = run_dir
         self.use_tls = tls
@@ -91,28 +106,40 @@ class LocalNetwork:
         self._ledger: EvmLedger | None = None
         self._metrics: dict[int, dict[str, float]] = {}
         self._test: Any = None
+        self.hosts: EmulatedHosts | None = None
+        if emulate_links:
+            names = [("chain", "chain"), *((f"miner{i}", "miner")
+                                           for i in range(config.network.miners)),
+                     *((f"device{j}", "device") for j in range(config.network.devices))]
+            self.hosts = EmulatedHosts(names, config.links)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, start_devices: bool = True) -> LocalNetwork:
         """Start the chain, deploy, start every miner (and device); clean up on failure."""
+        if find_anvil() is None:  # as a taken --port: before anything is made
+            raise FileNotFoundError(ANVIL_MISSING)
         chain_port, *ports = self._ports()  # a taken --port fails before anything is made
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "logs").mkdir(exist_ok=True)
+            if self.hosts is not None:
+                self.hosts.up()
+                (self.run_dir / HOSTS_FILE).write_text(json.dumps(self.hosts.describe(),
+                                                                  indent=2) + "\n")
             self.config_path.write_text(self.config.to_toml())
             if self.use_tls:
                 from blockfl.tls import make_local_certificates
 
-                self.tls = make_local_certificates(self.run_dir / "tls",
-                                                   certificate_names(self.host))
+                names = (certificate_names(self.host) if self.hosts is None else
+                         [h.address for h in self.hosts.hosts.values()])
+                self.tls = make_local_certificates(self.run_dir / "tls", names)
             self._start_chain(chain_port)
             self.miners = [self._miner_role(i, ports) for i in range(len(ports))]
             for role in self.miners:
                 self._spawn(role)
             for role in self.miners:
-                assert role.port is not None
-                self._wait_serving(role.port)
+                self._wait_serving(role)
             self.devices = [self._device_role(j) for j in range(self.config.network.devices)]
             if start_devices:
                 for role in self.devices:
@@ -131,6 +158,8 @@ class LocalNetwork:
     def _ports(self) -> list[int]:
         """Anvil's port, then each miner's: free ones, or from `port` on if none is taken."""
         count = 1 + self.config.network.miners
+        if self.hosts is not None:
+            return [EMULATED_CHAIN_PORT, *(EMULATED_MINER_PORT + i for i in range(count - 1))]
         if self.first_port is None:
             return [free_port() for _ in range(count)]
         ports = list(range(self.first_port, self.first_port + count))
@@ -144,17 +173,28 @@ class LocalNetwork:
                                   "then one per miner); choose another --port")
         return ports
 
-    def _wait_serving(self, port: int) -> None:
-        wait_for_port(port, timeout=120, host=local_address(self.host))
+    def address(self, name: str) -> str:
+        """The address process `name` (chain, miner0, device3, ...) binds to and is reached
+        at: its emulated host's, else the network's `host`."""
+        if self.hosts is not None:
+            return self.hosts.hosts[name].address
+        return reach_host(self.host)
+
+    def _wait_serving(self, role: Role) -> None:
+        assert role.port is not None
+        host = self.address(role.name) if self.hosts else local_address(self.host)
+        wait_for_port(role.port, timeout=120, host=host)
 
     def _start_chain(self, port: int) -> None:
         from blockfl.chain.deploy import deploy_to_node
         from blockfl.genesis import write_genesis
         from blockfl.sim.setup import task_genesis
 
+        host = self.address("chain") if self.hosts else self.host
         self.anvil = start_anvil(port, log_path=self.run_dir / "logs" / "anvil.log",
-                                 host=self.host, state=self.run_dir / ANVIL_STATE)
-        self.rpc_url = f"http://{reach_host(self.host)}:{port}"
+                                 host=host, state=self.run_dir / ANVIL_STATE,
+                                 prefix=self.hosts.command("chain", []) if self.hosts else ())
+        self.rpc_url = f"http://{self.address('chain')}:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
         genesis, state = task_genesis(self.config)
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
@@ -178,6 +218,8 @@ class LocalNetwork:
             except subprocess.TimeoutExpired:
                 self.anvil.kill()
         self.anvil = None
+        if self.hosts is not None:
+            self.hosts.down()
 
     # ------------------------------------------------------------------ roles
 
@@ -191,12 +233,12 @@ class LocalNetwork:
         """Key of device j."""
         return dev_key(DEVICE_KEY_OFFSET + j)
 
-    def _url(self, port: int | None) -> str:
-        return f"{'https' if self.tls else 'http'}://{reach_host(self.host)}:{port}"
+    def _url(self, name: str, port: int | None) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address(name)}:{port}"
 
     def miner_url(self, i: int) -> str:
         """Base URL of miner i."""
-        return self._url(self.miners[i].port)
+        return self._url(f"miner{i}", self.miners[i].port)
 
     def _common(self, log: Path) -> list[str]:
         args = ["--deployment", str(self.deployment_path), "--config", str(self.config_path),
@@ -207,8 +249,9 @@ class LocalNetwork:
 
     def _miner_role(self, i: int, ports: list[int]) -> Role:
         log = self.run_dir / "logs" / f"miner{i}.jsonl"
-        peers = ",".join(self._url(p) for k, p in enumerate(ports) if k != i)
-        args = ["miner", "--key", f"dev:{MINER_KEY_OFFSET + i}", "--host", self.host,
+        peers = ",".join(self._url(f"miner{k}", p) for k, p in enumerate(ports) if k != i)
+        host = self.address(f"miner{i}") if self.hosts else self.host
+        args = ["miner", "--key", f"dev:{MINER_KEY_OFFSET + i}", "--host", host,
                 "--port", str(ports[i]),
                 "--peers", peers, "--data-dir", str(self.run_dir / f"miner{i}"),
                 *self._common(log)]
@@ -236,8 +279,9 @@ class LocalNetwork:
 
     def _spawn(self, role: Role) -> None:
         out = open(self.run_dir / "logs" / f"{role.name}.out", "ab")  # noqa: SIM115
+        argv = [sys.executable, "-m", "blockfl.cli", *role.args]
         role.process = subprocess.Popen(
-            [sys.executable, "-m", "blockfl.cli", *role.args],
+            self.hosts.command(role.name, argv) if self.hosts else argv,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=CHILD_ENV,
         )
         out.close()
@@ -262,7 +306,7 @@ class LocalNetwork:
             return
         self._spawn(role)
         if wait and role.port is not None:
-            self._wait_serving(role.port)
+            self._wait_serving(role)
 
     def stop_role(self, role: Role, kill: bool = False) -> None:
         """Stop a process: SIGKILL if `kill` (a crash), else SIGTERM then SIGKILL."""

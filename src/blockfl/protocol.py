@@ -1,12 +1,14 @@
 """The protocol spec: everything every node of a deployment must agree on, and its hash.
 
 The aggregation rule and its parameters, the verification policy, the chain parameters
-(block rate and hash rate, rewards, caps, allow list, block mode, quorum), and the task: its
-name, the genesis model hash and the genesis model's tensor spec (names, shapes, dtypes), all
-that miners know of the model. It is built from the one experiment `Config`, written into
-`deployment.json` (`protocol_spec`, `protocol_spec_hash`) and its hash is stored on chain at
-deployment (`protocolSpecHash()`). A miner or device whose config gives another spec refuses
-to start, naming the fields that differ.
+(block rate and hash rate, rewards, caps, allow list, block mode, quorum), the task (its
+name, the genesis model hash and the genesis model's tensor spec: names, shapes, dtypes, all
+that miners know of the model), and the devices' differential privacy (`[privacy]`, a section
+of the canonical form only when it is on, so that specs without privacy keep their hash). It is
+built from the one experiment `Config`, written into `deployment.json` (`protocol_spec`,
+`protocol_spec_hash`) and its hash is stored on chain at deployment (`protocolSpecHash()`). A
+miner or device whose config gives another spec refuses to start, naming the fields that
+differ.
 
 Canonical form: JSON with sorted keys, no spaces, non-finite floats as the strings "inf" and
 "-inf"; the hash is keccak-256 of its UTF-8 bytes.
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from blockfl.config import (
     AggregationConfig,
     ChainConfig,
     Config,
+    PrivacyConfig,
     VerificationPolicy,
     update_section,
 )
@@ -91,6 +94,7 @@ class ProtocolSpec:
     verification: VerificationPolicy
     chain: ChainConfig
     genesis: Genesis
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def genesis_model_hash(self) -> bytes:
@@ -102,8 +106,17 @@ class ProtocolSpec:
         """The spec of an experiment configuration and its task's genesis (its rule parameters
         checked)."""
         config.aggregation.check_devices(config.network.devices)
+        if config.privacy.mode != "off":
+            from blockfl.privacy import check_budget, require_accountant
+
+            require_accountant()
+            check_budget(config.privacy)
+            if config.privacy.epsilon_budget > 0 and config.chain.mode != "direct":
+                raise ValueError("privacy.epsilon_budget is charged by the chain's record of "
+                                 "each device's included updates, which only chain.mode = "
+                                 "\"direct\" keeps (merkle mode: not yet)")
         chain = ChainConfig(**{k: getattr(config.chain, k) for k in CHAIN_FIELDS})
-        return cls(config.aggregation, config.verification, chain, genesis)
+        return cls(config.aggregation, config.verification, chain, genesis, config.privacy)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready nested values."""
@@ -111,13 +124,16 @@ class ProtocolSpec:
             values = asdict(obj)
             return {k: _json_value(v) for k, v in values.items() if names is None or k in names}
 
-        return {
+        spec = {
             "version": SPEC_VERSION,
             "aggregation": section(self.aggregation),
             "verification": section(self.verification),
             "chain": section(self.chain, CHAIN_FIELDS),
             "task": self.genesis.to_dict(),
         }
+        if self.privacy.mode != "off":
+            spec["privacy"] = section(self.privacy)
+        return spec
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProtocolSpec:
@@ -131,6 +147,7 @@ class ProtocolSpec:
                            "protocol spec verification"),
             update_section(ChainConfig(), data["chain"], "protocol spec chain"),
             Genesis.from_dict(data["task"]),
+            update_section(PrivacyConfig(), data.get("privacy", {}), "protocol spec privacy"),
         )
 
     def canonical_json(self) -> str:

@@ -3,7 +3,9 @@ miners' attestations.
 
 Over HTTP an update is its safetensors bytes (the body) plus its signed record as compact
 JSON in the `BlockFL-Update` header; a block travels as JSON (`proposal_to_dict`) and the
-receiver fetches any update tensors it lacks by update hash. Parsing never trusts its input:
+receiver fetches any update tensors it lacks by update hash. A request for an attestation is
+the candidate's JSON with the committer's signature in the `BlockFL-Attestation-Request`
+header. Parsing never trusts its input:
 JSON is size- and depth-checked before it is decoded (`blockfl.safejson`), and anything
 malformed raises `WireError`.
 """
@@ -25,6 +27,8 @@ from blockfl.hashing import from_hex, to_hex
 from blockfl.signing import SignedUpdate, UpdateRecord
 
 RECORD_HEADER = "BlockFL-Update"
+# on POST /attestations: the committer's signature of its `AttestationRequest` (0x-hex)
+REQUEST_SIGNATURE_HEADER = "BlockFL-Attestation-Request"
 TENSOR_MEDIA_TYPE = "application/octet-stream"
 MAX_RECORD_CHARS = 4096
 MAX_BLOCK_BYTES = 8 * 2**20  # a block's JSON (64 updates take about 30 KB)
@@ -84,10 +88,8 @@ def signed_from_dict(data: Any) -> SignedUpdate:
     with _parsing("signed record"):
         if not isinstance(data, dict):
             raise WireError("a signed record is a JSON object")
-        if not isinstance(data["device"], str) or not is_address(data["device"]):
-            raise WireError("device is not an address")
         record = UpdateRecord(
-            device=to_checksum_address(data["device"]),
+            device=_address(data["device"], "device"),
             round=_uint64(data["round"], "round"),
             base_model_hash=from_hex(data["base_model_hash"]),
             update_hash=from_hex(data["update_hash"]),
@@ -98,6 +100,12 @@ def signed_from_dict(data: Any) -> SignedUpdate:
         if not isinstance(signature, str) or len(signature) > 200:
             raise WireError("signature is not a hex string")
         return SignedUpdate(record, bytes.fromhex(signature.removeprefix("0x")))
+
+
+def _address(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise WireError(f"{name} is not an address")
+    return to_checksum_address(value)
 
 
 def _uint64(value: Any, name: str) -> int:
@@ -112,7 +120,7 @@ def attestation_to_dict(attestation: Attestation) -> dict[str, Any]:
     return {"round": b.round, "prev_hash": to_hex(b.prev_hash),
             "updates_root": to_hex(b.updates_root),
             "global_model_hash": to_hex(b.global_model_hash), "spec_hash": to_hex(b.spec_hash),
-            "signature": to_hex(attestation.signature)}
+            "committer": b.committer, "signature": to_hex(attestation.signature)}
 
 
 def attestation_from_dict(data: Any) -> Attestation:
@@ -122,8 +130,19 @@ def attestation_from_dict(data: Any) -> Attestation:
             raise WireError("an attestation is a JSON object")
         block = AttestedBlock(_uint64(data["round"], "round"), from_hex(data["prev_hash"]),
                               from_hex(data["updates_root"]), from_hex(data["global_model_hash"]),
-                              from_hex(data["spec_hash"]))
+                              from_hex(data["spec_hash"]),
+                              _address(data["committer"], "committer"))
         return Attestation(block, from_hex(data["signature"], 65))
+
+
+def parse_request_signature(value: str | None) -> bytes:
+    """The 65-byte signature in a `BlockFL-Attestation-Request` header; WireError if absent or
+    malformed."""
+    if value is None:
+        raise WireError(f"missing {REQUEST_SIGNATURE_HEADER} header with the committer's "
+                        "signature")
+    with _parsing(f"{REQUEST_SIGNATURE_HEADER} header"):
+        return from_hex(value[:200], 65)
 
 
 def record_header(signed: SignedUpdate) -> str:
@@ -174,8 +193,6 @@ def proposal_from_dict(data: Any) -> BlockProposal:
             raise WireError("a block is a JSON object with a list of updates")
         if not isinstance(data.get("excluded", []), list):
             raise WireError("excluded is a list of update hashes")
-        if not is_address(data["miner"]):
-            raise WireError("miner is not an address")
         nonce = int(data["nonce"])
         if not 0 <= nonce < 2**256:
             raise WireError("nonce is not a uint256")
@@ -184,7 +201,7 @@ def proposal_from_dict(data: Any) -> BlockProposal:
             round=_uint64(data["round"], "round"),
             global_model_hash=from_hex(data["global_model_hash"]),
             updates=tuple(signed_from_dict(u) for u in data["updates"]),
-            miner=to_checksum_address(data["miner"]),
+            miner=_address(data["miner"], "miner"),
             nonce=nonce,
             excluded=tuple(from_hex(h) for h in data.get("excluded", [])),
         )

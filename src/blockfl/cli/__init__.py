@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from blockfl.chain.errors import BlockRejected  # light: names only, no web3
+
 #: subcommand -> (module whose `register(commands)` adds it, one line for `blockfl --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("blockfl.cli.run", "10 devices, 3 miners, 10 rounds on the embedded chain"),
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ConnectionError, LookupError, ValueError) as exc:
+    except (FileNotFoundError, ConnectionError, LookupError, ValueError, BlockRejected) as exc:
         print(f"blockfl: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,5 +1,5 @@
-"""`blockfl inspect blocks|updates|rewards|claims|model`: read a deployment through any JSON-RPC
-node (`claims` also asks miners for the records of merkle blocks)."""
+"""`blockfl inspect blocks|updates|rewards|claims|privacy|model`: read a deployment through any
+JSON-RPC node (`claims` also asks miners for the records of merkle blocks)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     claims.add_argument("--address", help="only this device's updates")
     miner_arguments(claims)
     claims.set_defaults(func=inspect_claims)
+
+    budgets = sub.add_parser(
+        "privacy", parents=[common],
+        help="per device: rounds its updates are in, epsilon spent, budget left ([privacy])",
+    )
+    budgets.set_defaults(func=inspect_privacy)
 
     model = sub.add_parser(
         "model", parents=[common],
@@ -141,6 +147,38 @@ def inspect_updates(args: argparse.Namespace) -> int:
     )
     for u in found:
         table.add_row(u.device, short(u.update_hash), str(u.samples), tokens(u.reward))
+    emit_table(table)
+    return 0
+
+
+def inspect_privacy(args: argparse.Namespace) -> int:
+    """The deployment's `[privacy]` and each device's budget, charged from the chain."""
+    from collections import Counter
+
+    from blockfl import privacy
+    from blockfl.chain.deployment import Deployment
+    from blockfl.protocol import ProtocolSpec
+
+    deployment = Deployment.read(args.deployment)
+    cfg = ProtocolSpec.from_dict(deployment.protocol_spec).privacy
+    if cfg.mode == "off":
+        print("privacy is off in this deployment ([privacy] mode = \"off\"): updates are not "
+              "noised and no epsilon is spent", file=sys.stderr)
+        return 0
+    ledger = deployment.ledger(args.rpc_url)
+    rounds = Counter(u.device for u in ledger.accepted_updates())
+    report = privacy.summary(cfg, dict(sorted(rounds.items())))
+    if args.json:
+        emit_json(report)
+        return 0
+    budget = f", budget {cfg.epsilon_budget:g}" if cfg.epsilon_budget else ""
+    table = Table("device", Number("rounds"), Number("epsilon"), Number("budget left"),
+                  title=f"privacy: {cfg.mode} mode, noise x{cfg.noise_multiplier:g} of clip "
+                        f"{cfg.clip:g}, delta {cfg.delta:g}{budget} (Opacus RDP)")
+    for row in report["devices"]:
+        left = row["budget_left"]
+        table.add_row(row["address"], str(row["rounds"]), f"{row['epsilon']:.4g}",
+                      "" if left is None else f"{left:.4g}")
     emit_table(table)
     return 0
 

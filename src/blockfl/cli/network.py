@@ -42,6 +42,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--port", type=port,
                     help="first port: anvil on PORT, miner i on PORT+1+i (default: free ports)")
     up.add_argument("--tls", action="store_true", help="miners serve HTTPS (local CA generated)")
+    up.add_argument("--emulate-links", action="store_true",
+                    help="run anvil, each miner and each device as its own host (a network "
+                         "namespace on a bridge) with links shaped by tc to the [links] rates; "
+                         "Linux, root or CAP_NET_ADMIN")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_task_flag(up)
     add_attack_flags(up)
@@ -76,7 +80,11 @@ def network_up(args: argparse.Namespace) -> int:
           f"logs in {run_dir / 'logs'}", file=status, flush=True)
     from blockfl.launcher import LocalNetwork
 
-    network = LocalNetwork(config, run_dir, tls=args.tls, host=args.host, port=args.port)
+    if args.emulate_links and (args.host != "127.0.0.1" or args.port is not None):
+        raise ValueError("--emulate-links gives every process its own address: drop --host "
+                         "and --port")
+    network = LocalNetwork(config, run_dir, tls=args.tls, host=args.host, port=args.port,
+                           emulate_links=args.emulate_links)
     # SIGTERM unwinds like Ctrl-C, so the processes this command started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

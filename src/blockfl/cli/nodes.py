@@ -127,7 +127,7 @@ def miner_command(args: argparse.Namespace) -> int:
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
         miner_clients(args.peers, args.ca_cert), node.genesis, log,
-        rule=AggregationRule(spec.aggregation),
+        rule=AggregationRule(spec.aggregation), privacy=spec.privacy,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -184,7 +184,8 @@ def device_command(args: argparse.Namespace) -> int:
                               else "honest")
     device = Device(key, data, task, config.training, node.genesis,
                     seed=device_seed(seed, index),
-                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, index)))
+                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, index)),
+                    privacy=node.spec.privacy)
     log = EventLog(f"device {device.address}", args.log)
     log("data", source=str(args.data) if args.data is not None else f"shard {index}",
         samples=len(data))

@@ -168,11 +168,26 @@ def _footer(summary: RunSummary) -> str:
     agree = "[green]yes[/green]" if summary.hashes_agree else "[red]NO[/red]"
     match = "[green]yes[/green]" if summary.rewards_match else "[red]NO[/red]"
     final = _metric_text(summary.rounds[-1])
-    return (f"final {final}\nsame global model hash on chain, every miner and every device: "
+    notes = ""
+    if summary.simulation.config.run.engine == "ray":
+        notes += (f"Ray start-up (actors): {summary.report['setup_seconds']['trainer']:.1f} s, "
+                  "before round 1 and not part of its training\n")
+    if "privacy" in summary.report:
+        spent = max(d["epsilon"] for d in summary.report["privacy"]["devices"])
+        notes += (f"privacy: {summary.report['privacy']['mode']} mode, at most epsilon = "
+                  f"{spent:.3g} per device (delta {summary.report['privacy']['delta']:g}, "
+                  "Opacus RDP accountant)\n")
+    if "stopped_early" in summary.report:
+        notes += f"[yellow]stopped early: {summary.report['stopped_early']}[/yellow]\n"
+    return (f"final {final}\n{notes}same global model hash on chain, every miner and every device: "
             f"{agree} (0x{summary.chain_model_hash.hex()})\n"
             f"balances = reward events = samples x rewardPerSample: {match}\n"
-            f"run directory: {summary.run_dir} (config.toml, metrics.jsonl, report.json, "
-            f"{summary.plot.name})")
+            f"run directory: {summary.run_dir} ({', '.join(_run_files(summary))})")
+
+
+def _run_files(summary: RunSummary) -> list[str]:
+    files = ["config.toml", "metrics.jsonl", "report.json", summary.plot.name]
+    return files + ["deployment.json"] * (summary.run_dir / "deployment.json").exists()
 
 
 def _short(address: str) -> str:

@@ -7,8 +7,9 @@
     /latency            /api/latency         phase times of each round from the event logs
 
 A page is a shell (`static/page.html`) whose script (`static/explorer.js`) polls its twin and
-redraws, so it updates live. The chart library (chart.js) comes from npm and is served from
-`node_modules`: no CDN. A background thread refreshes the `Explorer` snapshot.
+redraws, so it updates live. The chart library (Chart.js, MIT) ships with the package in
+`vendor/`, a copy of the npm package package.json pins: no CDN, no node_modules at run time. A
+background thread refreshes the `Explorer` snapshot.
 """
 
 from __future__ import annotations
@@ -21,19 +22,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from blockfl.contracts import find_node_modules
 from blockfl.explorer.reader import Explorer
 
 STATIC = Path(__file__).parent / "static"
-#: the chart library's browser bundle inside node_modules (npm package chart.js)
-CHART_JS = Path("chart.js") / "dist" / "chart.umd.min.js"
-
-
-def chart_library() -> Path | None:
-    """The chart.js bundle installed by npm, if any."""
-    node_modules = find_node_modules(Path(__file__).parent)
-    path = node_modules / CHART_JS if node_modules else None
-    return path if path is not None and path.exists() else None
+#: Chart.js's browser bundle: node_modules/chart.js/dist/chart.umd.min.js, with its licence
+CHART_JS = Path(__file__).parent / "vendor" / "chart.umd.min.js"
 
 
 def render_page(page: str, api: str, title: str, poll_ms: int) -> HTMLResponse:
@@ -106,12 +99,7 @@ def create_app(explorer: Explorer, interval: float = 2.0) -> FastAPI:
 
     @app.get("/static/vendor/chart.js")
     def vendor_chart() -> FileResponse:
-        path = chart_library()
-        if path is None:
-            return JSONResponse(  # type: ignore[return-value]
-                {"error": "chart.js is not installed: run `npm ci` in the repository"},
-                status_code=404)
-        return FileResponse(path, media_type="text/javascript")
+        return FileResponse(CHART_JS, media_type="text/javascript")
 
     @app.get("/static/{name}")
     def static(name: str) -> FileResponse:

@@ -106,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     sweep.add_argument("--log", action="store_true", help="geometric instead of linear range")
     sweep.add_argument("--rounds", type=int, default=100_000, help="Monte Carlo rounds per point")
     sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     sweep.add_argument(
         "--out", type=Path, help="output directory for CSV/PNG (default: runs/latency-sweep-<time>)"
     )
@@ -171,8 +172,9 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
         yield lambda: progress.advance(task)
 
 
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _finite_or_none(x: object) -> object:
+    """``x``, or ``None`` for a float past float range (JSON has no ``inf``)."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def _fmt(x: float) -> str:
@@ -205,7 +207,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     }
     if args.json:
         terms = {
-            t: {"per_attempt": getattr(result, f"t_{t}"), "expected": contributions[t]}
+            t: {"per_attempt": getattr(result, f"t_{t}"),
+                "expected": _finite_or_none(contributions[t])}
             for t in TERMS
         }
         payload = {
@@ -228,8 +231,20 @@ def analyze_command(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_COLUMNS = ["E[T] analytic", "MC mean", "MC 95% CI", "p_fork", "MC fork rate", "λ*"]
+
+
+def _sweep_cells(row: dict) -> list[str]:
+    """A sweep row as table cells; an undefined confidence interval says why."""
+    ci = (f"[{row['mc_ci_low']:.5g}, {row['mc_ci_high']:.5g}]" if not row["mc_ci_undefined"]
+          else f"undefined: {row['mc_ci_undefined']}")
+    return [f"{row['value']:.6g}", f"{row['analytic_total']:.6g}", f"{row['mc_mean']:.6g}", ci,
+            f"{row['p_fork']:.4f}", f"{row['mc_fork_rate']:.4f}", f"{row['lambda_star']:.6g}"]
+
+
 def sweep_command(args: argparse.Namespace) -> int:
-    """Run a sweep, write CSV/PNG into ``--out`` and print a table."""
+    """Run a sweep, write CSV/PNG into ``--out`` and print a table (``--json``: the rows, with
+    ``null`` for values past float range)."""
     try:
         params = load_params(args)
         values = sweep_values(args)
@@ -241,20 +256,10 @@ def sweep_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    header = [args.param, "E[T] analytic", "MC mean", "MC 95% CI", "p_fork", "MC fork rate", "λ*"]
-    cells = [
-        [
-            f"{r['value']:.6g}",
-            f"{r['analytic_total']:.6g}",
-            f"{r['mc_mean']:.6g}",
-            f"[{r['mc_ci_low']:.5g}, {r['mc_ci_high']:.5g}]",
-            f"{r['p_fork']:.4f}",
-            f"{r['mc_fork_rate']:.4f}",
-            f"{r['lambda_star']:.6g}",
-        ]
-        for r in rows
-    ]
-    print(table(header, cells))
+    if args.json:
+        print(json.dumps([{k: _finite_or_none(v) for k, v in r.items()} for r in rows], indent=2))
+    else:
+        print(table([args.param, *SWEEP_COLUMNS], [_sweep_cells(r) for r in rows]))
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0

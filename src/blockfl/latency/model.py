@@ -71,8 +71,10 @@ def db_to_linear(db: float | np.ndarray) -> float | np.ndarray:
 
 
 def link_rate(bandwidth: float, snr_db: float | np.ndarray) -> float | np.ndarray:
-    """Shannon rate ``W log2(1 + SNR)`` in bit/s for a bandwidth in Hz and an SNR in dB."""
-    return bandwidth * np.log2(1.0 + db_to_linear(snr_db))
+    """Shannon rate ``W log2(1 + SNR)`` in bit/s for a bandwidth in Hz and an SNR in dB,
+    through ``log1p``: ``1 + SNR`` rounds away a low SNR (10% off at -150 dB, all of it at
+    -160 dB), ``log1p`` keeps full precision down to the smallest float SNR (about -3230 dB)."""
+    return bandwidth * np.log1p(db_to_linear(snr_db)) / math.log(2.0)
 
 
 def _vector(value: float | tuple[float, ...], n: int, name: str) -> np.ndarray:
@@ -162,6 +164,8 @@ class LatencyParams:
                 object.__setattr__(self, name, tuple(value))
         for name in ("n_devices", "n_miners"):
             value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():  # TOML reads 1e11 as a float
+                object.__setattr__(self, name, value := int(value))
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("device", "miner", "quorum"):
@@ -182,9 +186,10 @@ class LatencyParams:
         for name in ("t_wait", "h"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
-        if np.any(self.samples_per_device <= 0) or np.any(self.association < 0):
+        # the given values, not one per device: alike devices cost O(1) at any N_D
+        if np.any(np.asarray(self.samples) <= 0) or np.any(self.association < 0):
             raise ValueError("samples must be positive and devices_per_miner non-negative")
-        _ = self.miner_snr_db  # raises on a per-miner SNR sequence of the wrong length
+        _ = self.samples_per_device, self.miner_snr_db  # raise on a sequence of the wrong length
         with np.errstate(over="ignore", divide="ignore"):
             terms = {name: globals()[name](self) for name in _DETERMINISTIC_TERMS}
         bad = [name for name, value in terms.items() if not math.isfinite(value)]
@@ -222,7 +227,7 @@ class LatencyParams:
 
     @property
     def samples_per_device(self) -> np.ndarray:
-        """Local sample counts N_1..N_ND."""
+        """Local sample counts N_1..N_ND (a read-only view of one value when all are alike)."""
         return _vector(self.samples, self.n_devices, "samples")
 
     @property
@@ -257,9 +262,18 @@ class LatencyBreakdown:
     def contributions(self) -> dict[str, float]:
         """Expected contribution of each term to the round latency (bracket terms times E[N])."""
         return {
-            term: getattr(self, f"t_{term}") * (self.n_fork if term in BRACKET_TERMS else 1.0)
+            term: over_attempts(getattr(self, f"t_{term}"), self.n_fork)
+            if term in BRACKET_TERMS else getattr(self, f"t_{term}")
             for term in TERMS
         }
+
+
+def over_attempts(per_attempt: float, attempts: Any) -> Any:
+    """Time in a bracket term over ``attempts`` attempts (a number or an array): ``attempts
+    per_attempt``, and 0 for a term that takes no time however many (not 0 × ∞ = NaN)."""
+    if per_attempt == 0.0:
+        return np.zeros_like(attempts) if isinstance(attempts, np.ndarray) else 0.0
+    return attempts * per_attempt
 
 
 def t_local(p: LatencyParams) -> float:
@@ -329,7 +343,7 @@ def t_bp(p: LatencyParams) -> float:
 
 def t_bg(p: LatencyParams) -> float:
     """Expected block generation time ``E[min of N_M Exp(lambda)] = 1 / (N_M lambda)``."""
-    return 1.0 / (p.n_miners * p.lambda_)
+    return 1.0 / p.n_miners / p.lambda_  # N_M lambda may overflow where its inverse does not
 
 
 def fork_exponent(p: LatencyParams) -> float:

@@ -25,10 +25,17 @@ Z_95 = 1.959963984540054
 
 @dataclass(frozen=True)
 class Estimate:
-    """A sample mean with the half-width of its normal 95% confidence interval."""
+    """A sample mean with the half-width of its normal 95% confidence interval; where there is
+    no interval, ``undefined`` says why and ``half_width`` (so ``low`` and ``high``) is NaN."""
 
     mean: float
     half_width: float
+    undefined: str = ""
+
+    @property
+    def defined(self) -> bool:
+        """Whether the confidence interval exists."""
+        return not self.undefined
 
     @property
     def low(self) -> float:
@@ -42,10 +49,24 @@ class Estimate:
 
     @classmethod
     def of(cls, samples: np.ndarray) -> Estimate:
-        """Mean and 95% CI half-width of i.i.d. samples (NaN half-width for infinite ones)."""
-        with np.errstate(invalid="ignore", over="ignore"):
-            spread = samples.std(ddof=1) if samples.size > 1 else np.nan
-            return cls(float(samples.mean()), float(Z_95 * spread / np.sqrt(samples.size)))
+        """Mean and 95% CI half-width of i.i.d. samples. Both are computed on the samples
+        divided by the power of two of their largest magnitude (exact: the same bits where
+        nothing overflows), so neither the sum nor the variance overflows where the mean itself
+        is a float; an infinite sample makes the mean ``inf``."""
+        peak = float(np.max(np.abs(samples)))
+        unit = math.ldexp(1.0, math.frexp(peak)[1] - 1) if 0.0 < peak < math.inf else 1.0
+        scaled = samples / unit
+        with np.errstate(invalid="ignore"):  # inf - inf in the variance of infinite samples
+            mean = float(scaled.mean()) * unit
+            spread = float(scaled.std(ddof=1)) * unit if samples.size > 1 else math.nan
+        half = Z_95 * spread / math.sqrt(samples.size)
+        undefined = (
+            "the mean is infinite" if not math.isfinite(mean)
+            else "a single sample" if samples.size < 2
+            else "the interval is past float range" if not math.isfinite(half)
+            else ""
+        )
+        return cls(mean, math.nan if undefined else half, undefined)
 
 
 @dataclass(frozen=True)
@@ -117,7 +138,7 @@ def simulate_mining(
         )
     finite = np.isfinite(attempts)
     block_time = np.full(rounds, math.inf)
-    block_time[finite] = rng.gamma(attempts[finite], 1.0 / (n_miners * lambda_))
+    block_time[finite] = rng.gamma(attempts[finite], 1.0 / n_miners / lambda_)
     return attempts, block_time
 
 
@@ -144,7 +165,7 @@ def simulate(
         if term == "bg":
             samples[term] = block_time
         elif term in BRACKET_TERMS:
-            samples[term] = attempts * fixed[term]
+            samples[term] = model.over_attempts(fixed[term], attempts)
         else:
             samples[term] = np.full(rounds, fixed[term])
     samples["total"] = np.sum([samples[term] for term in TERMS], axis=0)

@@ -17,6 +17,11 @@ on: round 1 carries process start-up), with `c(r)` the winner's `committed` even
               miners, one after another, until q - 1 attested (0 with a quorum of 1)
     t_bp      `committed` -> each other miner's `adopted` of round r (announcement, full check)
 
+and the upload's transfer alone, for runs whose links are emulated (`network up
+--emulate-links`): `t_up_link` from the device's first byte (`sent_at` of `uploaded`) to the
+miner's last byte of the body (`received_at` of `update_accepted`), and `up_bits`, the bits it
+sent (safetensors payload and the signed record's header), both averaged over devices.
+
 Per device, t_dn + t_local + t_up + t_cross + t_bg + t_att adds up exactly to the round,
 c(r) - c(r-1): the phases cover it (`blockfl.round_phases` tabulates a network's rounds for
 people; these phases are the latency model's terms). Propagation to the other miners runs beside the
@@ -49,6 +54,7 @@ class NetworkRound:
     updates: int
     forks: int
     attempts: int
+    links: dict[str, float]
 
 
 def is_network_run(run_dir: Path) -> bool:
@@ -66,11 +72,11 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
     forks = forks_per_round(miners)
-    accepted: dict[tuple[int, str], float] = {}  # (round, device) -> upload accepted
+    accepted: dict[tuple[int, str], dict[str, Any]] = {}  # (round, device) -> upload accepted
     for log in miners:
         for e in log:
             if e["event"] == "update_accepted" and e.get("via") == "updates":
-                accepted.setdefault((e["round"], e["device"]), e["ts"])
+                accepted.setdefault((e["round"], e["device"]), e)
     out = []
     for r in sorted(committed):
         if r - 1 not in committed:
@@ -93,10 +99,12 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
             if not model or not upload or (r, address) not in accepted:
                 continue
             local = upload[0]["compute_time_ms"] / 1000
-            arrival = accepted[(r, address)]
+            received = accepted[(r, address)]
+            arrival = received["ts"]
             per_device.append({"t_dn": model[0] - start, "t_local": local,
                                "t_up": arrival - model[0] - local, "t_cross": mining - arrival,
-                               "modelled_cross": close - arrival})
+                               "modelled_cross": close - arrival, **_upload_link(upload[-1],
+                                                                                 received)})
         adopted = [e["ts"] - end["ts"] for i, log in enumerate(miners) if i != winner
                    for e in log if e["event"] == "adopted" and e["round"] == r]
         if not per_device:
@@ -106,7 +114,18 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         phases["t_att"] = attestation_seconds(miners[winner], r, mining, end["ts"])
         phases["t_bg"] = end["ts"] - mining - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
+        links = {k: statistics.fmean(d[k] for d in per_device)
+                 for k in ("t_up_link", "up_bits") if all(k in d for d in per_device)}
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
-                                int(end["updates"]), forks.get(r, 0), int(end["attempts"])))
+                                int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
+                                links))
     return out
+
+
+def _upload_link(uploaded: dict[str, Any], accepted: dict[str, Any]) -> dict[str, float]:
+    """The upload's transfer time and size, where both ends logged them."""
+    if "sent_at" not in uploaded or "received_at" not in accepted:
+        return {}
+    return {"t_up_link": accepted["received_at"] - uploaded["sent_at"],
+            "up_bits": 8.0 * uploaded["upload_bytes"]}

@@ -25,6 +25,7 @@ from blockfl.latency.model import (
     LatencyBreakdown,
     LatencyParams,
     expected_latency,
+    log_expected_latency,
     numeric_optimal_lambda,
     optimal_lambda,
     optimal_latency,
@@ -124,15 +125,17 @@ def optimum_curve(p: LatencyParams, name: str, values: Sequence[float]) -> list[
 
 
 def sweep_rows(points: Sequence[SweepPoint], name: str, p: LatencyParams) -> list[dict]:
-    """Table rows of a sweep: value, lambda, analytic and Monte Carlo latency, forks, lambda*."""
+    """Table rows of a sweep: value, lambda, analytic and Monte Carlo latency, forks, lambda*;
+    an undefined confidence interval has ``None`` ends and its reason in ``mc_ci_undefined``."""
     return [
         {
             "value": pt.value,
             "lambda": pt.value if name == "lambda" else p.lambda_,
             "analytic_total": pt.analytic.total,
             "mc_mean": pt.mc.total.mean,
-            "mc_ci_low": pt.mc.total.low,
-            "mc_ci_high": pt.mc.total.high,
+            "mc_ci_low": pt.mc.total.low if pt.mc.total.defined else None,
+            "mc_ci_high": pt.mc.total.high if pt.mc.total.defined else None,
+            "mc_ci_undefined": pt.mc.total.undefined,
             "p_fork": pt.analytic.p_fork,
             "mc_fork_rate": pt.mc.fork_rate,
             "expected_n_fork": pt.analytic.n_fork,
@@ -180,35 +183,65 @@ def _finish(fig: Figure, ax: Axes, name: str, x: np.ndarray, ylabel: str, path: 
     return path
 
 
-def plot_sweep(points: Sequence[SweepPoint], name: str, p: LatencyParams, path: Path) -> Path:
-    """Plot the analytic E[T] curve and the Monte Carlo means with 95% CIs on the same axes;
-    lambda sweeps get a vertical line at lambda*."""
+LOG10_AXIS_ABOVE = 100.0
+"""Past ``E[T] = 10^100`` s a sweep plots ``log10 E[T]`` instead of seconds: matplotlib's log
+axis fails near the float limit (ticks past 1.8e308), and ``E[T]`` itself overflows beyond it."""
+
+
+def _mark_infinite(ax: Axes, x: Sequence[float], marker: str, label: str) -> None:
+    """Mark points whose value is past float range at the top edge of ``ax``."""
+    if x:
+        ax.plot(x, [1.0] * len(x), marker, color="C3", ms=7, clip_on=False,
+                transform=ax.get_xaxis_transform(), label=label)
+
+
+def sweep_figure(points: Sequence[SweepPoint], name: str, p: LatencyParams) -> Figure:
+    """The analytic E[T] curve and the Monte Carlo means with their 95% CIs; lambda sweeps get
+    a vertical line at lambda*. Latencies past ``10^100`` s are drawn as ``log10 E[T]``, and
+    values past float range (``inf``) are marked at the top edge instead of dropped."""
     x = np.array([pt.value for pt in points])
     dense = _dense(name, x)
     from matplotlib.figure import Figure  # here: `blockfl latency --help` stays fast
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    analytic = [expected_latency(apply_param(p, name, v)).total for v in dense]
-    ax.plot(dense, analytic, label="analytic E[T]")
-    ax.errorbar(
-        x,
-        [pt.mc.total.mean for pt in points],
-        yerr=[pt.mc.total.half_width for pt in points],
-        fmt="o",
-        ms=4,
-        capsize=3,
-        label="Monte Carlo mean (95% CI)",
-    )
-    finite = [y for y in analytic if math.isfinite(y)]
-    if finite and max(finite) / min(finite) > 100:
+    log10_curve = np.array([log_expected_latency(apply_param(p, name, v)) for v in dense])
+    log10_curve /= math.log(10.0)
+    drawn = np.isfinite(log10_curve)
+    in_log10 = not drawn.all() or log10_curve.max() > LOG10_AXIS_ABOVE
+    curve = log10_curve if in_log10 else 10.0**log10_curve
+    ax.plot(dense[drawn], curve[drawn], label="analytic E[T]")
+    mc = [(pt.value, pt.mc.total) for pt in points if math.isfinite(pt.mc.total.mean)]
+    mean = np.array([est.mean for _, est in mc])
+    low = np.array([est.low if est.defined else est.mean for _, est in mc])
+    high = np.array([est.high if est.defined else est.mean for _, est in mc])
+    if in_log10:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean, low, high = (np.log10(v) for v in (mean, np.maximum(low, 0.0), high))
+    err = np.array([mean - low, high - mean]).reshape(2, -1)
+    err[~np.isfinite(err)] = 0.0  # a CI reaching 0 s has no lower end in log10
+    ax.errorbar([v for v, _ in mc], mean, yerr=err, fmt="o", ms=4, capsize=3,
+                label="Monte Carlo mean (95% CI)")
+    _mark_infinite(ax, dense[~drawn].tolist(), "x", "E[T] = ∞ (past float range)")
+    _mark_infinite(ax, [pt.value for pt in points if not math.isfinite(pt.mc.total.mean)], "^",
+                   "Monte Carlo mean = ∞ (past float range)")
+    shown = curve[drawn]
+    if shown.size and shown.min() > 0 and shown.max() / shown.min() > 100:
         ax.set_yscale("log")  # E[T] grows as exp(λ (N_M - 1) T_bp): wide sweeps span decades
     if name != "lambda":
         ax.set_title(f"λ = {p.lambda_:g} 1/s (per miner)")
     elif math.isfinite(points[0].lambda_star):
         star = points[0].lambda_star
         ax.axvline(star, color="k", ls="--", lw=1, label=f"λ* = {star:.4g} 1/s")
-    return _finish(fig, ax, name, x, "round latency E[T] (s)", path)
+    ax.set_ylabel("log₁₀ of round latency E[T] in s" if in_log10 else "round latency E[T] (s)")
+    return fig
+
+
+def plot_sweep(points: Sequence[SweepPoint], name: str, p: LatencyParams, path: Path) -> Path:
+    """Write :func:`sweep_figure` to ``path`` (PNG)."""
+    fig = sweep_figure(points, name, p)
+    x = np.array([pt.value for pt in points])
+    return _finish(fig, fig.axes[0], name, x, fig.axes[0].get_ylabel(), path)
 
 
 def plot_optimum(points: Sequence[OptimumPoint], name: str, path: Path) -> Path:

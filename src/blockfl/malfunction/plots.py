@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -23,9 +25,11 @@ def _metric(results: MalfunctionResults) -> tuple[str, str]:
     return "loss", "test MSE"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path, legends: Sequence[Axes] | None = None) -> Path:
+    """Grid every axes, put a legend on ``legends`` (default: every axes), write a PNG."""
     for ax in fig.axes:
         ax.grid(True, alpha=0.3)
+    for ax in fig.axes if legends is None else legends:
         ax.legend()
     fig.savefig(path, dpi=150, bbox_inches="tight")
     return path
@@ -84,32 +88,86 @@ def plot_sweep(results: MalfunctionResults, path: Path) -> Path:
     return _save(fig, path)
 
 
+def reached_curve(times: list[TimeToTarget], start: float) -> tuple[list[float], list[float]]:
+    """The fraction of ``times``' seeds that reached the target by each latency, as step
+    points from ``start`` to the end of the longest run (``where="post"``)."""
+    hits = sorted(t.latency for t in times if math.isfinite(t.latency))
+    end = max([t.run_latency for t in times] + hits)
+    n = len(times)
+    return [start, *hits, end], [0.0, *[(k + 1) / n for k in range(len(hits))], len(hits) / n]
+
+
+def _median_panel(ax: Axes, targets: list[TargetSummary], field: str, width: float) -> None:
+    """Every system's medians (``field``: ``time`` or ``ratio``) vs p with their bootstrap
+    intervals, shifted apart by ``width``; ``inf`` (half or more never reached the target) is
+    drawn on a dashed line above the finite values; ``time`` points carry the seeds reached."""
+    shown = [s for s in targets if field == "time" or s.pairs]
+    ends = [v for s in shown for m in [getattr(s, field)] for v in (m.value, m.low, m.high)
+            if math.isfinite(v)]
+    ceiling = 1.5 * max(ends) if ends else 1.0
+    for k, system in enumerate(SYSTEMS):
+        rows = [s for s in shown if s.system == system]
+        xs = [s.p + (k - 1) * width for s in rows]
+        mid = [min(getattr(s, field).value, ceiling) for s in rows]
+        err = [[y - min(getattr(s, field).low, ceiling) for y, s in zip(mid, rows, strict=True)],
+               [min(getattr(s, field).high, ceiling) - y for y, s in zip(mid, rows, strict=True)]]
+        bars = ax.errorbar(xs, mid, yerr=err, fmt=STYLES[system], ms=6, capsize=3, label=system)
+        for x, y, s in zip(xs, mid, rows, strict=True):
+            if field == "time":
+                ax.annotate(f"{s.reached}/{s.seeds}", (x, y), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=bars[0].get_color())
+    ax.axhline(ceiling, color="grey", lw=0.5, ls="--")
+    ax.annotate("∞: half or more never reached it", (0.01, ceiling), va="bottom", fontsize=7,
+                xycoords=("axes fraction", "data"), color="grey")
+    ax.set(yscale="log", xlabel="malfunction probability p")
+
+
 def plot_time_to_target(
     results: MalfunctionResults, targets: list[TargetSummary], times: list[TimeToTarget],
     path: Path,
 ) -> Path:
-    """Time to the target accuracy vs p (log scale): every seed as a dot, the mean over the
-    seeds that reached it with its 95% CI; seeds that never reached it sit on the dashed line."""
+    """Write :func:`time_to_target_figure` to ``path`` (PNG)."""
+    fig = time_to_target_figure(results, targets, times)
+    return _save(fig, path, [ax for ax in fig.axes if ax.get_label() in ("p0", "time")])
+
+
+def time_to_target_figure(
+    results: MalfunctionResults, targets: list[TargetSummary], times: list[TimeToTarget]
+) -> Figure:
+    """Time to the target accuracy over seeds. Top, one panel per ``p``: the fraction of seeds
+    that reached it by each latency (a seed that never did is a tick at its run's end).
+    Bottom: the median time with its bootstrap 95% interval and the fraction reached beside
+    every point, and the median paired ratio to the time at the smallest ``p``; ``∞`` (half or
+    more never reached it) sits on the dashed line."""
     ps = results.p_values
-    width = 0.2 * (min(np.diff(ps)) if len(ps) > 1 else 1.0)
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    finite = [t.latency for t in times if math.isfinite(t.latency)]
-    ceiling = 1.08 * max(finite) if finite else 1.0
-    for k, system in enumerate(SYSTEMS):
-        shift = (k - 1) * width
-        rows = [s for s in targets if s.system == system and s.reached]
-        bars = ax.errorbar([s.p + shift for s in rows], [s.mean for s in rows],
-                           yerr=[0 if math.isnan(s.half_width) else s.half_width for s in rows],
-                           fmt=STYLES[system], ms=6, capsize=3, label=system)
-        mine = [t for t in times if t.system == system]
-        ax.plot([t.p + shift for t in mine],
-                [t.latency if math.isfinite(t.latency) else ceiling for t in mine],
-                STYLES[system][-1], color=bars[0].get_color(), alpha=0.35, ms=3)
+    top = [f"p{k}" for k in range(len(ps))]
+    half = max(1, len(ps) // 2)
+    bottom = ["time"] * half + ["ratio"] * (len(ps) - half) if len(ps) > 1 else ["time"]
+    fig = Figure(figsize=(max(8.0, 3.2 * len(ps)), 8), layout="constrained")
+    axes = fig.subplot_mosaic([top, bottom])
     target = results.config.malfunction.target_accuracy
-    ax.axhline(ceiling, color="grey", lw=0.5, ls="--")
-    ax.set_yscale("log")  # vanilla and BlockFL rounds differ by an order of magnitude
-    ax.set(xlabel="malfunction probability p",
-           ylabel=f"latency to test accuracy {target:g} (s)",
-           title=f"{results.config.malfunction.seeds} seeds; dashed line: not reached")
-    return _save(fig, path)
+    finite = [t.latency for t in times if math.isfinite(t.latency)]
+    start = 0.8 * min(finite) if finite else 1.0
+    for k, p in enumerate(ps):
+        ax = axes[f"p{k}"]
+        for system in SYSTEMS:
+            mine = [t for t in times if t.system == system and t.p == p]
+            x, y = reached_curve(mine, start)
+            (line,) = ax.step(x, y, where="post", label=system,
+                              ls=STYLES[system][:-1] or "-")
+            ax.plot([t.run_latency for t in mine if not math.isfinite(t.latency)],
+                    [y[-1]] * sum(not math.isfinite(t.latency) for t in mine), "|",
+                    color=line.get_color(), ms=10)
+        ax.set(xscale="log", ylim=(-0.03, 1.03), title=f"p = {p:g}", xlabel="latency (s)")
+    axes["p0"].set_ylabel(f"fraction of seeds at test accuracy ≥ {target:g}")
+    width = 0.2 * (min(np.diff(ps)) if len(ps) > 1 else 1.0)
+    _median_panel(axes["time"], targets, "time", width)
+    axes["time"].set(ylabel=f"median latency to accuracy {target:g} (s)",
+                     title=f"{results.config.malfunction.seeds} seeds, 95% bootstrap intervals; "
+                           "k/n: seeds that reached it")
+    if "ratio" in axes:
+        _median_panel(axes["ratio"], targets, "ratio", width)
+        axes["ratio"].axhline(1.0, color="k", lw=0.5)
+        axes["ratio"].set(ylabel=f"time / time at p = {ps[0]:g}, same seed",
+                          title="paired ratio by seed: median, 95% bootstrap interval")
+    return fig

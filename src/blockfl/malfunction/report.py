@@ -14,17 +14,31 @@ import numpy as np
 from blockfl.latency import model
 from blockfl.malfunction.experiment import MalfunctionResults, RoundRecord
 from blockfl.malfunction.handouts import SYSTEMS
-from blockfl.malfunction.time_to_accuracy import TargetSummary, TimeToTarget
+from blockfl.malfunction.time_to_accuracy import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    Median,
+    TargetSummary,
+    TimeToTarget,
+)
 from blockfl.malfunction.timing import vanilla_latency
 from blockfl.text_table import table
 
 
 def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None or math.isnan(x) else format(x, spec)
+    if x is None or math.isnan(x):
+        return "-"
+    return "∞" if x == math.inf else format(x, spec)
 
 
 def _json_float(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
+    """A (nested) dataclass dict with ``None`` for every float past float range or NaN."""
+    return {k: _json_ready(v) if isinstance(v, dict) else _json_float(v) if isinstance(v, float)
+            else v for k, v in row.items()}
 
 
 def run_summaries(results: MalfunctionResults) -> list[dict[str, Any]]:
@@ -65,9 +79,11 @@ def summary(
         "runs": run_summaries(results),
         "time_to_target": {
             "target_accuracy": results.config.malfunction.target_accuracy,
-            "summary": [{k: _json_float(v) if isinstance(v, float) else v
-                         for k, v in dataclasses.asdict(s).items()} for s in targets],
-            "runs": [dataclasses.asdict(t) | {"latency": _json_float(t.latency)} for t in times],
+            "statistics": "median over seeds (inf: half or more never reached the target), "
+                          f"95% percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples, "
+                          f"seed {BOOTSTRAP_SEED}); ratio: per-seed time(p) / time(p_0)",
+            "summary": [_json_ready(dataclasses.asdict(s)) for s in targets],
+            "runs": [_json_ready(dataclasses.asdict(t)) for t in times],
         },
     }
 
@@ -112,12 +128,21 @@ def sweep_table(results: MalfunctionResults) -> str:
     return table(header, rows)
 
 
+def _median_cells(m: Median, spec: str) -> list[str]:
+    return [_fmt(m.value, spec),
+            "-" if math.isnan(m.low) else f"[{_fmt(m.low, spec)}, {_fmt(m.high, spec)}]"]
+
+
 def target_table(results: MalfunctionResults, targets: list[TargetSummary]) -> str:
-    """Time to the target accuracy per system and p, over seeds."""
-    header = ["p", "system", "reached", "mean time (s)", "95% CI", "median (s)"]
-    rows = [[f"{s.p:g}", s.system, f"{s.reached}/{s.seeds}", _fmt(s.mean, ".2f"),
-             "-" if math.isnan(s.half_width) else f"±{s.half_width:.2f}", _fmt(s.median, ".2f")]
+    """Time to the target accuracy per system and p over seeds: seeds that reached it, the
+    median time and the median paired ratio to the smallest p, with bootstrap intervals."""
+    p0 = min(s.p for s in targets)
+    header = ["p", "system", "reached", "median time (s)", "95% CI", f"× time at p = {p0:g}",
+              "95% CI", "pairs"]
+    rows = [[f"{s.p:g}", s.system, f"{s.reached}/{s.seeds}", *_median_cells(s.time, ".2f"),
+             *_median_cells(s.ratio, ".2f"), str(s.pairs) if s.p != p0 else "-"]
             for s in targets]
     target = results.config.malfunction.target_accuracy
-    return f"time to test accuracy {target:g} (model latency, real training)\n" + table(
-        header, rows)
+    return (f"time to test accuracy {target:g} (model latency, real training): medians over "
+            f"seeds (∞: half or more never reached it), 95% bootstrap intervals; the ratio is "
+            f"paired by seed\n" + table(header, rows))

@@ -22,6 +22,7 @@ from blockfl.aggregation import AggregationRule, WeightedUpdate
 from blockfl.chain.blocks import CommitReceipt
 from blockfl.chain.deploy import open_ledger
 from blockfl.chain.ledger import Ledger
+from blockfl.chain.participation import Participation
 from blockfl.config import Config, LinksConfig
 from blockfl.devices.device import Device, check_downloaded_model, check_recomputed_model
 from blockfl.hashing import to_hex
@@ -31,6 +32,7 @@ from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import Verifier
+from blockfl.privacy import may_take_part
 from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_devices, build_experiment
@@ -108,16 +110,29 @@ class Simulation:
         strategy = AggregationRule(self.spec.aggregation)
         max_samples = self.spec.chain.max_samples_per_update
         self.miners = [
-            MinerNode(k, self.ledger, Verifier(self.spec.verification, max_samples=max_samples),
-                      ModelStore(run_dir / f"miner{i}"), strategy, genesis)
+            MinerNode(k, self.ledger,
+                      Verifier(self.spec.verification, max_samples=max_samples,
+                               privacy=self.spec.privacy,
+                               included_rounds=Participation(self.ledger).rounds),
+                      ModelStore(run_dir / f"miner{i}" / "models"), strategy, genesis)
             for i, k in enumerate(miner_keys)
         ]
         connect(self.miners)
         self.attesters = [Attester(m) for m in self.miners]
         self.strategy = strategy
         self.devices = build_devices(config, self.experiment)
+        start = time.perf_counter()
         self.trainer: Trainer = make_trainer(config, self.devices)
+        #: seconds before round 1 that no round is charged: the trainer's start (Ray's actors)
+        self.setup_seconds = {"trainer": time.perf_counter() - start}
         self.rng = random.Random(seed)
+        self.participation = Participation(self.ledger)  # what the devices' budgets spent
+
+    def within_budget(self) -> list[bool]:
+        """Per device, whether its privacy budget admits one more update (all True without
+        a budget); a device past it trains no more and releases nothing."""
+        cfg = self.config.privacy
+        return [may_take_part(cfg, self.participation.rounds(d.address)) for d in self.devices]
 
     def close(self) -> None:
         """Release the trainer's workers (Ray actors)."""
@@ -146,7 +161,10 @@ class Simulation:
         local_s: dict[str, float] = {}
         arrival: dict[str, float] = {}
         collected = dict.fromkeys(by_address, 0.0)  # bits of updates each miner received
-        for device, update in zip(self.devices, trained, strict=True):
+        sending = self.within_budget()
+        for device, update, sends in zip(self.devices, trained, sending, strict=True):
+            if not sends:
+                continue
             miner = by_address[device.choose_miner(list(by_address), self.rng)]
             miner_of[device.address] = miner
             local_s[device.address] = update.submission.signed.record.compute_time_ms / 1000
@@ -165,7 +183,10 @@ class Simulation:
         candidates = [m.candidate() for m in self.miners]
         phases["aggregation"] = time.perf_counter() - start
         if not any(candidates):
-            raise RuntimeError(f"round {round_}: no miner holds a verified update")
+            why = ("; every device has spent its privacy budget "
+                   f"(privacy.epsilon_budget = {cfg.privacy.epsilon_budget:g})"
+                   if not any(sending) else "")
+            raise RuntimeError(f"round {round_}: no miner holds a verified update{why}")
         block_bits = max(clock.block_bits(self.miners[i].announcement(c.proposal))
                          for i, c in enumerate(candidates) if c)
         t_bp = clock.miners(block_bits)
@@ -302,7 +323,8 @@ class Simulation:
             proposal = replace(candidate.proposal, nonce=finish.solution.nonce)
             announcement = self.miners[finish.miner].announcement(proposal)
             start = time.perf_counter()
-            asks = [lambda a=a, b=announcement: a.attest(b)
+            signature = self.attesters[finish.miner].request(proposal)
+            asks = [lambda a=a, b=announcement, s=signature: a.attest(b, s)
                     for i, a in enumerate(self.attesters) if i != finish.miner]
             attestations = gather(asks, needed, lambda _: None)
             spent = time.perf_counter() - start

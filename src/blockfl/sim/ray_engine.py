@@ -29,6 +29,10 @@ class DeviceWorker:
         self.devices = build_devices(config, build_experiment(config))
         self.batched = config.run.batch_training
 
+    def ready(self) -> int:
+        """How many devices this worker holds: an answer means it is built."""
+        return len(self.devices)
+
     def train(self, indices: list[int], round_: int, model: bytes) -> list[tuple]:
         """The updates of devices `indices` for `round_` from the global model `model`:
         (safetensors delta, samples, seconds, loss) each."""
@@ -56,11 +60,12 @@ class RayTrainer:
         self.devices = devices
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=config.run.ray_address or None, include_dashboard=False,
-                     log_to_driver=False)
+            connect(config.run.ray_address)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1)(DeviceWorker)
         self.workers = [actor.remote(config) for _ in range(min(cpus, len(devices)))]
+        # the actors' start-up (imports, data, devices) is set-up, not round 1's training
+        ray.get([w.ready.remote() for w in self.workers])
         share = -(-len(devices) // len(self.workers))
         self.shares = [list(range(i, min(i + share, len(devices))))
                        for i in range(0, len(devices), share)]
@@ -86,3 +91,28 @@ class RayTrainer:
             self.ray.kill(worker)
         if self.started:
             self.ray.shutdown()
+
+
+def connect(address: str) -> None:
+    """Start a local Ray cluster (no `address`) or join the one at `address`.
+
+    `ray start --head` turns token authentication on whenever this machine has a Ray token
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, which any local Ray run creates),
+    and Ray's driver then uses the token only when told to (RAY_AUTH_MODE=token) or for the
+    address "auto". For an explicit address this does what Ray does for "auto": the token, if
+    there is one, is sent (a cluster without authentication accepts it too)."""
+    import ray
+
+    if address and address != "auto":
+        from ray._private.authentication.authentication_token_setup import (  # ray==2.60.0
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConnectionError(
+            f"{exc}: is the cluster up, and if `ray start --head` enabled token authentication, "
+            "is its token (`ray get-auth-token` on the head) in ~/.ray/auth_token or "
+            "RAY_AUTH_TOKEN here?") from None

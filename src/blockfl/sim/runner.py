@@ -6,9 +6,11 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from blockfl import privacy
 from blockfl.chain.ledger import Ledger
-from blockfl.config import Config
+from blockfl.config import Config, PrivacyConfig
 from blockfl.hashing import to_hex
 from blockfl.protocol import ProtocolSpec
 from blockfl.sim.engine import Injector, RoundResult, Simulation
@@ -36,6 +38,7 @@ class RunSummary:
     rewards_match: bool
     plot: Path
     simulation: Simulation
+    report: dict[str, Any]
 
 
 def run_experiment(
@@ -60,8 +63,13 @@ def run_experiment(
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     results = []
+    stopped = ""
     try:
         for _ in range(config.run.rounds):
+            if not any(sim.within_budget()):
+                stopped = (f"every device spent its privacy budget after round "
+                           f"{sim.ledger.head().round}")
+                break
             result = sim.run_round(inject)
             results.append(result)
             write_metrics(run_dir, result.row())
@@ -87,12 +95,11 @@ def run_experiment(
     rows = [r.row() for r in results]
     metric = next(iter(results[-1].metrics))  # the task's first declared metric
     plot = plot_metric(run_dir, rows, metric)
-    write_report(
-        run_dir,
-        {
+    report = {
             "config": config.as_dict(),
             "ledger": {"backend": config.chain.ledger, "chain_id": ledger.domain.chain_id,
                        "contract": ledger.domain.contract, "token": params.token},
+            "setup_seconds": sim.setup_seconds,
             "rounds": rows,
             "final_metrics": results[-1].metrics,
             "chain_head": {"round": head.round, "block_hash": to_hex(head.block_hash),
@@ -102,6 +109,16 @@ def run_experiment(
             "forks": sum(r.forks for r in results),
             "rewards": [asdict(r) for r in rewards],
             "plot": plot.name,
-        },
-    )
-    return RunSummary(run_dir, results, rewards, head.global_model_hash, agree, match, plot, sim)
+            **({"privacy": privacy_report(config.privacy, sim)}
+               if config.privacy.mode != "off" else {}),
+            **({"stopped_early": stopped} if stopped else {}),
+    }
+    write_report(run_dir, report)
+    return RunSummary(run_dir, results, rewards, head.global_model_hash, agree, match, plot, sim,
+                      report)
+
+
+def privacy_report(cfg: PrivacyConfig, sim: Simulation) -> dict[str, object]:
+    """The privacy section of `report.json` (`blockfl.privacy.summary`) for every device."""
+    return privacy.summary(cfg, {d.address: sim.participation.rounds(d.address)
+                                 for d in sim.devices})

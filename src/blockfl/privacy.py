@@ -1,0 +1,185 @@
+"""Differential privacy on the device, its accounting, and the rules every miner enforces.
+
+`[privacy] mode = "client"`: a device clips its whole update to L2 norm `clip` and adds
+Gaussian noise of standard deviation `noise_multiplier x clip` to every value before it signs
+it (`privatize`), so what miners, peers and the public see is already private; this works for
+any task, since it acts on the update and not on the training loop. The guarantee is for any
+change of the device's whole data set (the update moves anywhere in the clip ball: L2
+sensitivity `2 x clip`), accounted by Opacus's RDP accountant as a Gaussian mechanism of noise
+multiplier `noise_multiplier / 2` per round the device takes part in (`epsilon`).
+
+The noise is drawn from a Philox generator keyed by HMAC-SHA256 of the device's secret key and
+the round: reproducible for the same key (the same seed gives the same blocks), and unknown to
+anyone without the key, who could otherwise subtract it. (Floating-point Gaussian sampling
+has known weaknesses against an attacker who sees the exact bits; this is a research tool.)
+
+What the network enforces, in every miner's verification (`PrivacyRule`, from the protocol
+spec): an update whose norm no clipped and noised update reaches (`max_plausible_norm`) is
+refused as `dp_norm_implausible`, and, with `epsilon_budget`, an update that would take its
+device past the budget is refused as `privacy_budget_exhausted`, counting the device's updates
+in committed blocks, so every miner (a restarted one too) agrees. A device cannot be checked to
+have added its noise: DP protects a device that runs it, and a device that does not only
+exposes itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from blockfl.config import PrivacyConfig
+from blockfl.tensors import StateDict
+
+#: the tail of the noise's norm: a d-dimensional standard Gaussian's norm exceeds sqrt(d) + t
+#: with probability at most exp(-t^2 / 2), 1.3e-14 at t = 8
+NORM_TAIL = 8.0
+NOISE_DOMAIN = b"blockfl/dp-noise/v1"
+
+
+def require_accountant() -> None:
+    """Raise ImportError with the install line when Opacus (the accountant) is missing."""
+    try:
+        import opacus  # noqa: F401
+    except ImportError:
+        raise ImportError("differential privacy needs Opacus: pip install 'blockfl[privacy]' "
+                          "(opacus==1.6.0)") from None
+
+
+@lru_cache(maxsize=4096)
+def _rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int,
+                 delta: float) -> float:
+    require_accountant()
+    from opacus.accountants import RDPAccountant
+
+    if steps == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = [(noise_multiplier, sample_rate, steps)]
+    return float(accountant.get_epsilon(delta))
+
+
+def epsilon(cfg: PrivacyConfig, rounds: int) -> float:
+    """The epsilon (at `cfg.delta`) a device has spent after taking part in `rounds` rounds
+    in client mode; 0 with privacy off or no round."""
+    if cfg.mode == "off" or rounds == 0:
+        return 0.0
+    return _rdp_epsilon(cfg.noise_multiplier / 2, 1.0, rounds, cfg.delta)
+
+
+def check_budget(cfg: PrivacyConfig) -> None:
+    """A budget below one round's epsilon admits no update: a config error naming the field."""
+    if cfg.mode != "off" and cfg.epsilon_budget > 0:
+        first = epsilon(cfg, 1)
+        if cfg.epsilon_budget < first:
+            raise ValueError(f"privacy.epsilon_budget = {cfg.epsilon_budget:g} is below one "
+                             f"round's epsilon ({first:.4g} at noise_multiplier "
+                             f"{cfg.noise_multiplier:g}, delta {cfg.delta:g}): no update "
+                             "could be sent")
+
+
+def rounds_within_budget(cfg: PrivacyConfig) -> int | None:
+    """How many rounds a device may take part in (None: no budget)."""
+    if cfg.mode == "off" or cfg.epsilon_budget <= 0:
+        return None
+    low, high = 0, 1
+    while epsilon(cfg, high) <= cfg.epsilon_budget:
+        low, high = high, high * 2
+        if high > 1 << 20:
+            return None  # the noise is so large that the budget never runs out in practice
+    while high - low > 1:  # epsilon grows with rounds: the last round within the budget
+        mid = (low + high) // 2
+        low, high = (mid, high) if epsilon(cfg, mid) <= cfg.epsilon_budget else (low, mid)
+    return low
+
+
+def _floating(state: StateDict) -> list[str]:
+    return sorted(name for name, t in state.items() if t.is_floating_point())
+
+
+def privatize(delta: StateDict, cfg: PrivacyConfig, secret_key: bytes, round_: int) -> StateDict:
+    """The update a device in client mode sends: `delta` clipped to L2 norm `clip` (over all
+    its floating-point tensors together), plus Gaussian noise `noise_multiplier x clip` keyed
+    by the device's secret key and the round. Unchanged with privacy off."""
+    if cfg.mode == "off":
+        return delta
+    names = _floating(delta)
+    norm = math.sqrt(sum(float(delta[n].double().square().sum()) for n in names))
+    scale = min(1.0, cfg.clip / norm) if norm > 0 else 1.0
+    seed = hmac.new(secret_key, NOISE_DOMAIN + round_.to_bytes(8, "big"), hashlib.sha256)
+    rng = np.random.Generator(np.random.Philox(key=int.from_bytes(seed.digest()[:16], "big")))
+    std = cfg.noise_multiplier * cfg.clip
+    out = dict(delta)
+    for name in names:  # a fixed order: the same key and round give the same bits
+        tensor = delta[name]
+        noise = rng.standard_normal(tensor.numel()) * std
+        noised = tensor.double().reshape(-1) * scale + torch.from_numpy(noise)
+        out[name] = noised.reshape(tensor.shape).to(tensor.dtype)
+    return out
+
+
+def max_plausible_norm(cfg: PrivacyConfig, values: int) -> float:
+    """The largest L2 norm a clipped update of `values` numbers reaches with its noise, but
+    with probability below 1e-13: clip + noise_multiplier x clip x (sqrt(values) + 8)."""
+    return cfg.clip * (1.0 + cfg.noise_multiplier * (math.sqrt(values) + NORM_TAIL))
+
+
+def may_take_part(cfg: PrivacyConfig, included_rounds: int) -> bool:
+    """Whether a device with updates in `included_rounds` committed blocks may release one
+    more (the same count every miner charges; a refused update would still have been seen)."""
+    allowed = rounds_within_budget(cfg)
+    return allowed is None or included_rounds < allowed
+
+
+def device_budgets(cfg: PrivacyConfig, rounds: dict[str, int]) -> list[dict[str, object]]:
+    """Per device (address -> its updates in committed blocks): rounds, epsilon spent at
+    `cfg.delta` and the budget left (None without a budget); `report.json` and `blockfl
+    inspect privacy` show these rows."""
+    rows = []
+    for address, taken in rounds.items():
+        spent = epsilon(cfg, taken)
+        rows.append({"address": address, "rounds": taken, "epsilon": spent,
+                     "budget_left": cfg.epsilon_budget - spent if cfg.epsilon_budget else None})
+    return rows
+
+
+def summary(cfg: PrivacyConfig, rounds: dict[str, int]) -> dict[str, object]:
+    """The privacy parameters and every device's budget (`device_budgets`)."""
+    return {"mode": cfg.mode, "noise_multiplier": cfg.noise_multiplier, "clip": cfg.clip,
+            "delta": cfg.delta, "epsilon_budget": cfg.epsilon_budget or None,
+            "accountant": "opacus RDP", "devices": device_budgets(cfg, rounds)}
+
+
+@dataclass(frozen=True)
+class PrivacyRule:
+    """The privacy checks of a miner's verification, from the protocol spec."""
+
+    cfg: PrivacyConfig
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.mode != "off"
+
+    def refusal(self, norm: float, values: int, included_rounds: int) -> tuple[str, str] | None:
+        """(reason, detail) if an update of L2 `norm` over `values` floating-point numbers,
+        from a device with updates in `included_rounds` committed blocks, must be refused."""
+        if not self.active:
+            return None
+        bound = max_plausible_norm(self.cfg, values)
+        if norm > bound:
+            return ("dp_norm_implausible",
+                    f"L2 norm {norm:.4g} > {bound:.4g}, the most a clip of {self.cfg.clip:g} "
+                    f"with noise multiplier {self.cfg.noise_multiplier:g} gives")
+        if not may_take_part(self.cfg, included_rounds):
+            spent = epsilon(self.cfg, included_rounds)
+            return ("privacy_budget_exhausted",
+                    f"{included_rounds} rounds spent epsilon {spent:.4g}; one more would pass "
+                    f"the budget {self.cfg.epsilon_budget:g}")
+        return None

@@ -1,0 +1,100 @@
+"""A process network on emulated hosts (`blockfl network up --emulate-links`): every process in
+its own namespace at its own address, links shaped to `[links]`, each phase measured against the
+model. Skips, saying why, without root/CAP_NET_ADMIN or `ip`/`tc` (CI runs as root)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from blockfl.chain.node import find_anvil
+from blockfl.emulated_hosts import HOSTS_FILE, EmulationError, check
+
+try:
+    check()
+    WHY_NOT = ""
+except EmulationError as exc:
+    WHY_NOT = str(exc)
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok"),
+              pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm ci)")]
+
+#: the uplink at 0.35 Mbit/s: a device's update (20 kB) takes 0.4 s on it, so the machine's
+#: scheduling (milliseconds) is small beside the link
+SMALL = ["--miners", "2", "--devices", "3", "--links-w-up", "1e5", "--model-name", "mlp"]
+
+
+def _namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.startswith("bfl-")}
+
+
+def _links() -> set[str]:
+    listed = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in listed.splitlines()
+            if line.split(":")[1].strip().startswith("bf")}
+
+
+def test_an_emulated_network_commits_and_its_upload_link_agrees_with_the_model(tmp_path):
+    before = (_namespaces(), _links())
+    run = tmp_path / "net"
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", *SMALL, "--rounds", "4",
+         "--run-dir", str(run), "--json", "--emulate-links"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (_namespaces(), _links()) == before  # nothing left behind
+    plan = json.loads((run / HOSTS_FILE).read_text())
+    addresses = {name: h["address"] for name, h in plan["hosts"].items()}
+    assert len(set(addresses.values())) == 6  # anvil, 2 miners, 3 devices: a host each
+    deployment = json.loads((run / "deployment.json").read_text())
+    assert deployment["rpc_url"] == f"http://{addresses['chain']}:8545"
+    summary = json.loads(result.stdout)
+    assert [b["round"] for b in summary["blocks"]] == [1, 2, 3, 4]
+    assert all(r["agrees"] for r in summary["rewards"])
+
+    compared = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "latency", "compare", str(run), "--json"],
+        capture_output=True, text=True, timeout=300)
+    phases = {p["term"]: p for p in json.loads(compared.stdout)["phases"]}
+    link = phases["t_up_link"]
+    assert link["kind"] == "link"
+    assert link["agrees"], link  # within 5% of bits / (W_up log2(1 + SNR_up)), corrected
+    assert link["measured"] > 0.3  # the shaped link, not loopback: 20 kB at 0.35 Mbit/s
+
+
+def test_sigterm_removes_every_namespace_veth_and_bridge(tmp_path):
+    before = (_namespaces(), _links())
+    run = tmp_path / "net"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", *SMALL, "--rounds", "50",
+         "--run-dir", str(run), "--emulate-links"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / HOSTS_FILE).exists() or len(_namespaces() - before[0]) < 6:
+            assert process.poll() is None, process.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the hosts were not made in 120 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert (_namespaces(), _links()) == before
+
+
+def test_emulated_links_refuse_bad_rates_before_making_anything(tmp_path):
+    before = (_namespaces(), _links())
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", *SMALL, "--rounds", "1",
+         "--links-w-dn", "0", "--run-dir", str(tmp_path / "net"), "--emulate-links"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("blockfl: error: links.w_dn = 0")
+    assert (_namespaces(), _links()) == before
