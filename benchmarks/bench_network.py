@@ -290,12 +290,12 @@ def bench_uploads(k: int) -> None:
         config = upload_config(k, tmp_path)
         experiment = build_experiment(config)
         miner_key = derived_key("bench-miner", 0)
-        ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+        ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis),
                                   [address_of(miner_key)])
         domain = ledger.domain
 
         started = time.perf_counter()
-        devices = [Device(derived_key("bench-device", i), shard, "logreg", config.training,
+        devices = [Device(derived_key("bench-device", i), shard, experiment.task, config.training,
                           experiment.initial, seed=i)
                    for i, shard in enumerate(experiment.shards)]
         submissions = [d.train(1, domain).submission for d in devices]
@@ -303,7 +303,7 @@ def bench_uploads(k: int) -> None:
         # the same settings it would make the same update hash, which the miner refuses as a
         # replay (whichever device sends it second)
         warm_training = replace(config.training, lr=config.training.lr * 0.9)
-        warmups = [Device(derived_key("bench-warmup", i), experiment.shards[i], "logreg",
+        warmups = [Device(derived_key("bench-warmup", i), experiment.shards[i], experiment.task,
                           warm_training, experiment.initial, seed=i).train(1, domain).submission
                    for i in range(WARMUP)]
         trained = time.perf_counter() - started

@@ -26,7 +26,7 @@ def flower_seconds_per_round(devices: int, model: str, rounds: int) -> float:
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    from blockfl.devices.training import train_local
+    from blockfl.devices.training_batched import train_local
     from blockfl.sim.setup import build_experiment
 
     config = experiment_config(devices, model, rounds)
@@ -43,8 +43,7 @@ def flower_seconds_per_round(devices: int, model: str, rounds: int) -> float:
             torch.set_num_threads(1)
             base = {k: torch.from_numpy(v) for k, v in zip(names, parameters, strict=True)}
             shard = experiment.shards[self.index]
-            local = train_local(model, base, shard.x, shard.y, t, seed=self.index,
-                                task=shard.task)
+            local = train_local(model, base, shard, t, self.index)
             new = [(base[k] + local.delta[k]).numpy() for k in names]
             return new, local.n_samples, {}
 

@@ -19,11 +19,11 @@ from blockfl.chain.ledger import Ledger
 from blockfl.chain.local import LocalLedger
 from blockfl.config import Config
 from blockfl.hashing import to_hex
-from blockfl.protocol import ProtocolSpec, SpecMismatch
+from blockfl.protocol import Genesis, ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 
 
-def chain_params(config: Config, genesis: bytes) -> ChainParams:
+def chain_params(config: Config, genesis: Genesis) -> ChainParams:
     """Contract parameters from an experiment configuration, with its protocol spec's hash."""
     c = config.chain
     return ChainParams(
@@ -33,7 +33,7 @@ def chain_params(config: Config, genesis: bytes) -> ChainParams:
         max_samples_per_update=c.max_samples_per_update,
         max_updates_per_block=c.max_updates_per_block,
         device_allow_list=c.allow_list,
-        genesis_model_hash=genesis,
+        genesis_model_hash=genesis.model_hash,
         protocol_spec_hash=ProtocolSpec.from_config(config, genesis).hash(),
         mode=c.mode,
         quorum=c.quorum,
@@ -41,7 +41,7 @@ def chain_params(config: Config, genesis: bytes) -> ChainParams:
 
 
 def deploy_to_node(
-    config: Config, rpc_url: str, miners: list[str], deployer_key: bytes, genesis: bytes
+    config: Config, rpc_url: str, miners: list[str], deployer_key: bytes, genesis: Genesis
 ) -> Deployment:
     """Deploy an experiment's contracts to a JSON-RPC node, starting from model `genesis`; the
     deployment record carries the protocol spec."""
@@ -60,9 +60,10 @@ def deployment_record(
 
 
 def deployed_spec(deployment: Deployment, ledger: Ledger, config: Config,
-                  genesis: bytes) -> ProtocolSpec:
+                  genesis: Genesis | None = None) -> ProtocolSpec:
     """The deployment's protocol spec, once checked: its hash is the file's and the chain's,
-    and this node's config gives the same spec (else `SpecMismatch` names the fields)."""
+    and this node's config (with `genesis`, its task's; None: the deployment's own, for a
+    miner, which knows no task) gives the same spec (else `SpecMismatch` names the fields)."""
     if not deployment.protocol_spec:
         raise SpecMismatch("the deployment file has no protocol spec: deploy again with "
                            "`blockfl chain deploy`")
@@ -73,11 +74,11 @@ def deployed_spec(deployment: Deployment, ledger: Ledger, config: Config,
             f"the deployment file's protocol spec hashes to {to_hex(spec.hash())}, the file "
             f"says {deployment.protocol_spec_hash} and the chain {to_hex(on_chain)}"
         )
-    ProtocolSpec.from_config(config, genesis).require_same(spec)
+    ProtocolSpec.from_config(config, genesis or spec.genesis).require_same(spec)
     return spec
 
 
-def open_ledger(config: Config, miners: list[str], genesis: bytes, run_dir: Path) -> Ledger:
+def open_ledger(config: Config, miners: list[str], genesis: Genesis, run_dir: Path) -> Ledger:
     """A fresh deployment on the configured ledger (embedded EVM, a node, or SQLite); on a
     node, its `deployment.json` is written into `run_dir`."""
     params = chain_params(config, genesis)

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import gzip
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-Task = Literal["classification", "regression"]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Samples ``x`` of shape (N, *input_shape), float32; targets ``y``: int64 class labels
-    (classification) or float32 values (regression), shape (N,)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    input_shape: tuple[int, ...]
-    n_outputs: int
-    task: Task
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def subset(self, indices: np.ndarray | torch.Tensor) -> Dataset:
-        """The samples at ``indices``, in that order."""
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-        return Dataset(self.x[idx], self.y[idx], self.input_shape, self.n_outputs, self.task)
+from blockfl.dataset import Dataset
 
 
 def load_digits() -> Dataset:

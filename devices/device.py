@@ -22,12 +22,12 @@ from blockfl.config import NO_PRIVACY, PrivacyConfig, TrainingConfig
 from blockfl.devices.behaviours import Behaviour
 from blockfl.devices.data import Dataset
 from blockfl.devices.observing_attacks import Observed
-from blockfl.devices.training import LocalUpdate, train_local, train_svrg_linear
-from blockfl.devices.training_batched import TrainingJob
+from blockfl.devices.training import LocalUpdate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
 from blockfl.privacy import privatize
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
+from blockfl.task import Task, TrainingJob, local_update
 from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
 
@@ -54,13 +54,13 @@ class TrainedUpdate:
 
 
 class Device:
-    """One device: its key, its shard and the global model it holds."""
+    """One device: its key, its shard, its task and the global model it holds."""
 
     def __init__(
         self,
         key: bytes,
         shard: Dataset,
-        model_name: str,
+        task: Task,
         training: TrainingConfig,
         global_state: StateDict,
         seed: int = 0,
@@ -74,7 +74,7 @@ class Device:
         self.address = address_of(key)
         self.behaviour = behaviour or Behaviour()
         self.shard = self.behaviour.data(shard)
-        self.model_name = model_name
+        self.task = task
         self.training = training
         self.global_state = global_state
         self.global_hash = tensor_hash(global_state)
@@ -86,23 +86,17 @@ class Device:
         return self.submission(round_, domain, self.local_update(round_), observed)
 
     def training_job(self, round_: int) -> TrainingJob:
-        """This round's training, to run batched with other devices' (`train_many`)."""
-        return TrainingJob(self.shard.x, self.shard.y, self._round_seed(round_))
+        """This round's training, to run batched with other devices' (`Task.train_many`)."""
+        return TrainingJob(self.shard, self._round_seed(round_))
 
     def local_update(self, round_: int) -> LocalUpdate:
-        """Train on the local shard from the global model (not yet signed)."""
-        t = self.training
-        x, y = self.shard.x, self.shard.y
-        seed = self._round_seed(round_)
+        """Train on the local shard from the global model through the task (not yet signed)."""
         if not self.behaviour.trains:  # a free-rider claims the time training would have taken
+            n = len(self.shard)
             zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
-            return LocalUpdate(zero, len(y), self._modelled_seconds(len(y)), float("nan"))
-        if t.algorithm == "svrg":
-            return train_svrg_linear(self.global_state, x, y, t, seed=seed)
-        if t.algorithm == "sgd":
-            return train_local(self.model_name, self.global_state, x, y, t, seed=seed,
-                               task=self.shard.task)
-        raise ValueError(f"unknown training algorithm {t.algorithm!r}: sgd or svrg")
+            return LocalUpdate(zero, n, self._modelled_seconds(n), float("nan"))
+        return local_update(self.task, self.global_state, self.shard, self.training,
+                            self._round_seed(round_))
 
     def submission(self, round_: int, domain: Domain, local: LocalUpdate,
                    observed: Observed | None = None) -> TrainedUpdate:

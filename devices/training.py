@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blockfl.config import TrainingConfig
-from blockfl.devices.data import Task
+from blockfl.dataset import Kind
 from blockfl.models import model_for_state
 from blockfl.tensors import StateDict
 
@@ -33,7 +33,7 @@ class LocalUpdate:
     final_loss: float
 
 
-def loss_function(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(task: Kind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss of a task: cross-entropy (classification) or MSE (regression)."""
     if task == "classification":
         return F.cross_entropy
@@ -54,28 +54,6 @@ def _delta(model: nn.Module, base_state: StateDict) -> StateDict:
     return {k: (local[k] - base_state[k]).detach().clone() for k in base_state}
 
 
-def train_local(
-    model_name: str,
-    base_state: StateDict,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    training: TrainingConfig,
-    *,
-    seed: int,
-    task: Task,
-) -> LocalUpdate:
-    """Plain minibatch SGD for ``training.epochs`` passes over (x, y), starting from
-    ``base_state`` (``training``: its ``epochs``, ``lr`` and ``batch_size``).
-
-    Linear/ReLU models train through `train_many` (the same bits as when many devices train
-    together), others through `train_module`. ``final_loss`` is the sample-weighted mean
-    minibatch loss of the last epoch.
-    """
-    from blockfl.devices.training_batched import TrainingJob, train_many
-
-    return train_many(model_name, base_state, [TrainingJob(x, y, seed)], training, task=task)[0]
-
-
 def train_module(
     model_name: str,
     base_state: StateDict,
@@ -84,9 +62,11 @@ def train_module(
     training: TrainingConfig,
     *,
     seed: int,
-    task: Task,
+    task: Kind,
 ) -> LocalUpdate:
-    """`train_local` with the torch module and `torch.optim.SGD` (any model)."""
+    """Plain minibatch SGD for ``training.epochs`` passes over (x, y) from ``base_state``, with
+    the torch module and `torch.optim.SGD` (any model); ``final_loss`` is the sample-weighted
+    mean minibatch loss of the last epoch."""
     epochs, lr, batch_size = training.epochs, training.lr, training.batch_size
     if len(x) == 0 or epochs < 1:
         raise ValueError("need at least one sample and one epoch")
@@ -165,7 +145,7 @@ def train_svrg_linear(
 
 @torch.no_grad()
 def evaluate(
-    model_name: str, state: StateDict, x: torch.Tensor, y: torch.Tensor, task: Task
+    model_name: str, state: StateDict, x: torch.Tensor, y: torch.Tensor, task: Kind
 ) -> dict[str, float]:
     """Classification: ``{"accuracy", "loss"}`` (mean cross-entropy); regression: ``{"mse"}``."""
     model = model_for_state(model_name, tuple(x.shape[1:]), state)

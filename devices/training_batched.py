@@ -11,19 +11,21 @@ shapes of the whole stack) nor with fused multiply-adds: so a device's update ha
 bits whether it trains alone or stacked with any number of others, on the local engine or a
 Ray worker, and `train_local` trains a device alone through this same code. Other models
 (`cnn`) train device by device with `torch.optim` (`train_module`).
+
+`blockfl.devices.builtin_task` trains the built-in models with SGD through these functions.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from blockfl.config import TrainingConfig
-from blockfl.devices.data import Task
+from blockfl.dataset import Dataset, Kind
 from blockfl.devices.training import LocalUpdate, train_module
+from blockfl.task import TrainingJob
 from blockfl.tensors import StateDict
 
 #: models made of linear layers with ReLU between them (and a flattened input)
@@ -36,13 +38,17 @@ MAX_STACK = 256
 _LANES = 64
 
 
-@dataclass(frozen=True)
-class TrainingJob:
-    """One device's local training: its shard and its seed for the round."""
+def train_local(model_name: str, base_state: StateDict, data: Dataset, training: TrainingConfig,
+                seed: int) -> LocalUpdate:
+    """Plain minibatch SGD for ``training.epochs`` passes over `data`, starting from
+    ``base_state`` (``training``: its ``epochs``, ``lr`` and ``batch_size``).
 
-    x: torch.Tensor
-    y: torch.Tensor
-    seed: int
+    Linear/ReLU models train through `train_many` (the same bits as when many devices train
+    together), others through `train_module`. ``final_loss`` is the sample-weighted mean
+    minibatch loss of the last epoch.
+    """
+    return train_many(model_name, base_state, [TrainingJob(data, seed)], training,
+                      task=data.task)[0]
 
 
 def train_many(
@@ -51,16 +57,16 @@ def train_many(
     jobs: Sequence[TrainingJob],
     training: TrainingConfig,
     *,
-    task: Task,
+    task: Kind,
 ) -> list[LocalUpdate]:
     """Minibatch SGD (`training`'s epochs, lr and batch size) for every job from
     `base_state`; results in the order of `jobs`."""
     if model_name not in VECTORIZED_MODELS:
-        return [train_module(model_name, base_state, j.x, j.y, training, seed=j.seed, task=task)
-                for j in jobs]
+        return [train_module(model_name, base_state, j.data.x, j.data.y, training, seed=j.seed,
+                             task=task) for j in jobs]
     by_size: dict[int, list[int]] = {}
     for i, job in enumerate(jobs):
-        by_size.setdefault(len(job.x), []).append(i)
+        by_size.setdefault(len(job.data), []).append(i)
     results: list[LocalUpdate | None] = [None] * len(jobs)
     for members in by_size.values():
         for start in range(0, len(members), MAX_STACK):
@@ -75,15 +81,15 @@ def _train_stack(
     base_state: StateDict,
     jobs: Sequence[TrainingJob],
     training: TrainingConfig,
-    task: Task,
+    task: Kind,
 ) -> list[LocalUpdate]:
     """Train devices with equal sample counts together: one step per minibatch for all."""
     epochs, lr, batch_size = training.epochs, training.lr, training.batch_size
-    n, count = len(jobs[0].x), len(jobs)
+    n, count = len(jobs[0].data), len(jobs)
     if n == 0 or epochs < 1 or batch_size < 1:
         raise ValueError("need at least one sample, one epoch and a batch size >= 1")
-    xs = torch.stack([j.x.reshape(n, -1) for j in jobs])
-    ys = torch.stack([j.y for j in jobs])
+    xs = torch.stack([j.data.x.reshape(n, -1) for j in jobs])
+    ys = torch.stack([j.data.y for j in jobs])
     names = _layers(base_state)
     params = {k: v.unsqueeze(0).expand(count, *v.shape).contiguous()
               for k, v in base_state.items()}
@@ -121,7 +127,7 @@ def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _gradients(
-    params: StateDict, names: list[str], x: torch.Tensor, y: torch.Tensor, task: Task
+    params: StateDict, names: list[str], x: torch.Tensor, y: torch.Tensor, task: Kind
 ) -> tuple[StateDict, torch.Tensor]:
     """Each device's gradient of its mean minibatch loss, and the loss, shape (G,)."""
     inputs, pre = [], []
@@ -143,7 +149,7 @@ def _gradients(
     return grads, loss
 
 
-def _loss_gradient(out: torch.Tensor, y: torch.Tensor, task: Task) -> tuple[torch.Tensor, ...]:
+def _loss_gradient(out: torch.Tensor, y: torch.Tensor, task: Kind) -> tuple[torch.Tensor, ...]:
     """d(mean loss)/d(out) per device, and the mean loss: cross-entropy or squared error."""
     batch = out.shape[1]
     if task == "regression":

@@ -90,7 +90,7 @@ class Honest:
         self.count += 1
         shards = self.experiment.shards
         device = Device(derived_key("attack-honest", self.count), shards[self.count % len(shards)],
-                        self.config.model.name, self.config.training, self.experiment.initial,
+                        self.experiment.task, self.config.training, self.experiment.initial,
                         seed=self.count)
         why = "the round kept closing"
         for _ in range(3):  # the round may close between reading it and uploading

@@ -36,7 +36,7 @@ def _experiment(tmp_path) -> tuple[Config, Experiment]:
 
 def _device(tmp_path, name: str, **attack) -> Device:
     config, experiment = _experiment(tmp_path)
-    return Device(key("attacker"), experiment.shards[0], "logreg", config.training,
+    return Device(key("attacker"), experiment.shards[0], experiment.task, config.training,
                   experiment.initial, seed=1,
                   behaviour=behaviour(name, AttackConfig(**attack), 5, seed=1))
 

@@ -30,8 +30,8 @@ class DeadLedger:  # a deployment whose node is down: every call fails like web3
 def test_a_device_waits_out_a_dead_chain_node_and_miners(tmp_path):
     config = small_config(tmp_path, network={"devices": 1})
     experiment = build_experiment(config)
-    device = Device(derived_key("lonely", 0), experiment.shards[0], "logreg", config.training,
-                    experiment.initial)
+    device = Device(derived_key("lonely", 0), experiment.shards[0], experiment.task,
+                    config.training, experiment.initial)
 
     stop = threading.Event()
     process = DeviceProcess(device, DeadLedger(), [MinerClient(f"http://127.0.0.1:{free_port()}")],
@@ -51,8 +51,8 @@ def test_a_device_waits_out_a_dead_chain_node_and_miners(tmp_path):
 def test_a_device_gives_up_after_its_time_with_a_clear_error(tmp_path, capsys):
     config = small_config(tmp_path, network={"devices": 1})
     experiment = build_experiment(config)
-    device = Device(derived_key("lonely", 1), experiment.shards[0], "logreg", config.training,
-                    experiment.initial)
+    device = Device(derived_key("lonely", 1), experiment.shards[0], experiment.task,
+                    config.training, experiment.initial)
 
     process = DeviceProcess(device, DeadLedger(), [], EventLog("d", tmp_path / "d.jsonl"),
                             poll=0.01, give_up=0.3)

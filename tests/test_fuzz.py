@@ -204,7 +204,7 @@ def api(tmp_path_factory):
     config = small_config(tmp, network={"devices": 3, "miners": 1})
     experiment = build_experiment(config)
     key = derived_key("fuzz-miner", 0)
-    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis),
                               [address_of(key)])
     service = MinerService(key, ledger, config.verification,
                            MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0),

@@ -147,8 +147,8 @@ def test_deep_answers_of_a_peer_are_refused_and_the_miner_serves(net, tmp_path):
     network, peer_url = net
     config = network.config
     experiment = build_experiment(config)
-    device = Device(derived_key("honest", 0), experiment.shards[0], "logreg", config.training,
-                    experiment.initial)
+    device = Device(derived_key("honest", 0), experiment.shards[0], experiment.task,
+                    config.training, experiment.initial)
     miner = MinerClient(network.miner_url(0), timeout=10)
     assert miner.upload(device.train(1, network.ledger.domain).submission)["accepted"]
     # the miner gossips it to the hostile peer, whose deep answer it refuses

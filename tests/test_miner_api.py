@@ -41,9 +41,9 @@ def setup(tmp_path):
     config = small_config(tmp_path, network={"devices": 3, "miners": 1},
                           chain={"block_rate": 50.0, "hash_rate": 1000.0})
     experiment = build_experiment(config)
-    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis),
                               [address_of(MINER_KEY)])
-    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+    devices = [Device(derived_key("api-device", i), shard, experiment.task, config.training,
                       experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
     policy = VerificationPolicy(max_payload_bytes=LIMIT)
     settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0)
@@ -191,7 +191,7 @@ def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False
                           chain={"block_rate": 50.0, "hash_rate": 1000.0, "quorum": quorum})
     experiment = build_experiment(config)
     keys = [derived_key("api-miner", i) for i in range(2)]
-    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis),
                               [address_of(k) for k in keys])
     policy = VerificationPolicy(max_payload_bytes=LIMIT)
     settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0, check_grace=60.0)
@@ -208,7 +208,7 @@ def two_miners(tmp_path, b_asks_a: bool, quorum: int = 1, a_asks_b: bool = False
     if a_asks_b:
         b_peers.append(MinerClient("http://b", http=TestClient(create_app(b, LIMIT))))
         a.clients = b_peers
-    devices = [Device(derived_key("api-device", i), shard, "logreg", config.training,
+    devices = [Device(derived_key("api-device", i), shard, experiment.task, config.training,
                       experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
     return a, b, devices, ledger
 

@@ -22,7 +22,7 @@ from blockfl.chain.deployment import describe
 from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, rpc_web3
 from blockfl.cli import main
 from blockfl.config import TrainingConfig, load_config
-from blockfl.devices.training import train_local
+from blockfl.devices.training_batched import train_local
 from blockfl.hashing import to_hex
 from blockfl.signing import address_of
 from blockfl.sim.setup import build_experiment
@@ -63,9 +63,8 @@ def run(anvil_url, tmp_path_factory) -> Run:
     for shard in experiment.shards[1:]:
         train = type(train)(torch.cat([train.x, shard.x]), torch.cat([train.y, shard.y]),
                             train.input_shape, train.n_outputs, train.task)
-    update = train_local(config.model.name, experiment.initial, train.x, train.y,
-                         TrainingConfig(epochs=5, lr=0.3, batch_size=32), seed=0,
-                         task=train.task)
+    update = train_local(config.model.name, experiment.initial, train,
+                         TrainingConfig(epochs=5, lr=0.3, batch_size=32), 0)
     trained = {k: experiment.initial[k] + update.delta[k] for k in experiment.initial}
 
     run_dir = tmp_path_factory.mktemp("model") / "net"

@@ -71,7 +71,7 @@ def test_network_keeps_committing_through_faults(tmp_path):
         # abuse a live miner over HTTP: each gets a clear JSON error, nothing is accepted
         url = network.miner_url(0)
         experiment = build_experiment(config)
-        outsider = Device(network.device_key(50), experiment.shards[0], "logreg",
+        outsider = Device(network.device_key(50), experiment.shards[0], experiment.task,
                           config.training, experiment.initial)
         good = outsider.train(1, network.ledger.domain).submission
         forged = SignedUpdate(good.signed.record,
@@ -131,8 +131,8 @@ def test_killed_miner_loses_no_acknowledged_update(tmp_path, capsys):
         experiment = build_experiment(config)
         domain = network.ledger.domain
         devices = [
-            Device(network.device_key(j), shard, "logreg", config.training, experiment.initial,
-                   seed=device_seed(config.run.seed, j))
+            Device(network.device_key(j), shard, experiment.task, config.training,
+                   experiment.initial, seed=device_seed(config.run.seed, j))
             for j, shard in enumerate(experiment.shards)
         ]
         miner0, miner1 = (MinerClient(network.miner_url(i), timeout=10) for i in (0, 1))
@@ -157,8 +157,8 @@ def test_killed_miner_loses_no_acknowledged_update(tmp_path, capsys):
         assert_balances_match_blocks(network)
 
         # a device that restarts resumes from the chain: it fetches and checks the head model
-        fresh = Device(network.device_key(0), experiment.shards[0], "logreg", config.training,
-                       experiment.initial)
+        fresh = Device(network.device_key(0), experiment.shards[0], experiment.task,
+                       config.training, experiment.initial)
         resumed = DeviceProcess(fresh, network.ledger, [miner0, miner1],
                                 EventLog("fresh", tmp_path / "fresh.jsonl"), recompute=True)
         resumed.follow(network.ledger.head())

@@ -22,7 +22,7 @@ from blockfl.privacy import (
     privatize,
     rounds_within_budget,
 )
-from blockfl.protocol import ProtocolSpec
+from blockfl.protocol import Genesis, ProtocolSpec
 from blockfl.sim.runner import run_experiment
 from blockfl.tensors import l2_norm, tensor_hash
 from tests.conftest import small_config
@@ -46,7 +46,7 @@ def test_out_of_range_privacy_settings_are_config_errors_naming_the_field(field,
 def test_a_budget_below_one_rounds_epsilon_is_refused_when_the_spec_is_built(tmp_path):
     config = small_config(tmp_path, privacy={**CLIENT.__dict__, "epsilon_budget": 1.0})
     with pytest.raises(ValueError, match=r"privacy.epsilon_budget = 1 is below one round's"):
-        ProtocolSpec.from_config(config, b"\0" * 32)
+        ProtocolSpec.from_config(config, Genesis("none", b"\0" * 32, {}))
 
 
 def test_epsilon_is_opacus_rdp_for_a_gaussian_of_half_the_noise_multiplier():
@@ -112,7 +112,7 @@ def test_every_miner_refuses_an_implausible_norm_and_an_update_past_the_budget(t
     device = sim.devices[0]
     miner = sim.miners[0]
     # a device that claims DP but sends its raw, unclipped update
-    raw = Device(device.key, device.shard, device.model_name, device.training,
+    raw = Device(device.key, device.shard, device.task, device.training,
                  device.global_state, seed=device.seed)
     local = raw.local_update(2)
     scaled = replace(local, delta={k: v * 1e4 for k, v in local.delta.items()})
@@ -162,7 +162,7 @@ def test_inspect_privacy_charges_each_device_from_the_chain(tmp_path, anvil_url,
     config = small_config(tmp_path, privacy={**CLIENT.__dict__, "epsilon_budget": 20.0},
                           verification={"norm_bound": 1e9},
                           run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
-    genesis = tensor_hash(build_experiment(config).initial)
+    genesis = build_experiment(config).genesis
     miners = [address_of(derived_key("miner", i, config.run.seed))
               for i in range(config.network.miners)]
     deployment = deploy_to_node(config, anvil_url, miners, DEV_DEPLOYER_KEY, genesis)

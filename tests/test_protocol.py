@@ -13,10 +13,11 @@ from blockfl.chain.evm import DEV_DEPLOYER_KEY, EvmLedger, embedded_web3
 from blockfl.config import AggregationConfig, Config, load_config
 from blockfl.hashing import keccak, to_hex
 from blockfl.keys import derived_key
-from blockfl.protocol import ProtocolSpec, SpecMismatch
+from blockfl.protocol import Genesis, ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 
-GENESIS = bytes(range(32))
+GENESIS = Genesis("test-task", bytes(range(32)),
+                  {"out.weight": ((10, 64), "float32"), "out.bias": ((10,), "float32")})
 MINERS = [address_of(derived_key("spec-miner", i)) for i in range(2)]
 
 
@@ -42,7 +43,6 @@ def test_hash_is_keccak_of_canonical_json_and_round_trips():
     ("chain", "block_rate", 1.0),
     ("chain", "quorum", 2),
     ("chain", "mode", "merkle"),
-    ("model", "name", "logreg"),
 ])
 def test_every_consensus_field_changes_the_hash(section, field, value):
     config = Config()
@@ -58,8 +58,24 @@ def test_local_settings_are_not_in_the_spec():
     local = _with(_with(config, "chain", ledger="local", rpc_url="http://x"), "run", seed=3)
     assert ProtocolSpec.from_config(local, GENESIS).hash() == (
         ProtocolSpec.from_config(config, GENESIS).hash())
-    assert ProtocolSpec.from_config(config, bytes(32)).hash() != (
+    assert ProtocolSpec.from_config(config, replace(GENESIS, model_hash=bytes(32))).hash() != (
         ProtocolSpec.from_config(config, GENESIS).hash())
+
+
+@pytest.mark.parametrize(("genesis", "field"), [
+    (replace(GENESIS, task="other-task"), "task.name"),
+    (replace(GENESIS, model_hash=bytes(32)), "task.genesis_model_hash"),
+    (replace(GENESIS, tensors={**GENESIS.tensors, "out.bias": ((10,), "float64")}),
+     "task.tensor_spec.out.bias"),
+    (replace(GENESIS, tensors={**GENESIS.tensors, "extra": ((1,), "float32")}),
+     "task.tensor_spec.extra"),
+])
+def test_the_task_name_genesis_hash_and_tensor_spec_are_in_the_spec(genesis, field):
+    base = ProtocolSpec.from_config(Config(), GENESIS)
+    other = ProtocolSpec.from_config(Config(), genesis)
+    assert other.hash() != base.hash()
+    assert [d[0] for d in other.differences(base)] == [field]
+    assert ProtocolSpec.from_dict(json.loads(other.canonical_json())) == other
 
 
 @pytest.mark.parametrize("backend", ["evm", "local"])
@@ -85,6 +101,16 @@ def test_a_node_with_another_config_refuses_naming_the_fields():
     assert "aggregation.rule = 'fedavg' here, 'multi_krum' deployed" in message
     assert "verification.norm_bound = 5.0 here, 1000.0 deployed" in message
     assert "chain." not in message
+
+    other_task = replace(GENESIS, task="wine", tensors={"out.weight": ((3, 13), "float32")})
+    with pytest.raises(SpecMismatch) as info:  # a device whose task is not the deployment's
+        deployed_spec(deployment, ledger, config, other_task)
+    message = str(info.value)
+    assert "task.name = 'wine' here, 'test-task' deployed" in message
+    assert "task.tensor_spec.out.weight = [[3, 13], 'float32'] here, [[10, 64], 'float32']" \
+        in message
+    assert "task.tensor_spec.out.bias = None here" in message
+    assert deployed_spec(deployment, ledger, config) == spec  # a miner: no task of its own
 
     tampered = replace(deployment, protocol_spec=ProtocolSpec.from_config(
         _with(config, "aggregation", f=1), GENESIS).to_dict())

@@ -14,10 +14,12 @@ from blockfl.aggregation import AggregationRule, FedAvg, WeightedUpdate
 from blockfl.aggregation.kernels import grid_distances, squared_norm
 from blockfl.aggregation.rules import clipped_fedavg, median, multi_krum, trimmed_mean
 from blockfl.config import AGGREGATION_RULES, AggregationConfig, Config
-from blockfl.protocol import ProtocolSpec
+from blockfl.protocol import Genesis, ProtocolSpec
 from blockfl.tensors import tensor_hash
 
 SHAPES = {"w": (6, 5), "b": (6,)}
+
+NO_TASK = Genesis("none", bytes(32), {})  # the rules' specs need no model
 
 
 def _updates(n: int, seed: int = 0, spread: float = 1.0) -> list[WeightedUpdate]:
@@ -187,7 +189,7 @@ def test_fedavg_rule_is_the_default_and_keeps_every_update():
     base, updates = _base(), _updates(5)
     assert FedAvg().config == AggregationRule().config == AggregationConfig()
     assert tensor_hash(FedAvg().aggregate(base, updates)) == _run(_rule("fedavg"), base, updates)
-    spec = ProtocolSpec.from_config(Config(), bytes(32))
+    spec = ProtocolSpec.from_config(Config(), NO_TASK)
     kept, excluded = AggregationRule(spec.aggregation).select(base, updates)
     assert len(kept) == 5 and excluded == []
 
@@ -208,6 +210,6 @@ def test_krum_f_of_half_the_devices_is_a_config_error():
     config = Config()
     config = replace(config, aggregation=AggregationConfig(rule="krum", f=5))
     with pytest.raises(ValueError, match="f = 5 out of range for 10 devices"):
-        ProtocolSpec.from_config(config, bytes(32))
+        ProtocolSpec.from_config(config, NO_TASK)
     ok = replace(config, aggregation=AggregationConfig(rule="krum", f=4))
-    ProtocolSpec.from_config(ok, bytes(32))
+    ProtocolSpec.from_config(ok, NO_TASK)

@@ -4,7 +4,8 @@ import torch
 from blockfl.aggregation import FedAvg, WeightedUpdate
 from blockfl.config import TrainingConfig
 from blockfl.devices.data import load_digits, partition_iid, synthetic_linear, train_test_split
-from blockfl.devices.training import evaluate, train_local, train_svrg_linear
+from blockfl.devices.training import evaluate, train_svrg_linear
+from blockfl.devices.training_batched import train_local
 from blockfl.models import MODELS, build_model, initial_state, model_spec
 from blockfl.tensors import tensor_hash
 
@@ -30,18 +31,16 @@ def test_initial_state_leaves_global_rng_alone():
 
 
 def test_train_local_is_deterministic_and_returns_delta():
-    ds = load_digits()
-    x, y = ds.x[:200], ds.y[:200]
+    ds = load_digits().subset(range(200))
     base = initial_state("mlp", ds.input_shape, 10, seed=0)
     training = TrainingConfig(epochs=1, lr=0.1, batch_size=32)
-    kwargs = dict(seed=3, task="classification")
-    a = train_local("mlp", base, x, y, training, **kwargs)
-    b = train_local("mlp", base, x, y, training, **kwargs)
+    a = train_local("mlp", base, ds, training, 3)
+    b = train_local("mlp", base, ds, training, 3)
     assert tensor_hash(a.delta) == tensor_hash(b.delta)
     assert model_spec(a.delta) == model_spec(base)
     assert a.n_samples == 200 and a.compute_seconds > 0 and a.final_loss > 0
     assert any(v.abs().sum() > 0 for v in a.delta.values())
-    c = train_local("mlp", base, x, y, training, **dict(kwargs, seed=4))
+    c = train_local("mlp", base, ds, training, 4)
     assert tensor_hash(c.delta) != tensor_hash(a.delta)
 
 
@@ -54,15 +53,8 @@ def test_fedavg_on_iid_digits_reaches_90_percent():
         updates = []
         for i, part in enumerate(parts):
             local = train.subset(part)
-            u = train_local(
-                "logreg",
-                state,
-                local.x,
-                local.y,
-                TrainingConfig(epochs=2, lr=0.5, batch_size=16),
-                seed=100 * rnd + i,
-                task="classification",
-            )
+            u = train_local("logreg", state, local, TrainingConfig(epochs=2, lr=0.5, batch_size=16),
+                            100 * rnd + i)
             updates.append(WeightedUpdate(f"0x{i:040x}", u.delta, u.n_samples))
         state = FedAvg().aggregate(state, updates)
         accuracies.append(evaluate("logreg", state, test.x, test.y, "classification")["accuracy"])

@@ -8,9 +8,10 @@ import torch
 
 from blockfl.config import TrainingConfig
 from blockfl.devices.data import load_digits, partition_iid, synthetic_linear
-from blockfl.devices.training import train_local, train_module
-from blockfl.devices.training_batched import TrainingJob, train_many
+from blockfl.devices.training import train_module
+from blockfl.devices.training_batched import train_local, train_many
 from blockfl.models import initial_state, model_for_state
+from blockfl.task import TrainingJob
 from blockfl.tensors import tensor_hash
 
 CASES = {
@@ -27,21 +28,21 @@ def _torch_sgd(model: str, base, job: TrainingJob, training: TrainingConfig, tas
     """One device trained alone with torch.optim.SGD, written out here (the reference for the
     models `train_many` does not stack: there, `train_local` is `train_many` itself): the delta
     and the mean minibatch loss of the last epoch."""
-    net = model_for_state(model, tuple(job.x.shape[1:]), base)
+    net = model_for_state(model, tuple(job.data.x.shape[1:]), base)
     opt = torch.optim.SGD(net.parameters(), lr=training.lr)
     loss_fn = torch.nn.functional.cross_entropy
     assert task == "classification"
     generator = torch.Generator().manual_seed(job.seed)
     for _ in range(training.epochs):
         total = 0.0
-        for idx in torch.randperm(len(job.x), generator=generator).split(training.batch_size):
+        for idx in torch.randperm(len(job.data), generator=generator).split(training.batch_size):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(job.x[idx]), job.y[idx])
+            loss = loss_fn(net(job.data.x[idx]), job.data.y[idx])
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
     state = net.state_dict()
-    return {k: state[k] - base[k] for k in base}, total / len(job.x)
+    return {k: state[k] - base[k] for k in base}, total / len(job.data.x)
 
 
 def _setup(case: str):
@@ -50,7 +51,7 @@ def _setup(case: str):
     dataset = dataset.subset(torch.arange(min(len(dataset), 600)))
     base = initial_state(model, dataset.input_shape, dataset.n_outputs, seed=2)
     parts = partition_iid(len(dataset), n_devices, seed=3, size_skew=1.0)
-    jobs = [TrainingJob(dataset.x[p], dataset.y[p], 1000 + i) for i, p in enumerate(parts)]
+    jobs = [TrainingJob(dataset.subset(p), 1000 + i) for i, p in enumerate(parts)]
     training = TrainingConfig(epochs=epochs, lr=0.1, batch_size=batch_size)
     return model, base, jobs, training, dataset.task
 
@@ -58,16 +59,16 @@ def _setup(case: str):
 @pytest.mark.parametrize("case", list(CASES))
 def test_stacked_devices_get_the_bits_each_gets_alone(case):
     model, base, jobs, training, task = _setup(case)
-    assert len({len(j.x) for j in jobs}) > 1  # several stacks
+    assert len({len(j.data.x) for j in jobs}) > 1  # several stacks
     stacked = train_many(model, base, jobs, training, task=task)
     for job, got in zip(jobs, stacked, strict=True):
         if case.startswith("cnn"):
             delta, loss = _torch_sgd(model, base, job, training, task)
         else:
-            alone = train_local(model, base, job.x, job.y, training, seed=job.seed, task=task)
+            alone = train_local(model, base, job.data, training, job.seed)
             delta, loss = alone.delta, alone.final_loss
         assert tensor_hash(got.delta) == tensor_hash(delta)
-        assert got.n_samples == len(job.x)
+        assert got.n_samples == len(job.data.x)
         assert got.final_loss == pytest.approx(loss, rel=1e-6)
     # each device trained on its own shard with its own seed
     assert len({tensor_hash(u.delta) for u in stacked}) == len(jobs)
@@ -80,9 +81,8 @@ def test_stacked_devices_get_the_bits_each_gets_alone(case):
 def test_written_out_sgd_matches_torch_optim(case):
     model, base, jobs, training, task = _setup(case)
     for job in jobs[:8]:
-        ours = train_local(model, base, job.x, job.y, training, seed=job.seed,
-                             task=task)
-        torchs = train_module(model, base, job.x, job.y, training, seed=job.seed,
+        ours = train_local(model, base, job.data, training, job.seed)
+        torchs = train_module(model, base, job.data.x, job.data.y, training, seed=job.seed,
                               task=task)
         for name, delta in torchs.delta.items():
             scale = float(delta.abs().max())

@@ -31,6 +31,16 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """What the network learns (`blockfl.task`): a task named by `module`."""
+
+    # "builtin" (the [data] set and [model] below), another registered name (entry point group
+    # `blockfl.tasks`), "pkg.module:ATTR" or "path/to/task.py:ATTR"
+    module: str = "builtin"
+    flower_client: str = ""  # task "flower": a Flower client_fn, "my_app.client:client_fn"
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which data set and how it is split across devices."""
 
@@ -43,6 +53,10 @@ class DataConfig:
     synthetic_samples: int = 4000
     synthetic_dim: int = 20
     synthetic_noise: float = 0.5
+    label: str = "label"  # the label column of a device's CSV data file (device --data)
+    # `network up`: device j reads only its own file, this pattern with j as {index}, e.g.
+    # "split/device-{index:04d}.npz" (`blockfl data split` names files so); "": --shard j
+    device_files: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,6 +270,7 @@ class Config:
     """A whole experiment."""
 
     run: RunConfig = field(default_factory=RunConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -418,6 +433,17 @@ def _show_defaults(config_action: argparse.Action, flags: list[FieldFlag],
                           "given before --help shows its own)").replace("%", "%%")
 
 
+def add_task_flag(parser: argparse.ArgumentParser) -> None:
+    """`--task NAME` and `--flower-client SPEC` (shortcuts of `[task] module` and
+    `flower_client`, read by `config_from_args`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--task", help="what the network learns (task.module): builtin, a "
+                                      "registered name, pkg.module:TASK or path/to/task.py:TASK")
+    group.add_argument("--flower-client", metavar="MODULE:CLIENT_FN",
+                       help="a Flower NumPyClient's client_fn as the task (task flower; needs "
+                            "flwr: pip install flwr==1.42.0)")
+
+
 def add_attack_flags(parser: argparse.ArgumentParser) -> None:
     """`--attackers FRACTION --attack BEHAVIOUR --rule RULE` (shortcuts of `[attack]` and
     `[aggregation] rule`, read by `experiment_config`)."""
@@ -430,9 +456,13 @@ def add_attack_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, **shortcuts: Any) -> Config:
     """The configuration: defaults, then `--config`, then shortcuts (`--miners`), then explicit
-    `--section-field`/`--set` flags. A shortcut and an explicit flag that set one field to
-    different values are an error, never a silent override."""
+    `--section-field`/`--set` flags (`--task` of `add_task_flag` is a shortcut). A shortcut
+    and an explicit flag that set one field to different values are an error, never a silent
+    override."""
     config = load_config(getattr(args, "config", None))
+    flower = getattr(args, "flower_client", None)
+    shortcuts.setdefault("task.module", "flower" if flower else getattr(args, "task", None))
+    shortcuts.setdefault("task.flower_client", flower)
     explicit: dict[str, Any] = {}
     for item in getattr(args, "cfg_set", []):
         dotted, sep, value = item.partition("=")

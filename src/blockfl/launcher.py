@@ -191,15 +191,18 @@ class LocalNetwork:
 
     def _start_chain(self, port: int) -> None:
         from blockfl.chain.deploy import deploy_to_node
-        from blockfl.sim.setup import genesis_model_hash
+        from blockfl.genesis import write_genesis
+        from blockfl.sim.setup import task_genesis
 
         self.chain_port = port
         self.start_node()
         self.rpc_url = f"http://{self.address('chain')}:{port}"
         miners = [address_of(self.miner_key(i)) for i in range(self.config.network.miners)]
+        genesis, state = task_genesis(self.config)
         deployment = deploy_to_node(self.config, self.rpc_url, miners, parse_key(DEPLOYER),
-                                    genesis_model_hash(self.config))
+                                    genesis)
         deployment.write(self.deployment_path)
+        write_genesis(self.deployment_path, state)
         if self.config.chain.mode == "merkle":  # devices send their own claims: gas money
             from blockfl.chain.evm import fund, rpc_web3
 
@@ -292,8 +295,10 @@ class LocalNetwork:
     def _device_role(self, j: int) -> Role:
         log = self.run_dir / "logs" / f"device{j}.jsonl"
         urls = ",".join(self.miner_url(i) for i in range(len(self.miners)))
-        args = ["device", "--key", f"dev:{DEVICE_KEY_OFFSET + j}", "--miners", urls,
-                "--shard", str(j), *self._common(log)]
+        files = self.config.data.device_files  # each device its own file, or a shard
+        own = ["--data", files.format(index=j)] if files else ["--shard", str(j)]
+        args = ["device", "--key", f"dev:{DEVICE_KEY_OFFSET + j}", "--miners", urls, *own,
+                *self._common(log)]
         if self.give_up is not None:
             args += ["--give-up", str(self.give_up)]
         return Role(f"device{j}", args, log)
@@ -359,11 +364,11 @@ class LocalNetwork:
         if round_ in self._metrics:
             return self._metrics[round_]
         from blockfl.client import MinerClient
-        from blockfl.devices.training import evaluate
-        from blockfl.sim.setup import build_experiment
+        from blockfl.sim.setup import test_data
+        from blockfl.task import evaluate
 
         if self._test is None:
-            self._test = build_experiment(self.config).test
+            self._test = test_data(self.config)
         live = [i for i, role in enumerate(self.miners) if role.running]
         if not live:
             raise RuntimeError("no miner is running to serve the global models")
@@ -381,8 +386,8 @@ class LocalNetwork:
                 break
         if state is None:
             raise LookupError(f"no running miner serves the global model of round {round_}")
-        test = self._test
-        metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+        task, test = self._test
+        metrics = evaluate(task, state, test)
         self._metrics[round_] = metrics
         return metrics
 

@@ -1,10 +1,11 @@
 """The protocol spec: everything every node of a deployment must agree on, and its hash.
 
 The aggregation rule and its parameters, the verification policy, the chain parameters
-(block rate and hash rate, rewards, caps, allow list, block mode, quorum), the model and the
-genesis model hash, and the devices' differential privacy (`[privacy]`, a section of the
-canonical form only when it is on, so that specs without privacy keep their hash). It is built
-from the one experiment `Config`, written into `deployment.json` (`protocol_spec`,
+(block rate and hash rate, rewards, caps, allow list, block mode, quorum), the task (its
+name, the genesis model hash and the genesis model's tensor spec: names, shapes, dtypes, all
+that miners know of the model), and the devices' differential privacy (`[privacy]`, a section
+of the canonical form only when it is on, so that specs without privacy keep their hash). It is
+built from the one experiment `Config`, written into `deployment.json` (`protocol_spec`,
 `protocol_spec_hash`) and its hash is stored on chain at deployment (`protocolSpecHash()`). A
 miner or device whose config gives another spec refuses to start, naming the fields that
 differ.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blockfl.config import (
     AggregationConfig,
@@ -30,7 +31,10 @@ from blockfl.config import (
 )
 from blockfl.hashing import keccak
 
-SPEC_VERSION = 1
+if TYPE_CHECKING:
+    from blockfl.tensors import StateDict
+
+SPEC_VERSION = 2
 # the chain parameters every node must share (not where a node reaches the chain)
 CHAIN_FIELDS = (
     "block_rate", "hash_rate", "reward_per_sample", "mining_reward", "max_samples_per_update",
@@ -40,6 +44,40 @@ CHAIN_FIELDS = (
 
 class SpecMismatch(ValueError):
     """A node's configuration gives another protocol spec than its deployment's."""
+
+
+#: a tensor's (shape, dtype name), e.g. ((10, 64), "float32")
+TensorSpec = dict[str, tuple[tuple[int, ...], str]]
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """The task a deployment learns and its genesis model: the name, the hash, the spec."""
+
+    task: str
+    model_hash: bytes
+    tensors: TensorSpec
+
+    @classmethod
+    def of(cls, task: str, state: StateDict) -> Genesis:
+        """The genesis of a task named `task` whose initial model is `state`."""
+        from blockfl.models import model_spec
+        from blockfl.tensors import tensor_hash
+
+        return cls(task, tensor_hash(state), model_spec(state))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: hash as 0x-hex, each tensor as [shape, dtype]."""
+        return {"name": self.task, "genesis_model_hash": "0x" + self.model_hash.hex(),
+                "tensor_spec": {k: [list(shape), dtype]
+                                for k, (shape, dtype) in sorted(self.tensors.items())}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Genesis:
+        """Read `to_dict`'s form."""
+        return cls(data["name"], bytes.fromhex(data["genesis_model_hash"].removeprefix("0x")),
+                   {k: (tuple(int(n) for n in shape), str(dtype))
+                    for k, (shape, dtype) in data["tensor_spec"].items()})
 
 
 def _json_value(value: Any) -> Any:
@@ -55,13 +93,18 @@ class ProtocolSpec:
     aggregation: AggregationConfig
     verification: VerificationPolicy
     chain: ChainConfig
-    model: str
-    genesis_model_hash: bytes
+    genesis: Genesis
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
+    @property
+    def genesis_model_hash(self) -> bytes:
+        """The genesis model's hash (the contract's)."""
+        return self.genesis.model_hash
+
     @classmethod
-    def from_config(cls, config: Config, genesis_model_hash: bytes) -> ProtocolSpec:
-        """The spec of an experiment configuration (its rule parameters checked)."""
+    def from_config(cls, config: Config, genesis: Genesis) -> ProtocolSpec:
+        """The spec of an experiment configuration and its task's genesis (its rule parameters
+        checked)."""
         config.aggregation.check_devices(config.network.devices)
         if config.privacy.mode != "off":
             from blockfl.privacy import check_budget, require_accountant
@@ -73,8 +116,7 @@ class ProtocolSpec:
                                  "each device's included updates, which only chain.mode = "
                                  "\"direct\" keeps (merkle mode: not yet)")
         chain = ChainConfig(**{k: getattr(config.chain, k) for k in CHAIN_FIELDS})
-        return cls(config.aggregation, config.verification, chain, config.model.name,
-                   genesis_model_hash, config.privacy)
+        return cls(config.aggregation, config.verification, chain, genesis, config.privacy)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready nested values."""
@@ -87,8 +129,7 @@ class ProtocolSpec:
             "aggregation": section(self.aggregation),
             "verification": section(self.verification),
             "chain": section(self.chain, CHAIN_FIELDS),
-            "model": {"name": self.model,
-                      "genesis_model_hash": "0x" + self.genesis_model_hash.hex()},
+            "task": self.genesis.to_dict(),
         }
         if self.privacy.mode != "off":
             spec["privacy"] = section(self.privacy)
@@ -100,14 +141,12 @@ class ProtocolSpec:
         if data.get("version") != SPEC_VERSION:
             raise ValueError(f"protocol spec version {data.get('version')!r}, "
                              f"this node runs version {SPEC_VERSION}")
-        model = data["model"]
         return cls(
             update_section(AggregationConfig(), data["aggregation"], "protocol spec aggregation"),
             update_section(VerificationPolicy(), data["verification"],
                            "protocol spec verification"),
             update_section(ChainConfig(), data["chain"], "protocol spec chain"),
-            model["name"],
-            bytes.fromhex(model["genesis_model_hash"].removeprefix("0x")),
+            Genesis.from_dict(data["task"]),
             update_section(PrivacyConfig(), data.get("privacy", {}), "protocol spec privacy"),
         )
 

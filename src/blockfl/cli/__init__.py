@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "claim": ("blockfl.cli.claim", "claim a device's merkle-block rewards"),
     "inspect": ("blockfl.cli.inspect", "read blocks, updates, rewards and models from a chain"),
     "model": ("blockfl.cli.model", "export, evaluate, predict with a global model"),
+    "data": ("blockfl.cli.data", "per-device data files from a data set"),
+    "new": ("blockfl.cli.new", "start a task from a template: new task NAME"),
     "explorer": ("blockfl.cli.explorer", "a live web page of blocks, rewards, models, accuracy"),
     "latency": ("blockfl.latency.cli", "BlockFL end-to-end latency model"),
     "malfunction": ("blockfl.malfunction.cli", "vanilla FL vs BlockFL when servers/miners fail"),

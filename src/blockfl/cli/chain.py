@@ -11,7 +11,7 @@ from pathlib import Path
 
 from blockfl.chain.node import DEFAULT_PORT, STATE_INTERVAL, reach_host, start_anvil, stop_pid
 from blockfl.cli.args import at_least, port
-from blockfl.config import add_config_flags, config_from_args
+from blockfl.config import add_config_flags, add_task_flag, config_from_args
 
 STATE_DIR = Path(".blockfl")
 STATE_FILE = "anvil-state.json"
@@ -54,8 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="comma-separated miner addresses or keys (dev:N = N-th development account)",
     )
     deploy.add_argument("--deployer-key", default="dev:0")
-    deploy.add_argument("--genesis-model", help="0x-hash of the initial global model")
     deploy.add_argument("--out", type=Path, default=Path("deployment.json"))
+    add_task_flag(deploy)
     add_config_flags(deploy)
     deploy.set_defaults(func=chain_deploy)
 
@@ -141,15 +141,17 @@ def chain_deploy(args: argparse.Namespace) -> int:
                         else f"http://127.0.0.1:{DEFAULT_PORT}")
     print(f"deploying to {args.rpc_url} ...", file=sys.stderr, flush=True)
     from blockfl.chain.deploy import deploy_to_node
+    from blockfl.genesis import write_genesis
     from blockfl.keys import parse_key
-    from blockfl.sim.setup import genesis_model_hash
+    from blockfl.sim.setup import task_genesis
 
     config = config_from_args(args)
-    genesis = (bytes.fromhex(args.genesis_model.removeprefix("0x")) if args.genesis_model
-               else genesis_model_hash(config))
+    genesis, state = task_genesis(config)
     deployment = deploy_to_node(config, args.rpc_url, miner_addresses(args.miners),
                                 parse_key(args.deployer_key), genesis)
     deployment.write(args.out)
+    print(f"wrote the genesis model of task {genesis.task} to {write_genesis(args.out, state)}",
+          file=sys.stderr)
     summary = {k: getattr(deployment, k) for k in ("chain_id", "contract", "token", "miners")}
     print(json.dumps(summary | {"parameters": deployment.parameters}, indent=2))
     print(f"wrote {args.out}")

@@ -35,6 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     explorer.add_argument("--config", type=Path,
                           help="experiment config whose test split evaluates the models (default: "
                                "config.toml beside --deployment, else the packaged `network`)")
+    explorer.add_argument("--test-data", type=Path, metavar="PATH",
+                          help="evaluate the models on this data file (read by the config's "
+                               "task, e.g. the test file of `blockfl data split`)")
     explorer.add_argument("--logs", type=Path,
                           help="folder of the network's event logs (default: logs/ beside "
                                "--deployment when it exists)")
@@ -64,10 +67,13 @@ def build_explorer(args: argparse.Namespace) -> Explorer:
     config_file = args.config or (beside / "config.toml" if (beside / "config.toml").exists()
                                   else Path("network"))
     config = load_config(config_file)
-    notes.append(f"models evaluated on the {config.data.dataset} test split of {config_file}")
+    notes.append(f"models evaluated on {args.test_data}" if args.test_data
+                 else f"models evaluated on the test split of task {config.task.module} in "
+                      f"{config_file}")
     logs = args.logs or (beside / "logs" if (beside / "logs").is_dir() else None)
     miners = miner_clients(args.miners, args.ca_cert, timeout=10.0)
-    return Explorer(ledger, miners, config, logs, notes, recheck=args.recheck)
+    return Explorer(ledger, miners, config, logs, notes, recheck=args.recheck,
+                    test_data=args.test_data)
 
 
 def explorer_server(explorer: Explorer, host: str, port: int, interval: float,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from blockfl.cli.args import ROUND, miner_clients
-from blockfl.config import Config, load_config
+from blockfl.config import Config, TaskConfig, add_task_flag, load_config
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,6 +45,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  "packaged `network`)")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     evaluate, predict = sub.choices["evaluate"], sub.choices["predict"]
+    evaluate.add_argument("--test-data", type=Path, metavar="PATH",
+                          help="evaluate on this data file (read by the task; e.g. the test "
+                               "file of `blockfl data split`) instead of the test split")
+    add_task_flag(evaluate)
     evaluate.set_defaults(func=model_evaluate)
     predict.add_argument("--input", type=Path, required=True,
                          help=".npy array of samples, shaped like the data set's inputs (digits: "
@@ -52,8 +57,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.set_defaults(func=model_predict)
 
 
-def _config(path: Path | None) -> Config:
-    return load_config(path or Path("network"))
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config or Path("network"))
+    task = getattr(args, "task", None)
+    return replace(config, task=TaskConfig(module=task)) if task else config
 
 
 def model_export(args: argparse.Namespace) -> int:
@@ -75,20 +82,17 @@ def model_export(args: argparse.Namespace) -> int:
 
 def model_evaluate(args: argparse.Namespace) -> int:
     """Accuracy and loss (or MSE) of a model file on the configured test split."""
-    from blockfl.devices.training import evaluate
-    from blockfl.global_model import build, load
-    from blockfl.sim.setup import build_experiment
+    from blockfl.global_model import load
+    from blockfl.sim.setup import test_data
+    from blockfl.task import evaluate
 
-    config = _config(args.config)
-    test = build_experiment(config).test
-    state = load(args.file)
-    build(config, state, test.input_shape)  # a clear error when the architecture differs
-    metrics = evaluate(config.model.name, state, test.x, test.y, test.task)
+    task, test = test_data(_config(args), args.test_data)
+    metrics = evaluate(task, load(args.file), test)
     if args.json:
         print(json.dumps({"file": str(args.file), "samples": len(test)} | metrics))
     else:
-        print(f"{args.file}: {config.data.dataset} test split ({len(test)} samples), "
-              f"model {config.model.name}: "
+        where = args.test_data or "test split"
+        print(f"{args.file}: {where} of task {task.name} ({len(test)} samples): "
               + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -98,10 +102,10 @@ def model_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from blockfl.global_model import as_inputs, build, load, predict
-    from blockfl.sim.setup import load_dataset
+    from blockfl.task import load_task
 
-    config = _config(args.config)
-    data = load_dataset(config)
+    config = _config(args)
+    data = load_task(config).dataset(config.run.seed)
     try:
         array = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as exc:

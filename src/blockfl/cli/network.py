@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from blockfl.cli.args import at_least, port
-from blockfl.config import add_attack_flags, add_config_flags, experiment_config
+from blockfl.config import add_attack_flags, add_config_flags, add_task_flag, experiment_config
 
 if TYPE_CHECKING:
     from blockfl.launcher import LocalNetwork
@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          "namespace on a bridge) with links shaped by tc to the [links] rates; "
                          "Linux, root or CAP_NET_ADMIN")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_task_flag(up)
     add_attack_flags(up)
     faults = up.add_argument_group("faults (blockfl.faults), checked after the run "
                                    "(blockfl.checker)")

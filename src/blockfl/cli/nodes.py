@@ -6,18 +6,19 @@ import argparse
 import signal
 import sys
 import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blockfl.chain.node import port_in_use, serves_here
 from blockfl.cli.args import miner_clients, port
-from blockfl.config import Config, add_config_flags, config_from_args
+from blockfl.config import Config, add_config_flags, add_task_flag, config_from_args
 
 if TYPE_CHECKING:
     from blockfl.chain.deployment import Deployment
     from blockfl.chain.ledger import Ledger
-    from blockfl.protocol import ProtocolSpec
-    from blockfl.sim.setup import Experiment
+    from blockfl.protocol import Genesis, ProtocolSpec
+    from blockfl.tensors import StateDict
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,13 +39,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     device = commands.add_parser("device", help="run a device: train, upload, follow the chain")
     device.add_argument("--key", required=True, help="device key: dev:N, 0x-hex, or a key file")
     device.add_argument("--miners", required=True, help="comma-separated miner URLs")
-    device.add_argument("--shard", type=int, required=True,
-                        help="index of this device's data shard (0 .. network.devices-1)")
+    own = device.add_mutually_exclusive_group(required=True)
+    own.add_argument("--data", type=Path, metavar="PATH",
+                     help="this device's own data, read by its task: .npz (x, y), .csv (label "
+                          "column data.label), .safetensors (x, y) or a folder of class folders "
+                          "of images (`blockfl data split` writes such files)")
+    own.add_argument("--shard", type=int,
+                     help="simulate a device: shard SHARD (0 .. network.devices-1) of the "
+                          "config's data set, split as `simulate` splits it")
     device.add_argument("--rounds", type=int, help="stop once the chain has this many blocks")
-    device.add_argument("--data", help="data set: digits, synthetic or mnist (data.dataset)")
     device.add_argument("--give-up", type=float, default=300.0, metavar="SECONDS",
                         help="exit when no miner and no chain node answered for this long "
                              "(default %(default)s)")
+    add_task_flag(device)
     device.add_argument("--behaviour",
                         help="attack instead of behaving (blockfl.devices.behaviours), e.g. "
                              "sign_flip; default: the config's [attack] when this shard is one "
@@ -61,29 +68,39 @@ def register(commands: argparse._SubParsersAction) -> None:
     device.set_defaults(func=device_command)
 
 
-def _checked(
-    config: Config, deployment: Deployment, ledger: Ledger
-) -> tuple[Experiment, ProtocolSpec]:
-    """The experiment of the config, its genesis model checked against the deployment's, and
-    the deployment's protocol spec (this config must give the same)."""
-    from blockfl.chain.deploy import deployed_spec
-    from blockfl.hashing import to_hex
-    from blockfl.sim.setup import build_experiment
+@dataclass(frozen=True)
+class Deployed:
+    """What a node starts from: the deployment, its ledger, its protocol spec, the genesis
+    model."""
 
-    experiment = build_experiment(config)
-    expected = deployment.parameters["genesis_model_hash"]
-    if to_hex(experiment.genesis_hash) != expected:
-        raise ValueError(
-            f"this config's genesis model {to_hex(experiment.genesis_hash)} is not the "
-            f"deployment's {expected}: use the --config that `chain deploy` used"
-        )
-    return experiment, deployed_spec(deployment, ledger, config, experiment.genesis_hash)
+    deployment: Deployment
+    ledger: Ledger
+    spec: ProtocolSpec
+    genesis: StateDict
+
+
+def deployed(config: Config, args: argparse.Namespace, genesis: Genesis | None = None) -> Deployed:
+    """The deployment of `--deployment` (through `--rpc-url`), its protocol spec, and the
+    genesis model from the file beside the deployment file, checked against the chain.
+
+    This config must give the same spec: with `genesis` (a device's task) the same task name
+    and tensor spec too, while the genesis values are the file's, whatever this machine's
+    initialisation gives; with None (a miner, which runs no task) the consensus fields alone."""
+    from blockfl.chain.deploy import deployed_spec
+    from blockfl.chain.deployment import Deployment
+    from blockfl.genesis import read_genesis
+
+    deployment = Deployment.read(args.deployment)
+    ledger = deployment.ledger(args.rpc_url)
+    on_chain = ledger.params().genesis_model_hash
+    mine = replace(genesis, model_hash=on_chain) if genesis else None
+    spec = deployed_spec(deployment, ledger, config, mine)
+    return Deployed(deployment, ledger, spec, read_genesis(args.deployment, on_chain))
 
 
 def miner_command(args: argparse.Namespace) -> int:
     """Serve the miner API and run the mining loop until interrupted."""
     from blockfl.aggregation import AggregationRule
-    from blockfl.chain.deployment import Deployment
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
     from blockfl.miners.api import create_app
@@ -95,11 +112,10 @@ def miner_command(args: argparse.Namespace) -> int:
         raise ConnectionError(f"port {args.port} on {args.host} is already in use: choose "
                               "another --port")
     config = config_from_args(args)
-    deployment = Deployment.read(args.deployment)
     key = parse_key(args.key)
     address = address_of(key)
-    ledger = deployment.ledger(args.rpc_url)
-    experiment, spec = _checked(config, deployment, ledger)
+    node = deployed(config, args)  # a miner runs no task: it starts from the genesis file
+    ledger, spec, deployment = node.ledger, node.spec, node.deployment
     policy = spec.verification
     settings = MiningSettings(
         t_wait=config.network.t_wait,
@@ -117,7 +133,7 @@ def miner_command(args: argparse.Namespace) -> int:
     service = MinerService(
         key, ledger, policy, settings,
         args.data_dir or Path(config.run.out_dir) / f"miner-{address}" / deployment.contract,
-        peers, experiment.initial, log,
+        peers, node.genesis, log,
         rule=AggregationRule(spec.aggregation), privacy=spec.privacy,
     )
     app = create_app(service, policy.max_payload_bytes, config.server)
@@ -147,39 +163,54 @@ def miner_command(args: argparse.Namespace) -> int:
 def device_command(args: argparse.Namespace) -> int:
     """Take part in the network as one device until the chain has `--rounds` blocks."""
     from blockfl.aggregation import AggregationRule
-    from blockfl.chain.deployment import Deployment
     from blockfl.devices.behaviours import attackers, behaviour
     from blockfl.devices.device import Device, device_seed
     from blockfl.devices.process import DeviceProcess
     from blockfl.events import EventLog
     from blockfl.keys import parse_key
 
-    config = config_from_args(args, **{"run.rounds": args.rounds, "data.dataset": args.data})
+    config = config_from_args(args, **{"run.rounds": args.rounds})
     miners = miner_clients(args.miners, args.ca_cert, config.network.answer_timeout)
-    deployment = Deployment.read(args.deployment)
-    ledger = deployment.ledger(args.rpc_url)
-    experiment, spec = _checked(config, deployment, ledger)
-    if not 0 <= args.shard < len(experiment.shards):
-        raise ValueError(f"--shard must be in [0, {len(experiment.shards)}): "
-                         f"network.devices is {config.network.devices}")
-    key = parse_key(args.key)
+    from blockfl.sim.setup import genesis_of, task_data
+    from blockfl.task import load_device_data, load_task
+
+    task = load_task(config)
     seed = config.run.seed
+    node = deployed(config, args, genesis_of(task, seed)[0])  # refuses another task or spec
+    if args.data is not None:
+        data, index = load_device_data(task, args.data), _data_index(args.data)
+    else:
+        shards = task_data(config, task)[0]
+        if not 0 <= args.shard < len(shards):
+            raise ValueError(f"--shard must be in [0, {len(shards)}): network.devices is "
+                             f"{config.network.devices}")
+        data, index = shards[args.shard], args.shard
+    key = parse_key(args.key)
     attack, n = config.attack, config.network.devices
     bad = attackers(n, attack.attackers, seed)
-    name = args.behaviour or (attack.behaviour if args.shard in bad else "honest")
-    device = Device(key, experiment.shards[args.shard], config.model.name, config.training,
-                    experiment.initial, seed=device_seed(seed, args.shard),
-                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, args.shard)),
-                    privacy=spec.privacy)
+    name = args.behaviour or (attack.behaviour if index in bad else "honest")
+    device = Device(key, data, task, config.training, node.genesis,
+                    seed=device_seed(seed, index),
+                    behaviour=behaviour(name, attack, n, seed=device_seed(seed, index)),
+                    privacy=node.spec.privacy)
     log = EventLog(f"device {device.address}", args.log)
+    log("data", source=str(args.data) if args.data is not None else f"shard {index}",
+        samples=len(data))
     process = DeviceProcess(
-        device, ledger, miners, log,
-        seed=seed * 104729 + args.shard, recompute=config.network.recompute_global,
-        rule=AggregationRule(spec.aggregation), give_up=args.give_up,
-        expect=n - len(bad) - (args.shard not in bad), observe_wait=config.network.t_wait / 2,
+        device, node.ledger, miners, log,
+        seed=seed * 104729 + index, recompute=config.network.recompute_global,
+        rule=AggregationRule(node.spec.aggregation), give_up=args.give_up,
+        expect=n - len(bad) - (index not in bad), observe_wait=config.network.t_wait / 2,
     )
     try:
         process.run(config.run.rounds)
     finally:
         log.close()
     return 0
+
+
+def _data_index(path: Path) -> int:
+    """The device index in a `data split` file name (device-0007.npz: 7), else 0: it seeds
+    the device's training and picks the config's attackers."""
+    digits = "".join(c for c in path.stem.rsplit("-", 1)[-1] if c.isdigit())
+    return int(digits) if digits else 0

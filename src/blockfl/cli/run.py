@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockfl.config import Config, add_attack_flags, add_config_flags, experiment_config
+from blockfl.config import (
+    Config,
+    add_attack_flags,
+    add_config_flags,
+    add_task_flag,
+    experiment_config,
+)
 
 if TYPE_CHECKING:
     from blockfl.sim.engine import RoundResult
@@ -36,6 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                             help="where devices train: this process or a Ray cluster (run.engine)")
         parser.add_argument("--ray-address", help="an existing Ray cluster (run.ray_address)")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
+        add_task_flag(parser)
         add_attack_flags(parser)
         add_config_flags(parser)
         parser.set_defaults(func=simulate_command)
@@ -86,8 +93,16 @@ def _banner(config: Config) -> str:
     chain = config.chain.rpc_url or ("embedded EVM (eth-tester)" if config.chain.ledger == "evm"
                                      else "local SQLite ledger")
     return (f"[bold]BlockFL[/bold]: {config.network.devices} devices, {config.network.miners} "
-            f"miners, {config.run.rounds} rounds, {config.data.dataset}/{config.model.name}, "
+            f"miners, {config.run.rounds} rounds, task {_task_name(config)}, "
             f"lambda={config.chain.block_rate}/s per miner, chain: {chain}")
+
+
+def _task_name(config: Config) -> str:
+    task = config.task
+    if task.flower_client:
+        return f"flower:{task.flower_client}"
+    return task.module if task.module != "builtin" else (
+        f"builtin ({config.data.dataset}/{config.model.name})")
 
 
 def _metric_text(result: RoundResult) -> str:

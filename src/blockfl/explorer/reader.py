@@ -114,8 +114,10 @@ class Explorer:
         logs: Path | None = None,
         notes: list[str] | None = None,
         recheck: float = 30.0,
+        test_data: Path | None = None,
     ) -> None:
-        """`config`: the experiment whose test split evaluates the global models; `logs`: the
+        """`config`: the experiment whose test split (or the data file `test_data`, read by its
+        task) evaluates the global models; `logs`: the
         folder of the network's `minerN.jsonl`/`deviceN.jsonl` event logs; `notes`: said on
         every page (e.g. where the config came from); `recheck`: seconds before a miner's copy
         of a model that matched is downloaded and checked again."""
@@ -125,6 +127,7 @@ class Explorer:
         self.logs = logs
         self.notes = list(notes or [])
         self.recheck = recheck
+        self.test_data = test_data
         self.snapshot = Snapshot()
         self._gas: dict[int, int] = {}
         self._blocks: list[BlockRecord] = []  # committed blocks of rounds 1, 2, ... (final)
@@ -340,14 +343,14 @@ class Explorer:
             return self._metrics.get(model_hash)
         if state is None:
             return None
-        from blockfl.devices.training import evaluate
-        from blockfl.sim.setup import build_experiment
+        from blockfl.sim.setup import test_data
+        from blockfl.task import evaluate
 
         if self._test is None:
-            self._test = build_experiment(self.config).test
-        test = self._test
+            self._test = test_data(self.config, self.test_data)
+        task, test = self._test
         try:
-            metrics = evaluate(self.config.model.name, state, test.x, test.y, test.task)
+            metrics = evaluate(task, state, test)
         except (RuntimeError, ValueError, KeyError) as exc:
             self.notes.append(f"cannot evaluate the global models with the config: {exc}")
             self.config = None

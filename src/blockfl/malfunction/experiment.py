@@ -19,7 +19,6 @@ import torch
 
 from blockfl.aggregation import FedAvg, WeightedUpdate
 from blockfl.config import Config
-from blockfl.devices.training import evaluate, train_local
 from blockfl.latency.model import LatencyParams
 from blockfl.malfunction.corruption import CORRUPTIONS, entropy
 from blockfl.malfunction.handouts import HANDOUTS, SYSTEMS, Setting, draws
@@ -30,6 +29,7 @@ from blockfl.malfunction.timing import (
     verified_extra,
 )
 from blockfl.sim.setup import Experiment, build_experiment
+from blockfl.task import evaluate, local_update
 from blockfl.tensors import StateDict
 
 TRAINING_STREAM = 1
@@ -115,10 +115,8 @@ def _train_round(
     """Local SGD of every device from its base model; seeds depend on (seed, round, device)."""
     updates = []
     for k, (shard, base) in enumerate(zip(experiment.shards, bases, strict=True)):
-        local = train_local(
-            config.model.name, base, shard.x, shard.y, config.training,
-            seed=entropy(config.run.seed, r, TRAINING_STREAM, k), task=shard.task,
-        )
+        local = local_update(experiment.task, base, shard, config.training,
+                             entropy(config.run.seed, r, TRAINING_STREAM, k))
         updates.append(WeightedUpdate(f"device{k:04d}", local.delta, local.n_samples))
     return updates
 
@@ -139,7 +137,7 @@ def run_system(
         state = FedAvg().aggregate(h.aggregate_onto, _train_round(experiment, h.bases, config, r))
         latency = latencies[r] + verified_extra(params, h, seed, r)
         total += latency
-        metrics = evaluate(config.model.name, state, test.x, test.y, test.task)
+        metrics = evaluate(experiment.task, state, test)
         records.append(RoundRecord(
             system=system, p=p, seed=seed, round=r,
             accuracy=metrics.get("accuracy", math.nan),

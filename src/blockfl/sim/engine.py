@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from blockfl.devices.device import (
     check_recomputed_model,
 )
 from blockfl.devices.observing_attacks import Observed
-from blockfl.devices.training import evaluate
 from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
 from blockfl.latency.model import SIGNATURE_BITS, link_rate
@@ -43,9 +42,10 @@ from blockfl.privacy import may_take_part
 from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_devices, build_experiment
-from blockfl.sim.training import Trainer, make_trainer
+from blockfl.sim.training import LocalTrainer, Trainer
 from blockfl.store import ModelStore
-from blockfl.tensors import StateDict, decode, tensor_hash
+from blockfl.task import evaluate
+from blockfl.tensors import StateDict, decode
 from blockfl.wire import UpdateSubmission
 
 Injector = Callable[[int, list[MinerNode]], None]
@@ -89,6 +89,18 @@ def observed_updates(miner: MinerNode) -> tuple[WeightedUpdate, ...]:
                                 s.signed.record.samples) for s in miner.pending_submissions())
 
 
+def make_trainer(config: Config, devices: Sequence[Device]) -> Trainer:
+    """The trainer of `config.run.engine`: local, or ray (`blockfl[ray]`)."""
+    engine = config.run.engine
+    if engine == "local":
+        return LocalTrainer(devices, config.run.batch_training)
+    if engine == "ray":
+        from blockfl.sim.ray_engine import RayTrainer
+
+        return RayTrainer(config, devices)
+    raise ValueError(f"unknown engine {engine!r}: local or ray")
+
+
 class Simulation:
     """Devices, miners and a ledger wired together; `run_round` plays one BlockFL round."""
 
@@ -100,10 +112,10 @@ class Simulation:
         seed = config.run.seed
         self.experiment: Experiment = experiment or build_experiment(config)
         genesis = self.experiment.initial
-        self.spec = ProtocolSpec.from_config(config, tensor_hash(genesis))
+        self.spec = ProtocolSpec.from_config(config, self.experiment.genesis)
         miner_keys = [derived_key("miner", i, seed) for i in range(config.network.miners)]
         self.ledger = ledger or open_ledger(
-            config, [address_of(k) for k in miner_keys], tensor_hash(genesis), run_dir
+            config, [address_of(k) for k in miner_keys], self.spec.genesis, run_dir
         )
         if self.ledger.params().protocol_spec_hash != self.spec.hash():
             raise SpecMismatch("the ledger was deployed with another protocol spec than this "
@@ -286,7 +298,7 @@ class Simulation:
             samples=record.total_samples,
             global_model_hash=to_hex(record.global_model_hash),
             block_hash=to_hex(record.block_hash),
-            metrics=evaluate(cfg.model.name, global_state, test.x, test.y, test.task),
+            metrics=evaluate(self.experiment.task, global_state, test),
             phases=phases,
             latency=latency,
             gas_used=receipt.gas_used,

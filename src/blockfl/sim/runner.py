@@ -53,7 +53,7 @@ def run_experiment(
     The data, model and protocol fields are checked before a run directory is made, and one
     made here is removed again when setting up the run fails (an unreachable node, no Ray)."""
     experiment = build_experiment(config)
-    ProtocolSpec.from_config(config, experiment.genesis_hash)  # refuses out-of-range fields
+    ProtocolSpec.from_config(config, experiment.genesis)  # refuses out-of-range fields
     made = run_dir is None
     run_dir = run_dir or make_run_dir(config)
     try:
@@ -93,7 +93,7 @@ def run_experiment(
         for r in rewards
     )
     rows = [r.row() for r in results]
-    metric = "accuracy" if "accuracy" in results[-1].metrics else "mse"
+    metric = next(iter(results[-1].metrics))  # the task's first declared metric
     plot = plot_metric(run_dir, rows, metric)
     report = {
             "config": config.as_dict(),

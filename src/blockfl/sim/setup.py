@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from blockfl.config import Config
 from blockfl.devices.behaviours import attackers, behaviour
-from blockfl.devices.data import (
-    Dataset,
-    load_digits,
-    load_mnist_idx,
-    partition_dirichlet,
-    partition_iid,
-    synthetic_blobs,
-    synthetic_linear,
-    train_test_split,
-)
+from blockfl.devices.data import Dataset, partition_dirichlet, partition_iid, train_test_split
 from blockfl.devices.device import Device, device_seed
 from blockfl.keys import derived_key
-from blockfl.models import initial_state
+from blockfl.protocol import Genesis
+from blockfl.task import Task, TaskError, checked_initial_state, load_device_data, load_task
 from blockfl.tensors import StateDict, tensor_hash
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """The data of every device, the held-out test set and the genesis model."""
+    """The task, the data of every device, the held-out test set and the genesis model."""
 
+    task: Task
     shards: list[Dataset]
     test: Dataset
     initial: StateDict
@@ -35,28 +29,14 @@ class Experiment:
         """Hash of the initial global model (the contract's genesis model hash)."""
         return tensor_hash(self.initial)
 
-
-def load_dataset(config: Config) -> Dataset:
-    """The configured data set."""
-    data = config.data
-    if data.dataset == "digits":
-        return load_digits()
-    if data.dataset == "synthetic":
-        return synthetic_linear(
-            data.synthetic_samples, data.synthetic_dim, data.synthetic_noise, config.run.seed
-        )
-    if data.dataset == "blobs":
-        return synthetic_blobs(data.synthetic_samples, data.synthetic_dim, config.run.seed)
-    if data.dataset == "mnist":
-        if not data.mnist_path:
-            raise ValueError("dataset mnist needs data.mnist_path (a folder of IDX files)")
-        return load_mnist_idx(data.mnist_path)
-    raise ValueError(f"unknown dataset {data.dataset!r}: digits, synthetic, blobs or mnist")
+    @property
+    def genesis(self) -> Genesis:
+        """The task's name, the genesis model hash and tensor spec (for the protocol spec)."""
+        return Genesis.of(self.task.name, self.initial)
 
 
-def build_experiment(config: Config) -> Experiment:
-    """Split the data into a test set and one shard per device; build the initial model."""
-    dataset = load_dataset(config)
+def split_dataset(config: Config, dataset: Dataset) -> tuple[list[Dataset], Dataset]:
+    """A test set and one shard per device (`[data]` test_fraction, partition)."""
     seed = config.run.seed
     train, test = train_test_split(dataset, config.data.test_fraction, seed)
     n = config.network.devices
@@ -68,16 +48,52 @@ def build_experiment(config: Config) -> Experiment:
         parts = partition_dirichlet(train.y.numpy(), n, config.data.alpha, seed)
     else:
         raise ValueError(f"unknown partition {config.data.partition!r}: iid or dirichlet")
-    model = config.model.name
-    if train.task == "regression" and model != "linreg":
-        raise ValueError("the synthetic regression task uses model linreg")
-    initial = initial_state(model, train.input_shape, train.n_outputs, seed)
-    return Experiment([train.subset(p) for p in parts], test, initial)
+    return [train.subset(p) for p in parts], test
 
 
-def genesis_model_hash(config: Config) -> bytes:
-    """The genesis model hash of a configuration (deterministic from the seed)."""
-    return build_experiment(config).genesis_hash
+def build_experiment(config: Config) -> Experiment:
+    """The config's task, its data split into a test set and one shard per device, and the
+    initial model."""
+    task = load_task(config)
+    seed = config.run.seed
+    shards, test = task_data(config, task)
+    return Experiment(task, shards, test, checked_initial_state(task, seed))
+
+
+def task_data(config: Config, task: Task) -> tuple[list[Dataset], Dataset]:
+    """The devices' shards and the test set: the task's own `partitions`, else its data set
+    split as the config says (`split_dataset`)."""
+    seed = config.run.seed
+    own = getattr(task, "partitions", None)
+    if own is not None:
+        shards, test = own(seed)
+        if len(shards) != config.network.devices:
+            raise TaskError(f"task {task.name!r}: partitions gave {len(shards)} shards for "
+                            f"{config.network.devices} devices")
+        return shards, test
+    return split_dataset(config, task.dataset(seed))
+
+
+def test_data(config: Config, path: Path | None = None) -> tuple[Task, Dataset]:
+    """The config's task and what evaluators measure global models on: the data file `path`
+    (read by the task), else the config's test split."""
+    if path is not None:
+        task = load_task(config)
+        return task, load_device_data(task, path)
+    experiment = build_experiment(config)
+    return experiment.task, experiment.test
+
+
+def task_genesis(config: Config) -> tuple[Genesis, StateDict]:
+    """The genesis of the config's task and its initial model (deterministic from the seed),
+    without loading or splitting any data the initialisation does not need."""
+    return genesis_of(load_task(config), config.run.seed)
+
+
+def genesis_of(task: Task, seed: int) -> tuple[Genesis, StateDict]:
+    """The genesis of `task` and its initial model for `seed`."""
+    state = checked_initial_state(task, seed)
+    return Genesis.of(task.name, state), state
 
 
 def build_devices(config: Config, experiment: Experiment) -> list[Device]:
@@ -86,7 +102,7 @@ def build_devices(config: Config, experiment: Experiment) -> list[Device]:
     seed, attack, n = config.run.seed, config.attack, config.network.devices
     chosen = set(attackers(n, attack.attackers, seed))
     return [
-        Device(derived_key("device", i, seed), shard, config.model.name, config.training,
+        Device(derived_key("device", i, seed), shard, experiment.task, config.training,
                experiment.initial, seed=device_seed(seed, i),
                behaviour=behaviour(attack.behaviour, attack, n, device_seed(seed, i))
                if i in chosen else None, privacy=config.privacy)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from blockfl.config import Config
 from blockfl.devices.device import Device
 from blockfl.devices.training import LocalUpdate
-from blockfl.devices.training_batched import train_many
+from blockfl.task import local_updates as task_updates
 
 
 class Trainer(Protocol):
@@ -30,10 +29,11 @@ class Trainer(Protocol):
 
 def local_updates(devices: Sequence[Device], round_: int, batched: bool) -> list[LocalUpdate]:
     """The devices' updates for `round_`, in their order. Batched, devices that hold the same
-    global model and train with SGD are trained together (`train_many`: the same deltas as
-    one by one); otherwise each trains alone (`Device.local_update`). A device's behaviour
-    (an attack) applies to its update when it signs it (`Device.submission`)."""
-    if not batched or not devices or devices[0].training.algorithm != "sgd":
+    global model are trained together (`blockfl.task.local_updates`: the task's fast path when
+    it has one, the same deltas as one by one); otherwise each trains alone
+    (`Device.local_update`). A device's behaviour (an attack) applies to its update when it
+    signs it (`Device.submission`)."""
+    if not batched or not devices:
         return [d.local_update(round_) for d in devices]
     out: list[LocalUpdate | None] = [None] * len(devices)
     by_base: dict[bytes, list[int]] = {}
@@ -45,8 +45,7 @@ def local_updates(devices: Sequence[Device], round_: int, batched: bool) -> list
     for members in by_base.values():
         first = devices[members[0]]
         jobs = [devices[i].training_job(round_) for i in members]
-        updates = train_many(first.model_name, first.global_state, jobs, first.training,
-                             task=first.shard.task)
+        updates = task_updates(first.task, first.global_state, jobs, first.training)
         for i, update in zip(members, updates, strict=True):
             out[i] = update
     return out  # type: ignore[return-value]
@@ -65,15 +64,3 @@ class LocalTrainer:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def make_trainer(config: Config, devices: Sequence[Device]) -> Trainer:
-    """The trainer of `config.run.engine`: local, or ray (`blockfl[ray]`)."""
-    engine = config.run.engine
-    if engine == "local":
-        return LocalTrainer(devices, config.run.batch_training)
-    if engine == "ray":
-        from blockfl.sim.ray_engine import RayTrainer
-
-        return RayTrainer(config, devices)
-    raise ValueError(f"unknown engine {engine!r}: local or ray")
