@@ -115,8 +115,8 @@ def _device(name: str, seed: int = 1):
 
     config = small_config(".")
     experiment = build_experiment(config)
-    return Device(key(f"attacker-{seed}"), experiment.shards[0], "logreg", config.training,
-                  experiment.initial, seed=seed,
+    return Device(key(f"attacker-{seed}"), experiment.shards[0], experiment.task,
+                  config.training, experiment.initial, seed=seed,
                   behaviour=behaviour(name, AttackConfig(copies=3), 5, seed=seed))
 
 
