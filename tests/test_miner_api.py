@@ -323,17 +323,20 @@ def test_a_restarted_miner_catches_up_on_every_block_it_missed(tmp_path):
 def test_attestation_requests_take_turns_and_keep_to_the_size_of_a_block(setup):
     """`/attestations` used to bypass the upload gate and read 8 MiB bodies on any chain."""
     from blockfl.config import ServerConfig
-    from blockfl.wire import block_json_limit
+    from blockfl.wire import REQUEST_SIGNATURE_HEADER, block_json_limit
 
     service, client, devices, ledger, _ = setup
     limit = block_json_limit(ledger.params().max_updates_per_block)
     assert limit < 8 * 2**20
+    # a request that names a committer's signature (checked once the body is read): its size
+    # and its turn come first (one without the header is refused unread, as forged)
+    signed = {REQUEST_SIGNATURE_HEADER: "0x" + "11" * 65}
     big = client.post("/attestations", content=b" " * (limit + 1),
-                      headers={"Content-Type": "application/json"})
+                      headers={"Content-Type": "application/json", **signed})
     assert (big.status_code, big.json()["error"]) == (413, "payload_too_large")
 
     shut = TestClient(create_app(service, LIMIT, ServerConfig(uploads=0, upload_wait=0.1)))
     proposal = proposal_to_dict(BlockProposal(b"\0" * 32, 1, b"\0" * 32, (), devices[0].address))
     for path in ("/attestations", "/blocks"):
-        response = shut.post(path, json=proposal)
+        response = shut.post(path, json=proposal, headers=signed)
         assert (response.status_code, response.json()["error"]) == (503, "busy"), path

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from blockfl import safejson
 from blockfl.hashing import keccak
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
-from blockfl.wire import RECORD_HEADER, TENSOR_MEDIA_TYPE, record_header
+from blockfl.wire import RECORD_HEADER, REQUEST_SIGNATURE_HEADER, TENSOR_MEDIA_TYPE, record_header
 
 DEEP = 100_000
 ATTACKER = "127.0.0.2"
@@ -166,8 +166,11 @@ def padded_block(update: dict[str, object], miner: str, round_: int,
 async def attestation_flood(host: str, port: int, body: bytes, count: int = 64,
                             sources: tuple[str, ...] = (ATTACKER, "127.0.0.4"),
                             timeout: float = 120.0) -> Tally:
-    """`count` attestation requests with `body` at once, spread over the `sources`."""
-    data = request("POST", "/attestations", {"Content-Type": "application/json"}, body)
+    """`count` attestation requests with `body` at once, spread over the `sources`, each with
+    a committer's signature header (forged: one is only checked against the body once it is
+    read, so the body's size and the upload gate are what refuse these)."""
+    headers = {"Content-Type": "application/json", REQUEST_SIGNATURE_HEADER: "0x" + "11" * 65}
+    data = request("POST", "/attestations", headers, body)
     return await many(count, lambda i: exchange(host, port, data, sources[i % len(sources)],
                                                 timeout))
 
