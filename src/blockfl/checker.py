@@ -8,7 +8,9 @@ must hold whatever faults were injected (Jepsen-style: the history against the i
   under its base model (`base_rolled_back`: the device trained on a block the chain abandoned),
   or a miner dropped it when the chain rolled back and the round closed without the device's
   upload again (`dropped:rolled_back`), or the run ended before its round was committed
-  (`after_last_block`). Anything else is `lost`.
+  (`after_last_block`), or its round was committed without it and the device was told so
+  (`missed_round`: the winner sealed its block, full or at `T_wait`, before the update reached
+  it; BlockFL pays only what a block holds). Anything else is `lost`.
 - **No update paid twice:** at most one reward event per (round, device) on the final chain,
   and a device's own count of its earnings (`finished`) equals the chain's.
 - **Balances equal reward events** for every account the chain paid.
@@ -108,6 +110,10 @@ def _acknowledged(report: RunCheck, ledger: Ledger, device_logs: list[list[dict]
     excluded = {e["update_hash"]: e["reason"] for e in miner_events if e["event"] == "excluded"}
     dropped = {e["update_hash"]: e["reason"] for e in miner_events if e["event"] == "dropped"}
     bases: dict[int, bytes] = {}
+    # a device told its round's block closed without its update (`block`, included false):
+    # the winner sealed its candidate (block full or T_wait) before the update reached it
+    missed = {(e["round"], _address(e)) for events in device_logs for e in events
+              if e["event"] == "block" and e.get("included") is False}
 
     def base_of(round_: int) -> bytes:  # the final chain's global model before `round_`
         if round_ not in bases:
@@ -132,6 +138,8 @@ def _acknowledged(report: RunCheck, ledger: Ledger, device_logs: list[list[dict]
                 report.named["base_rolled_back"] += 1
             elif e["update_hash"] in dropped:  # a miner dropped it when the chain rolled back
                 report.named[f"dropped:{dropped[e['update_hash']]}"] += 1
+            elif (round_, _address(e)) in missed:  # BlockFL's rule: the round closed without it
+                report.named["missed_round"] += 1
             else:
                 report.violations.append(Violation(
                     "lost", f"{_address(e)} round {round_} update {e['update_hash']} "
