@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+
+# one torch thread per process, as every blockfl command pins it (read when torch is imported):
+# the built-in tasks' pinned bits (the cnn's convolutions) are those of one thread, and on two
+# cores two threads per process made the process-network tests' timings miss
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 

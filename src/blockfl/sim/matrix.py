@@ -28,7 +28,7 @@ from blockfl.config import Config
 from blockfl.devices.behaviours import attackers
 from blockfl.sim.attack import ATTACKS, AttackRun, run_config, run_one
 from blockfl.sim.engine import Simulation
-from blockfl.sim.setup import Experiment, build_experiment
+from blockfl.sim.setup import build_experiment
 
 ORACLE = "oracle"  # the rule column of the oracle's runs
 CLEAN = "none"  # the attack column of a run without attackers
@@ -158,8 +158,7 @@ def oracle_run(config: Config, fraction: float, work: Path) -> AttackRun:
     full = build_experiment(config)
     n = config.network.devices
     bad = set(attackers(n, fraction, config.run.seed))
-    honest = Experiment([s for i, s in enumerate(full.shards) if i not in bad], full.test,
-                        full.initial)
+    honest = replace(full, shards=[s for i, s in enumerate(full.shards) if i not in bad])
     alone = replace(config, network=replace(config.network, devices=len(honest.shards)),
                     attack=replace(config.attack, attackers=0.0),
                     aggregation=replace(config.aggregation, rule="fedavg"))
