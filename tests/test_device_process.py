@@ -69,8 +69,8 @@ def test_a_device_waiting_for_a_block_says_why_and_stops_at_its_deadline(tmp_pat
     ledger = LocalLedger.create(":memory:", default_params(), MINERS, DEV_DEPLOYER_KEY)
     config = small_config(tmp_path, network={"devices": 1})
     experiment = build_experiment(config)
-    device = Device(derived_key("patient", 0), experiment.shards[0], "logreg", config.training,
-                    experiment.initial)
+    device = Device(derived_key("patient", 0), experiment.shards[0], experiment.task,
+                    config.training, experiment.initial)
     process = DeviceProcess(device, ledger, [], EventLog("d", tmp_path / "d.jsonl"), poll=0.02,
                             block_deadline=0.5)
     assert process.wait_for_block(1, ledger.head(), threading.Event()) is False

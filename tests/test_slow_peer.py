@@ -127,7 +127,7 @@ def test_a_miner_starts_and_syncs_past_a_dripping_peer(tmp_path, monkeypatch):
                           chain={"block_rate": 50.0, "hash_rate": 1000.0, "quorum": 1})
     experiment = build_experiment(config)
     keys = [derived_key("slow-peer-miner", i) for i in range(2)]
-    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis_hash),
+    ledger = EvmLedger.create(embedded_web3(), chain_params(config, experiment.genesis),
                               [address_of(k) for k in keys])
     policy = VerificationPolicy(max_payload_bytes=100_000)
     settings = MiningSettings(t_wait=60.0, block_size=3, hash_rate=0.0, check_grace=60.0)
@@ -136,8 +136,9 @@ def test_a_miner_starts_and_syncs_past_a_dripping_peer(tmp_path, monkeypatch):
         return MinerService(key, ledger, policy, settings, tmp_path / name, peers,
                             experiment.initial, EventLog(name, tmp_path / f"{name}.jsonl"))
 
-    devices = [Device(derived_key("slow-peer-device", i), shard, "logreg", config.training,
-                      experiment.initial, seed=i) for i, shard in enumerate(experiment.shards)]
+    devices = [Device(derived_key("slow-peer-device", i), shard, experiment.task,
+                      config.training, experiment.initial, seed=i)
+               for i, shard in enumerate(experiment.shards)]
     a = miner("a", keys[0], [])
 
     def a_commits(round_: int) -> None:
