@@ -174,6 +174,7 @@ def create_app(service: MinerService, max_payload_bytes: int,
     @app.exception_handler(ChainUnavailable)
     @app.exception_handler(DeploymentMissing)
     async def _no_chain(_: Request, exc: ChainUnavailable | DeploymentMissing) -> JSONResponse:
+        service.chain_down(exc)
         return error(exc.condition, str(exc), 503)
 
     @app.exception_handler(StarletteHTTPException)

@@ -95,6 +95,8 @@ class MinerService:
         self._wake = threading.Event()
         self._behind_since: float | None = None
         self.chain_problem: tuple[str, str] | None = None  # (condition, detail) while one lasts
+        self._problem_since = 0.0  # monotonic time chain_problem was set
+        self._problem_lock = threading.Lock()
         head = ledger.head()
         base = self._model(head.global_model_hash, genesis)
         verifier = Verifier(policy, max_samples=params.max_samples_per_update, privacy=privacy,
@@ -454,9 +456,9 @@ class MinerService:
                 return got
             self.log("quorum_wait", round=proposal.round, attesters=len(got) + 1,
                      quorum=needed + 1, retry_in=delay, reasons=reasons)
+            if self.ledger.head() != self.node.head:  # read before the wait: a chain gone
+                return None  # is noticed now, not after the back-off
             stop.wait(delay)
-            if self.ledger.head() != self.node.head:
-                return None
             delay = min(2 * delay, 8.0)
         return None
 
@@ -517,23 +519,38 @@ class MinerService:
                                              name="catch-up", daemon=True)
         self._catching_up.start()
         while not stop.is_set():
+            began = time.monotonic()
             try:
                 if self.sync() and self.ready():
                     self.mine(stop)
                 else:
                     self._wake.wait(self.settings.poll)
                     self._wake.clear()
-                if self.chain_problem is not None:
-                    self.chain_problem = None
-                    self.log("chain_back", round=self.node.head.round)
+                self._chain_answered(began)
             except (ChainUnavailable, DeploymentMissing) as exc:  # one line; /health says it
-                if self.chain_problem is None or self.chain_problem[0] != exc.condition:
-                    self.log(exc.condition, error=str(exc)[:300])
-                self.chain_problem = (exc.condition, str(exc))
+                self.chain_down(exc)
                 stop.wait(1.0)
             except Exception as exc:  # a miner keeps serving: log and try again
                 self.log("error", error=f"{type(exc).__name__}: {exc}")
                 stop.wait(1.0)
+
+    def chain_down(self, exc: ChainUnavailable | DeploymentMissing) -> None:
+        """Note that the chain node does not answer or lost the deployment, wherever this miner
+        found out (its loop, or a request it served): one log line per condition, and
+        `GET /health` says it until a pass of the loop reads the chain again."""
+        with self._problem_lock:
+            if self.chain_problem is None or self.chain_problem[0] != exc.condition:
+                self.log(exc.condition, error=str(exc)[:300])
+            self.chain_problem = (exc.condition, str(exc))
+            self._problem_since = time.monotonic()
+
+    def _chain_answered(self, began: float) -> None:
+        """A pass of the loop that began at `began` read the chain: a problem noted before
+        it is over (one noted during it may be newer than the reads that succeeded)."""
+        with self._problem_lock:
+            if self.chain_problem is not None and self._problem_since < began:
+                self.chain_problem = None
+                self.log("chain_back", round=self.node.head.round)
 
     def health(self) -> dict[str, Any]:
         """What `GET /health` shows: ok, or the named condition that keeps this miner from
