@@ -9,7 +9,9 @@ key, so nobody else can spend an honest miner's one signature of a round.
 
 A miner signs a `BlockAttestation` only after it checked the candidate itself: the round and
 chain link, every update (the same verification as an upload: signature, sample count,
-computation time, payload, norm, replay), the aggregation rule's selection (it keeps exactly the
+computation time, payload, norm, replay; a device's other update of the round than the one
+this miner holds is no replay here, so miners that each got one of a restarted device's two
+updates attest each other's block), the aggregation rule's selection (it keeps exactly the
 block's updates of those offered), and the global model recomputed from those updates.
 It signs at most one candidate per round and committer, so an honest miner never equivocates:
 the candidate is journaled (durably, `MinerJournal.record_attested`) before the signature
@@ -129,7 +131,7 @@ class Attester:
             payload = announcement.payloads.get(update.device)
             if payload is None:
                 raise AttestationRefused("missing_update", f"no tensors for {update.device}")
-            verdict = node.receive_gossip(UpdateSubmission(update, payload))
+            verdict = node.check_candidate_update(UpdateSubmission(update, payload))
             if not verdict.accepted:
                 raise AttestationRefused(
                     "invalid_update", f"{update.device}: {verdict.reason} {verdict.detail}")

@@ -145,6 +145,21 @@ class MinerNode:
                 return Verdict(True, "known")
         return self._accept(submission)
 
+    def check_candidate_update(self, submission: UpdateSubmission) -> Verdict:
+        """An update of a peer's candidate block: as gossip (it enters this miner's block too)
+        unless this miner holds another update of that device this round, which stays; the
+        candidate's is then checked in full as an alternative (`Verifier.verify`), so two
+        miners that each hold one of a device's two updates can attest each other's block."""
+        with self._lock:
+            known = self._pending.get(submission.device)
+        if known is None or known.signed == submission.signed:
+            return self.receive_gossip(submission)
+        try:
+            self.verifier.verify(submission, self.context(), alternative=True)
+        except UpdateRejected as exc:
+            return Verdict(False, exc.reason, exc.detail)
+        return Verdict(True, "alternative")
+
     def _accept(self, submission: UpdateSubmission) -> Verdict:
         # verify outside the node lock (uploads are checked concurrently; the verifier guards
         # its own replay memory), then admit only if the round did not move meanwhile

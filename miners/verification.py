@@ -118,10 +118,18 @@ class Verifier:
         self._memory = memory
         self._lock = threading.Lock()
         self._seen_devices: set[tuple[int, bytes]] = set()  # (round, raw device address)
-        self._seen_hashes: OrderedDict[bytes, int] = OrderedDict()
+        self._seen_hashes: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()  # -> key
 
-    def verify(self, submission: UpdateSubmission, ctx: RoundContext) -> VerifiedUpdate:
-        """Check a submission for round `ctx.round`; raise UpdateRejected with the reason."""
+    def verify(
+        self, submission: UpdateSubmission, ctx: RoundContext, *, alternative: bool = False
+    ) -> VerifiedUpdate:
+        """Check a submission for round `ctx.round`; raise UpdateRejected with the reason.
+
+        `alternative` checks a device's other update of this round, as a peer's candidate holds
+        it (the device re-trained after a restart, and each miner got one of the two): in full,
+        except that this device's own update of the round does not make it a `replay`, and it
+        is not remembered. Either may be in the block; the chain pays a (round, device) once.
+        """
         policy = self.policy
         signed = submission.signed
         record = signed.record
@@ -155,7 +163,7 @@ class Verifier:
         except SignatureError as exc:
             raise UpdateRejected(exc.reason, str(exc)) from None
         update_hash = record.update_hash
-        self._check_replay((round_, raw_device), update_hash, signed)
+        self._check_replay((round_, raw_device), update_hash, signed, alternative)
         try:  # decoding, the spec check, the tensor hash and the norm in one pass
             delta, digest, norm = decode_checked(
                 payload, ctx.spec, max_bytes=policy.max_payload_bytes
@@ -174,16 +182,19 @@ class Verifier:
             refusal = self.privacy.refusal(norm, values, spent)
             if refusal is not None:
                 raise UpdateRejected(*refusal)
-        self._remember((round_, raw_device), update_hash, signed)
+        if not alternative:
+            self._remember((round_, raw_device), update_hash, signed)
         return VerifiedUpdate(signed, delta, size)
 
     def _check_replay(
-        self, key: tuple[int, bytes], update_hash: bytes, signed: SignedUpdate
+        self, key: tuple[int, bytes], update_hash: bytes, signed: SignedUpdate,
+        alternative: bool,
     ) -> None:
         with self._lock:
-            if key in self._seen_devices:
+            if key in self._seen_devices and not alternative:
                 raise _second_update(signed, key[0])
-            if update_hash in self._seen_hashes:
+            seen = self._seen_hashes.get(update_hash)
+            if seen is not None and not (alternative and seen == key):
                 raise UpdateRejected("replay", "this update was already accepted")
 
     def _remember(
@@ -194,7 +205,7 @@ class Verifier:
             if key in self._seen_devices or update_hash in self._seen_hashes:
                 raise _second_update(signed, key[0])
             self._seen_devices.add(key)
-            self._seen_hashes[update_hash] = key[0]
+            self._seen_hashes[update_hash] = key
             while len(self._seen_hashes) > self._memory:
                 self._seen_hashes.popitem(last=False)
 
@@ -203,7 +214,7 @@ class Verifier:
         abandoned (a rollback), so their updates may come again."""
         with self._lock:
             self._seen_devices = {(r, d) for r, d in self._seen_devices if r < round_}
-            for h in [h for h, r in self._seen_hashes.items() if r >= round_]:
+            for h in [h for h, (r, _) in self._seen_hashes.items() if r >= round_]:
                 del self._seen_hashes[h]
 
     def forget_before(self, round_: int) -> None:

@@ -267,3 +267,48 @@ def test_a_restarted_miner_refuses_a_second_candidate_of_a_round_it_attested(tmp
     assert b.attest(first, a.attester.request(first)) == attestation  # the same one: fine
     a.close()
     b.close()
+
+
+def test_two_miners_holding_a_devices_two_updates_attest_each_others_block(tmp_path):
+    """A device that re-trained after a restart sent one update to miner 0 and another to
+    miner 1 (the same tensors, another compute time: another signed record). With two miners
+    the quorum is both, so the round would stall on `replay` if either refused the other's:
+    each attests the other's candidate, the block lands, and the device is paid once."""
+    config = small_config(tmp_path, network={"devices": 2, "miners": 2},
+                          verification={"min_ms_per_sample": 0.01})
+    sim = Simulation(config, tmp_path / "run")
+    ledger, domain = sim.ledger, sim.ledger.domain
+    restarted, steady = sim.devices
+    first = restarted.train(1, domain).submission
+    record = replace(first.signed.record, compute_time_ms=first.signed.record.compute_time_ms + 7)
+    second = replace(first, signed=SignedUpdate(record, sign_update(restarted.key, record, domain)))
+    assert sim.miners[0].receive_gossip(first).accepted
+    assert sim.miners[1].receive_gossip(second).accepted
+    assert sim.miners[1].receive_gossip(first).reason == "replay"  # as gossip: a second update
+    for miner in sim.miners:
+        assert miner.receive_gossip(steady.train(1, domain).submission).accepted
+    assert ledger.required_attesters() == 2
+
+    proposals = [mined(sim, miner.candidate().proposal) for miner in sim.miners]
+    held = [{u.device: u for u in p.updates}[restarted.address] for p in proposals]
+    assert held[0] != held[1]  # each candidate holds the update its miner got
+    got = {}
+    for committer, attester in ((0, 1), (1, 0)):
+        announcement = sim.miners[committer].announcement(proposals[committer])
+        attestation = sim.attesters[attester].attest(
+            announcement, sim.attesters[committer].request(proposals[committer]))
+        assert attestation.signer(domain) == sim.miners[attester].address
+        got[committer] = attestation
+    # the attester kept its own update for its own candidate
+    assert sim.miners[1].candidate().proposal == replace(proposals[1], nonce=0)
+    # a tampered alternative is still refused: the exception covers the device's own update only
+    forged = replace(second, payload=sim.miners[0].announcement(proposals[0]).payloads[
+        steady.address])
+    assert not sim.miners[0].check_candidate_update(forged).accepted
+
+    assert sim.miners[0].commit(proposals[0], [got[0]]) is not None
+    assert ledger.head().round == 1
+    paid = ledger.params().reward_per_sample * held[0].record.samples
+    assert ledger.balance_of(restarted.address) == paid
+    assert sim.miners[1].commit(proposals[1], [got[1]]) is None  # a fork: the round is decided
+    assert ledger.head().round == 1 and ledger.balance_of(restarted.address) == paid
