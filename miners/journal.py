@@ -185,6 +185,13 @@ class MinerJournal:
         with self._lock:
             self._db.execute("DELETE FROM updates WHERE round >= ?", (round_,))
 
+    def forget_update(self, round_: int, device: str) -> None:
+        """Drop one device's update of `round_`: its base model left the chain (a reorg at
+        this miner's height), and the device sends another."""
+        with self._lock:
+            self._db.execute("DELETE FROM updates WHERE round = ? AND device = ?",
+                             (round_, device))
+
     def forget_from(self, round_: int) -> None:
         """Drop the candidates attested for rounds from `round_` on: the chain rolled back
         under them (`AttestedRounds`)."""

@@ -195,17 +195,24 @@ class MinerService:
         self._unrecovered.clear()
         self.log("rollback", from_round=old.round, to_round=head.round,
                  block_hash=to_hex(head.block_hash), abandoned_blocks=abandoned)
-        for round_ in range(self.node.round + 1, old.round + 2):
+        # updates of the rounds after the head, and those of the head's next round trained on
+        # another model (the abandoned block of this height, after a reorg), are dropped
+        again: list[UpdateSubmission] = []
+        for round_ in range(self.node.round, old.round + 2):
             for submission in self.journal.updates_of(round_):
+                if (round_ == self.node.round
+                        and submission.signed.record.base_model_hash == head.global_model_hash):
+                    again.append(submission)
+                    continue
                 self.log("dropped", round=round_, device=submission.device,
                          update_hash=to_hex(submission.signed.record.update_hash),
                          reason="rolled_back")
+                if round_ == self.node.round:
+                    self.journal.forget_update(round_, submission.device)
         self.journal.forget_updates_from(self.node.round + 1)
         # every miner journals every update it accepted, so all of them take up the same ones
         # here, before the devices (which see the rollback too) upload that round again: those
         # uploads are then replays everywhere, and the miners' candidates agree
-        again = [s for s in self.journal.updates_of(self.node.round)
-                 if s.signed.record.base_model_hash == head.global_model_hash]
         restored = sum(v.accepted for v in self.node.restore(again))
         for submission in self.node.pending_submissions():
             for peer in self.node.peers:

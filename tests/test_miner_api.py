@@ -340,3 +340,59 @@ def test_attestation_requests_take_turns_and_keep_to_the_size_of_a_block(setup):
     for path in ("/attestations", "/blocks"):
         response = shut.post(path, json=proposal, headers=signed)
         assert (response.status_code, response.json()["error"]) == (503, "busy"), path
+
+
+def test_a_reorganisation_at_the_same_height_is_followed(tmp_path):
+    """The chain swaps the block of round 1 for another one (a reorg at the same height, made
+    with the embedded chain's snapshot and revert): miner a, which committed the abandoned
+    block and took round-2 updates on its model, drops both, serves only the chain's block,
+    and commits round 2 on top of it; nobody is paid for the abandoned block."""
+    from blockfl.events import read_events
+
+    a, b, devices, ledger = two_miners(tmp_path, b_asks_a=True, a_asks_b=True)
+    w3 = ledger.w3
+    before = w3.testing.snapshot()
+    for i, d in enumerate(devices):  # b hears of two of the three updates only
+        submission = d.train(1, ledger.domain).submission
+        assert a.node.receive_upload(submission).accepted
+        if i < 2:
+            assert b.node.receive_gossip(submission).accepted
+    a.mine(threading.Event())
+    abandoned = a.block(1)
+    assert abandoned is not None and len(abandoned.updates) == 3
+    head = ledger.head()
+    for d in devices:  # round 2 is under way on the abandoned block's model
+        d.adopt(head.global_model_hash, a.store.get(head.global_model_hash))
+        assert a.node.receive_upload(d.train(2, ledger.domain).submission).accepted
+
+    w3.testing.revert(before)  # ... and the chain takes b's block of round 1 instead
+    b.mine(threading.Event())
+    chosen = ledger.head()
+    assert chosen.round == 1 and chosen != head
+    assert chosen.global_model_hash != head.global_model_hash  # two updates, not three
+
+    assert a.sync()
+    assert a.node.head == chosen and a.node.round == 2
+    rollback = [e for e in read_events(tmp_path / "a.jsonl") if e["event"] == "rollback"][-1]
+    assert (rollback["from_round"], rollback["to_round"]) == (1, 1)
+    assert rollback["abandoned_blocks"] == [1]
+    dropped = [e for e in read_events(tmp_path / "a.jsonl") if e["event"] == "dropped"]
+    assert sorted(e["device"] for e in dropped) == sorted(d.address for d in devices)
+    assert not a.node.pending_devices()  # round 2's updates were on the abandoned model
+    assert a.block(1) is None  # the abandoned block is no longer served
+    assert a.catch_up() == 1 and a.block(1) == b.block(1)  # the chain's, checked in full
+
+    for d in devices:  # round 2 again, on the chain's model: a commits it
+        d.adopt(chosen.global_model_hash, a.store.get(chosen.global_model_hash))
+        assert a.node.receive_upload(d.train(2, ledger.domain).submission).accepted
+    a.mine(threading.Event())
+    assert ledger.head().round == 2 and ledger.head().block_hash == a.block(2).header(
+        ledger.domain).block_hash(a.block(2).nonce)
+    paid_round_1 = {u.device for u in b.block(1).updates}
+    assert len(paid_round_1) == 2
+    unpaid = next(d for d in devices if d.address not in paid_round_1)
+    per_sample = ledger.params().reward_per_sample
+    round_2 = {u.device: u.record.samples for u in a.block(2).updates}
+    assert ledger.balance_of(unpaid.address) == per_sample * round_2[unpaid.address]
+    a.close()
+    b.close()
