@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok"),
               pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm ci)")]
 
-#: the uplink at 0.35 Mbit/s: a device's update (20 kB) takes 0.4 s on it, so the machine's
-#: scheduling (milliseconds) is small beside the link
-SMALL = ["--miners", "2", "--devices", "3", "--links-w-up", "1e5", "--model-name", "mlp"]
+#: the uplink at 0.35 Mbit/s: a device's update (20 kB) takes 0.4 s on it, and the downlink at
+#: 0.7 Mbit/s: the model and the block's three updates take about 1 s, so the machine's
+#: scheduling (milliseconds) is small beside the links
+SMALL = ["--miners", "2", "--devices", "3", "--links-w-up", "1e5", "--links-w-dn", "2e5",
+         "--model-name", "mlp"]
 
 
 def _namespaces() -> set[str]:
@@ -41,7 +43,7 @@ def _links() -> set[str]:
             if line.split(":")[1].strip().startswith("bf")}
 
 
-def test_an_emulated_network_commits_and_its_upload_link_agrees_with_the_model(tmp_path):
+def test_an_emulated_network_commits_and_its_links_agree_with_the_model(tmp_path):
     before = (_namespaces(), _links())
     run = tmp_path / "net"
     result = subprocess.run(
@@ -67,6 +69,9 @@ def test_an_emulated_network_commits_and_its_upload_link_agrees_with_the_model(t
     assert link["kind"] == "link"
     assert link["agrees"], link  # within 5% of bits / (W_up log2(1 + SNR_up)), corrected
     assert link["measured"] > 0.3  # the shaped link, not loopback: 20 kB at 0.35 Mbit/s
+    down = phases["t_dn_link"]  # the model and the block's updates, through the miner's link
+    assert down["kind"] == "link" and down["agrees"], down  # and the device's downlink
+    assert down["measured"] > 0.6  # 80 kB at 0.7 Mbit/s
 
 
 def test_sigterm_removes_every_namespace_veth_and_bridge(tmp_path):
