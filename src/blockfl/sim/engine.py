@@ -144,8 +144,9 @@ class Simulation:
     def within_budget(self) -> list[bool]:
         """Per device, whether its privacy budget admits one more update (all True without
         a budget); a device past it trains no more and releases nothing."""
-        cfg = self.config.privacy
-        return [may_take_part(cfg, self.participation.rounds(d.address)) for d in self.devices]
+        cfg = self.spec.privacy
+        return [may_take_part(cfg, self.participation.rounds(d.address), len(d.shard))
+                for d in self.devices]
 
     def close(self) -> None:
         """Release the trainer's workers (Ray actors)."""
