@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -30,41 +31,51 @@ from blockfl.tensors import StateDict
 NOISE_SEED_OFFSET = 1 << 32
 
 
-def train_dp_sgd(model_name: str, base_state: StateDict, data: Dataset,
-                 training: TrainingConfig, privacy: PrivacyConfig, seed: int) -> LocalUpdate:
-    """`training.epochs` passes of DP-SGD (`training.lr`, `training.batch_size`) over `data`
-    from `base_state`; `final_loss` is the mean minibatch loss of the last pass."""
+def make_private(model: torch.nn.Module, data: Dataset, training: TrainingConfig,
+                 privacy: PrivacyConfig, seed: int) -> tuple[Any, Any, Any, DataLoader]:
+    """Opacus's (engine, module, optimizer, Poisson data loader) for DP-SGD of `model` on
+    `data` (SGD at `training.lr`, `training.batch_size`), seeded by `seed`: what a task of
+    its own can train with to declare `dp_sgd = True`."""
     require_accountant()
     from opacus import PrivacyEngine
 
-    n = len(data)
-    steps, sample_rate = dp_sgd_steps(training.batch_size, training.epochs, n)
-    model = model_for_state(model_name, data.input_shape, base_state)
     loader = DataLoader(TensorDataset(data.x, data.y), batch_size=training.batch_size,
                         generator=torch.Generator().manual_seed(seed))
-    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
     with warnings.catch_warnings():  # Opacus warns that secure_mode is off: it is, by design
         warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         module, optimizer, dp_loader = engine.make_private(
             module=model, optimizer=torch.optim.SGD(model.parameters(), lr=training.lr),
             data_loader=loader, noise_multiplier=privacy.noise_multiplier,
             max_grad_norm=privacy.max_grad_norm, poisson_sampling=True,
             noise_generator=torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET))
-    assert len(dp_loader) * training.epochs == steps and dp_loader.sample_rate == sample_rate
+    steps, sample_rate = dp_sgd_steps(training.batch_size, 1, len(data))
+    assert len(dp_loader) == steps and dp_loader.sample_rate == sample_rate
+    return engine, module, optimizer, dp_loader
+
+
+def train_dp_sgd(model_name: str, base_state: StateDict, data: Dataset,
+                 training: TrainingConfig, privacy: PrivacyConfig, seed: int) -> LocalUpdate:
+    """`training.epochs` passes of DP-SGD (`make_private`) over `data` from `base_state`;
+    `final_loss` is the mean minibatch loss of the last pass."""
+    model = model_for_state(model_name, data.input_shape, base_state)
+    _, module, optimizer, loader = make_private(model, data, training, privacy, seed)
     loss_fn = loss_function(data.task)
     module.train()
     start = time.perf_counter()
     losses: list[float] = []
     for _ in range(training.epochs):
         losses = []
-        for xb, yb in dp_loader:
+        for xb, yb in loader:
             optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(module(xb), yb)
+            with warnings.catch_warnings():  # torch's note on hooks with inputs without grad
+                warnings.simplefilter("ignore")
+                loss.backward()  # an empty sample still adds its noise (and is accounted)
+            optimizer.step()
             if len(xb):
-                loss = loss_fn(module(xb), yb)
-                loss.backward()
-                losses.append(float(loss))
-            optimizer.step()  # an empty sample still adds its noise (and is accounted)
+                losses.append(loss.item())
     seconds = time.perf_counter() - start
     local = model.state_dict()
     delta = {k: (local[k] - base_state[k]).detach().clone() for k in base_state}
-    return LocalUpdate(delta, n, seconds, sum(losses) / max(len(losses), 1))
+    return LocalUpdate(delta, len(data), seconds, sum(losses) / max(len(losses), 1))

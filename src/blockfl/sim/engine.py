@@ -71,7 +71,7 @@ class RoundResult:
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # device -> why the rule excluded it
-    local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
+    local_times: list[float] = field(default_factory=list)  # per device that sent, s
     # device -> its training and upload seconds, for each device whose update missed T_wait
     late_devices: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -250,13 +250,15 @@ class Simulation:
         record = self.ledger.get_block(round_)
         assert record is not None
         # the block's updates as the winner decoded and verified them from the announced bytes
+        # a device past its privacy budget sent nothing: it takes the model from the winner
+        source = {d.address: miner_of.get(d.address, self.miners[winner]) for d in self.devices}
         global_s = self._adopt_global_model(record.global_model_hash, list(winning.updates),
-                                            miner_of, [e.update for e in winning.excluded])
+                                            source, [e.update for e in winning.excluded])
         phases["global_model_download_and_check"] = time.perf_counter() - start
 
         late = {d.address: {"training_s": local_s[d.address],
                             "upload_s": arrival[d.address] - local_s[d.address]}
-                for d in self.devices if arrival[d.address] > cfg.network.t_wait}
+                for d in self.devices if arrival.get(d.address, 0) > cfg.network.t_wait}
         # the emulated round latency of each device, term by term (the latency model's terms)
         verify_s = phases["upload_and_cross_verification"] / len(self.miners)
         exchange = clock.exchange(collected)
@@ -278,7 +280,7 @@ class Simulation:
                 "t_dn": t_dn,
                 "t_global": global_s[d.address],
             }
-            for d in self.devices
+            for d in self.devices if d.address in arrival  # the devices that sent
         ]
         latency = {k: sum(p[k] for p in per_device) / len(per_device) for k in per_device[0]}
         latency["total"] = sum(latency.values())
@@ -304,7 +306,7 @@ class Simulation:
             latency=latency,
             gas_used=receipt.gas_used,
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
-            local_times=[local_s[d.address] for d in self.devices],
+            local_times=[local_s[d.address] for d in self.devices if d.address in local_s],
             late_devices=late,
             verdicts=verdicts,
             excluded={e.update.device: f"{e.reason}: {e.detail}" for e in winning.excluded},

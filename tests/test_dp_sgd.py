@@ -1,0 +1,100 @@
+"""`[privacy] mode = "dp_sgd"`: Opacus's DP-SGD on each device, its epsilon from Opacus's
+accountant, and the budget every miner enforces, on the embedded EVM."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from blockfl.config import PrivacyConfig, TrainingConfig
+from blockfl.devices.data import load_digits
+from blockfl.devices.device import Device
+from blockfl.keys import derived_key
+from blockfl.models import initial_state, model_for_state
+from blockfl.privacy import dp_sgd_steps, epsilon, rounds_within_budget
+from blockfl.protocol import Genesis, ProtocolSpec
+from blockfl.sim.runner import run_experiment
+from blockfl.task import TaskError
+from tests.conftest import small_config
+
+pytest.importorskip("opacus")
+
+DP = {"mode": "dp_sgd", "noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
+
+
+def test_epsilon_is_opacus_accountant_of_the_steps_a_device_trains():
+    from blockfl.devices.training_dp import make_private
+
+    data = load_digits()
+    shard = replace(data, x=data.x[:200], y=data.y[:200])
+    training = TrainingConfig(epochs=1, batch_size=16, lr=0.1)
+    cfg = PrivacyConfig(**DP).for_training(training)
+    model = model_for_state("logreg", shard.input_shape,
+                            initial_state("logreg", shard.input_shape, shard.n_outputs, 0))
+    engine, module, optimizer, loader = make_private(model, shard, training, cfg, seed=3)
+    for rounds in (1, 2):  # a round: one pass of ceil(200 / 16) = 13 Poisson-sampled steps
+        for xb, yb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(module(xb), yb).backward()
+            optimizer.step()
+        assert epsilon(cfg, rounds, 200) == pytest.approx(engine.get_epsilon(1e-5), rel=1e-12)
+    assert dp_sgd_steps(16, 2, 200) == (26, 1 / 13)
+    assert epsilon(cfg, 3, 200) > epsilon(cfg, 2, 200) > 0
+    assert epsilon(cfg, 2, 400) < epsilon(cfg, 2, 200)  # a smaller sampling rate spends less
+
+
+def test_the_spec_holds_the_training_steps_dp_sgd_is_charged_by(tmp_path):
+    genesis = Genesis("none", b"\0" * 32, {})
+    config = small_config(tmp_path, privacy=DP)
+    spec = ProtocolSpec.from_config(config, genesis).to_dict()["privacy"]
+    assert (spec["batch_size"], spec["epochs"]) == (16, 1) and "clip" not in spec
+    client = ProtocolSpec.from_config(small_config(tmp_path, privacy={"mode": "client"}),
+                                      genesis).to_dict()["privacy"]
+    assert "max_grad_norm" not in client and "batch_size" not in client
+    with pytest.raises(ValueError, match=r"privacy\.batch_size = 8 differs from training"):
+        ProtocolSpec.from_config(small_config(tmp_path, privacy={**DP, "batch_size": 8}),
+                                 genesis)
+    with pytest.raises(ValueError, match=r"privacy\.max_grad_norm"):
+        PrivacyConfig(**{**DP, "max_grad_norm": 0.0})
+
+
+def test_a_task_that_does_not_train_with_dp_sgd_is_refused(tmp_path):
+    class Plain:
+        name = "plain"
+
+    data = load_digits()
+    with pytest.raises(TaskError, match="does not train with DP-SGD"):
+        Device(derived_key("device", 0, 0), data, Plain(), TrainingConfig(), {},
+               privacy=PrivacyConfig(**DP))
+
+
+def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 5.0},
+                          network={"devices": 4, "miners": 2}, model={"name": "mlp"},
+                          training={"epochs": 1, "lr": 0.5, "batch_size": 32,
+                                    "compute_time": "modelled"},
+                          run={"rounds": 6, "out_dir": str(tmp_path), "name": "run"})
+    summary = run_experiment(config)
+    sim = summary.simulation
+    cfg = sim.spec.privacy
+    allowed = {d.address: rounds_within_budget(cfg, len(d.shard)) for d in sim.devices}
+    # the largest shard samples at a lower rate: more rounds within the same budget
+    assert sorted(allowed.values()) == [3, 3, 3, 5]
+    assert summary.report["stopped_early"] == "every device spent its privacy budget after round 5"
+    assert summary.rounds[-1].metrics["accuracy"] > 0.3  # digits: chance is 0.1
+    paid: dict[str, set[int]] = {}
+    for update in sim.ledger.accepted_updates():
+        paid.setdefault(update.device, set()).add(update.round)
+    assert paid == {d: set(range(1, n + 1)) for d, n in allowed.items()}  # never past it
+    report = json.loads((summary.run_dir / "report.json").read_text())["privacy"]
+    assert (report["mode"], report["batch_size"], report["epochs"]) == ("dp_sgd", 32, 1)
+    for device, row in zip(sim.devices, report["devices"], strict=True):
+        rounds, n = allowed[device.address], len(device.shard)
+        spent = epsilon(cfg, rounds, n)
+        assert (row["rounds"], row["epsilon"]) == (rounds, pytest.approx(spent, rel=1e-12))
+        assert row["budget_left"] == pytest.approx(5.0 - spent) and spent <= 5.0
+        assert epsilon(cfg, rounds + 1, n) > 5.0
+    assert summary.hashes_agree and summary.rewards_match
