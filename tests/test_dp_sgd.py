@@ -98,3 +98,41 @@ def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
         assert row["budget_left"] == pytest.approx(5.0 - spent) and spent <= 5.0
         assert epsilon(cfg, rounds + 1, n) > 5.0
     assert summary.hashes_agree and summary.rewards_match
+
+
+def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(tmp_path, anvil_url,
+                                                                            capsys):
+    from blockfl.chain.deploy import deploy_to_node
+    from blockfl.chain.evm import DEV_DEPLOYER_KEY
+    from blockfl.cli import main
+    from blockfl.explorer.reader import Explorer
+    from blockfl.signing import address_of
+    from blockfl.sim.setup import build_experiment
+
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 20.0},
+                          network={"devices": 3, "miners": 2},
+                          run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
+    genesis = build_experiment(config).genesis
+    miners = [address_of(derived_key("miner", i, config.run.seed))
+              for i in range(config.network.miners)]
+    deployment = deploy_to_node(config, anvil_url, miners, DEV_DEPLOYER_KEY, genesis)
+    path = tmp_path / "deployment.json"
+    deployment.write(path)
+    ledger = deployment.ledger()
+    before = Explorer(ledger, privacy=ProtocolSpec.from_dict(deployment.protocol_spec).privacy)
+    assert before.refresh().rewards["privacy"]["devices"] == []  # nothing spent yet
+    summary = run_experiment(config, ledger=ledger)
+    capsys.readouterr()
+    assert main(["inspect", "privacy", "--deployment", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["mode"], shown["max_grad_norm"], shown["batch_size"]) == ("dp_sgd", 1.0, 16)
+    expected = {d["address"]: d for d in summary.report["privacy"]["devices"]}
+    assert {d["address"]: d for d in shown["devices"]} == expected
+    for device in summary.simulation.devices:
+        assert expected[device.address]["epsilon"] == pytest.approx(
+            epsilon(summary.simulation.spec.privacy, 2, len(device.shard)), rel=1e-12)
+    # the explorer's rewards page: the same epsilon per device, beside its balance
+    rewards = before.refresh().rewards
+    assert {d["address"]: d for d in rewards["privacy"]["devices"]} == expected
+    assert {r["address"] for r in rewards["rows"] if r["role"] == "device"} == set(expected)
+    assert "privacy" not in Explorer(ledger).refresh().rewards  # privacy off: no column
