@@ -19,6 +19,7 @@ from blockfl.protocol import Genesis, ProtocolSpec
 from blockfl.sim.runner import run_experiment
 from blockfl.task import TaskError
 from tests.conftest import small_config
+from tests.test_privacy import deployed
 
 pytest.importorskip("opacus")
 
@@ -102,22 +103,13 @@ def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
 
 def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(tmp_path, anvil_url,
                                                                             capsys):
-    from blockfl.chain.deploy import deploy_to_node
-    from blockfl.chain.evm import DEV_DEPLOYER_KEY
     from blockfl.cli import main
     from blockfl.explorer.reader import Explorer
-    from blockfl.signing import address_of
-    from blockfl.sim.setup import build_experiment
 
     config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 20.0},
                           network={"devices": 3, "miners": 2},
                           run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
-    genesis = build_experiment(config).genesis
-    miners = [address_of(derived_key("miner", i, config.run.seed))
-              for i in range(config.network.miners)]
-    deployment = deploy_to_node(config, anvil_url, miners, DEV_DEPLOYER_KEY, genesis)
-    path = tmp_path / "deployment.json"
-    deployment.write(path)
+    deployment, path = deployed(config, anvil_url, tmp_path)
     ledger = deployment.ledger()
     before = Explorer(ledger, privacy=ProtocolSpec.from_dict(deployment.protocol_spec).privacy)
     assert before.refresh().rewards["privacy"]["devices"] == []  # nothing spent yet
