@@ -62,6 +62,13 @@ def test_the_spec_holds_the_training_steps_dp_sgd_is_charged_by(tmp_path):
         PrivacyConfig(**{**DP, "max_grad_norm": 0.0})
 
 
+def test_a_budget_below_one_rounds_epsilon_of_a_device_is_a_config_error(tmp_path):
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 1.0})
+    with pytest.raises(ValueError, match=r"privacy\.epsilon_budget = 1 is below one round's "
+                                         r"epsilon for a device of \d+ samples"):
+        run_experiment(config)
+
+
 def test_a_task_that_does_not_train_with_dp_sgd_is_refused(tmp_path):
     class Plain:
         name = "plain"

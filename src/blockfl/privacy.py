@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -87,14 +88,18 @@ def epsilon(cfg: PrivacyConfig, rounds: int, samples: int = 0) -> float:
     return _rdp_epsilon(cfg.noise_multiplier / 2, 1.0, rounds, cfg.delta)
 
 
-def check_budget(cfg: PrivacyConfig) -> None:
-    """A budget below one round's epsilon admits no update: a config error naming the field
-    (client mode; in dp_sgd mode one round's epsilon depends on each device's shard size)."""
-    if cfg.mode == "client" and cfg.epsilon_budget > 0:
-        first = epsilon(cfg, 1)
+def check_budget(cfg: PrivacyConfig, shards: Sequence[int] = ()) -> None:
+    """A budget below one round's epsilon admits no update: a config error naming the field.
+    In dp_sgd mode one round's epsilon depends on a device's sample count: checked for each
+    of `shards` (the devices' sample counts, where known)."""
+    if cfg.mode == "off" or cfg.epsilon_budget <= 0:
+        return
+    for samples in (shards if cfg.mode == "dp_sgd" else (0,)):
+        first = epsilon(cfg, 1, samples)
         if cfg.epsilon_budget < first:
+            of = f" for a device of {samples} samples" if cfg.mode == "dp_sgd" else ""
             raise ValueError(f"privacy.epsilon_budget = {cfg.epsilon_budget:g} is below one "
-                             f"round's epsilon ({first:.4g} at noise_multiplier "
+                             f"round's epsilon{of} ({first:.4g} at noise_multiplier "
                              f"{cfg.noise_multiplier:g}, delta {cfg.delta:g}): no update "
                              "could be sent")
 

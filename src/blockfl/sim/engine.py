@@ -38,7 +38,7 @@ from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import Verifier
-from blockfl.privacy import may_take_part
+from blockfl.privacy import check_budget, may_take_part
 from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_devices, build_experiment
@@ -134,6 +134,7 @@ class Simulation:
         self.attesters = [Attester(m) for m in self.miners]
         self.strategy = strategy
         self.devices = build_devices(config, self.experiment)
+        check_budget(self.spec.privacy, [len(d.shard) for d in self.devices])
         start = time.perf_counter()
         self.trainer: Trainer = make_trainer(config, self.devices)
         #: seconds before round 1 that no round is charged: the trainer's start (Ray's actors)
