@@ -14,7 +14,7 @@ from blockfl.devices.data import load_digits
 from blockfl.devices.device import Device
 from blockfl.keys import derived_key
 from blockfl.models import initial_state, model_for_state
-from blockfl.privacy import dp_sgd_steps, epsilon, rounds_within_budget
+from blockfl.privacy import PrivacyRule, dp_sgd_steps, epsilon, rounds_within_budget
 from blockfl.protocol import Genesis, ProtocolSpec
 from blockfl.sim.runner import run_experiment
 from blockfl.task import TaskError
@@ -106,6 +106,22 @@ def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
         assert row["budget_left"] == pytest.approx(5.0 - spent) and spent <= 5.0
         assert epsilon(cfg, rounds + 1, n) > 5.0
     assert summary.hashes_agree and summary.rewards_match
+    # a device that trains and sends anyway is refused by a miner, charged from the chain
+    miner, device = sim.miners[0], sim.devices[0]
+    late = device.train(miner.round, sim.ledger.domain).submission
+    verdict = miner.receive_upload(late)
+    assert (verdict.accepted, verdict.reason) == (False, "privacy_budget_exhausted")
+
+
+def test_the_rule_charges_dp_sgd_at_the_signed_sample_count_and_bounds_no_norm():
+    cfg = PrivacyConfig(**{**DP, "epsilon_budget": 5.0}).for_training(
+        TrainingConfig(epochs=1, batch_size=32))
+    rule = PrivacyRule(cfg)
+    small, large = rounds_within_budget(cfg, 300), rounds_within_budget(cfg, 450)
+    assert 0 < small < large
+    assert rule.refusal(1e9, 650, small - 1, 300) is None  # any norm: no bound in this mode
+    assert rule.refusal(1.0, 650, small, 300)[0] == "privacy_budget_exhausted"
+    assert rule.refusal(1.0, 650, small, 450) is None
 
 
 def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(tmp_path, anvil_url,
