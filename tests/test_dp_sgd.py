@@ -4,6 +4,7 @@ accountant, and the budget every miner enforces, on the embedded EVM."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 
 import pytest
@@ -19,9 +20,11 @@ from blockfl.protocol import Genesis, ProtocolSpec
 from blockfl.sim.runner import run_experiment
 from blockfl.task import TaskError
 from tests.conftest import small_config
+from tests.test_explorer_browser import READ_TABLE, browser, wait_until
 from tests.test_privacy import deployed
 
 pytest.importorskip("opacus")
+__all__ = ["browser"]  # the fixture, shared with the explorer's browser tests
 
 DP = {"mode": "dp_sgd", "noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
 
@@ -124,19 +127,29 @@ def test_the_rule_charges_dp_sgd_at_the_signed_sample_count_and_bounds_no_norm()
     assert rule.refusal(1.0, 650, small, 450) is None
 
 
-def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(tmp_path, anvil_url,
-                                                                            capsys):
-    from blockfl.cli import main
-    from blockfl.explorer.reader import Explorer
-
+@pytest.fixture(scope="module")
+def dp_deployment(tmp_path_factory, anvil_url):
+    """A 2-round dp_sgd run on anvil: (its deployment, deployment.json, its run summary)."""
+    tmp_path = tmp_path_factory.mktemp("dp_sgd")
     config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 20.0},
                           network={"devices": 3, "miners": 2},
                           run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
     deployment, path = deployed(config, anvil_url, tmp_path)
-    ledger = deployment.ledger()
-    before = Explorer(ledger, privacy=ProtocolSpec.from_dict(deployment.protocol_spec).privacy)
-    assert before.refresh().rewards["privacy"]["devices"] == []  # nothing spent yet
-    summary = run_experiment(config, ledger=ledger)
+    return deployment, path, run_experiment(config, ledger=deployment.ledger())
+
+
+def _explorer(deployment, privacy: bool = True):
+    from blockfl.explorer.reader import Explorer
+
+    spec = ProtocolSpec.from_dict(deployment.protocol_spec)
+    return Explorer(deployment.ledger(), **({"privacy": spec.privacy} if privacy else {}))
+
+
+def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(dp_deployment,
+                                                                            capsys):
+    from blockfl.cli import main
+
+    deployment, path, summary = dp_deployment
     capsys.readouterr()
     assert main(["inspect", "privacy", "--deployment", str(path), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
@@ -147,7 +160,36 @@ def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(tmp_p
         assert expected[device.address]["epsilon"] == pytest.approx(
             epsilon(summary.simulation.spec.privacy, 2, len(device.shard)), rel=1e-12)
     # the explorer's rewards page: the same epsilon per device, beside its balance
-    rewards = before.refresh().rewards
+    rewards = _explorer(deployment).refresh().rewards
     assert {d["address"]: d for d in rewards["privacy"]["devices"]} == expected
     assert {r["address"] for r in rewards["rows"] if r["role"] == "device"} == set(expected)
-    assert "privacy" not in Explorer(ledger).refresh().rewards  # privacy off: no column
+    assert "privacy" not in _explorer(deployment, privacy=False).refresh().rewards
+
+
+def test_the_rewards_page_shows_an_epsilon_column_in_a_browser(dp_deployment, browser):
+    from blockfl.chain.node import free_port
+    from blockfl.cli.explorer import explorer_server
+
+    deployment, _, summary = dp_deployment
+    spent = {d["address"]: d["epsilon"] for d in summary.report["privacy"]["devices"]}
+    port = free_port()
+    server = explorer_server(_explorer(deployment), "127.0.0.1", port, 1.0, lambda *a, **k: None)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the explorer to start")
+        browser.get(f"http://127.0.0.1:{port}/rewards")
+        rows = wait_until(lambda: browser.execute_script(READ_TABLE, "balances"), 60,
+                          "the balances table")
+        head = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table#balances thead th'))"
+            ".map((th) => th.innerText)")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert head[-1].startswith("ε spent (dp_sgd")
+    shown = {r["text"][0]: r["text"][-1] for r in rows if r["text"][1] == "device"}
+    assert shown.keys() == spent.keys()
+    for address, text in shown.items():
+        assert float(text) == pytest.approx(spent[address], rel=1e-3)
+    assert all(r["text"][-1] == "" for r in rows if r["text"][1] == "miner")
