@@ -148,9 +148,9 @@ class DeviceProcess:
         cfg = self.device.privacy
         if cfg.mode == "off":
             return True
-        rounds = self.participation.rounds(self.device.address)
-        spent = epsilon(cfg, rounds)
-        if not may_take_part(cfg, rounds):
+        rounds, samples = self.participation.rounds(self.device.address), len(self.device.shard)
+        spent = epsilon(cfg, rounds, samples)
+        if not may_take_part(cfg, rounds, samples):
             self.log("privacy_budget_exhausted", rounds=rounds, epsilon=spent,
                      budget=cfg.epsilon_budget, delta=cfg.delta)
             return False
