@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import socket
@@ -36,7 +35,6 @@ from blockfl.config import Config
 from blockfl.keys import derived_key
 from blockfl.launcher import LocalNetwork
 from blockfl.signing import address_of
-from blockfl.wire import RECORD_HEADER
 
 WAVE, EVERY = 64, 3.0  # requests per wave, seconds between wave starts
 
@@ -111,11 +109,9 @@ def main() -> None:
             network.wait_for_round(3, timeout=240)
             ledger = network.ledger
             head = ledger.head()
-            update = json.loads(hostile.upload_headers(
-                derived_key("attacker", 0), ledger.domain, head.round + 1,
-                head.global_model_hash)[RECORD_HEADER])
-            body = hostile.padded_block(update, address_of(derived_key("attacker", 1)),
-                                        head.round + 1)
+            body = hostile.flood_body(derived_key("attacker", 0),
+                                      address_of(derived_key("attacker", 1)), ledger.domain,
+                                      head.round + 1, head.global_model_hash)
 
             pid = network.miners[0].process.pid
 

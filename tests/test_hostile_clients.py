@@ -10,7 +10,6 @@ keep honest devices on another address out of the round.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import subprocess
 import sys
@@ -333,11 +332,9 @@ def test_an_attestation_flood_leaves_memory_and_the_round_rate_alone(tmp_path):
         network.wait_for_round(3, timeout=240)
         pid, ledger = network.miners[0].process.pid, network.ledger
         head = ledger.head()
-        update = json.loads(hostile.upload_headers(
-            derived_key("attacker", 0), ledger.domain, head.round + 1,
-            head.global_model_hash)[RECORD_HEADER])
-        body = hostile.padded_block(update, address_of(derived_key("attacker", 1)),
-                                    head.round + 1)
+        body = hostile.flood_body(derived_key("attacker", 0),
+                                  address_of(derived_key("attacker", 1)), ledger.domain,
+                                  head.round + 1, head.global_model_hash)
         assert len(body) > 7.9 * 2**20
         baseline = max(rss_mib(pid) for _ in range(10) if not time.sleep(0.1))
 

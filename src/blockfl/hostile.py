@@ -163,6 +163,14 @@ def padded_block(update: dict[str, object], miner: str, round_: int,
     return json.dumps(block).encode()
 
 
+def flood_body(key: bytes, miner: str, domain: Domain, round_: int, base_model_hash: bytes
+               ) -> bytes:
+    """The 8 MiB body of an attestation flood on round `round_`: a block of `miner`'s naming
+    one update `key` really signed, repeated (`padded_block`)."""
+    update = json.loads(upload_headers(key, domain, round_, base_model_hash)[RECORD_HEADER])
+    return padded_block(update, miner, round_)
+
+
 async def attestation_flood(host: str, port: int, body: bytes, count: int = 64,
                             sources: tuple[str, ...] = (ATTACKER, "127.0.0.4"),
                             timeout: float = 120.0) -> Tally:
