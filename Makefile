@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ray,privacy]'
+	$(PY) -m pip install -q -e '.[dev,ray,privacy,flower]'
 	npm ci --no-audit --no-fund
 	touch $(STAMP)
 
