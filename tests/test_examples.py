@@ -73,9 +73,10 @@ def test_a_flower_client_runs_unchanged_and_matches_flowers_own_simulation(tmp_p
 
 
 def _flowers_simulation(config, initial) -> float:
-    """Flower's own simulation engine (`run_simulation`, Ray backend) running the same client as
-    a `ClientApp` with FedAvg: every partition in every round, the same genesis model, rounds and
-    fit config. The accuracy of its federated evaluation after the last round."""
+    """Flower's own simulation engine (`run_simulation`, Ray backend, a Ray instance of its own)
+    running the same client as a `ClientApp` with FedAvg: every partition in every round, the
+    same genesis model, rounds and fit config. The accuracy of its federated evaluation after
+    the last round."""
     from flwr.client import ClientApp
     from flwr.common import ndarrays_to_parameters
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
@@ -104,7 +105,8 @@ def _flowers_simulation(config, initial) -> float:
 
     run_simulation(ServerApp(server_fn=server_fn), ClientApp(client_fn=client_fn),
                    num_supernodes=n,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"address": "local"}})  # never another's Ray
     assert fits == [n] * config.run.rounds and len(accuracy) == config.run.rounds
     return accuracy[-1]
 
