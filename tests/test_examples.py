@@ -72,6 +72,30 @@ def test_a_flower_client_runs_unchanged_and_matches_flowers_own_simulation(tmp_p
     assert abs(blockfl_accuracy - flower_accuracy) <= 0.02
 
 
+@pytest.mark.skipif(not HAS_FLOWER, reason="flwr not installed (pip install flwr==1.42.0)")
+def test_the_same_client_as_a_clientapp_trains_to_the_same_model(tmp_path, in_repo):
+    source = (EXAMPLES / "flower_client" / "client_app.py").read_text()
+    assert "import blockfl" not in source and "from blockfl" not in source
+    runs = [_run(tmp_path / kind, _flower_config(tmp_path), module="flower", **task)[1]
+            for kind, task in [
+                ("numpy", {"flower_client": "examples.flower_client.client:client_fn"}),
+                ("app", {"flower_client": "examples.flower_client.client_app:app",
+                         "flower_model": "examples.flower_client.client:Net"})]]
+    numpy_client, app = (s.rounds[-1].metrics for s in runs)
+    assert list(app) == ["eval_loss", "eval_acc"]  # the names its evaluate replies with
+    assert app["eval_acc"] == numpy_client["accuracy"] and numpy_client["accuracy"] > 0.85
+    assert [r.samples for r in runs[1].rounds] == [r.samples for r in runs[0].rounds]
+
+
+def test_a_clientapp_without_its_model_is_one_line(tmp_path, in_repo, capsys):
+    pytest.importorskip("flwr")
+    code = main(["simulate", "--flower-client", "examples.flower_client.client_app:app",
+                 "--ledger", "local", "--rounds", "1", "--run-out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "a ClientApp needs the model its ServerApp starts from: task.flower_model" in err
+
+
 def _flowers_simulation(config, initial) -> float:
     """Flower's own simulation engine (`run_simulation`, Ray backend, a Ray instance of its own)
     running the same client as a `ClientApp` with FedAvg: every partition in every round, the
@@ -120,8 +144,8 @@ def _flower_config(tmp_path: Path) -> Path:
 def test_without_flower_the_flag_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     import sys
 
-    monkeypatch.setitem(sys.modules, "flwr", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "flwr.common", None)
+    for name in ["flwr", *(m for m in sys.modules if m.startswith("flwr."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     code = main(["simulate", "--flower-client", "my_app.client:client_fn", "--ledger", "local",
                  "--rounds", "1", "--run-out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()

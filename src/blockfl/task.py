@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "blockfl.tasks"
 #: the tasks this package ships, by name
 BUILTIN_TASKS = {"builtin": "blockfl.devices.builtin_task:BuiltinTask",
-                 "flower": "blockfl.flower:FlowerTask"}
+                 "flower": "blockfl.flower:flower_task"}
 #: what a task must have (and `dataset` or `partitions`)
 REQUIRED = ("name", "metrics", "initial_state", "train", "evaluate")
 
