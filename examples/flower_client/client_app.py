@@ -17,12 +17,17 @@ from examples.flower_client.client import train as train_fn
 app = ClientApp()
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def _model_and_data(msg: Message, context: Context):
+    """The message's model, and this node's partition (train, test)."""
     model = Net()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    trainset, _ = load_data(context.node_config["partition-id"],
+    return model, load_data(context.node_config["partition-id"],
                             context.node_config["num-partitions"])
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    model, (trainset, _) = _model_and_data(msg, context)
     config = msg.content["config"]
     train_loss = train_fn(model, trainset, int(config.get("epochs", 2)),
                           float(config.get("lr", 0.3)), int(config.get("batch_size", 16)),
@@ -34,10 +39,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    model = Net()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    _, testset = load_data(context.node_config["partition-id"],
-                           context.node_config["num-partitions"])
+    model, (_, testset) = _model_and_data(msg, context)
     eval_loss, eval_acc = test_fn(model, testset)
     metrics = {"eval_loss": eval_loss, "eval_acc": eval_acc, "num-examples": len(testset[1])}
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
