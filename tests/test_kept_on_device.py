@@ -81,12 +81,15 @@ def _config(tmp_path, module: str):
     return replace(config, task=TaskConfig(module=module))
 
 
-def test_a_batchnorm_model_trains_and_its_counter_stays_on_each_device(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batched", [True, False])  # devices trained together or one by one
+def test_a_batchnorm_model_trains_and_its_counter_stays_on_each_device(tmp_path, monkeypatch,
+                                                                       batched):
     sent: list[set[str]] = []
     encode = device_module.encode
     monkeypatch.setattr(device_module, "encode",
                         lambda state: sent.append(set(state)) or encode(state))
-    summary = run_experiment(_config(tmp_path, "tests.test_kept_on_device:TASK"))
+    config = _config(tmp_path, "tests.test_kept_on_device:TASK")
+    summary = run_experiment(replace(config, run=replace(config.run, batch_training=batched)))
     assert summary.hashes_agree and summary.rewards_match
     assert summary.rounds[-1].metrics["accuracy"] > 0.85
     simulation = summary.simulation
