@@ -122,3 +122,72 @@ def test_the_counter_is_taken_back_from_weights_or_a_delta(returned):
               TrainResult(5, delta={k: torch.ones_like(v) for k, v in new.items()}))
     local = checked_update(TASK, state, result, 0.1, kept=kept)
     assert set(local.delta) == set(state) and int(local.kept[COUNTER]) == 1
+
+
+FLOWER_BN_CLIENT = '''
+"""A Flower NumPyClient whose model has BatchNorm, written as Flower's quickstart writes one."""
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from flwr.client import NumPyClient
+from sklearn.datasets import load_digits
+from torch import nn
+
+
+def net():
+    return nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def set_weights(model, parameters):
+    params = zip(model.state_dict().keys(), parameters, strict=True)
+    model.load_state_dict(OrderedDict({k: torch.tensor(v) for k, v in params}), strict=True)
+
+
+class Client(NumPyClient):
+    def __init__(self, pid, n):
+        x, y = load_digits(return_X_y=True)
+        self.x = torch.tensor(x[pid::n] / 16.0, dtype=torch.float32)
+        self.y = torch.tensor(y[pid::n])
+        self.model = net()
+
+    def get_parameters(self, config):
+        return [v.numpy() for v in self.model.state_dict().values()]
+
+    def fit(self, parameters, config):
+        set_weights(self.model, parameters)
+        opt = torch.optim.SGD(self.model.parameters(), lr=config["lr"])
+        self.model.train()
+        for idx in torch.arange(len(self.y)).split(16):
+            opt.zero_grad()
+            F.cross_entropy(self.model(self.x[idx]), self.y[idx]).backward()
+            opt.step()
+        return self.get_parameters({}), len(self.y), {}
+
+    def evaluate(self, parameters, config):
+        set_weights(self.model, parameters)
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(self.x)
+        return (float(F.cross_entropy(out, self.y)), len(self.y),
+                {"accuracy": float((out.argmax(1) == self.y).float().mean())})
+
+
+def client_fn(context):
+    c = context.node_config
+    return Client(int(c["partition-id"]), int(c["num-partitions"])).to_client()
+'''
+
+
+def test_a_flower_client_with_batchnorm_keeps_its_counter_on_each_device(tmp_path, monkeypatch):
+    pytest.importorskip("flwr")
+    (tmp_path / "bn_client.py").write_text(FLOWER_BN_CLIENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = small_config(tmp_path, network={"devices": 3, "miners": 2}, training={"lr": 0.3})
+    summary = run_experiment(replace(config, task=TaskConfig(
+        module="flower", flower_client="bn_client:client_fn")))
+    assert summary.hashes_agree and summary.rounds[-1].metrics["accuracy"] > 0.8
+    devices = summary.simulation.devices
+    counter = "param_006"  # the BatchNorm's num_batches_tracked (after weight, bias, mean, var)
+    assert counter not in summary.simulation.spec.genesis.tensors
+    assert [int(d.kept[counter]) for d in devices] == [3 * len(range(0, 599, 16))] * 3

@@ -73,7 +73,8 @@ def _floats(metrics: Any) -> dict[str, float]:
 
 
 class _FlowerNodes:
-    """What both adapters share: device j is Flower node j, holding partition j, and a model's
+    """What both adapters share: device j is Flower node j, holding partition j; tensors that
+    are not floating point (BatchNorm's counters) are kept on each device; and a model's
     metrics are every partition's, averaged weighted by its example count."""
 
     def __init__(self, config: Config, spec: str) -> None:
@@ -86,6 +87,7 @@ class _FlowerNodes:
                                                 "num-partitions": self.count},
             state=RecordDict(), run_config={})
         self._metrics: tuple[str, ...] | None = None
+        self._genesis_kept: StateDict | None = None
 
     def initial_state(self, seed: int) -> StateDict:
         raise NotImplementedError
@@ -106,6 +108,18 @@ class _FlowerNodes:
                 "batch_size": training.batch_size}
 
     @property
+    def kept_on_device(self) -> tuple[str, ...]:
+        """The names of the genesis model's tensors that are not floating point: a Flower
+        client cannot mark them, and averaging a counter means nothing."""
+        return tuple(self._kept())
+
+    def _kept(self) -> StateDict:
+        if self._genesis_kept is None:
+            self._genesis_kept = {k: v for k, v in self.initial_state(0).items()
+                                  if not v.is_floating_point()}
+        return self._genesis_kept
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         """The names partition 0's evaluation gives on the genesis model."""
         if self._metrics is None:
@@ -113,7 +127,9 @@ class _FlowerNodes:
         return self._metrics
 
     def evaluate(self, state: StateDict, data: Dataset) -> dict[str, float]:
-        """Each partition's evaluation, averaged weighted by its example count."""
+        """Each partition's evaluation, averaged weighted by its example count; a global
+        model holds no device's kept tensors, so the client gets the genesis model's."""
+        state = self._kept() | state
         results = [self._evaluate(state, int(p)) for p in data.x[:, 0].tolist()]
         total = sum(n for n, _ in results) or 1
         names = results[0][1]
