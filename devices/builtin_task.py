@@ -2,7 +2,8 @@
 algorithm, as one `blockfl.task.Task` (named ``builtin``).
 
 Devices training the linear/ReLU models with SGD run stacked (`train_many`, the fast path of
-`simulate`), with the bits each device gets alone.
+`simulate`), with the bits each device gets alone. With `[privacy] mode = "dp_sgd"` every
+device trains alone with Opacus's DP-SGD (`blockfl.devices.training_dp`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from blockfl.config import Config, DataConfig, TrainingConfig
+from blockfl.config import Config, DataConfig, PrivacyConfig, TrainingConfig
 from blockfl.devices.data import (
     Dataset,
     load_digits,
@@ -22,6 +23,7 @@ from blockfl.devices.data import (
 )
 from blockfl.devices.training import LocalUpdate, evaluate, train_svrg_linear
 from blockfl.devices.training_batched import train_local, train_many
+from blockfl.devices.training_dp import train_dp_sgd
 from blockfl.models import MODELS, initial_state, model_spec
 from blockfl.task import TrainingJob, TrainResult, read_data
 from blockfl.tensors import StateDict
@@ -74,13 +76,22 @@ def _svrg(model: str, state: StateDict, data: Dataset, training: TrainingConfig,
 ALGORITHMS = {"sgd": Algorithm(_sgd, _sgd_many), "svrg": Algorithm(_svrg)}
 
 
+def _dp_sgd(privacy: PrivacyConfig) -> Algorithm:
+    """SGD with Opacus's DP-SGD of `privacy`, device by device."""
+    return Algorithm(lambda model, state, data, training, seed:
+                     train_dp_sgd(model, state, data, training, privacy, seed))
+
+
 def _known(kind: str, name: str, known: dict) -> None:
     if name not in known:
         raise ValueError(f"unknown {kind} {name!r}: {', '.join(known)}")
 
 
 class BuiltinTask:
-    """The task of a config's `[data]`, `[model]` and `[training]` sections."""
+    """The task of a config's `[data]`, `[model]` and `[training]` sections (and `[privacy]`'s
+    DP-SGD: `dp_sgd` says the task trains with it)."""
+
+    dp_sgd = True
 
     def __init__(self, config: Config) -> None:
         _known("dataset", config.data.dataset, DATASETS)
@@ -89,6 +100,11 @@ class BuiltinTask:
         self.config = config
         self.model = config.model.name
         self.algorithm = ALGORITHMS[config.training.algorithm]
+        if config.privacy.mode == "dp_sgd":
+            if config.training.algorithm != "sgd":
+                raise ValueError("privacy.mode = \"dp_sgd\" trains with training.algorithm = "
+                                 f"\"sgd\", not {config.training.algorithm!r}")
+            self.algorithm = _dp_sgd(config.privacy)
         self.name = f"builtin:{config.data.dataset}/{self.model}"
 
     @cached_property

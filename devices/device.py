@@ -27,7 +27,7 @@ from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
 from blockfl.privacy import privatize
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
-from blockfl.task import Task, TrainingJob, initial_kept, local_update
+from blockfl.task import Task, TaskError, TrainingJob, initial_kept, local_update
 from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
 
@@ -69,7 +69,12 @@ class Device:
         privacy: PrivacyConfig = NO_PRIVACY,
     ) -> None:
         """`privacy`: the spec's `[privacy]`; in client mode every update is clipped and
-        noised (`blockfl.privacy.privatize`) before the behaviour and the signature."""
+        noised (`blockfl.privacy.privatize`) before the behaviour and the signature; in dp_sgd
+        mode the task trains with DP-SGD (a task says it does with `dp_sgd = True`)."""
+        if privacy.mode == "dp_sgd" and not getattr(task, "dp_sgd", False):
+            raise TaskError(f"task {task.name!r} does not train with DP-SGD (it has no "
+                            "`dp_sgd = True`): use [privacy] mode = \"client\", which works "
+                            "with any task")
         self.key = key
         self.privacy = privacy
         self.address = address_of(key)

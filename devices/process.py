@@ -148,9 +148,9 @@ class DeviceProcess:
         cfg = self.device.privacy
         if cfg.mode == "off":
             return True
-        rounds = self.participation.rounds(self.device.address)
-        spent = epsilon(cfg, rounds)
-        if not may_take_part(cfg, rounds):
+        rounds, samples = self.participation.rounds(self.device.address), len(self.device.shard)
+        spent = epsilon(cfg, rounds, samples)
+        if not may_take_part(cfg, rounds, samples):
             self.log("privacy_budget_exhausted", rounds=rounds, epsilon=spent,
                      budget=cfg.epsilon_budget, delta=cfg.delta)
             return False
@@ -290,12 +290,16 @@ class DeviceProcess:
         unrecomputed = None  # a model that matches the chain, for when no miner serves the block
         for miner in self._miners_in_random_order():
             try:
+                fetch_started, before = time.time(), miner.received_bytes
                 model = miner.model(head.global_model_hash)
                 if model is None:
                     continue
                 if unrecomputed is None:  # MinerClient.model checked its hash
                     unrecomputed = model
                 block = self._block_updates(miner, head) if self.recompute else None
+                # the download alone, first request to last byte (latency compare)
+                link = {"fetch_started": fetch_started, "fetched_at": time.time(),
+                        "download_bytes": miner.received_bytes - before}
                 kept, excluded = block or (None, ())
                 self.device.adopt(head.global_model_hash, model, kept, self.rule, excluded)
             except MinerUnavailable as exc:
@@ -305,7 +309,7 @@ class DeviceProcess:
                 self.log("model_mismatch", miner=miner.url, error=str(exc))
                 continue
             self.log("model", round=head.round, global_model_hash=to_hex(head.global_model_hash),
-                     recomputed=block is not None)
+                     recomputed=block is not None, **link)
             return
         if unrecomputed is None:
             raise NoMinerAvailable(f"no miner serves the global model of round {head.round}")

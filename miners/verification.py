@@ -179,7 +179,7 @@ class Verifier:
             values = sum(math.prod(shape) for shape, dtype in ctx.spec.values()
                          if "float" in dtype)
             spent = self.included_rounds(submission.device) if self.included_rounds else 0
-            refusal = self.privacy.refusal(norm, values, spent)
+            refusal = self.privacy.refusal(norm, values, spent, samples)
             if refusal is not None:
                 raise UpdateRejected(*refusal)
         if not alternative:

@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok"),
               pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm ci)")]
 
-#: the uplink at 0.35 Mbit/s: a device's update (20 kB) takes 0.4 s on it, so the machine's
-#: scheduling (milliseconds) is small beside the link
-SMALL = ["--miners", "2", "--devices", "3", "--links-w-up", "1e5", "--model-name", "mlp"]
+#: the uplink at 0.35 Mbit/s: a device's update (20 kB) takes 0.4 s on it, and the downlink at
+#: 0.7 Mbit/s: the model and the block's three updates take about 1 s, so the machine's
+#: scheduling (milliseconds) is small beside the links
+SMALL = ["--miners", "2", "--devices", "3", "--links-w-up", "1e5", "--links-w-dn", "2e5",
+         "--model-name", "mlp"]
 
 
 def _namespaces() -> set[str]:
@@ -41,7 +43,7 @@ def _links() -> set[str]:
             if line.split(":")[1].strip().startswith("bf")}
 
 
-def test_an_emulated_network_commits_and_its_upload_link_agrees_with_the_model(tmp_path):
+def test_an_emulated_network_commits_and_its_links_agree_with_the_model(tmp_path):
     before = (_namespaces(), _links())
     run = tmp_path / "net"
     result = subprocess.run(
@@ -67,6 +69,9 @@ def test_an_emulated_network_commits_and_its_upload_link_agrees_with_the_model(t
     assert link["kind"] == "link"
     assert link["agrees"], link  # within 5% of bits / (W_up log2(1 + SNR_up)), corrected
     assert link["measured"] > 0.3  # the shaped link, not loopback: 20 kB at 0.35 Mbit/s
+    down = phases["t_dn_link"]  # the model and the block's updates, through the miner's link
+    assert down["kind"] == "link" and down["agrees"], down  # and the device's downlink
+    assert down["measured"] > 0.6  # 80 kB at 0.7 Mbit/s
 
 
 def test_sigterm_removes_every_namespace_veth_and_bridge(tmp_path):
@@ -100,22 +105,31 @@ def test_emulated_links_refuse_bad_rates_before_making_anything(tmp_path):
     assert (_namespaces(), _links()) == before
 
 
-def test_a_partitioned_miner_loses_nothing_and_the_checker_passes(tmp_path):
+@pytest.mark.parametrize("miners,partitioned", [
+    (3, ["miner1"]),  # a miner: the other two keep the quorum
+    (3, ["device1"]),  # a device: it misses rounds, nothing it had acknowledged is lost
+    (4, ["miner0", "miner1"]),  # half the miners: no quorum (3 of 4) until they come back
+], ids=["a-miner", "a-device", "half-the-miners"])
+def test_a_partition_loses_nothing_and_the_checker_passes(tmp_path, miners, partitioned):
     before = (_namespaces(), _links())
     run = tmp_path / "net"
+    schedule = [flag for name in partitioned for flag in ("--partition", f"{name}:2-4")]
     result = subprocess.run(
-        [sys.executable, "-m", "blockfl.cli", "network", "up", "--miners", "3", "--devices", "3",
-         "--links-w-up", "1e6", "--model-name", "logreg", "--rounds", "6", "--run-dir", str(run),
-         "--json", "--emulate-links", "--partition", "miner1:2-4"],
+        [sys.executable, "-m", "blockfl.cli", "network", "up", "--miners", str(miners),
+         "--devices", "3", "--links-w-up", "1e6", "--model-name", "logreg", "--rounds", "6",
+         "--run-dir", str(run), "--json", "--emulate-links", *schedule],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]  # the run check passed too
     assert (_namespaces(), _links()) == before
     faults = [json.loads(line) for line in (run / "logs" / "faults.jsonl").read_text().splitlines()]
-    assert [(e["event"], e["role"]) for e in faults if "role" in e] == [
-        ("partitioned", "miner1"), ("healed", "miner1")]
+    changes = [(e["event"], e["role"]) for e in faults if "role" in e]
+    assert sorted(changes) == sorted([("partitioned", n) for n in partitioned]
+                                     + [("healed", n) for n in partitioned])
     summary = json.loads(result.stdout)
     assert [b["round"] for b in summary["blocks"]] == [1, 2, 3, 4, 5, 6]
     assert all(r["agrees"] for r in summary["rewards"])
+    check = result.stderr.split("run check")[-1]  # the report `network up` printed
+    assert "lost: 0" in check and "paid twice: 0" in check and "unresolved: 0" in check, check
 
 
 @pytest.mark.parametrize("flags,message", [

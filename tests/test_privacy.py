@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
+from blockfl.chain.deployment import Deployment
 from blockfl.chain.participation import Participation
-from blockfl.config import PrivacyConfig, VerificationPolicy
+from blockfl.config import Config, PrivacyConfig, VerificationPolicy
 from blockfl.devices.device import Device
 from blockfl.keys import derived_key
 from blockfl.miners.verification import UpdateRejected, Verifier
@@ -152,22 +154,29 @@ def test_a_device_past_its_budget_is_never_paid(tmp_path, ledger):
     assert summary.hashes_agree and summary.rewards_match
 
 
-def test_inspect_privacy_charges_each_device_from_the_chain(tmp_path, anvil_url, capsys):
+def deployed(config: Config, anvil_url: str, tmp_path: Path) -> tuple[Deployment, Path]:
+    """`config` deployed on the anvil node, and its `deployment.json`."""
     from blockfl.chain.deploy import deploy_to_node
     from blockfl.chain.evm import DEV_DEPLOYER_KEY
-    from blockfl.cli import main
     from blockfl.signing import address_of
     from blockfl.sim.setup import build_experiment
 
-    config = small_config(tmp_path, privacy={**CLIENT.__dict__, "epsilon_budget": 20.0},
-                          verification={"norm_bound": 1e9},
-                          run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
     genesis = build_experiment(config).genesis
     miners = [address_of(derived_key("miner", i, config.run.seed))
               for i in range(config.network.miners)]
     deployment = deploy_to_node(config, anvil_url, miners, DEV_DEPLOYER_KEY, genesis)
     path = tmp_path / "deployment.json"
     deployment.write(path)
+    return deployment, path
+
+
+def test_inspect_privacy_charges_each_device_from_the_chain(tmp_path, anvil_url, capsys):
+    from blockfl.cli import main
+
+    config = small_config(tmp_path, privacy={**CLIENT.__dict__, "epsilon_budget": 20.0},
+                          verification={"norm_bound": 1e9},
+                          run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
+    deployment, path = deployed(config, anvil_url, tmp_path)
     summary = run_experiment(config, ledger=deployment.ledger())
     capsys.readouterr()
     assert main(["inspect", "privacy", "--deployment", str(path), "--json"]) == 0

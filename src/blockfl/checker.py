@@ -16,6 +16,9 @@ must hold whatever faults were injected (Jepsen-style: the history against the i
 - **Balances equal reward events** for every account the chain paid.
 - **One head, one global model:** every miner that still serves is on the chain head and
   serves its global model (hash checked).
+- **Forks resolved:** every round some miner forked on (its block refused as the round's
+  second) has its one block on the final chain; forks are counted, those while a fault
+  schedule held a link down (`faults.jsonl`) on their own.
 - **No traceback** in any process's output (`*.out`).
 
 `check_run` returns a `RunCheck`; `RunCheck.ok` is what a command's exit code follows.
@@ -54,6 +57,8 @@ class RunCheck:
     accounts: int = 0
     miners_on_head: int = 0
     miners_checked: int = 0
+    forks: int = 0  # blocks refused as a round's second block (miners' `fork` events)
+    forks_partitioned: int = 0  # of them, while a link was down (`faults.jsonl`)
     violations: list[Violation] = field(default_factory=list)
 
     @property
@@ -75,6 +80,8 @@ class RunCheck:
             f"{self.accounts} accounts",
             f"miners on the chain head with its global model: {self.miners_on_head} of "
             f"{self.miners_checked}",
+            f"forks: {self.forks} ({self.forks_partitioned} while a link was down), "
+            f"unresolved: {count['unresolved_fork']}",
             f"tracebacks: {count['traceback']}",
             f"valid: {'yes' if self.ok else 'NO'}",
         ]
@@ -97,6 +104,7 @@ def check_run(logs: Path, ledger: Ledger, miners: Sequence[MinerClient] = (),
     _acknowledged(report, ledger, device_logs, miner_events, accepted)
     _payments(report, ledger, device_logs, accepted)
     _heads(report, ledger, miners, settle)
+    _forks(report, miner_events, _partitions(logs / "faults.jsonl"))
     for out in sorted(logs.glob("*.out")):
         if "Traceback" in out.read_text(errors="replace"):
             report.violations.append(Violation("traceback", f"in {out.name}"))
@@ -167,6 +175,33 @@ def _payments(report: RunCheck, ledger: Ledger, device_logs: list[list[dict]],
         if balance != total:
             report.violations.append(Violation(
                 "balance", f"{address} holds {balance}, reward events say {total}"))
+
+
+def _partitions(faults: Path) -> list[tuple[float, float]]:
+    """The (down, up) times of every link a fault schedule took down (`faults.jsonl`)."""
+    if not faults.is_file():
+        return []
+    down: dict[str, float] = {}
+    windows = []
+    for e in read_events(faults):
+        if e["event"] == "partitioned":
+            down[e["role"]] = e["ts"]
+        elif e["event"] == "healed" and e["role"] in down:
+            windows.append((down.pop(e["role"]), e["ts"]))
+    return windows + [(t, float("inf")) for t in down.values()]
+
+
+def _forks(report: RunCheck, miner_events: list[dict],
+           partitions: list[tuple[float, float]]) -> None:
+    """Count the forks, those while a link was down among them; a fork is resolved when the
+    final chain holds a block of its round (every miner on the head is `_heads`' check)."""
+    forks = [e for e in miner_events if e["event"] == "fork"]
+    report.forks = len(forks)
+    report.forks_partitioned = sum(any(a <= e["ts"] <= b for a, b in partitions) for e in forks)
+    for e in forks:
+        if e["round"] > report.head:
+            report.violations.append(Violation(
+                "unresolved_fork", f"round {e['round']} forked and has no block on the chain"))
 
 
 def _heads(report: RunCheck, ledger: Ledger, miners: Sequence[MinerClient],

@@ -83,6 +83,7 @@ class MinerClient:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.failed_at: float | None = None  # when it last failed to answer (monotonic)
+        self.received_bytes = 0  # HTTP bytes of every answer read (status, headers, body)
         verify: str | bool = str(ca_cert) if ca_cert else True
         self._http = http or deadline_client(self.url, timeout, verify)
 
@@ -118,6 +119,7 @@ class MinerClient:
         except httpx.HTTPError as exc:
             raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
         self.failed_at = None
+        self.received_bytes += _head_bytes(response) + len(content)
         answer = Answer(response.status_code, response.headers, bytes(content))
         if answer.status == 404 and method == "GET":
             return None
@@ -227,6 +229,12 @@ class MinerClient:
         if tensor_hash(state) != model_hash:
             raise MinerUnavailable(f"{self.url}: model does not hash to {to_hex(model_hash)}")
         return state
+
+
+def _head_bytes(response: httpx.Response) -> int:
+    """The bytes of an HTTP/1.1 answer's status line and headers, as sent."""
+    status = len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n")
+    return status + sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 2
 
 
 def healthy_first(clients: Sequence[MinerClient]) -> list[MinerClient]:

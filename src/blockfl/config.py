@@ -223,7 +223,11 @@ class ServerConfig:
     upload_wait: float = 5.0  # seconds an upload may wait for its turn before `busy`
 
 
-PRIVACY_MODES = ("off", "client")
+PRIVACY_MODES = ("off", "client", "dp_sgd")
+#: the fields of `[privacy]` that DP-SGD does not use (left out of the spec in that mode), and
+#: those only DP-SGD uses (left out in client mode, so client-mode specs keep their hash)
+CLIENT_ONLY = ("clip",)
+DP_SGD_ONLY = ("max_grad_norm", "batch_size", "epochs")
 
 
 @dataclass(frozen=True)
@@ -231,11 +235,18 @@ class PrivacyConfig:
     """Differential privacy on the devices (`[privacy]`, see `blockfl.privacy`), a protocol
     parameter: every miner enforces the same bounds and budget."""
 
-    mode: str = "off"  # off | client (clip the whole update to `clip`, add noise x clip)
+    # off | client (clip the whole update to `clip`, add noise x clip) | dp_sgd (Opacus: clip
+    # each sample's gradient to `max_grad_norm`, add noise x max_grad_norm to every step)
+    mode: str = "off"
     noise_multiplier: float = 1.0  # the noise's standard deviation over the clip
     clip: float = 1.0  # client: the L2 bound of a whole update
     delta: float = 1e-5  # the delta of the (epsilon, delta) guarantee
     epsilon_budget: float = 0.0  # a device's epsilon over the whole run (0: no budget)
+    max_grad_norm: float = 1.0  # dp_sgd: the L2 bound of each sample's gradient
+    # dp_sgd: [training]'s batch size and epochs, which fix the steps and sampling rate every
+    # miner charges the budget by; 0 (leave unset): the spec copies them from [training]
+    batch_size: int = 0
+    epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in PRIVACY_MODES:
@@ -243,11 +254,34 @@ class PrivacyConfig:
         checks = (("noise_multiplier", self.noise_multiplier >= 0, ">= 0"),
                   ("clip", self.clip > 0, "> 0"),
                   ("delta", 0 < self.delta < 1, "in (0, 1)"),
-                  ("epsilon_budget", self.epsilon_budget >= 0, ">= 0 (0: no budget)"))
+                  ("epsilon_budget", self.epsilon_budget >= 0, ">= 0 (0: no budget)"),
+                  ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+                  ("batch_size", self.batch_size >= 0, ">= 1 (0: [training]'s)"),
+                  ("epochs", self.epochs >= 0, ">= 1 (0: [training]'s)"))
         for name, ok, wanted in checks:
             value = getattr(self, name)
             if not (ok and math.isfinite(value)):
                 raise ValueError(f"privacy.{name} = {value!r} out of range: {wanted}")
+
+
+    def for_training(self, training: TrainingConfig) -> PrivacyConfig:
+        """This section as the protocol spec holds it: in dp_sgd mode with [training]'s batch
+        size and epochs (a different value set here is an error naming the field)."""
+        if self.mode != "dp_sgd":
+            return self
+        filled = {}
+        for name in ("batch_size", "epochs"):
+            mine, theirs = getattr(self, name), getattr(training, name)
+            if mine not in (0, theirs):
+                raise ValueError(f"privacy.{name} = {mine} differs from training.{name} = "
+                                 f"{theirs}: DP-SGD is accounted for the steps it trains")
+            filled[name] = theirs
+        return replace(self, **filled)
+
+    def spec_fields(self) -> tuple[str, ...]:
+        """The fields of the protocol spec's privacy section in this mode."""
+        unused = CLIENT_ONLY if self.mode == "dp_sgd" else DP_SGD_ONLY
+        return tuple(f.name for f in fields(self) if f.name not in unused)
 
 
 NO_PRIVACY = PrivacyConfig()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,37 +67,57 @@ def _rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int,
     return float(accountant.get_epsilon(delta))
 
 
-def epsilon(cfg: PrivacyConfig, rounds: int) -> float:
-    """The epsilon (at `cfg.delta`) a device has spent after taking part in `rounds` rounds
-    in client mode; 0 with privacy off or no round."""
+def dp_sgd_steps(batch_size: int, epochs: int, samples: int) -> tuple[int, float]:
+    """DP-SGD's (steps, sampling rate) for one round over `samples`: `epochs` passes of
+    ceil(samples / batch_size) Poisson-sampled steps, each sample kept with probability one
+    over that count (as Opacus's `DPDataLoader` samples a `DataLoader` of `batch_size`)."""
+    per_epoch = max(1, math.ceil(samples / batch_size))
+    return epochs * per_epoch, 1 / per_epoch
+
+
+def epsilon(cfg: PrivacyConfig, rounds: int, samples: int = 0) -> float:
+    """The epsilon (at `cfg.delta`) a device has spent after taking part in `rounds` rounds;
+    0 with privacy off or no round. Client mode: one Gaussian mechanism per round. dp_sgd:
+    the steps of `rounds` rounds of DP-SGD over `samples` (`dp_sgd_steps`; a device's updates
+    are charged at the sample count it signs, its shard's size)."""
     if cfg.mode == "off" or rounds == 0:
         return 0.0
+    if cfg.mode == "dp_sgd":
+        steps, rate = dp_sgd_steps(cfg.batch_size, cfg.epochs, samples)
+        return _rdp_epsilon(cfg.noise_multiplier, rate, steps * rounds, cfg.delta)
     return _rdp_epsilon(cfg.noise_multiplier / 2, 1.0, rounds, cfg.delta)
 
 
-def check_budget(cfg: PrivacyConfig) -> None:
-    """A budget below one round's epsilon admits no update: a config error naming the field."""
-    if cfg.mode != "off" and cfg.epsilon_budget > 0:
-        first = epsilon(cfg, 1)
+def check_budget(cfg: PrivacyConfig, shards: Sequence[int] = ()) -> None:
+    """A budget below one round's epsilon admits no update: a config error naming the field.
+    In dp_sgd mode one round's epsilon depends on a device's sample count: checked for each
+    of `shards` (the devices' sample counts, where known)."""
+    if cfg.mode == "off" or cfg.epsilon_budget <= 0:
+        return
+    for samples in (shards if cfg.mode == "dp_sgd" else (0,)):
+        first = epsilon(cfg, 1, samples)
         if cfg.epsilon_budget < first:
+            of = f" for a device of {samples} samples" if cfg.mode == "dp_sgd" else ""
             raise ValueError(f"privacy.epsilon_budget = {cfg.epsilon_budget:g} is below one "
-                             f"round's epsilon ({first:.4g} at noise_multiplier "
+                             f"round's epsilon{of} ({first:.4g} at noise_multiplier "
                              f"{cfg.noise_multiplier:g}, delta {cfg.delta:g}): no update "
                              "could be sent")
 
 
-def rounds_within_budget(cfg: PrivacyConfig) -> int | None:
-    """How many rounds a device may take part in (None: no budget)."""
+def rounds_within_budget(cfg: PrivacyConfig, samples: int = 0) -> int | None:
+    """How many rounds a device (of `samples` samples, for dp_sgd) may take part in (None:
+    no budget)."""
     if cfg.mode == "off" or cfg.epsilon_budget <= 0:
         return None
     low, high = 0, 1
-    while epsilon(cfg, high) <= cfg.epsilon_budget:
+    while epsilon(cfg, high, samples) <= cfg.epsilon_budget:
         low, high = high, high * 2
         if high > 1 << 20:
             return None  # the noise is so large that the budget never runs out in practice
     while high - low > 1:  # epsilon grows with rounds: the last round within the budget
         mid = (low + high) // 2
-        low, high = (mid, high) if epsilon(cfg, mid) <= cfg.epsilon_budget else (low, mid)
+        within = epsilon(cfg, mid, samples) <= cfg.epsilon_budget
+        low, high = (mid, high) if within else (low, mid)
     return low
 
 
@@ -107,8 +128,9 @@ def _floating(state: StateDict) -> list[str]:
 def privatize(delta: StateDict, cfg: PrivacyConfig, secret_key: bytes, round_: int) -> StateDict:
     """The update a device in client mode sends: `delta` clipped to L2 norm `clip` (over all
     its floating-point tensors together), plus Gaussian noise `noise_multiplier x clip` keyed
-    by the device's secret key and the round. Unchanged with privacy off."""
-    if cfg.mode == "off":
+    by the device's secret key and the round. Unchanged unless in client mode (dp_sgd noises
+    the training itself)."""
+    if cfg.mode != "client":
         return delta
     names = _floating(delta)
     norm = math.sqrt(sum(float(delta[n].double().square().sum()) for n in names))
@@ -131,28 +153,38 @@ def max_plausible_norm(cfg: PrivacyConfig, values: int) -> float:
     return cfg.clip * (1.0 + cfg.noise_multiplier * (math.sqrt(values) + NORM_TAIL))
 
 
-def may_take_part(cfg: PrivacyConfig, included_rounds: int) -> bool:
+def clip_of(cfg: PrivacyConfig) -> float:
+    """The L2 bound the noise is scaled by: each sample's gradient's (dp_sgd) or the update's
+    (client)."""
+    return cfg.max_grad_norm if cfg.mode == "dp_sgd" else cfg.clip
+
+
+def may_take_part(cfg: PrivacyConfig, included_rounds: int, samples: int = 0) -> bool:
     """Whether a device with updates in `included_rounds` committed blocks may release one
-    more (the same count every miner charges; a refused update would still have been seen)."""
-    allowed = rounds_within_budget(cfg)
+    more of `samples` samples (the same count every miner charges; a refused update would
+    still have been seen)."""
+    allowed = rounds_within_budget(cfg, samples)
     return allowed is None or included_rounds < allowed
 
 
-def device_budgets(cfg: PrivacyConfig, rounds: dict[str, int]) -> list[dict[str, object]]:
-    """Per device (address -> its updates in committed blocks): rounds, epsilon spent at
-    `cfg.delta` and the budget left (None without a budget); `report.json` and `blockfl
-    inspect privacy` show these rows."""
+def device_budgets(cfg: PrivacyConfig,
+                   rounds: dict[str, tuple[int, int]]) -> list[dict[str, object]]:
+    """Per device (address -> its updates in committed blocks and its sample count): rounds,
+    epsilon spent at `cfg.delta` and the budget left (None without a budget); `report.json`,
+    `blockfl inspect privacy` and the explorer show these rows."""
     rows = []
-    for address, taken in rounds.items():
-        spent = epsilon(cfg, taken)
+    for address, (taken, samples) in rounds.items():
+        spent = epsilon(cfg, taken, samples)
         rows.append({"address": address, "rounds": taken, "epsilon": spent,
                      "budget_left": cfg.epsilon_budget - spent if cfg.epsilon_budget else None})
     return rows
 
 
-def summary(cfg: PrivacyConfig, rounds: dict[str, int]) -> dict[str, object]:
+def summary(cfg: PrivacyConfig, rounds: dict[str, tuple[int, int]]) -> dict[str, object]:
     """The privacy parameters and every device's budget (`device_budgets`)."""
-    return {"mode": cfg.mode, "noise_multiplier": cfg.noise_multiplier, "clip": cfg.clip,
+    clip = {"max_grad_norm": cfg.max_grad_norm, "batch_size": cfg.batch_size,
+            "epochs": cfg.epochs} if cfg.mode == "dp_sgd" else {"clip": cfg.clip}
+    return {"mode": cfg.mode, "noise_multiplier": cfg.noise_multiplier, **clip,
             "delta": cfg.delta, "epsilon_budget": cfg.epsilon_budget or None,
             "accountant": "opacus RDP", "devices": device_budgets(cfg, rounds)}
 
@@ -167,18 +199,20 @@ class PrivacyRule:
     def active(self) -> bool:
         return self.cfg.mode != "off"
 
-    def refusal(self, norm: float, values: int, included_rounds: int) -> tuple[str, str] | None:
-        """(reason, detail) if an update of L2 `norm` over `values` floating-point numbers,
-        from a device with updates in `included_rounds` committed blocks, must be refused."""
+    def refusal(self, norm: float, values: int, included_rounds: int,
+                samples: int) -> tuple[str, str] | None:
+        """(reason, detail) if an update of L2 `norm` over `values` floating-point numbers
+        and `samples` signed samples, from a device with updates in `included_rounds`
+        committed blocks, must be refused (the norm is bounded in client mode only)."""
         if not self.active:
             return None
         bound = max_plausible_norm(self.cfg, values)
-        if norm > bound:
+        if self.cfg.mode == "client" and norm > bound:
             return ("dp_norm_implausible",
                     f"L2 norm {norm:.4g} > {bound:.4g}, the most a clip of {self.cfg.clip:g} "
                     f"with noise multiplier {self.cfg.noise_multiplier:g} gives")
-        if not may_take_part(self.cfg, included_rounds):
-            spent = epsilon(self.cfg, included_rounds)
+        if not may_take_part(self.cfg, included_rounds, samples):
+            spent = epsilon(self.cfg, included_rounds, samples)
             return ("privacy_budget_exhausted",
                     f"{included_rounds} rounds spent epsilon {spent:.4g}; one more would pass "
                     f"the budget {self.cfg.epsilon_budget:g}")

@@ -106,17 +106,18 @@ class ProtocolSpec:
         """The spec of an experiment configuration and its task's genesis (its rule parameters
         checked)."""
         config.aggregation.check_devices(config.network.devices)
-        if config.privacy.mode != "off":
+        privacy = config.privacy.for_training(config.training)
+        if privacy.mode != "off":
             from blockfl.privacy import check_budget, require_accountant
 
             require_accountant()
-            check_budget(config.privacy)
-            if config.privacy.epsilon_budget > 0 and config.chain.mode != "direct":
+            check_budget(privacy)
+            if privacy.epsilon_budget > 0 and config.chain.mode != "direct":
                 raise ValueError("privacy.epsilon_budget is charged by the chain's record of "
                                  "each device's included updates, which only chain.mode = "
                                  "\"direct\" keeps (merkle mode: not yet)")
         chain = ChainConfig(**{k: getattr(config.chain, k) for k in CHAIN_FIELDS})
-        return cls(config.aggregation, config.verification, chain, genesis, config.privacy)
+        return cls(config.aggregation, config.verification, chain, genesis, privacy)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready nested values."""
@@ -132,7 +133,7 @@ class ProtocolSpec:
             "task": self.genesis.to_dict(),
         }
         if self.privacy.mode != "off":
-            spec["privacy"] = section(self.privacy)
+            spec["privacy"] = section(self.privacy, self.privacy.spec_fields())
         return spec
 
     @classmethod

@@ -59,6 +59,7 @@ def build_explorer(args: argparse.Namespace) -> Explorer:
     from blockfl.chain.deployment import Deployment
     from blockfl.config import load_config
     from blockfl.explorer.reader import Explorer
+    from blockfl.protocol import ProtocolSpec
 
     deployment = Deployment.read(args.deployment)
     ledger = deployment.ledger(args.rpc_url)
@@ -72,8 +73,9 @@ def build_explorer(args: argparse.Namespace) -> Explorer:
                       f"{config_file}")
     logs = args.logs or (beside / "logs" if (beside / "logs").is_dir() else None)
     miners = miner_clients(args.miners, args.ca_cert, timeout=10.0)
+    privacy = ProtocolSpec.from_dict(deployment.protocol_spec).privacy
     return Explorer(ledger, miners, config, logs, notes, recheck=args.recheck,
-                    test_data=args.test_data)
+                    test_data=args.test_data, privacy=privacy)
 
 
 def explorer_server(explorer: Explorer, host: str, port: int, interval: float,

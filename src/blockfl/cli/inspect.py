@@ -145,10 +145,9 @@ def inspect_updates(args: argparse.Namespace) -> int:
 
 def inspect_privacy(args: argparse.Namespace) -> int:
     """The deployment's `[privacy]` and each device's budget, charged from the chain."""
-    from collections import Counter
-
     from blockfl import privacy
     from blockfl.chain.deployment import Deployment
+    from blockfl.chain.participation import Participation
     from blockfl.protocol import ProtocolSpec
 
     deployment = Deployment.read(args.deployment)
@@ -158,15 +157,14 @@ def inspect_privacy(args: argparse.Namespace) -> int:
               "noised and no epsilon is spent", file=sys.stderr)
         return 0
     ledger = deployment.ledger(args.rpc_url)
-    rounds = Counter(u.device for u in ledger.accepted_updates())
-    report = privacy.summary(cfg, dict(sorted(rounds.items())))
+    report = privacy.summary(cfg, Participation(ledger).charged())
     if args.json:
         emit_json(report)
         return 0
     budget = f", budget {cfg.epsilon_budget:g}" if cfg.epsilon_budget else ""
     table = Table("device", Number("rounds"), Number("epsilon"), Number("budget left"),
                   title=f"privacy: {cfg.mode} mode, noise x{cfg.noise_multiplier:g} of clip "
-                        f"{cfg.clip:g}, delta {cfg.delta:g}{budget} (Opacus RDP)")
+                        f"{privacy.clip_of(cfg):g}, delta {cfg.delta:g}{budget} (Opacus RDP)")
     for row in report["devices"]:
         left = row["budget_left"]
         table.add_row(row["address"], str(row["rounds"]), f"{row['epsilon']:.4g}",

@@ -2,7 +2,8 @@
 
 `Explorer.refresh()` reads everything once and keeps a `Snapshot` of JSON-ready views, one per
 page: `blocks` (the chain and the accuracy curve), `round(r)` (a round's paid and excluded
-updates), `rewards` (balances against reward events), `models` (each miner's copy of each
+updates), `rewards` (balances against reward events, and with `[privacy]` on each device's
+epsilon spent, charged as every miner charges it), `models` (each miner's copy of each
 global model against the on-chain hash) and `latency` (phase times from the logs). Chain reads
 go through `blockfl.chain.inspection`, so the "agrees" check is the one `inspect rewards` makes.
 What never changes is cached: each committed block, its gas and paid updates, and the metrics of
@@ -23,8 +24,9 @@ from typing import Any
 from blockfl.chain import inspection
 from blockfl.chain.blocks import AcceptedUpdate, BlockRecord
 from blockfl.chain.evm import EvmLedger
+from blockfl.chain.participation import Participation
 from blockfl.client import MinerClient, MinerUnavailable
-from blockfl.config import Config
+from blockfl.config import NO_PRIVACY, Config, PrivacyConfig
 from blockfl.events import role_logs
 from blockfl.explorer.thinning import thinned
 from blockfl.hashing import to_hex
@@ -115,12 +117,14 @@ class Explorer:
         notes: list[str] | None = None,
         recheck: float = 30.0,
         test_data: Path | None = None,
+        privacy: PrivacyConfig = NO_PRIVACY,
     ) -> None:
         """`config`: the experiment whose test split (or the data file `test_data`, read by its
         task) evaluates the global models; `logs`: the
         folder of the network's `minerN.jsonl`/`deviceN.jsonl` event logs; `notes`: said on
         every page (e.g. where the config came from); `recheck`: seconds before a miner's copy
-        of a model that matched is downloaded and checked again."""
+        of a model that matched is downloaded and checked again; `privacy`: the deployment's
+        `[privacy]` (from its protocol spec), whose epsilon the rewards page shows."""
         self.ledger = ledger
         self.miners = miners or []
         self.config = config
@@ -128,6 +132,8 @@ class Explorer:
         self.notes = list(notes or [])
         self.recheck = recheck
         self.test_data = test_data
+        self.privacy = privacy
+        self._participation = Participation(ledger)
         self.snapshot = Snapshot()
         self._gas: dict[int, int] = {}
         self._blocks: list[BlockRecord] = []  # committed blocks of rounds 1, 2, ... (final)
@@ -289,7 +295,12 @@ class Explorer:
         events += [{"round": b.round, "address": b.miner, "kind": "mining", "samples": None,
                     "reward": str(mining_reward)} for b in blocks]
         events.sort(key=lambda e: (e["round"], e["kind"] == "mining", e["address"]))
-        return {
+        spent = {}
+        if self.privacy.mode != "off":
+            from blockfl.privacy import summary
+
+            spent = {"privacy": summary(self.privacy, self._participation.charged())}
+        return spent | {
             "rows": [inspection.jsonable(r) for r in rows],
             "total": {"balance": str(sum(r.balance for r in rows)),
                       "event_total": str(sum(r.event_total for r in rows))},

@@ -210,22 +210,36 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
 def _emulated_links(run_dir: Path, rounds: list[NetworkRound]) -> list[PhaseComparison]:
     """For a run on emulated links (`hosts.json`), each transfer measured on its own against
     the model's ``bits / R`` with the run's own rates, corrected for TCP/IP framing (tc shapes
-    whole frames) and the idle link's full bucket (`transfer_seconds`)."""
+    whole frames) and the idle link's full bucket (`transfer_seconds`). The upload crosses the
+    device's uplink; the download the miner's link and then the device's downlink, so its rate
+    is the slower of the two (the model's broadcast: a miner's link faster than the devices
+    downloading from it at once)."""
     path = run_dir / HOSTS_FILE
     if not path.is_file():
         return []
     plan = json.loads(path.read_text())
-    rates = [h["egress_bps"] for h in plan["hosts"].values() if h["role"] == "device"]
-    goodput = float(plan["tcp_goodput"])
-    measured = [r for r in rounds if "t_up_link" in r.links]
-    if not measured or len(set(rates)) != 1:
-        return []
-    mean, se = _mean_se([r.links["t_up_link"] for r in measured])
-    model = statistics.fmean(
-        transfer_seconds(r.links["up_bits"] / 8, rates[0], goodput, plan["burst_bytes"])
-        for r in measured)
-    return [PhaseComparison("t_up_link", mean, se, model, "link",
-                            abs(mean - model) <= LINK_TOLERANCE * model)]
+    hosts = plan["hosts"].values()
+
+    def rate(role: str, side: str) -> float | None:
+        rates = {h[side] for h in hosts if h["role"] == role}
+        return rates.pop() if len(rates) == 1 and None not in rates else None
+
+    up, down, miner = (rate("device", "egress_bps"), rate("device", "ingress_bps"),
+                       rate("miner", "egress_bps"))
+    links = [("t_up_link", "up_bits", up),
+             ("t_dn_link", "dn_bits", None if down is None or miner is None else min(down, miner))]
+    out = []
+    for term, bits, bps in links:
+        measured = [r for r in rounds if term in r.links]
+        if not measured or bps is None:
+            continue
+        mean, se = _mean_se([r.links[term] for r in measured])
+        model = statistics.fmean(
+            transfer_seconds(r.links[bits] / 8, bps, float(plan["tcp_goodput"]),
+                             plan["burst_bytes"]) for r in measured)
+        out.append(PhaseComparison(term, mean, se, model, "link",
+                                   abs(mean - model) <= LINK_TOLERANCE * model))
+    return out
 
 
 def _agrees(mean: float, se: float, model: float, kind: str) -> bool:

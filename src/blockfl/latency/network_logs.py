@@ -20,7 +20,10 @@ on: round 1 carries process start-up), with `c(r)` the winner's `committed` even
 and the upload's transfer alone, for runs whose links are emulated (`network up
 --emulate-links`): `t_up_link` from the device's first byte (`sent_at` of `uploaded`) to the
 miner's last byte of the body (`received_at` of `update_accepted`), and `up_bits`, the bits it
-sent (safetensors payload and the signed record's header), both averaged over devices.
+sent (safetensors payload and the signed record's header), both averaged over devices; and the
+download's, `t_dn_link`, from the device's first request for the round's model to the last byte
+of the block's updates it recomputes the model from (`fetch_started`, `fetched_at` of `model`),
+and `dn_bits`, every HTTP byte it read meanwhile.
 
 Per device, t_dn + t_local + t_up + t_cross + t_bg + t_att adds up exactly to the round,
 c(r) - c(r-1): the phases cover it (`blockfl.round_phases` tabulates a network's rounds for
@@ -40,6 +43,8 @@ from blockfl.events import role_logs
 from blockfl.round_phases import attestation_seconds, forks_per_round
 
 PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp")
+#: the transfers measured on their own on emulated links, and their sizes
+LINK_KEYS: tuple[str, ...] = ("t_up_link", "up_bits", "t_dn_link", "dn_bits")
 
 
 @dataclass(frozen=True)
@@ -94,17 +99,18 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         per_device = []
         for log in devices:
             address = _address(log)
-            model = [e["ts"] for e in log if e["event"] == "model" and e["round"] == r - 1]
+            models = [e for e in log if e["event"] == "model" and e["round"] == r - 1]
             upload = [e for e in log if e["event"] == "uploaded" and e["round"] == r]
-            if not model or not upload or (r, address) not in accepted:
+            if not models or not upload or (r, address) not in accepted:
                 continue
+            held = models[0]["ts"]
             local = upload[0]["compute_time_ms"] / 1000
             received = accepted[(r, address)]
             arrival = received["ts"]
-            per_device.append({"t_dn": model[0] - start, "t_local": local,
-                               "t_up": arrival - model[0] - local, "t_cross": mining - arrival,
-                               "modelled_cross": close - arrival, **_upload_link(upload[-1],
-                                                                                 received)})
+            per_device.append({"t_dn": held - start, "t_local": local,
+                               "t_up": arrival - held - local, "t_cross": mining - arrival,
+                               "modelled_cross": close - arrival,
+                               **_upload_link(upload[-1], received), **_download_link(models[0])})
         adopted = [e["ts"] - end["ts"] for i, log in enumerate(miners) if i != winner
                    for e in log if e["event"] == "adopted" and e["round"] == r]
         if not per_device:
@@ -115,12 +121,21 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         phases["t_bg"] = end["ts"] - mining - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
         links = {k: statistics.fmean(d[k] for d in per_device)
-                 for k in ("t_up_link", "up_bits") if all(k in d for d in per_device)}
+                 for k in LINK_KEYS if all(k in d for d in per_device)}
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
                                 links))
     return out
+
+
+def _download_link(model: dict[str, Any]) -> dict[str, float]:
+    """The download's transfer time and size (the model, and the block with its updates when
+    the device recomputes it), where the device logged them."""
+    if "fetch_started" not in model:
+        return {}
+    return {"t_dn_link": model["fetched_at"] - model["fetch_started"],
+            "dn_bits": 8.0 * model["download_bytes"]}
 
 
 def _upload_link(uploaded: dict[str, Any], accepted: dict[str, Any]) -> dict[str, float]:

@@ -38,7 +38,7 @@ from blockfl.miners.attestation import Attester, gather
 from blockfl.miners.mining import Finish, race
 from blockfl.miners.node import BlockAnnouncement, Candidate, MinerNode, Verdict, connect
 from blockfl.miners.verification import Verifier
-from blockfl.privacy import may_take_part
+from blockfl.privacy import check_budget, may_take_part
 from blockfl.protocol import ProtocolSpec, SpecMismatch
 from blockfl.signing import address_of
 from blockfl.sim.setup import Experiment, build_devices, build_experiment
@@ -71,7 +71,7 @@ class RoundResult:
     pow_attempts: int
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # device -> why the rule excluded it
-    local_times: list[float] = field(default_factory=list)  # per device, s (the model's input)
+    local_times: list[float] = field(default_factory=list)  # per device that sent, s
     # device -> its training and upload seconds, for each device whose update missed T_wait
     late_devices: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -134,6 +134,7 @@ class Simulation:
         self.attesters = [Attester(m) for m in self.miners]
         self.strategy = strategy
         self.devices = build_devices(config, self.experiment)
+        check_budget(self.spec.privacy, [len(d.shard) for d in self.devices])
         start = time.perf_counter()
         self.trainer: Trainer = make_trainer(config, self.devices)
         #: seconds before round 1 that no round is charged: the trainer's start (Ray's actors)
@@ -144,8 +145,9 @@ class Simulation:
     def within_budget(self) -> list[bool]:
         """Per device, whether its privacy budget admits one more update (all True without
         a budget); a device past it trains no more and releases nothing."""
-        cfg = self.config.privacy
-        return [may_take_part(cfg, self.participation.rounds(d.address)) for d in self.devices]
+        cfg = self.spec.privacy
+        return [may_take_part(cfg, self.participation.rounds(d.address), len(d.shard))
+                for d in self.devices]
 
     def close(self) -> None:
         """Release the trainer's workers (Ray actors)."""
@@ -249,13 +251,15 @@ class Simulation:
         record = self.ledger.get_block(round_)
         assert record is not None
         # the block's updates as the winner decoded and verified them from the announced bytes
+        # a device past its privacy budget sent nothing: it takes the model from the winner
+        source = {d.address: miner_of.get(d.address, self.miners[winner]) for d in self.devices}
         global_s = self._adopt_global_model(record.global_model_hash, list(winning.updates),
-                                            miner_of, [e.update for e in winning.excluded])
+                                            source, [e.update for e in winning.excluded])
         phases["global_model_download_and_check"] = time.perf_counter() - start
 
         late = {d.address: {"training_s": local_s[d.address],
                             "upload_s": arrival[d.address] - local_s[d.address]}
-                for d in self.devices if arrival[d.address] > cfg.network.t_wait}
+                for d in self.devices if arrival.get(d.address, 0) > cfg.network.t_wait}
         # the emulated round latency of each device, term by term (the latency model's terms)
         verify_s = phases["upload_and_cross_verification"] / len(self.miners)
         exchange = clock.exchange(collected)
@@ -277,7 +281,7 @@ class Simulation:
                 "t_dn": t_dn,
                 "t_global": global_s[d.address],
             }
-            for d in self.devices
+            for d in self.devices if d.address in arrival  # the devices that sent
         ]
         latency = {k: sum(p[k] for p in per_device) / len(per_device) for k in per_device[0]}
         latency["total"] = sum(latency.values())
@@ -303,7 +307,7 @@ class Simulation:
             latency=latency,
             gas_used=receipt.gas_used,
             pow_attempts=next(f for f in finishes if f.miner == winner).solution.attempts,
-            local_times=[local_s[d.address] for d in self.devices],
+            local_times=[local_s[d.address] for d in self.devices if d.address in local_s],
             late_devices=late,
             verdicts=verdicts,
             excluded={e.update.device: f"{e.reason}: {e.detail}" for e in winning.excluded},

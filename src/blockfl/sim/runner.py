@@ -109,7 +109,7 @@ def run_experiment(
             "forks": sum(r.forks for r in results),
             "rewards": [asdict(r) for r in rewards],
             "plot": plot.name,
-            **({"privacy": privacy_report(config.privacy, sim)}
+            **({"privacy": privacy_report(sim.spec.privacy, sim)}
                if config.privacy.mode != "off" else {}),
             **({"stopped_early": stopped} if stopped else {}),
     }
@@ -120,5 +120,6 @@ def run_experiment(
 
 def privacy_report(cfg: PrivacyConfig, sim: Simulation) -> dict[str, object]:
     """The privacy section of `report.json` (`blockfl.privacy.summary`) for every device."""
-    return privacy.summary(cfg, {d.address: sim.participation.rounds(d.address)
+    charged = sim.participation.charged()
+    return privacy.summary(cfg, {d.address: charged.get(d.address, (0, len(d.shard)))
                                  for d in sim.devices})

@@ -105,6 +105,6 @@ def build_devices(config: Config, experiment: Experiment) -> list[Device]:
         Device(derived_key("device", i, seed), shard, experiment.task, config.training,
                experiment.initial, seed=device_seed(seed, i),
                behaviour=behaviour(attack.behaviour, attack, n, device_seed(seed, i))
-               if i in chosen else None, privacy=config.privacy)
+               if i in chosen else None, privacy=config.privacy.for_training(config.training))
         for i, shard in enumerate(experiment.shards)
     ]

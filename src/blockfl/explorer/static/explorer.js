@@ -158,15 +158,20 @@ const pages = {
   },
 
   rewards(data) {
+    // with [privacy] on: each device's epsilon spent, charged by its updates on the chain
+    const privacy = data.privacy;
+    const spent = new Map((privacy ? privacy.devices : []).map((d) => [d.address, d.epsilon]));
+    const epsilon = (r) => (privacy ? [spent.has(r.address) ? spent.get(r.address).toPrecision(4) : ""] : []);
     const rows = data.rows.map((r) => [el("td", { class: "mono" }, r.address), r.role,
-      tokens(r.balance), tokens(r.event_total), status(r.agrees, "yes", "NO")]);
+      tokens(r.balance), tokens(r.event_total), status(r.agrees, "yes", "NO"), ...epsilon(r)]);
     rows.push([el("th", {}, "total"), "", tokens(data.total.balance), tokens(data.total.event_total),
-      status(data.agrees, "yes", "NO")]);
+      status(data.agrees, "yes", "NO"), ...(privacy ? [""] : [])]);
+    const epsilonHead = privacy ? [[`ε spent (${privacy.mode}, δ ${privacy.delta})`, 1]] : [];
     const events = data.events.map((e) => [el("td", { class: "num" }, el("a", { href: `/rounds/${e.round}` }, e.round)),
       el("td", { class: "mono" }, e.address), e.kind, e.samples, tokens(e.reward)]);
     app.replaceChildren(
       section("token balances against reward events",
-        table("balances", [["address"], ["role"], ["balance (tokens)", 1], ["reward events (tokens)", 1], ["agrees"]], rows)),
+        table("balances", [["address"], ["role"], ["balance (tokens)", 1], ["reward events (tokens)", 1], ["agrees"], ...epsilonHead], rows)),
       section("every reward: who was paid how much for which round",
         table("reward-events", [["round", 1], ["address"], ["kind"], ["samples", 1], ["reward (tokens)", 1]], events)),
     );

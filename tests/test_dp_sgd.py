@@ -1,0 +1,195 @@
+"""`[privacy] mode = "dp_sgd"`: Opacus's DP-SGD on each device, its epsilon from Opacus's
+accountant, and the budget every miner enforces, on the embedded EVM."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+
+import pytest
+import torch
+
+from blockfl.config import PrivacyConfig, TrainingConfig
+from blockfl.devices.data import load_digits
+from blockfl.devices.device import Device
+from blockfl.keys import derived_key
+from blockfl.models import initial_state, model_for_state
+from blockfl.privacy import PrivacyRule, dp_sgd_steps, epsilon, rounds_within_budget
+from blockfl.protocol import Genesis, ProtocolSpec
+from blockfl.sim.runner import run_experiment
+from blockfl.task import TaskError
+from tests.conftest import small_config
+from tests.test_explorer_browser import READ_TABLE, browser, wait_until
+from tests.test_privacy import deployed
+
+pytest.importorskip("opacus")
+__all__ = ["browser"]  # the fixture, shared with the explorer's browser tests
+
+DP = {"mode": "dp_sgd", "noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
+
+
+def test_epsilon_is_opacus_accountant_of_the_steps_a_device_trains():
+    from blockfl.devices.training_dp import make_private
+
+    data = load_digits()
+    shard = replace(data, x=data.x[:200], y=data.y[:200])
+    training = TrainingConfig(epochs=1, batch_size=16, lr=0.1)
+    cfg = PrivacyConfig(**DP).for_training(training)
+    model = model_for_state("logreg", shard.input_shape,
+                            initial_state("logreg", shard.input_shape, shard.n_outputs, 0))
+    engine, module, optimizer, loader = make_private(model, shard, training, cfg, seed=3)
+    for rounds in (1, 2):  # a round: one pass of ceil(200 / 16) = 13 Poisson-sampled steps
+        for xb, yb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(module(xb), yb).backward()
+            optimizer.step()
+        assert epsilon(cfg, rounds, 200) == pytest.approx(engine.get_epsilon(1e-5), rel=1e-12)
+    assert dp_sgd_steps(16, 2, 200) == (26, 1 / 13)
+    assert epsilon(cfg, 3, 200) > epsilon(cfg, 2, 200) > 0
+    assert epsilon(cfg, 2, 400) < epsilon(cfg, 2, 200)  # a smaller sampling rate spends less
+
+
+def test_the_spec_holds_the_training_steps_dp_sgd_is_charged_by(tmp_path):
+    genesis = Genesis("none", b"\0" * 32, {})
+    config = small_config(tmp_path, privacy=DP)
+    spec = ProtocolSpec.from_config(config, genesis).to_dict()["privacy"]
+    assert (spec["batch_size"], spec["epochs"]) == (16, 1) and "clip" not in spec
+    client = ProtocolSpec.from_config(small_config(tmp_path, privacy={"mode": "client"}),
+                                      genesis).to_dict()["privacy"]
+    assert "max_grad_norm" not in client and "batch_size" not in client
+    with pytest.raises(ValueError, match=r"privacy\.batch_size = 8 differs from training"):
+        ProtocolSpec.from_config(small_config(tmp_path, privacy={**DP, "batch_size": 8}),
+                                 genesis)
+    with pytest.raises(ValueError, match=r"privacy\.max_grad_norm"):
+        PrivacyConfig(**{**DP, "max_grad_norm": 0.0})
+
+
+def test_a_budget_below_one_rounds_epsilon_of_a_device_is_a_config_error(tmp_path):
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 1.0})
+    with pytest.raises(ValueError, match=r"privacy\.epsilon_budget = 1 is below one round's "
+                                         r"epsilon for a device of \d+ samples"):
+        run_experiment(config)
+
+
+def test_a_task_that_does_not_train_with_dp_sgd_is_refused(tmp_path):
+    class Plain:
+        name = "plain"
+
+    data = load_digits()
+    with pytest.raises(TaskError, match="does not train with DP-SGD"):
+        Device(derived_key("device", 0, 0), data, Plain(), TrainingConfig(), {},
+               privacy=PrivacyConfig(**DP))
+
+
+def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 5.0},
+                          network={"devices": 4, "miners": 2}, model={"name": "mlp"},
+                          training={"epochs": 1, "lr": 0.5, "batch_size": 32,
+                                    "compute_time": "modelled"},
+                          run={"rounds": 6, "out_dir": str(tmp_path), "name": "run"})
+    summary = run_experiment(config)
+    sim = summary.simulation
+    cfg = sim.spec.privacy
+    allowed = {d.address: rounds_within_budget(cfg, len(d.shard)) for d in sim.devices}
+    # the largest shard samples at a lower rate: more rounds within the same budget
+    assert sorted(allowed.values()) == [3, 3, 3, 5]
+    assert summary.report["stopped_early"] == "every device spent its privacy budget after round 5"
+    assert summary.rounds[-1].metrics["accuracy"] > 0.3  # digits: chance is 0.1
+    paid: dict[str, set[int]] = {}
+    for update in sim.ledger.accepted_updates():
+        paid.setdefault(update.device, set()).add(update.round)
+    assert paid == {d: set(range(1, n + 1)) for d, n in allowed.items()}  # never past it
+    report = json.loads((summary.run_dir / "report.json").read_text())["privacy"]
+    assert (report["mode"], report["batch_size"], report["epochs"]) == ("dp_sgd", 32, 1)
+    for device, row in zip(sim.devices, report["devices"], strict=True):
+        rounds, n = allowed[device.address], len(device.shard)
+        spent = epsilon(cfg, rounds, n)
+        assert (row["rounds"], row["epsilon"]) == (rounds, pytest.approx(spent, rel=1e-12))
+        assert row["budget_left"] == pytest.approx(5.0 - spent) and spent <= 5.0
+        assert epsilon(cfg, rounds + 1, n) > 5.0
+    assert summary.hashes_agree and summary.rewards_match
+    # a device that trains and sends anyway is refused by a miner, charged from the chain
+    miner, device = sim.miners[0], sim.devices[0]
+    late = device.train(miner.round, sim.ledger.domain).submission
+    verdict = miner.receive_upload(late)
+    assert (verdict.accepted, verdict.reason) == (False, "privacy_budget_exhausted")
+
+
+def test_the_rule_charges_dp_sgd_at_the_signed_sample_count_and_bounds_no_norm():
+    cfg = PrivacyConfig(**{**DP, "epsilon_budget": 5.0}).for_training(
+        TrainingConfig(epochs=1, batch_size=32))
+    rule = PrivacyRule(cfg)
+    small, large = rounds_within_budget(cfg, 300), rounds_within_budget(cfg, 450)
+    assert 0 < small < large
+    assert rule.refusal(1e9, 650, small - 1, 300) is None  # any norm: no bound in this mode
+    assert rule.refusal(1.0, 650, small, 300)[0] == "privacy_budget_exhausted"
+    assert rule.refusal(1.0, 650, small, 450) is None
+
+
+@pytest.fixture(scope="module")
+def dp_deployment(tmp_path_factory, anvil_url):
+    """A 2-round dp_sgd run on anvil: (its deployment, deployment.json, its run summary)."""
+    tmp_path = tmp_path_factory.mktemp("dp_sgd")
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 20.0},
+                          network={"devices": 3, "miners": 2},
+                          run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
+    deployment, path = deployed(config, anvil_url, tmp_path)
+    return deployment, path, run_experiment(config, ledger=deployment.ledger())
+
+
+def _explorer(deployment, privacy: bool = True):
+    from blockfl.explorer.reader import Explorer
+
+    spec = ProtocolSpec.from_dict(deployment.protocol_spec)
+    return Explorer(deployment.ledger(), **({"privacy": spec.privacy} if privacy else {}))
+
+
+def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(dp_deployment,
+                                                                            capsys):
+    from blockfl.cli import main
+
+    deployment, path, summary = dp_deployment
+    capsys.readouterr()
+    assert main(["inspect", "privacy", "--deployment", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["mode"], shown["max_grad_norm"], shown["batch_size"]) == ("dp_sgd", 1.0, 16)
+    expected = {d["address"]: d for d in summary.report["privacy"]["devices"]}
+    assert {d["address"]: d for d in shown["devices"]} == expected
+    for device in summary.simulation.devices:
+        assert expected[device.address]["epsilon"] == pytest.approx(
+            epsilon(summary.simulation.spec.privacy, 2, len(device.shard)), rel=1e-12)
+    # the explorer's rewards page: the same epsilon per device, beside its balance
+    rewards = _explorer(deployment).refresh().rewards
+    assert {d["address"]: d for d in rewards["privacy"]["devices"]} == expected
+    assert {r["address"] for r in rewards["rows"] if r["role"] == "device"} == set(expected)
+    assert "privacy" not in _explorer(deployment, privacy=False).refresh().rewards
+
+
+def test_the_rewards_page_shows_an_epsilon_column_in_a_browser(dp_deployment, browser):
+    from blockfl.chain.node import free_port
+    from blockfl.cli.explorer import explorer_server
+
+    deployment, _, summary = dp_deployment
+    spent = {d["address"]: d["epsilon"] for d in summary.report["privacy"]["devices"]}
+    port = free_port()
+    server = explorer_server(_explorer(deployment), "127.0.0.1", port, 1.0, lambda *a, **k: None)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the explorer to start")
+        browser.get(f"http://127.0.0.1:{port}/rewards")
+        rows = wait_until(lambda: browser.execute_script(READ_TABLE, "balances"), 60,
+                          "the balances table")
+        head = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table#balances thead th'))"
+            ".map((th) => th.innerText)")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert head[-1].startswith("ε spent (dp_sgd")
+    shown = {r["text"][0]: r["text"][-1] for r in rows if r["text"][1] == "device"}
+    assert shown.keys() == spent.keys()
+    for address, text in shown.items():
+        assert float(text) == pytest.approx(spent[address], rel=1e-3)
+    assert all(r["text"][-1] == "" for r in rows if r["text"][1] == "miner")
