@@ -10,11 +10,11 @@ install: $(STAMP)
 
 # torch is installed first and pinned to the CPU build present on the machine: an unpinned
 # torch pulls several GB of CUDA wheels.
-$(STAMP): pyproject.toml package.json package-lock.json
+$(STAMP): pyproject.toml package.json package-lock.json Makefile
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ray,privacy]'
+	$(PY) -m pip install -q -e '.[dev,ray,privacy,flower]'
 	npm ci --no-audit --no-fund
 	touch $(STAMP)
 

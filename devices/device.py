@@ -27,7 +27,7 @@ from blockfl.hashing import to_hex
 from blockfl.keys import derived_key
 from blockfl.privacy import privatize
 from blockfl.signing import Domain, SignedUpdate, UpdateRecord, address_of, sign_update
-from blockfl.task import Task, TaskError, TrainingJob, local_update
+from blockfl.task import Task, TaskError, TrainingJob, initial_kept, local_update
 from blockfl.tensors import StateDict, encode, tensor_hash
 from blockfl.wire import UpdateSubmission
 
@@ -54,7 +54,8 @@ class TrainedUpdate:
 
 
 class Device:
-    """One device: its key, its shard, its task and the global model it holds."""
+    """One device: its key, its shard, its task, the global model it holds and the tensors it
+    keeps to itself (`Task.kept_on_device`, from the task's `initial_state` for its seed)."""
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class Device:
         self.global_state = global_state
         self.global_hash = tensor_hash(global_state)
         self.seed = seed
+        self.kept = initial_kept(task, seed)
 
     def train(self, round_: int, domain: Domain, observed: Observed | None = None) -> TrainedUpdate:
         """Train on the local shard from the global model and sign the update for `round_`
@@ -92,7 +94,7 @@ class Device:
 
     def training_job(self, round_: int) -> TrainingJob:
         """This round's training, to run batched with other devices' (`Task.train_many`)."""
-        return TrainingJob(self.shard, self._round_seed(round_))
+        return TrainingJob(self.shard, self._round_seed(round_), self.kept)
 
     def local_update(self, round_: int) -> LocalUpdate:
         """Train on the local shard from the global model through the task (not yet signed)."""
@@ -100,8 +102,14 @@ class Device:
             n = len(self.shard)
             zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
             return LocalUpdate(zero, n, self._modelled_seconds(n), float("nan"))
-        return local_update(self.task, self.global_state, self.shard, self.training,
-                            self._round_seed(round_))
+        return self.keep(local_update(self.task, self.global_state, self.shard, self.training,
+                                      self._round_seed(round_), self.kept))
+
+    def keep(self, local: LocalUpdate) -> LocalUpdate:
+        """Hold the kept tensors this device's training `local` left (its update is sent
+        without them)."""
+        self.kept = local.kept
+        return local
 
     def submission(self, round_: int, domain: Domain, local: LocalUpdate,
                    observed: Observed | None = None) -> TrainedUpdate:

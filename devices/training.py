@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,15 @@ EVAL_BATCH = 4096
 
 @dataclass(frozen=True)
 class LocalUpdate:
-    """Result of local training: ``delta`` = local model - base model."""
+    """Result of local training: ``delta`` = local model - base model, over the federated
+    tensors; ``kept``: the tensors the device keeps (`Task.kept_on_device`) after training,
+    never sent."""
 
     delta: StateDict
     n_samples: int
     compute_seconds: float
     final_loss: float
+    kept: StateDict = field(default_factory=dict)
 
 
 def loss_function(task: Kind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from blockfl.miners import api
+from blockfl.miners.api_requests import Rejection, read_json
 from blockfl.miners.attestation import UNAUTHORIZED, AttestationRefused
 from blockfl.miners.service import MinerService
 from blockfl.wire import (
@@ -35,8 +35,8 @@ def attestation_router(service: MinerService) -> APIRouter:
         try:  # before the body is read: a request without a signature costs nothing more
             signature = parse_request_signature(request.headers.get(REQUEST_SIGNATURE_HEADER))
         except WireError as exc:
-            raise api.Rejection("bad_request_signature", str(exc)[:300], 403) from None
-        proposal = await api.read_json(request, MAX_BLOCK_BYTES, "malformed_block",
+            raise Rejection("bad_request_signature", str(exc)[:300], 403) from None
+        proposal = await read_json(request, MAX_BLOCK_BYTES, "malformed_block",
                                        proposal_from_dict)
         try:
             attestation = await run_in_threadpool(service.attest, proposal, signature)
@@ -44,7 +44,7 @@ def attestation_router(service: MinerService) -> APIRouter:
             service.log("attestation_refused", round=proposal.round, miner=proposal.miner,
                         reason=exc.reason, detail=exc.detail[:300])
             status = 403 if exc.reason in UNAUTHORIZED else 409
-            raise api.Rejection(exc.reason, exc.detail, status) from None
+            raise Rejection(exc.reason, exc.detail, status) from None
         service.log("attested", round=proposal.round, miner=proposal.miner)
         return attestation_to_dict(attestation)
 

@@ -65,9 +65,9 @@ def chain() -> Chain:
 
 def run(monkeypatch, chain: Chain, *argv: str) -> int:
     """`blockfl ARGV` against the chain, its blocks served by `chain.miner`."""
-    monkeypatch.setattr(inspect_cli, "open_ledger", lambda args: chain.ledger)
-    monkeypatch.setattr(inspect_cli, "miner_clients", lambda args: [chain.miner])
-    monkeypatch.setattr(claim_cli, "miner_clients", lambda args: [chain.miner])
+    for cli in (inspect_cli, claim_cli):
+        monkeypatch.setattr(cli, "open_ledger", lambda args: chain.ledger)
+        monkeypatch.setattr(cli, "miner_clients", lambda args: [chain.miner])
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers()
     inspect_cli.register(commands)

@@ -1,7 +1,7 @@
 """The tasks under examples/, which live outside the package, run through `simulate` on the
 embedded EVM: a tabular task on per-device CSV files, FedProx with Adam on non-IID devices, and
-a Flower NumPyClient unchanged (when flwr is installed), whose accuracy matches Flower's own
-FedAvg over the same clients."""
+a Flower NumPyClient unchanged (when flwr is installed), whose accuracy matches that of Flower's
+own simulation of the same client."""
 
 from __future__ import annotations
 
@@ -61,33 +61,78 @@ def test_fedprox_with_adam_on_non_iid_devices(tmp_path, in_repo):
 
 
 @pytest.mark.skipif(not HAS_FLOWER, reason="flwr not installed (pip install flwr==1.42.0)")
-def test_a_flower_client_runs_unchanged_and_matches_flowers_fedavg(tmp_path, in_repo):
-    from flwr.common import Context, RecordDict
-    from flwr.server.strategy.aggregate import aggregate
-
-    from examples.flower_client import client as app
-
+def test_a_flower_client_runs_unchanged_and_matches_flowers_own_simulation(tmp_path, in_repo):
     source = (EXAMPLES / "flower_client" / "client.py").read_text()
     assert "import blockfl" not in source and "from blockfl" not in source
     config, summary = _run(tmp_path, _flower_config(tmp_path), module="flower",
                            flower_client="examples.flower_client.client:client_fn")
     blockfl_accuracy = summary.rounds[-1].metrics["accuracy"]
-
-    # Flower's FedAvg (its own `aggregate`) over the same clients, rounds and fit config
-    n = config.network.devices
-    clients = [app.client_fn(Context(0, i, {"partition-id": i, "num-partitions": n},
-                                     RecordDict(), {})).numpy_client for i in range(n)]
-    weights = [v.numpy() for v in summary.simulation.experiment.initial.values()]
-    t = config.training
-    for r in range(1, config.run.rounds + 1):
-        fits = [c.fit(weights, {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size,
-                                "seed": r}) for c in clients]
-        weights = aggregate([(w, count) for w, count, _ in fits])
-    results = [c.evaluate(weights, {}) for c in clients]
-    flower_accuracy = (sum(count * m["accuracy"] for _, count, m in results)
-                       / sum(count for _, count, _ in results))
+    flower_accuracy = _flowers_simulation(config, summary.simulation.experiment.initial)
     assert blockfl_accuracy > 0.85
     assert abs(blockfl_accuracy - flower_accuracy) <= 0.02
+
+
+@pytest.mark.skipif(not HAS_FLOWER, reason="flwr not installed (pip install flwr==1.42.0)")
+def test_the_same_client_as_a_clientapp_trains_to_the_same_model(tmp_path, in_repo):
+    source = (EXAMPLES / "flower_client" / "client_app.py").read_text()
+    assert "import blockfl" not in source and "from blockfl" not in source
+    runs = [_run(tmp_path / kind, _flower_config(tmp_path), module="flower", **task)[1]
+            for kind, task in [
+                ("numpy", {"flower_client": "examples.flower_client.client:client_fn"}),
+                ("app", {"flower_client": "examples.flower_client.client_app:app",
+                         "flower_model": "examples.flower_client.client:Net"})]]
+    numpy_client, app = (s.rounds[-1].metrics for s in runs)
+    assert list(app) == ["eval_loss", "eval_acc"]  # the names its evaluate replies with
+    assert app["eval_acc"] == numpy_client["accuracy"] and numpy_client["accuracy"] > 0.85
+    assert [r.samples for r in runs[1].rounds] == [r.samples for r in runs[0].rounds]
+
+
+def test_a_clientapp_without_its_model_is_one_line(tmp_path, in_repo, capsys):
+    pytest.importorskip("flwr")
+    code = main(["simulate", "--flower-client", "examples.flower_client.client_app:app",
+                 "--ledger", "local", "--rounds", "1", "--run-out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "a ClientApp needs the model its ServerApp starts from: task.flower_model" in err
+
+
+def _flowers_simulation(config, initial) -> float:
+    """Flower's own simulation engine (`run_simulation`, Ray backend, a Ray instance of its own)
+    running the same client as a `ClientApp` with FedAvg: every partition in every round, the
+    same genesis model, rounds and fit config. The accuracy of its federated evaluation after
+    the last round."""
+    from flwr.client import ClientApp
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    from examples.flower_client.client import client_fn
+
+    n, t, fits, accuracy = config.network.devices, config.training, [], []
+
+    def evaluated(results):
+        accuracy.append(sum(k * m["accuracy"] for k, m in results) / sum(k for k, _ in results))
+        return {"accuracy": accuracy[-1]}
+
+    def server_fn(context):
+        strategy = FedAvg(
+            fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=n, min_evaluate_clients=n,
+            min_available_clients=n, accept_failures=False,
+            initial_parameters=ndarrays_to_parameters([v.numpy() for v in initial.values()]),
+            on_fit_config_fn=lambda r: {"epochs": t.epochs, "lr": t.lr,
+                                        "batch_size": t.batch_size, "seed": r},
+            fit_metrics_aggregation_fn=lambda results: fits.append(len(results)) or {},
+            evaluate_metrics_aggregation_fn=evaluated)
+        return ServerAppComponents(strategy=strategy,
+                                   config=ServerConfig(num_rounds=config.run.rounds))
+
+    run_simulation(ServerApp(server_fn=server_fn), ClientApp(client_fn=client_fn),
+                   num_supernodes=n,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"address": "local"}})  # never another's Ray
+    assert fits == [n] * config.run.rounds and len(accuracy) == config.run.rounds
+    return accuracy[-1]
 
 
 def _flower_config(tmp_path: Path) -> Path:
@@ -99,8 +144,8 @@ def _flower_config(tmp_path: Path) -> Path:
 def test_without_flower_the_flag_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     import sys
 
-    monkeypatch.setitem(sys.modules, "flwr", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "flwr.common", None)
+    for name in ["flwr", *(m for m in sys.modules if m.startswith("flwr."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     code = main(["simulate", "--flower-client", "my_app.client:client_fn", "--ledger", "local",
                  "--rounds", "1", "--run-out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()

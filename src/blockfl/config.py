@@ -37,7 +37,12 @@ class TaskConfig:
     # "builtin" (the [data] set and [model] below), another registered name (entry point group
     # `blockfl.tasks`), "pkg.module:ATTR" or "path/to/task.py:ATTR"
     module: str = "builtin"
-    flower_client: str = ""  # task "flower": a Flower client_fn, "my_app.client:client_fn"
+    # task "flower": a Flower NumPyClient's client_fn, "my_app.client:client_fn", or a ClientApp
+    # of the message API, "my_app.client_app:app"
+    flower_client: str = ""
+    # a ClientApp's model (a ServerApp's, in Flower): "my_app.task:Net", an nn.Module class or a
+    # function returning one or its state dict; its state is the genesis model
+    flower_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -474,7 +479,8 @@ def add_task_flag(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--task", help="what the network learns (task.module): builtin, a "
                                       "registered name, pkg.module:TASK or path/to/task.py:TASK")
     group.add_argument("--flower-client", metavar="MODULE:CLIENT_FN",
-                       help="a Flower NumPyClient's client_fn as the task (task flower; needs "
+                       help="a Flower NumPyClient's client_fn, or a ClientApp (with "
+                            "--task-flower-model MODULE:NET), as the task (task flower; needs "
                             "flwr: pip install flwr==1.42.0)")
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "blockfl.tasks"
 #: the tasks this package ships, by name
 BUILTIN_TASKS = {"builtin": "blockfl.devices.builtin_task:BuiltinTask",
-                 "flower": "blockfl.flower:FlowerTask"}
+                 "flower": "blockfl.flower:flower_task"}
 #: what a task must have (and `dataset` or `partitions`)
 REQUIRED = ("name", "metrics", "initial_state", "train", "evaluate")
 
@@ -56,18 +57,23 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """One device's training in a batch (`Task.train_many`): its data and its round's seed."""
+    """One device's training in a batch (`Task.train_many`): its data, its round's seed and
+    the tensors it keeps on the device (`Task.kept_on_device`)."""
 
     data: Dataset
     seed: int
+    kept: StateDict = field(default_factory=dict)
 
 
 @runtime_checkable
 class Task(Protocol):
     """A model, its data and its training. Optional: ``load_data(path)`` (a device's own data
-    file), ``train_many`` (several devices at once, with the bits each gets alone), and
+    file), ``train_many`` (several devices at once, with the bits each gets alone),
     ``partitions(seed)`` (the devices' shards and the test set, for a task whose data is
-    already split: then ``dataset`` is not needed)."""
+    already split: then ``dataset`` is not needed), and ``kept_on_device`` (name patterns,
+    `fnmatch`-style, of tensors each device keeps: never averaged, sent or in the genesis
+    model; ``("*.num_batches_tracked",)`` for BatchNorm's counters). Every other tensor of
+    ``initial_state`` is federated and must be floating point."""
 
     name: str
     metrics: tuple[str, ...]  # the names `evaluate` returns, in order
@@ -199,27 +205,58 @@ def _import(spec: str, module_name: str) -> Any:
                         f"{type(exc).__name__}: {exc}") from None
 
 
-def checked_initial_state(task: Task, seed: int) -> StateDict:
-    """The task's genesis state, refused unless it is named float tensors with finite values."""
-    state = task.initial_state(seed)
+def split_state(task: Task, state: StateDict) -> tuple[StateDict, StateDict]:
+    """`initial_state`'s tensors as (federated, kept on the device): the names matching the
+    task's `kept_on_device` patterns are kept; every other tensor must be floating point."""
+    patterns = tuple(getattr(task, "kept_on_device", ()))
     if not isinstance(state, dict) or not state:
         raise TaskError(f"task {task.name!r}: initial_state returned {type(state).__name__}, "
                         "not a non-empty dict of tensors")
+    federated, kept = {}, {}
     for name, value in state.items():
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TaskError(f"task {task.name!r}: initial_state tensor {name!r} is not a "
-                            "floating-point torch tensor")
+        if not isinstance(value, torch.Tensor):
+            raise TaskError(f"task {task.name!r}: initial_state tensor {name!r} is a "
+                            f"{type(value).__name__}, not a torch tensor")
+        if any(fnmatchcase(name, p) for p in patterns):
+            kept[name] = value
+        elif not value.is_floating_point():
+            raise TaskError(f"task {task.name!r}: initial_state tensor {name!r} is "
+                            f"{dtype_name(value.dtype)}: only floating-point tensors are "
+                            "federated; name it in the task's kept_on_device to keep it on "
+                            "each device")
+        else:
+            federated[name] = value
+    return federated, kept
+
+
+def checked_initial_state(task: Task, seed: int) -> StateDict:
+    """The task's genesis model: its federated tensors (`split_state`), refused unless there
+    are some and their values are finite."""
+    state, _ = split_state(task, task.initial_state(seed))
+    if not state:
+        raise TaskError(f"task {task.name!r}: initial_state has no federated tensor (every "
+                        "one matches kept_on_device)")
+    for name, value in state.items():
         if not bool(torch.isfinite(value).all()):
             raise TaskError(f"task {task.name!r}: initial_state tensor {name!r} is not finite")
     return state
 
 
+def initial_kept(task: Task, seed: int) -> StateDict:
+    """The tensors a device keeps (`kept_on_device`), as `initial_state(seed)` gives them;
+    nothing, without calling it, for a task that keeps none."""
+    if not getattr(task, "kept_on_device", ()):
+        return {}
+    return split_state(task, task.initial_state(seed))[1]
+
+
 def local_update(task: Task, state: StateDict, data: Dataset, training: TrainingConfig,
-                 seed: int) -> LocalUpdate:
-    """Train one device through its task; the result checked (see `checked_update`)."""
+                 seed: int, kept: StateDict | None = None) -> LocalUpdate:
+    """Train one device through its task from the global model `state` and the device's
+    `kept` tensors; the result checked (see `checked_update`)."""
     start = time.perf_counter()
-    result = task.train(state, data, training, seed)
-    return checked_update(task, state, result, time.perf_counter() - start)
+    result = task.train(state | kept if kept else state, data, training, seed)
+    return checked_update(task, state, result, time.perf_counter() - start, kept=kept)
 
 
 def local_updates(task: Task, state: StateDict, jobs: Sequence[TrainingJob],
@@ -228,14 +265,15 @@ def local_updates(task: Task, state: StateDict, jobs: Sequence[TrainingJob],
     path) when it has one, else one by one; in the order of `jobs`."""
     many = getattr(task, "train_many", None)
     if many is None:
-        return [local_update(task, state, j.data, training, j.seed) for j in jobs]
+        return [local_update(task, state, j.data, training, j.seed, j.kept) for j in jobs]
     start = time.perf_counter()
     results = many(state, jobs, training)
     seconds = (time.perf_counter() - start) / max(len(jobs), 1)
     if len(results) != len(jobs):
         raise TaskError(f"task {task.name!r}: train_many returned {len(results)} results for "
                         f"{len(jobs)} devices")
-    updates = [checked_update(task, state, r, seconds, check_finite=False) for r in results]
+    updates = [checked_update(task, state, r, seconds, check_finite=False, kept=j.kept)
+               for r, j in zip(results, jobs, strict=True)]
     if updates:  # shapes checked: the values of every device at once
         _check_finite(f"task {task.name!r}: train", [u.delta for u in updates])
     return updates
@@ -249,11 +287,12 @@ def _check_finite(where: str, states: Sequence[StateDict]) -> None:
             raise TaskError(f"{where}: {name!r} holds NaN or infinite values")
 
 
-def checked_update(task: Task, state: StateDict, result: TrainResult,
-                   seconds: float, check_finite: bool = True) -> LocalUpdate:
+def checked_update(task: Task, state: StateDict, result: TrainResult, seconds: float,
+                   check_finite: bool = True, kept: StateDict | None = None) -> LocalUpdate:
     """The delta of a task's `TrainResult`, refused (one line naming the task) unless it has
-    exactly the global model's tensors, shapes and dtypes, finite values (unless the caller
-    checks them, `check_finite=False`) and a positive sample count."""
+    exactly the global model's tensors (and, optionally, the device's `kept` ones), shapes
+    and dtypes, finite values (unless the caller checks them, `check_finite=False`) and a
+    positive sample count. The kept tensors' new values stay in the `LocalUpdate`'s `kept`."""
     from blockfl.devices.training import LocalUpdate
 
     where = f"task {task.name!r}: train"
@@ -266,11 +305,12 @@ def checked_update(task: Task, state: StateDict, result: TrainResult,
         raise TaskError(f"{where} returned the sample count {n!r}: a positive int is needed")
     given = result.delta if result.delta is not None else result.weights
     assert given is not None
-    if set(given) != set(state):
-        missing, extra = sorted(set(state) - set(given)), sorted(set(given) - set(state))
+    kept = kept or {}
+    missing, extra = sorted(set(state) - set(given)), sorted(set(given) - set(state) - set(kept))
+    if missing or extra:
         raise TaskError(f"{where} returned other tensors than the model's "
                         f"(missing {missing}, unexpected {extra})")
-    for name, base in state.items():
+    for name, base in (state | {k: v for k, v in kept.items() if k in given}).items():
         value = given[name]
         if not isinstance(value, torch.Tensor):
             raise TaskError(f"{where}: {name!r} is a {type(value).__name__}, not a tensor")
@@ -280,9 +320,11 @@ def checked_update(task: Task, state: StateDict, result: TrainResult,
     if check_finite:
         _check_finite(where, [given])
     delta = result.delta if result.delta is not None else {
-        k: (v - state[k]).detach() for k, v in given.items()}
+        k: (given[k] - v).detach() for k, v in state.items()}
     loss = float(result.metrics.get("loss", math.nan))
-    return LocalUpdate({k: delta[k] for k in state}, n, seconds, loss)
+    new_kept = {k: (v if result.weights is not None else v + kept[k]).detach()
+                for k, v in given.items() if k in kept}
+    return LocalUpdate({k: delta[k] for k in state}, n, seconds, loss, kept | new_kept)
 
 
 def evaluate(task: Task, state: StateDict, data: Dataset) -> dict[str, float]:

@@ -12,14 +12,8 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from blockfl.cli import args as cli_args
-
-if TYPE_CHECKING:
-    from blockfl.client import MinerClient
-
-DIRECT_MODE = "this deployment is in direct mode: rewards are paid in the commit, nothing to claim"
+from blockfl.cli.deployed import DIRECT_MODE, miner_arguments, miner_clients, open_ledger
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -35,22 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=claim_command)
 
 
-def miner_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--miners` and `--ca-cert`: the miners that serve merkle blocks' records."""
-    parser.add_argument("--miners", required=True,
-                        help="comma-separated miner URLs (they serve the blocks' records)")
-    parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
-
-
-def miner_clients(args: argparse.Namespace) -> list[MinerClient]:
-    """Clients of the `--miners` URLs."""
-    return cli_args.miner_clients(args.miners, args.ca_cert)
-
-
 def claim_command(args: argparse.Namespace) -> int:
     """Print each merkle-block update of the device (claimed or not), claiming the others."""
     from blockfl.chain.inspection import jsonable
-    from blockfl.cli.inspect import open_ledger
     from blockfl.devices.claims import claim, claimable, served_blocks
     from blockfl.keys import parse_key
     from blockfl.signing import address_of

@@ -14,11 +14,10 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from blockfl.cli.args import BLOCK_ROUND, ROUND
-from blockfl.cli.claim import DIRECT_MODE, miner_arguments, miner_clients
+from blockfl.cli.deployed import DIRECT_MODE, miner_arguments, miner_clients, open_ledger
 from blockfl.hashing import to_hex
 
 if TYPE_CHECKING:
-    from blockfl.chain.evm import EvmLedger
     from blockfl.devices.claims import Claimable
 
 TOKEN_DECIMALS = 18
@@ -74,13 +73,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("round", type=ROUND, help="round (0: the genesis model)")
     model.add_argument("--file", type=Path, required=True, help="safetensors model file")
     model.set_defaults(func=inspect_model)
-
-
-def open_ledger(args: argparse.Namespace) -> EvmLedger:
-    """The deployment's ledger, through --rpc-url if given."""
-    from blockfl.chain.deployment import Deployment
-
-    return Deployment.read(args.deployment).ledger(args.rpc_url)
 
 
 def tokens(amount: int) -> str:

@@ -27,9 +27,12 @@ INPUT_SHAPE, CLASSES = (64,), 10
 class {cls}:
     name = "{name}"  # in the protocol spec: every device of a deployment runs this task
     metrics = ("accuracy", "loss")  # the names `evaluate` returns
+    # tensors each device keeps, never sent: BatchNorm's integer counters, if you add one
+    kept_on_device = ("*.num_batches_tracked",)
 
     def _model(self) -> nn.Module:
-        """Any torch.nn.Module: its floating-point tensors are the federated model."""
+        """Any torch.nn.Module: its floating-point tensors are the federated model (those
+        `kept_on_device` names aside)."""
         return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, CLASSES))
 
     def initial_state(self, seed: int) -> dict[str, torch.Tensor]:

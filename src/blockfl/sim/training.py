@@ -47,7 +47,7 @@ def local_updates(devices: Sequence[Device], round_: int, batched: bool) -> list
         jobs = [devices[i].training_job(round_) for i in members]
         updates = task_updates(first.task, first.global_state, jobs, first.training)
         for i, update in zip(members, updates, strict=True):
-            out[i] = update
+            out[i] = devices[i].keep(update)
     return out  # type: ignore[return-value]
 
 
