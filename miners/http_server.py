@@ -246,6 +246,8 @@ def miner_server(
     logging.getLogger("uvicorn.error").addFilter(_TRACEBACKS)  # once: the filter is one object
     return uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
-        http=protocol_class(limits, log), h11_max_incomplete_event_size=limits.max_head_bytes,
-        **ssl,
+        # asyncio's own loop, whose transports `GuardedProtocol` wraps, also where uvloop is
+        # installed (uvicorn's "auto" would take it; the `flower` extra brings it)
+        loop="asyncio", http=protocol_class(limits, log),
+        h11_max_incomplete_event_size=limits.max_head_bytes, **ssl,
     ))
