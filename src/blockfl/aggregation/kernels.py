@@ -78,7 +78,7 @@ def weighted_mean(
     flat_base = _widened(_flat(base)).numpy()
     direct = base.dtype in _DIRECT  # else rounded by torch, as before
     # numpy's allocation reuses freed memory; a large torch.empty maps fresh pages, whose
-    # faults cost a third of 10 updates' time
+    # faults on first write cost 10 updates of 1M about 1 ms of 3.6
     out = np.empty(flat_base.size, dtype=flat_base.dtype if direct else np.float64)
     accumulate.weighted_sum(addresses, steps, w, pad.numpy(), float(total), flat_base, out,
                             CHUNK)
