@@ -123,3 +123,11 @@ def test_weighted_mean_is_one_compiled_call(monkeypatch):
     base, deltas, w, total = _case(3, (3 * CHUNK + 1,), 17, "float32", "int")
     assert _sha(weighted_mean(base, deltas, w, total)) == _sha(_reference(base, deltas, w, total))
     assert len(calls) == 1
+
+
+def test_weighted_mean_never_reads_a_tensor_without_data_in_memory():
+    """A tensor whose values are not in this process's memory (here `meta`, as a GPU's would
+    be) is refused by torch, never handed to the compiled loop as an address."""
+    base, deltas, w, total = _case(0, (7,), 2, "float32", "int")
+    with pytest.raises((NotImplementedError, RuntimeError, TypeError)):
+        weighted_mean(base, [deltas[0], torch.empty(7, device="meta")], w, total)

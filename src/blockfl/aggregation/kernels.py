@@ -35,8 +35,8 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 def _widened(flat: torch.Tensor) -> torch.Tensor:
-    """The values as a float32 or float64 tensor, widened exactly where need be."""
-    flat = flat.detach()
+    """The values as a float32 or float64 tensor in memory, widened exactly where need be."""
+    flat = flat.detach().cpu()
     if flat.dtype in _DIRECT:
         return flat
     return flat.float() if flat.dtype in _HALF else flat.double()
@@ -64,8 +64,9 @@ def weighted_mean(
 
     if len(weights) != len(deltas):
         raise ValueError(f"{len(weights)} weights for {len(deltas)} updates")
-    flats = [d if d.dtype in _DIRECT and d.is_contiguous() else _widened(_flat(d)).contiguous()
-             for d in deltas]
+    # the compiled loop reads each update where it lies: contiguous values in this process
+    flats = [d if d.dtype in _DIRECT and d.is_contiguous() and d.device.type == "cpu"
+             else _widened(_flat(d)).contiguous() for d in deltas]
     if len({f.dtype for f in flats}) > 1:
         flats = [f.double() for f in flats]  # exact; the products are float64 anyway
     pad = _negative_zeros(flats[0].dtype if flats else torch.float32)
