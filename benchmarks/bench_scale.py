@@ -7,7 +7,8 @@ costs, so the time per round is the mean of the later ones. The phases add up to
 (`other`: evaluating the global model on the test split), and `ms per device` is the round
 divided by the devices: flat where the round is linear in devices (`CPU ms per device`: the
 same with the process's CPU time, which the load of other processes on the machine disturbs
-less than the wall time).
+less than the wall time; `GC ms per device`: the part of it spent in Python's garbage
+collector, whose full collections scan the whole heap).
 Where Flower is installed (`pip install -e '.[bench]'`), Flower's simulation of the same task
 (`flower_baseline.py`) runs beside it (up to `--flower-max-devices`, 100 by default: Flower
 runs a Ray task per client and round), and the ratio is printed.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import importlib.util
 import json
 import os
@@ -60,6 +62,31 @@ def experiment_config(devices: int, model: str, rounds: int, ledger: str = "loca
     )
 
 
+class GcClock:
+    """CPU seconds spent in Python's garbage collector since the last `take`, counted while
+    the clock is entered (`with GcClock() as clock:`)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._start = 0.0, 0.0
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._start
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def run_one(devices: int, model: str, rounds: int, ledger: str,
             profile: Path | None = None) -> dict:
     """Run one configuration in this process; its phases, times and peak RSS. `profile`: a
@@ -76,16 +103,19 @@ def run_one(devices: int, model: str, rounds: int, ledger: str,
         sim = Simulation(c, Path(tmp))
         setup = time.perf_counter() - start
         results = []
-        cpu = []
-        for i in range(rounds):
-            profiler = cProfile.Profile(time.process_time)
-            if profile is not None and i == rounds - 1:
-                profiler.enable()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            result = sim.run_round()
-            results.append((time.perf_counter() - start, result))
-            cpu.append(time.process_time() - start_cpu)
-            profiler.disable()
+        cpu, gc_s = [], []
+        with GcClock() as collector:
+            for i in range(rounds):
+                profiler = cProfile.Profile(time.process_time)
+                if profile is not None and i == rounds - 1:
+                    profiler.enable()
+                start, start_cpu = time.perf_counter(), time.process_time()
+                collector.take()
+                result = sim.run_round()
+                results.append((time.perf_counter() - start, result))
+                cpu.append(time.process_time() - start_cpu)
+                gc_s.append(collector.take())
+                profiler.disable()
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             profiler.dump_stats(profile / f"{devices}-{model}-{ledger}.prof")
@@ -98,6 +128,7 @@ def run_one(devices: int, model: str, rounds: int, ledger: str,
         "setup_s": setup, "first_round_s": results[0][0],
         "round_s": sum(t for t, _ in later) / len(later), "phases": phases,
         "round_cpu_s": sum(cpu[1:] or cpu) / len(later),
+        "round_gc_s": sum(gc_s[1:] or gc_s) / len(later),
         "total_s": setup + sum(t for t, _ in results),
         "metric": results[-1][1].metrics,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -142,7 +173,7 @@ def main() -> None:
         return
     print(machine.describe() + ", one torch thread per process")
     header = ["devices", "model", "data", "ledger", "round s", "ms per device",
-              "CPU ms per device", *SHORT.values(),
+              "CPU ms per device", "GC ms per device", *SHORT.values(),
               "other", "setup s",
               f"{args.rounds} rounds s", "peak RSS MB", "metric", "Flower round s",
               "Flower / ours"]
@@ -160,6 +191,7 @@ def main() -> None:
         cells = [r["devices"], r["model"], r["data"], ledger, f"{r['round_s']:.2f}",
                  f"{1000 * r['round_s'] / r['devices']:.2f}",
                  f"{1000 * r['round_cpu_s'] / r['devices']:.2f}",
+                 f"{1000 * r['round_gc_s'] / r['devices']:.3f}",
                  *(f"{r['phases'][k]:.2f}" for k in SHORT), f"{other:.2f}", f"{r['setup_s']:.1f}",
                  f"{r['total_s']:.0f}", f"{r['peak_rss_mb']:.0f}", metric]
         flower = (flower_round_s(devices, model, args.rounds, env)

@@ -81,3 +81,53 @@ def test_weighted_mean_takes_tensors_that_require_grad():
     base, deltas, w, total = _case(0, (3, 5), 3, "float32", "int")
     out = weighted_mean(base.requires_grad_(), [d.requires_grad_() for d in deltas], w, total)
     assert _sha(out) == _sha(_reference(base.detach(), [d.detach() for d in deltas], w, total))
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous tensor (every other element of a larger one)."""
+    wide = torch.empty(t.numel() * 2, dtype=t.dtype)
+    wide[::2] = t.reshape(-1)
+    return wide[::2].view(t.shape)
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, 5, 6, 9, 10, 11, 100])
+def test_weighted_mean_of_any_number_of_updates(n):
+    """Every count, whole groups of the compiled loop or not, none included."""
+    base, deltas, w, total = _case(100 + n, (CHUNK + 3,), n, "float32", "real")
+    total = total or 1.0
+    assert _sha(weighted_mean(base, deltas, w, total)) == _sha(_reference(base, deltas, w, total))
+
+
+def test_weighted_mean_of_mixed_and_non_contiguous_updates():
+    """Updates of mixed dtypes, transposed and strided tensors give the documented bits."""
+    base, deltas, w, total = _case(7, (257, 1023), 6, "float32", "int")
+    mixed = [deltas[0].double(), deltas[1].half(), deltas[2].t().contiguous().t(),
+             _strided(deltas[3]), deltas[4].bfloat16(), deltas[5]]
+    assert _sha(weighted_mean(_strided(base), mixed, w, total)) == _sha(
+        _reference(base, mixed, w, total))
+
+
+def test_weighted_mean_refuses_weights_that_do_not_match_the_updates():
+    base, deltas, w, total = _case(0, (7,), 3, "float32", "int")
+    with pytest.raises(ValueError, match="2 weights for 3 updates"):
+        weighted_mean(base, deltas, w[:2], total)
+
+
+def test_weighted_mean_is_one_compiled_call(monkeypatch):
+    """Python dispatches to the compiled loop once per tensor, not once per chunk or group."""
+    from blockfl.aggregation import accumulate
+
+    calls = []
+    compiled = accumulate.weighted_sum
+    monkeypatch.setattr(accumulate, "weighted_sum", lambda *a: calls.append(1) or compiled(*a))
+    base, deltas, w, total = _case(3, (3 * CHUNK + 1,), 17, "float32", "int")
+    assert _sha(weighted_mean(base, deltas, w, total)) == _sha(_reference(base, deltas, w, total))
+    assert len(calls) == 1
+
+
+def test_weighted_mean_never_reads_a_tensor_without_data_in_memory():
+    """A tensor whose values are not in this process's memory (here `meta`, as a GPU's would
+    be) is refused by torch, never handed to the compiled loop as an address."""
+    base, deltas, w, total = _case(0, (7,), 2, "float32", "int")
+    with pytest.raises((NotImplementedError, RuntimeError, TypeError)):
+        weighted_mean(base, [deltas[0], torch.empty(7, device="meta")], w, total)
