@@ -19,10 +19,12 @@ from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from web3 import Web3
+from requests.exceptions import Timeout as RequestsTimeout
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 from web3.logs import DISCARD
+from web3.types import RPCEndpoint, RPCResponse
 
 from blockfl.chain.attestation import Attestation, equivocator, sort_attestations
 from blockfl.chain.blocks import (
@@ -66,9 +68,22 @@ def embedded_web3() -> Web3:
     return Web3(Web3.EthereumTesterProvider())
 
 
+class NodeProvider(HTTPProvider):
+    """web3's HTTP provider whose every request that gets no answer (refused, reset, timed out)
+    raises ChainUnavailable: one named condition for each call that reaches the node, reads
+    and transactions alike, rather than the `requests` exception of the moment."""
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except (RequestsConnectionError, RequestsTimeout) as exc:
+            raise ChainUnavailable(
+                f"the chain node {self.endpoint_uri} does not answer: {exc}") from None
+
+
 def rpc_web3(url: str, timeout: float = 30.0) -> Web3:
     """A web3 connection to a JSON-RPC node."""
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    w3 = Web3(NodeProvider(url, request_kwargs={"timeout": timeout}))
     if not w3.is_connected():
         raise ConnectionError(f"no Ethereum node answers at {url}: start one (`blockfl chain "
                               "up`) or pass the node's --rpc-url")
@@ -112,7 +127,8 @@ def send(
     gas: int | None = None,
 ) -> Any:
     """Sign and send a contract call with gas limit `gas` (estimated when None); raise the
-    decoded custom error if it reverts, ChainUnavailable if the node does not answer."""
+    decoded custom error if it reverts (ChainUnavailable, from `NodeProvider`, if the node does
+    not answer)."""
     sender = Account.from_key(key)
     try:
         if gas is None:
@@ -136,8 +152,6 @@ def send(
         return receipt
     except (ContractLogicError, TransactionFailed) as exc:
         raise _decode_error(exc, errors) from None
-    except RequestsConnectionError as exc:
-        raise ChainUnavailable(f"the chain node does not answer: {exc}") from None
 
 
 def block_gas_limit(w3: Web3) -> int:
@@ -224,8 +238,9 @@ class EvmLedger(Ledger):
         self._errors = _error_table(abi)
 
     def _read(self, call: Any) -> Any:
-        """A view call; ChainUnavailable when the node does not answer, DeploymentMissing when
-        it has no code at the contract's address (web3 cannot decode the empty answer)."""
+        """A view call; DeploymentMissing when the node has no code at the contract's address
+        (web3 cannot decode the empty answer); ChainUnavailable (`NodeProvider`) when it does
+        not answer."""
         url = getattr(self.w3.provider, "endpoint_uri", None) or "the chain node"
         try:
             return call.call()
@@ -233,8 +248,6 @@ class EvmLedger(Ledger):
             if self.w3.eth.get_code(self.contract.address):
                 raise
             raise DeploymentMissing(self.contract.address, str(url)) from None
-        except RequestsConnectionError as exc:
-            raise ChainUnavailable(f"the chain node {url} does not answer: {exc}") from None
 
     @classmethod
     def create(

@@ -144,3 +144,22 @@ def test_network_up_with_a_fault_schedule_passes_its_check(tmp_path):
         assert "valid: NO" in report.lines()
     finally:
         stop_pid(node.pid)
+
+
+def test_every_call_to_a_node_that_went_away_is_chain_unavailable():
+    """A miner commits through calls that are neither views nor `send` (the block gas limit,
+    the block's event logs): with the node gone they raised `requests`' ConnectionError,
+    which the miner's loop logged as an `error` instead of the named condition."""
+    from blockfl.chain.errors import ChainUnavailable
+    from blockfl.chain.evm import EvmLedger, commit_gas_limit, rpc_web3
+    from tests.conftest import default_params
+
+    port = free_port()
+    node = start_anvil(port)
+    ledger = EvmLedger.create(rpc_web3(f"http://127.0.0.1:{port}"), default_params(),
+                              ["0x" + "11" * 20])
+    stop_pid(node.pid)
+    for call in (lambda: commit_gas_limit(ledger.w3, 3), lambda: ledger.get_block(1),
+                 ledger.head, lambda: ledger.balance_of("0x" + "22" * 20)):
+        with pytest.raises(ChainUnavailable, match="does not answer"):
+            call()
