@@ -7,8 +7,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -167,3 +169,19 @@ def _exited(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+@contextmanager
+def node_from_state(state: Path) -> Iterator[str]:
+    """A node of our own on a free loopback port holding the chain saved in `state` (a run's
+    `anvil-state.json`, read from a copy so the run's file is left as it is); its URL, while
+    the context lasts."""
+    with tempfile.TemporaryDirectory(prefix="blockfl-state-") as tmp:
+        copy = Path(tmp) / state.name
+        shutil.copyfile(state, copy)
+        port = free_port()
+        node = start_anvil(port, state=copy, state_interval=None)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_pid(node.pid)

@@ -69,11 +69,21 @@ def model_export(args: argparse.Namespace) -> int:
     from blockfl.global_model import fetch
     from blockfl.hashing import to_hex
 
-    deployment = args.deployment or (args.run_dir / "deployment.json" if args.run_dir
-                                     else Path("deployment.json"))
-    ledger = Deployment.read(deployment).ledger(args.rpc_url)
+    deployment = Deployment.read(args.deployment or (
+        args.run_dir / "deployment.json" if args.run_dir else Path("deployment.json")))
     miners = miner_clients(args.miners, args.ca_cert)
-    model = fetch(ledger, args.round, miners, args.run_dir)
+    state = args.run_dir / "anvil-state.json" if args.run_dir else None
+    try:
+        model = fetch(deployment.ledger(args.rpc_url), args.round, miners, args.run_dir)
+    except ConnectionError:
+        if args.rpc_url or state is None or not state.is_file():
+            raise
+        # the run's node stopped with the run: its chain comes back from the state it saved
+        from blockfl.chain.node import node_from_state
+
+        print(f"the run's chain node is gone: reading its chain from {state}", file=sys.stderr)
+        with node_from_state(state) as url:
+            model = fetch(deployment.ledger(url), args.round, miners, args.run_dir)
     args.out.write_bytes(model.data)
     print(f"round {model.round} global model {to_hex(model.model_hash)} (the on-chain hash) "
           f"from {model.source} written to {args.out}")
