@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,17 +74,19 @@ def model_export(args: argparse.Namespace) -> int:
         args.run_dir / "deployment.json" if args.run_dir else Path("deployment.json")))
     miners = miner_clients(args.miners, args.ca_cert)
     state = args.run_dir / "anvil-state.json" if args.run_dir else None
-    try:
-        model = fetch(deployment.ledger(args.rpc_url), args.round, miners, args.run_dir)
-    except ConnectionError:
-        if args.rpc_url or state is None or not state.is_file():
-            raise
-        # the run's node stopped with the run: its chain comes back from the state it saved
-        from blockfl.chain.node import node_from_state
+    with ExitStack() as node:
+        try:
+            ledger = deployment.ledger(args.rpc_url)
+        except ConnectionError:  # only the node's: a miner that fails is fetch's to report
+            if args.rpc_url or state is None or not state.is_file():
+                raise
+            # the run's node stopped with the run: its chain comes back from the saved state
+            from blockfl.chain.node import node_from_state
 
-        print(f"the run's chain node is gone: reading its chain from {state}", file=sys.stderr)
-        with node_from_state(state) as url:
-            model = fetch(deployment.ledger(url), args.round, miners, args.run_dir)
+            print(f"the run's chain node is gone: reading its chain from {state}",
+                  file=sys.stderr)
+            ledger = deployment.ledger(node.enter_context(node_from_state(state)))
+        model = fetch(ledger, args.round, miners, args.run_dir)
     args.out.write_bytes(model.data)
     print(f"round {model.round} global model {to_hex(model.model_hash)} (the on-chain hash) "
           f"from {model.source} written to {args.out}")
