@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,16 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def _still_in_use(port: int, host: str, grace: float = 2.0) -> bool:
+    """`port_in_use` after `grace` seconds for a node that was just killed to let go of it."""
+    deadline = time.monotonic() + grace
+    while port_in_use(port, host):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     """Block until something accepts connections on `port`, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
@@ -110,24 +121,26 @@ def start_anvil(
 ) -> subprocess.Popen:
     """Start anvil in a new process session and wait until it answers; `state`: a file the
     chain is loaded from (if it exists) and saved to every `state_interval` seconds (None: only
-    when anvil stops), so a crash (`kill -9`) loses at most the last interval; `prefix`: a
-    command anvil runs under (`ip netns exec NS`: in an emulated host).
+    when anvil stops), so a crash (`kill -9`) loses at most the last interval, and keeps
+    whole blocks (`chain.keeper` runs anvil and saves; the process returned is the keeper's);
+    `prefix`: a command anvil runs under (`ip netns exec NS`: in an emulated host).
 
     Raises ConnectionError when the port is taken or anvil exits at start (never reports
     another process's node as ours)."""
     binary = find_anvil()
     if binary is None:
         raise FileNotFoundError(ANVIL_MISSING)
-    if port_in_use(port, host):
+    if _still_in_use(port, local_address(host)):
         raise ConnectionError(f"port {port} on {host} is already in use (another node?): "
                               "choose another --port")
-    args = [*prefix, str(binary), "--host", host, "--port", str(port), "--silent"]
+    args = [str(binary), "--host", host, "--port", str(port), "--silent"]
     if block_time:
         args += ["--block-time", str(block_time)]
-    if state is not None:
-        args += ["--state", str(state)]
-        if state_interval:
-            args += ["--state-interval", str(state_interval)]
+    if state is not None:  # anvil's own periodic save can tear: the keeper saves it whole
+        url = f"http://{reach_host(host)}:{port}"
+        args = [sys.executable, "-m", "blockfl.chain.keeper", str(state),
+                str(state_interval or 0), url, "--", *args]
+    args = [*prefix, *args]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
