@@ -11,12 +11,11 @@ imports), its round 1 and its whole process, and after/before; then the median a
 ratio of steady rounds and of whole processes, and whether both sides ended with the same
 global model hash.
 
-Make the "before" install from the commit before the task API (524a808):
+Without `--before` it makes that install itself from the commit before the task API
+(`BEFORE`): a git worktree in a temporary directory and a venv that reuses this one's
+packages, both removed at the end (needs the git checkout; nothing is downloaded).
 
-    git worktree add --detach /tmp/before 524a808
-    python3.11 -m venv /tmp/before/.venv
-    /tmp/before/.venv/bin/pip install -q -e /tmp/before   # or reuse this venv's packages
-    .venv/bin/python benchmarks/bench_before_after.py --before /tmp/before/.venv/bin/python
+    .venv/bin/python benchmarks/bench_before_after.py [--before PYTHON] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -27,9 +26,40 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the last commit before the task API (93de54b)
+BEFORE = "524a808"
+
+
+@contextmanager
+def before_install() -> Iterator[str]:
+    """The python of an editable install of `BEFORE`, reusing this interpreter's packages."""
+    with tempfile.TemporaryDirectory(prefix="blockfl-before-") as tmp:
+        tree, venv = Path(tmp) / "tree", Path(tmp) / "venv"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), BEFORE],
+                       check=True, capture_output=True)
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            python = venv / "bin" / "python"
+            where = "import site; print(site.getsitepackages()[0])"
+            site = subprocess.run([str(python), "-c", where], check=True, capture_output=True,
+                                  text=True).stdout.strip()
+            ours = sysconfig.get_paths()["purelib"]
+            Path(site, "reuse.pth").write_text(f"{ours}\n")
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
+                            "--no-build-isolation", "-e", str(tree)], check=True,
+                           capture_output=True)
+            yield str(python)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           check=False, capture_output=True)
 
 
 def command(python: str, devices: int, rounds: int) -> list[str]:
@@ -56,12 +86,23 @@ def run(python: str, devices: int, rounds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="the python of the install before")
+    parser.add_argument("--before", help=f"the python of the install before (default: make one "
+                                         f"from {BEFORE})")
     parser.add_argument("--after", default=sys.executable, help="the python of this install")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.before is None:
+        with before_install() as python:
+            args.before = python
+            compare(args)
+    else:
+        compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Run both sides `args.repeats` times and print the ratios."""
     ratios, walls, hashes = [], [], set()
     print(f"{args.devices} devices, {args.rounds} rounds; seconds: steady round (round 1, process)")
     for rep in range(args.repeats):
