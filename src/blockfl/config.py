@@ -416,9 +416,24 @@ FieldFlag = tuple[argparse.Action, str, str]
 CONFIG_HELP = "experiment TOML, or a packaged one by name: demo, network, attack"
 
 
-def add_config_flags(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """Add `--config PATH` and one `--section-field` flag per configuration field. `default`
-    names the packaged config the command reads without `--config` (else the built-in values).
+#: the sections whose `--section-field` flags each node command takes (`--config` and `--set`
+#: reach every field): a miner runs no task and reads no data, a device serves nothing and
+#: emulates no links; both keep the consensus sections (chain, verification, aggregation,
+#: privacy, and training and network, which the spec reads), since each derives the protocol
+#: spec from its config and refuses to start if it differs from the chain's
+ROLE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "miner": ("run", "training", "network", "chain", "verification", "aggregation", "server",
+              "privacy"),
+    "device": ("run", "task", "data", "model", "training", "network", "chain", "verification",
+               "aggregation", "attack", "privacy"),
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, default: str | None = None,
+                     sections: tuple[str, ...] | None = None) -> None:
+    """Add `--config PATH`, `--set`, and one `--section-field` flag per configuration field of
+    `sections` (None: every section). `default` names the packaged config the command reads
+    without `--config` (else the built-in values).
 
     `--help` shows as each field's default the value the command would use: that of a
     `--config` given before `--help`, else of `default`, else the built-in one."""
@@ -432,6 +447,8 @@ def add_config_flags(parser: argparse.ArgumentParser, default: str | None = None
         help="set any field, e.g. --set network.miners=5 (repeatable; as --section-field)",
     )
     for section in fields(Config):
+        if sections is not None and section.name not in sections:
+            continue
         group = parser.add_argument_group(f"[{section.name}]")
         defaults = section.default_factory()  # type: ignore[misc]
         for item in fields(defaults):

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 
 from blockfl.chain.node import port_in_use, serves_here
 from blockfl.cli.args import miner_clients, port
-from blockfl.config import Config, add_config_flags, add_task_flag, config_from_args
+from blockfl.config import (
+    ROLE_SECTIONS,
+    Config,
+    add_config_flags,
+    add_task_flag,
+    config_from_args,
+)
 
 if TYPE_CHECKING:
     from blockfl.chain.deployment import Deployment
@@ -56,14 +62,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="attack instead of behaving (blockfl.devices.behaviours), e.g. "
                              "sign_flip; default: the config's [attack] when this shard is one "
                              "of its attackers, else honest")
-    for parser in (miner, device):
+    for role, parser in (("miner", miner), ("device", device)):
         parser.add_argument("--deployment", type=Path, default=Path("deployment.json"),
                             help="deployment file written by `chain deploy` "
                                  "(default %(default)s)")
         parser.add_argument("--rpc-url", help="JSON-RPC node (default: the deployment's)")
         parser.add_argument("--ca-cert", type=Path, help="CA certificate for HTTPS miners")
         parser.add_argument("--log", type=Path, help="event log file (default: stdout)")
-        add_config_flags(parser)
+        add_config_flags(parser, sections=ROLE_SECTIONS[role])
     miner.set_defaults(func=miner_command)
     device.set_defaults(func=device_command)
 
