@@ -193,3 +193,44 @@ def test_the_rewards_page_shows_an_epsilon_column_in_a_browser(dp_deployment, br
     for address, text in shown.items():
         assert float(text) == pytest.approx(spent[address], rel=1e-3)
     assert all(r["text"][-1] == "" for r in rows if r["text"][1] == "miner")
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_a_dp_sgd_network_of_processes_stops_each_device_at_its_budget(tmp_path):
+    """`network up` with dp_sgd: every device process trains with Opacus and stops at its
+    budget (the small shards first), the run check passes, and the chain pays each device
+    exactly the rounds its budget covers."""
+    from blockfl.chain.deployment import Deployment
+    from blockfl.chain.node import find_anvil, node_from_state
+    from blockfl.cli import main
+    from blockfl.config import load_config
+    from blockfl.launcher import LocalNetwork
+    from blockfl.signing import address_of
+    from blockfl.sim.setup import task_data
+    from blockfl.task import load_task
+
+    if find_anvil() is None:
+        pytest.skip("anvil binary not found (npm install)")
+    run_dir = tmp_path / "net"
+    code = main(["network", "up", "--devices", "4", "--miners", "2", "--rounds", "4",
+                 "--run-dir", str(run_dir), "--privacy-mode", "dp_sgd",
+                 "--privacy-noise-multiplier", "1.0", "--privacy-epsilon-budget", "5",
+                 "--training-batch-size", "32", "--training-epochs", "1",
+                 "--network-t-wait", "2"])
+    assert code == 0  # the run check passed
+    config = load_config(run_dir / "config.toml")
+    cfg = config.privacy.for_training(config.training)
+    shards = task_data(config, load_task(config))[0]
+    allowed = {address_of(LocalNetwork.device_key(j)): min(4, rounds_within_budget(cfg, len(s)))
+               for j, s in enumerate(shards)}
+    assert min(allowed.values()) < 4  # some device stopped at its budget before the end
+    with node_from_state(run_dir / "anvil-state.json") as url:
+        ledger = Deployment.read(run_dir / "deployment.json").ledger(url)
+        paid: dict[str, set[int]] = {}
+        for update in ledger.accepted_updates():
+            paid.setdefault(update.device, set()).add(update.round)
+    assert paid == {d: set(range(1, n + 1)) for d, n in allowed.items()}
+    stops = [e for j in range(4) for e in map(json.loads, (run_dir / "logs" / f"device{j}.jsonl")
+             .read_text().splitlines()) if e["event"] == "privacy_budget_exhausted"]
+    assert len(stops) == sum(n < 4 for n in allowed.values())
