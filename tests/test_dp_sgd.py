@@ -234,3 +234,19 @@ def test_a_dp_sgd_network_of_processes_stops_each_device_at_its_budget(tmp_path)
     stops = [e for j in range(4) for e in map(json.loads, (run_dir / "logs" / f"device{j}.jsonl")
              .read_text().splitlines()) if e["event"] == "privacy_budget_exhausted"]
     assert len(stops) == sum(n < 4 for n in allowed.values())
+
+
+def test_an_attack_run_ends_when_every_device_spent_its_budget(tmp_path):
+    """`blockfl attack` with dp_sgd and a budget every device spends before the last round
+    ends the run there, as `simulate` does (it raised 'no miner holds a verified update')."""
+    from blockfl.sim.attack import run_one
+
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 5.0},
+                          network={"devices": 4, "miners": 2}, model={"name": "mlp"},
+                          training={"epochs": 1, "lr": 0.5, "batch_size": 32,
+                                    "compute_time": "modelled"},
+                          attack={"attackers": 0.25, "behaviour": "sign_flip"},
+                          run={"rounds": 7, "out_dir": str(tmp_path)})
+    run = run_one(config, tmp_path / "work")
+    assert run.attacker_updates_paid >= 3 and 0 < run.honest_paid_mean < 1
+    assert run.accuracy == run.accuracy  # a number: the last round run, not NaN

@@ -69,10 +69,15 @@ def attacker_addresses(sim: Simulation) -> set[str]:
 
 def run_one(config: Config, work_dir: Path, sim: Simulation | None = None) -> AttackRun:
     """One whole run on a fresh ledger in `work_dir` (of `sim`, when given: one built on the
-    config with its own experiment)."""
+    config with its own experiment), ending early once every device spent its privacy budget
+    (honest devices' rounds paid count the rounds run)."""
     sim = sim or Simulation(config, work_dir)
+    results = []
     try:
-        results = [sim.run_round() for _ in range(config.run.rounds)]
+        for _ in range(config.run.rounds):
+            if results and not any(sim.within_budget()):
+                break  # every device spent its privacy budget: the run ends, as `simulate`'s
+            results.append(sim.run_round())
     finally:
         sim.close()  # a Ray trainer's actors would hold their CPUs into the next run
     bad = attacker_addresses(sim)
