@@ -3,11 +3,16 @@
 FedAvg, coordinate-wise median, trimmed mean (beta 0.2), Krum and Multi-Krum (f = n/4, keeping
 n - f) of BlockFL (`blockfl.aggregation`, bit-deterministic) against
 `flwr.server.strategy.aggregate`'s `aggregate`, `aggregate_median`, `aggregate_trimmed_avg` and
-`aggregate_krum`, for 10 and 100 clients x 1M float32 values and 10 clients x 11M. Prints seconds
-(best of the repeats) and the ratio Flower / BlockFL (above 1: BlockFL is faster).
+`aggregate_krum`, for 10 and 100 clients x 1M float32 values and 10 clients x 11M. The rules
+Flower lacks run beside its nearest equivalent: clipped FedAvg (clip to the block's median norm)
+and centered clipping beside Flower's server-side fixed clipping (its `clip_inputs_inplace` of
+each update to the median norm, then `aggregate`; `DifferentialPrivacyServerSideFixedClipping`
+without the noise), the geometric median beside `aggregate_median`, and `trust` (a geometric
+median reference, cosine and norm gates, then FedAvg) beside Multi-Krum (select, then average).
+Prints seconds (best of the repeats) and the ratio Flower / BlockFL (above 1: BlockFL is faster).
 
 Run: python benchmarks/bench_robust.py [--repeats N] [--shapes 10x1,100x1,10x11]
-[--rules fedavg,median,trimmed_mean,krum,multi_krum]
+[--rules fedavg,median,trimmed_mean,krum,multi_krum,clipped_fedavg,centered_clip,geomed,trust]
 Flower is the optional `[bench]` extra (pip install -e '.[bench]'); without it only BlockFL's
 times are printed.
 """
@@ -31,11 +36,13 @@ from blockfl.config import AggregationConfig  # noqa: E402
 
 try:
     from flwr.server.strategy import aggregate as flower
+    from flwr.supercore import differential_privacy as flower_dp
 except ImportError:  # the optional [bench] extra
-    flower = None
+    flower = flower_dp = None
 
 BETA = 0.2
-RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
+RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "clipped_fedavg",
+         "centered_clip", "geomed", "trust")
 # layers of about 1M and 11M float32 values
 MODELS = {1: [(1000, 784), (1000,), (216, 1000)], 11: [(4000, 2500), (1000, 1000)]}
 
@@ -65,15 +72,32 @@ def _ours(rule: str, f: int) -> Callable[[dict, list], object]:
     return run
 
 
+def _flower_clipped(results: list) -> object:
+    """Flower's server-side fixed clipping (to the median norm here) of each update, then
+    FedAvg: the nearest Flower has to clipped FedAvg and centered clipping."""
+    bound = float(np.median([flower_dp.get_norm(arrays) for arrays, _ in results]))
+    clipped = []
+    for arrays, samples in results:
+        copy = [a.copy() for a in arrays]
+        flower_dp.clip_inputs_inplace(copy, bound)
+        clipped.append((copy, samples))
+    return flower.aggregate(clipped)
+
+
 def _flower(rule: str, f: int) -> Callable[[list], object] | None:
     if flower is None:
         return None
+    multi_krum = lambda r: flower.aggregate_krum(r, f, len(r) - f)  # noqa: E731
     return {
         "fedavg": flower.aggregate,
         "median": flower.aggregate_median,
         "trimmed_mean": lambda r: flower.aggregate_trimmed_avg(r, BETA),
         "krum": lambda r: flower.aggregate_krum(r, f, 0),
-        "multi_krum": lambda r: flower.aggregate_krum(r, f, len(r) - f),
+        "multi_krum": multi_krum,
+        "clipped_fedavg": _flower_clipped,
+        "centered_clip": _flower_clipped,
+        "geomed": flower.aggregate_median,
+        "trust": multi_krum,
     }[rule]
 
 
@@ -96,7 +120,8 @@ def main() -> None:
         for rule in args.rules.split(","):
             ours = _ours(rule, f)
             # Flower's Krum at 100 clients takes 5 to 45 s a run: time it once
-            repeats = 1 if "krum" in rule and clients > 10 else args.repeats
+            repeats = 1 if rule in ("krum", "multi_krum", "trust") and clients > 10 \
+                else args.repeats
             mine = machine.best_seconds(lambda o=ours, b=base, u=updates: o(b, u), repeats)
             theirs_fn = _flower(rule, f)
             theirs = (machine.best_seconds(lambda t=theirs_fn, r=results: t(r), repeats)
