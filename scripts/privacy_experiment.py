@@ -1,9 +1,10 @@
-"""The privacy-utility curve of client-level DP, checked with a membership-inference attack.
+"""The privacy-utility curve of on-device DP, checked with a membership-inference attack.
 
 For each number of devices, noise multiplier and seed, a `simulate` run (digits, MLP, the local
-ledger) with `[privacy] mode = "client"` (and one without privacy): final test accuracy, the
-epsilon each device spent (Opacus RDP, at delta), and a loss-threshold membership-inference
-attack (Yeom et al.: a lower loss means "member") against
+ledger) with `[privacy] mode = "client"`, or `--mode dp_sgd` (Opacus on each device; its ε is
+per sample), and one without privacy: final test accuracy, the epsilon each device spent
+(Opacus RDP, at delta; the worst device), and a loss-threshold membership-inference attack
+(Yeom et al.: a lower loss means "member") against
 
 - the final global model: members are the devices' training samples, non-members the held-out
   test split;
@@ -13,9 +14,11 @@ attack (Yeom et al.: a lower loss means "member") against
 
 Each attack reports its ROC AUC and its true-positive rate at 1% false positives. One CSV row
 per run is written as it finishes (`privacy.csv`; a rerun skips the rows it has), then
-`privacy_utility.png` and `privacy_attack.png`.
+`privacy_utility.png` and `privacy_attack.png` (dp_sgd: the same names with `_dp_sgd`).
 
     python scripts/privacy_experiment.py --devices 10,100 --seeds 0,1 --out docs/figures/privacy
+    python scripts/privacy_experiment.py --mode dp_sgd --devices 10 --noise 0.5,0.7,1,1.5,2 \
+        --seeds 0,1 --out docs/figures/privacy
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from blockfl.models import model_for_state
 from blockfl.sim.runner import run_experiment
 from blockfl.tensors import StateDict, decode
 
+#: the output files' suffix of each mode
+SUFFIX = {"client": "", "dp_sgd": "_dp_sgd"}
 FIELDS = ["devices", "noise_multiplier", "seed", "epsilon", "accuracy", "global_auc",
           "global_tpr_at_1fpr", "update_auc", "update_tpr_at_1fpr"]
 
@@ -60,9 +65,9 @@ def attack(member_loss: np.ndarray, other_loss: np.ndarray) -> tuple[float, floa
 
 
 def experiment(base: Config, devices: int, noise: float | None, seed: int,
-               out: Path) -> dict[str, float]:
+               out: Path, mode: str = "client") -> dict[str, float]:
     """One run: noise None means privacy off."""
-    privacy = PrivacyConfig() if noise is None else replace(base.privacy, mode="client",
+    privacy = PrivacyConfig() if noise is None else replace(base.privacy, mode=mode,
                                                            noise_multiplier=noise)
     config = replace(base, privacy=privacy,
                      network=replace(base.network, devices=devices),
@@ -106,12 +111,15 @@ def experiment(base: Config, devices: int, noise: float | None, seed: int,
             "update_tpr_at_1fpr": update_tpr}
 
 
-def plot(rows: list[dict[str, float]], out: Path) -> None:
+def plot(rows: list[dict[str, float]], out: Path, mode: str = "client") -> None:
     """Accuracy against epsilon, and the attacks' AUC against epsilon, per device count."""
     from matplotlib.figure import Figure
 
-    for name, metric, label in (("privacy_utility.png", "accuracy", "final test accuracy"),
-                                ("privacy_attack.png", "global_auc", "membership-inference AUC")):
+    suffix, what = SUFFIX[mode], {"client": "client DP", "dp_sgd": "DP-SGD"}[mode]
+    for name, metric, label in ((f"privacy_utility{suffix}.png", "accuracy",
+                                 "final test accuracy"),
+                                (f"privacy_attack{suffix}.png", "global_auc",
+                                 "membership-inference AUC")):
         fig = Figure(figsize=(7, 4))
         ax = fig.add_subplot()
         for devices in sorted({int(r["devices"]) for r in rows}):
@@ -126,7 +134,7 @@ def plot(rows: list[dict[str, float]], out: Path) -> None:
             if points:
                 xs, ys, sd = zip(*points, strict=True)
                 ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3,
-                            label=f"{devices} devices, client DP")
+                            label=f"{devices} devices, {what}")
             off = [r[metric] for r in mine if r["noise_multiplier"] < 0]
             if off:
                 ax.axhline(np.mean(off), linestyle="--", linewidth=1,
@@ -152,8 +160,10 @@ def plot(rows: list[dict[str, float]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="10,100")
+    parser.add_argument("--mode", choices=list(SUFFIX), default="client",
+                        help="[privacy] mode of the private runs")
     parser.add_argument("--noise", default="0.01,0.03,0.1,0.3,1",
-                        help="noise multipliers of client DP (a run without DP is added)")
+                        help="noise multipliers (a run without DP is added)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clip", type=float, default=1.0)
@@ -165,7 +175,7 @@ def main() -> None:
                    privacy=replace(base.privacy, clip=args.clip),
                    verification=replace(base.verification, norm_bound=1e9))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "privacy.csv"
+    path = args.out / f"privacy{SUFFIX[args.mode]}.csv"
     rows = []
     if path.exists():
         with path.open() as f:
@@ -178,7 +188,7 @@ def main() -> None:
         for i, (devices, noise, seed) in enumerate(cells, 1):
             if (devices, -1.0 if noise is None else noise, seed) in done:
                 continue
-            row = experiment(base, devices, noise, seed, Path(runs))
+            row = experiment(base, devices, noise, seed, Path(runs), args.mode)
             rows.append(row)
             new = not path.exists()
             with path.open("a", newline="") as f:
@@ -188,8 +198,8 @@ def main() -> None:
                 writer.writerow(row)
             print(f"[{i}/{len(cells)}] " + " ".join(f"{k}={v:.4g}" for k, v in row.items()),
                   flush=True)
-    plot(rows, args.out)
-    print(f"wrote {path}, {args.out / 'privacy_utility.png'}, {args.out / 'privacy_attack.png'}")
+    plot(rows, args.out, args.mode)
+    print(f"wrote {path} and its figures in {args.out}")
 
 
 if __name__ == "__main__":
