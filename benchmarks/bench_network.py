@@ -26,6 +26,11 @@ ledger, so the same signed updates are accepted every time; a few extra warm-up 
 uploads go first and are not timed.
 
     .venv/bin/python benchmarks/bench_network.py [--rounds 5] [--miners 3] [--devices 6] [-k 200]
+        [--emulate-links]
+
+With `--emulate-links` (Linux, root or CAP_NET_ADMIN) part 1 runs every process on its own
+emulated host, links shaped by `tc` to `[links]` (slowed to `EMULATED_LINKS`), and then
+prints `blockfl latency compare`'s table of the run: each phase measured against the model.
 """
 
 from __future__ import annotations
@@ -59,24 +64,33 @@ WARMUP = 4
 # ---------------------------------------------------------------------- part 1: the network
 
 
-def network_config(rounds: int, miners: int, devices: int, out_dir: Path) -> Config:
-    """The packaged network config with this run's size."""
+#: `--emulate-links`: a device's uplink at 0.35 Mbit/s and downlink at 0.7 Mbit/s (`[links]`
+#: w_up 1e5, w_dn 2e5 Hz at the default SNR), so an update takes about 0.4 s and a round's
+#: download about 1 s and the links, not the machine's scheduling, set the transfer times
+EMULATED_LINKS = {"w_up": 1e5, "w_dn": 2e5}
+
+
+def network_config(rounds: int, miners: int, devices: int, out_dir: Path,
+                   emulate_links: bool = False) -> Config:
+    """The packaged network config with this run's size (and slow links when emulated)."""
     c = load_config("network")
     return replace(
         c,
         run=replace(c.run, rounds=rounds, out_dir=str(out_dir)),
         network=replace(c.network, miners=miners, devices=devices),
+        links=replace(c.links, **EMULATED_LINKS) if emulate_links else c.links,
     )
 
 
-def run_network(config: Config, run_dir: Path) -> tuple[float, float]:
+def run_network(config: Config, run_dir: Path,
+                emulate_links: bool = False) -> tuple[float, float]:
     """Run the network until every device has finished: (wall seconds, launch time.time())."""
     from blockfl.launcher import LocalNetwork
 
     rounds = config.run.rounds
     launched = time.time()
     started = time.monotonic()
-    network = LocalNetwork(config, run_dir).start()
+    network = LocalNetwork(config, run_dir, emulate_links=emulate_links).start()
     try:
         network.wait_for_round(rounds, timeout=240)
         deadline = time.monotonic() + 60
@@ -184,13 +198,14 @@ def print_trouble(run_dir: Path) -> None:
         print(line)
 
 
-def bench_network(rounds: int, miners: int, devices: int) -> None:
-    """Part 1."""
+def bench_network(rounds: int, miners: int, devices: int, emulate_links: bool = False) -> None:
+    """Part 1 (with `emulate_links`: on emulated hosts, then each phase against the model)."""
     with tempfile.TemporaryDirectory(prefix="bench-network-") as tmp:
         run_dir = Path(tmp) / "net"
-        config = network_config(rounds, miners, devices, Path(tmp))
-        wall, launched = run_network(config, run_dir)
-        print(f"local network: {miners} miners, {devices} devices, {rounds} rounds, "
+        config = network_config(rounds, miners, devices, Path(tmp), emulate_links)
+        wall, launched = run_network(config, run_dir, emulate_links)
+        where = "emulated hosts and links" if emulate_links else "local network"
+        print(f"{where}: {miners} miners, {devices} devices, {rounds} rounds, "
               f"{config.data.dataset}/{config.model.name}, T_wait {config.network.t_wait:g} s, "
               f"lambda {config.chain.block_rate:g}/s per miner; {wall:.1f} s in all "
               "(start to stop)")
@@ -198,6 +213,11 @@ def bench_network(rounds: int, miners: int, devices: int) -> None:
         print("seconds per phase, from the processes' event logs")
         print_rounds(round_table(run_dir / "logs", rounds))
         print_trouble(run_dir)
+        if emulate_links:
+            from blockfl.latency.compare import compare_network, print_comparison
+
+            print("\neach phase measured against the model (`blockfl latency compare`)")
+            print_comparison(*compare_network(run_dir))
 
 
 # ---------------------------------------------------------------------- part 2: one miner
@@ -396,10 +416,13 @@ def main() -> None:
                         help="devices uploading to one miner in part 2")
     parser.add_argument("--skip-network", action="store_true", help="run part 2 only")
     parser.add_argument("--skip-uploads", action="store_true", help="run part 1 only")
+    parser.add_argument("--emulate-links", action="store_true",
+                        help="part 1 on emulated hosts with shaped links (root or "
+                             "CAP_NET_ADMIN), then each phase measured against the model")
     args = parser.parse_args()
     started = time.monotonic()
     if not args.skip_network:
-        bench_network(args.rounds, args.miners, args.devices)
+        bench_network(args.rounds, args.miners, args.devices, args.emulate_links)
     if not args.skip_uploads:
         bench_uploads(args.uploads)
     print(f"\nbenchmark took {time.monotonic() - started:.0f} s")

@@ -5,7 +5,8 @@ anvil's own `--state-interval` save reads the chain's blocks and then waits for 
 a block mined in between lands in the accounts but not in the blocks, and a node restarted
 from that file holds a committed round whose transaction and `BlockCommitted` event are gone
 (a miner then reads a head it cannot find). The keeper starts anvil (loading STATE if it
-exists), saves through `anvil_dumpState` every INTERVAL seconds (0: only when it stops) and
+exists), saves through `anvil_dumpState` every INTERVAL seconds (0: only when it stops; on a
+chain so long that a save takes more than INTERVAL / 4, every 4 x a save's duration) and
 writes a dump only once its blocks, transactions and senders' nonces agree (`is_whole`), by
 an atomic rename. On SIGTERM or SIGINT it saves once more and stops anvil; if the keeper is
 killed, anvil dies with it (Linux), and the last whole save is what the chain keeps."""
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -28,6 +30,9 @@ from pathlib import Path
 #: cut before this keeper: a tear lasts one block's mining, milliseconds)
 TRIES = 40
 PR_SET_PDEATHSIG = 1
+#: a long chain's dump takes long to make and check: the next save waits at least this many
+#: times the last one's duration, so saving takes at most a fifth of the keeper's time
+BACKOFF = 4
 
 
 def is_whole(state: dict) -> bool:
@@ -86,11 +91,14 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     child = subprocess.Popen(anvil, preexec_fn=_die_with_parent)
+    wait = interval or 0.2
     while child.poll() is None and not stopping.is_set():
-        if stopping.wait(interval or 0.2) or child.poll() is not None:
+        if stopping.wait(wait) or child.poll() is not None:
             break
         if interval:
+            started = time.monotonic()
             save(url, state, stopping)
+            wait = max(interval, BACKOFF * (time.monotonic() - started))
     if child.poll() is None:
         save(url, state)
         child.terminate()

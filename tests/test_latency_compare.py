@@ -16,6 +16,7 @@ from blockfl.latency.compare import (
     compare_command,
     compare_network,
     compare_run,
+    fork_count_agrees,
 )
 from blockfl.latency.network_logs import network_rounds
 
@@ -105,7 +106,21 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
     assert all(c.agrees for c in comparisons), [c for c in comparisons if not c.agrees]
     assert by_term["t_bg"].model == pytest.approx(1 / (2 * 0.5))  # N_M lambda, network.toml
     assert all(r.phases["t_att"] > 0 for r in rounds)  # a majority of 2: both miners
+    # a fork's window: the attestations and the commit come before the announcement
+    assert all(r.fork_window > r.phases["t_att"] + r.phases["t_bp"] for r in rounds)
     assert totals["rounds"] == 4 and totals["lambda_per_miner"] == 0.5
     assert main(["latency", "compare", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "t_cross" in out and "round" in out and "winner_hash_rate" in out
+
+
+def test_a_fork_count_is_judged_by_its_exact_distribution():
+    """2 forks in 4 rounds at p = 0.03 is a 0.5% event: within 3 standard errors' tail (it
+    failed CI under the normal approximation); 4 in 4, or none in 40 rounds at p = 0.5, is not."""
+    assert fork_count_agrees(2, [0.03] * 4)
+    assert fork_count_agrees(0, [0.03] * 4) and fork_count_agrees(1, [0.03] * 4)
+    assert not fork_count_agrees(4, [0.03] * 4)
+    assert not fork_count_agrees(0, [0.5] * 40) and not fork_count_agrees(40, [0.5] * 40)
+    assert fork_count_agrees(20, [0.5] * 40)
+    assert fork_count_agrees(3, [0.0, 1.0, 1.0, 1.0]) and not fork_count_agrees(4, [0.0, 1.0,
+                                                                                    1.0, 1.0])

@@ -60,6 +60,10 @@ class NetworkRound:
     forks: int
     attempts: int
     links: dict[str, float]
+    #: from the winner's proof-of-work to the other miners' `adopted`: t_att, the commit and
+    #: t_bp (a miner that finds its own proof-of-work meanwhile forks; t_bp alone with a
+    #: quorum of 1, where no `attestations` event says when the proof-of-work was found)
+    fork_window: float
 
 
 def is_network_run(run_dir: Path) -> bool:
@@ -120,13 +124,25 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         phases["t_att"] = attestation_seconds(miners[winner], r, mining, end["ts"])
         phases["t_bg"] = end["ts"] - mining - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
+        found = (end["ts"] - phases["t_att"] - _commit_seconds(miners[winner], r, mining, end)
+                 if phases["t_att"] else end["ts"])
+        window = phases["t_bp"] + end["ts"] - found
         links = {k: statistics.fmean(d[k] for d in per_device)
                  for k in LINK_KEYS if all(k in d for d in per_device)}
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
-                                links))
+                                links, window))
     return out
+
+
+def _commit_seconds(events: list[dict[str, Any]], round_: int, mining: float,
+                    end: dict[str, Any]) -> float:
+    """From the winner's last `attestations` event of the round to its `committed`: the commit
+    transaction."""
+    attesting = [e["ts"] for e in events if e["event"] == "attestations"
+                 and e["round"] == round_ and mining <= e["ts"] <= end["ts"]]
+    return end["ts"] - attesting[-1] if attesting else 0.0
 
 
 def _download_link(model: dict[str, Any]) -> dict[str, float]:
