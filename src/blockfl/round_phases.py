@@ -43,12 +43,19 @@ def _first(events: Events, name: str, round_: int) -> float | None:
     return min(times) if times else None
 
 
-def attestation_seconds(events: Events, round_: int, start: float, end: float) -> float:
-    """The `seconds` of the last `attestations` event of `round_` logged between `start` and
-    `end` (the winner's last `mining` and its `committed`), 0 when there is none (quorum 1)."""
-    attesting = [e["seconds"] for e in events if e.get("event") == "attestations"
+def attestation_event(events: Events, round_: int, start: float,
+                      end: float) -> dict[str, Any] | None:
+    """The last `attestations` event of `round_` logged between `start` and `end` (the
+    winner's last `mining` and its `committed`), None when there is none (quorum 1)."""
+    attesting = [e for e in events if e.get("event") == "attestations"
                  and e.get("round") == round_ and start <= e["ts"] <= end]
-    return attesting[-1] if attesting else 0.0
+    return attesting[-1] if attesting else None
+
+
+def attestation_seconds(events: Events, round_: int, start: float, end: float) -> float:
+    """The `seconds` of `attestation_event`, 0 when there is none (quorum 1)."""
+    event = attestation_event(events, round_, start, end)
+    return event["seconds"] if event else 0.0
 
 
 def forks_per_round(miner_events: Sequence[Events]) -> dict[int, int]:

@@ -324,7 +324,7 @@ def compare_command(args: argparse.Namespace) -> int:
               "tolerance": {"deterministic_relative": DETERMINISTIC_TOLERANCE,
                             "statistical_standard_errors": STATISTICAL_SIGMAS,
                             "network_reaction_seconds": REACTION_TOLERANCE_S,
-                    "fork_count_tail": FORK_TAIL,
+                            "fork_count_tail": FORK_TAIL,
                             "emulated_link_relative": LINK_TOLERANCE}}
     (args.run_dir / "latency_compare.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.json:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.events import role_logs
-from blockfl.round_phases import attestation_seconds, forks_per_round
+from blockfl.round_phases import attestation_event, forks_per_round
 
 PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp")
 #: the transfers measured on their own on emulated links, and their sizes
@@ -121,12 +121,13 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
             continue
         phases = {k: statistics.fmean(d[k] for d in per_device)
                   for k in ("t_dn", "t_local", "t_up", "t_cross")}
-        phases["t_att"] = attestation_seconds(miners[winner], r, mining, end["ts"])
+        attested = attestation_event(miners[winner], r, mining, end["ts"])
+        phases["t_att"] = attested["seconds"] if attested else 0.0
         phases["t_bg"] = end["ts"] - mining - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
-        found = (end["ts"] - phases["t_att"] - _commit_seconds(miners[winner], r, mining, end)
-                 if phases["t_att"] else end["ts"])
-        window = phases["t_bp"] + end["ts"] - found
+        # the proof-of-work was found when the winner began to ask for attestations
+        found = attested["ts"] - attested["seconds"] if attested else end["ts"]
+        window = end["ts"] - found + phases["t_bp"]
         links = {k: statistics.fmean(d[k] for d in per_device)
                  for k in LINK_KEYS if all(k in d for d in per_device)}
         out.append(NetworkRound(r, end["ts"] - start, phases,
@@ -134,15 +135,6 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
                                 links, window))
     return out
-
-
-def _commit_seconds(events: list[dict[str, Any]], round_: int, mining: float,
-                    end: dict[str, Any]) -> float:
-    """From the winner's last `attestations` event of the round to its `committed`: the commit
-    transaction."""
-    attesting = [e["ts"] for e in events if e["event"] == "attestations"
-                 and e["round"] == round_ and mining <= e["ts"] <= end["ts"]]
-    return end["ts"] - attesting[-1] if attesting else 0.0
 
 
 def _download_link(model: dict[str, Any]) -> dict[str, float]:
