@@ -8,7 +8,8 @@ from that file holds a committed round whose transaction and `BlockCommitted` ev
 exists), saves through `anvil_dumpState` every INTERVAL seconds (0: only when it stops; on a
 chain so long that a save takes more than INTERVAL / 4, every 4 x a save's duration) and
 writes a dump only once its blocks, transactions and senders' nonces agree (`is_whole`), by
-an atomic rename. On SIGTERM or SIGINT it saves once more and stops anvil; if the keeper is
+an atomic rename (a state file that does not agree when the keeper starts, torn before it, is
+saved unchecked). On SIGTERM or SIGINT it saves once more and stops anvil; if the keeper is
 killed, anvil dies with it (Linux), and the last whole save is what the chain keeps."""
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-#: tries of one save before it writes a dump that does not check (a chain whose history was
-#: cut before this keeper: a tear lasts one block's mining, milliseconds)
+#: tries of one save before it writes a dump that does not check (a tear lasts one block's
+#: mining, milliseconds)
 TRIES = 40
 PR_SET_PDEATHSIG = 1
 #: a long chain's dump takes long to make and check: the next save waits at least this many
@@ -59,15 +60,16 @@ def dump(url: str) -> bytes:
     return gzip.decompress(bytes.fromhex(reply["result"].removeprefix("0x")))
 
 
-def save(url: str, path: Path, stopping: threading.Event | None = None) -> bool:
-    """Write the node's state to `path` (atomically) once a dump is whole; False if the node
-    did not answer (nothing is written)."""
+def save(url: str, path: Path, stopping: threading.Event | None = None,
+         check: bool = True) -> bool:
+    """Write the node's state to `path` (atomically) once a dump is whole (at once without
+    `check`); False if the node did not answer (nothing is written)."""
     for attempt in range(TRIES):
         try:
             raw = dump(url)
         except OSError:
             return False
-        if is_whole(json.loads(raw)) or attempt == TRIES - 1:
+        if not check or is_whole(json.loads(raw)) or attempt == TRIES - 1:
             break
         (stopping or threading.Event()).wait(0.05)
     tmp = path.with_name(path.name + ".tmp")
@@ -85,6 +87,8 @@ def main(argv: list[str]) -> int:
     """Run anvil, saving its state; anvil's exit code."""
     state, interval, url, rest = Path(argv[0]), float(argv[1]), argv[2], argv[3:]
     anvil = rest[1:] if rest[:1] == ["--"] else rest
+    # a file saved before the keeper may already hold a tear: its dumps can never check
+    check = not state.exists() or is_whole(json.loads(state.read_bytes()))
     if state.exists():
         anvil += ["--load-state", str(state)]
     stopping = threading.Event()
@@ -97,10 +101,10 @@ def main(argv: list[str]) -> int:
             break
         if interval:
             started = time.monotonic()
-            save(url, state, stopping)
+            save(url, state, stopping, check)
             wait = max(interval, BACKOFF * (time.monotonic() - started))
     if child.poll() is None:
-        save(url, state)
+        save(url, state, check=check)
         child.terminate()
         try:
             return child.wait(timeout=10)

@@ -81,3 +81,17 @@ def test_a_killed_keeper_takes_its_anvil_and_keeps_its_last_whole_save(tmp_path)
     finally:
         again.terminate()
         again.wait(timeout=15)
+
+
+def test_a_dump_that_never_checks_is_saved_once_without_the_check(tmp_path, monkeypatch):
+    """A keeper started from a file torn before it (never whole again) saves after one dump,
+    not after every retry; a whole node's save retries only while a dump is torn."""
+    from blockfl.chain import keeper
+
+    torn = {"blocks": [], "transactions": [], "accounts": {"0x1": {"nonce": 1, "code": "0x"}}}
+    calls = []
+    monkeypatch.setattr(keeper, "dump", lambda url: calls.append(url) or json.dumps(torn).encode())
+    assert keeper.save("u", tmp_path / "a.json", check=False) and len(calls) == 1
+    calls.clear()
+    assert keeper.save("u", tmp_path / "b.json") and len(calls) == keeper.TRIES
+    assert json.loads((tmp_path / "a.json").read_text()) == torn
