@@ -10,15 +10,22 @@ from dataclasses import replace
 import pytest
 import torch
 
-from blockfl.config import PrivacyConfig, TrainingConfig
+from blockfl.chain.deployment import Deployment
+from blockfl.chain.node import find_anvil, node_from_state
+from blockfl.cli import main
+from blockfl.config import PrivacyConfig, TrainingConfig, load_config
 from blockfl.devices.data import load_digits
 from blockfl.devices.device import Device
 from blockfl.keys import derived_key
+from blockfl.launcher import LocalNetwork
 from blockfl.models import initial_state, model_for_state
 from blockfl.privacy import PrivacyRule, dp_sgd_steps, epsilon, rounds_within_budget
 from blockfl.protocol import Genesis, ProtocolSpec
+from blockfl.signing import address_of
+from blockfl.sim.attack import run_one
 from blockfl.sim.runner import run_experiment
-from blockfl.task import TaskError
+from blockfl.sim.setup import task_data
+from blockfl.task import TaskError, load_task
 from tests.conftest import small_config
 from tests.test_explorer_browser import READ_TABLE, browser, wait_until
 from tests.test_privacy import deployed
@@ -197,21 +204,11 @@ def test_the_rewards_page_shows_an_epsilon_column_in_a_browser(dp_deployment, br
 
 @pytest.mark.anvil
 @pytest.mark.slow
+@pytest.mark.skipif(find_anvil() is None, reason="anvil binary not found (npm install)")
 def test_a_dp_sgd_network_of_processes_stops_each_device_at_its_budget(tmp_path):
     """`network up` with dp_sgd: every device process trains with Opacus and stops at its
     budget (the small shards first), the run check passes, and the chain pays each device
     exactly the rounds its budget covers."""
-    from blockfl.chain.deployment import Deployment
-    from blockfl.chain.node import find_anvil, node_from_state
-    from blockfl.cli import main
-    from blockfl.config import load_config
-    from blockfl.launcher import LocalNetwork
-    from blockfl.signing import address_of
-    from blockfl.sim.setup import task_data
-    from blockfl.task import load_task
-
-    if find_anvil() is None:
-        pytest.skip("anvil binary not found (npm install)")
     run_dir = tmp_path / "net"
     code = main(["network", "up", "--devices", "4", "--miners", "2", "--rounds", "4",
                  "--run-dir", str(run_dir), "--privacy-mode", "dp_sgd",
@@ -239,8 +236,6 @@ def test_a_dp_sgd_network_of_processes_stops_each_device_at_its_budget(tmp_path)
 def test_an_attack_run_ends_when_every_device_spent_its_budget(tmp_path):
     """`blockfl attack` with dp_sgd and a budget every device spends before the last round
     ends the run there, as `simulate` does (it raised 'no miner holds a verified update')."""
-    from blockfl.sim.attack import run_one
-
     config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 5.0},
                           network={"devices": 4, "miners": 2}, model={"name": "mlp"},
                           training={"epochs": 1, "lr": 0.5, "batch_size": 32,
