@@ -85,6 +85,10 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     """Run anvil, saving its state; anvil's exit code."""
+    if len(argv) < 5:
+        print("usage: python -m blockfl.chain.keeper STATE INTERVAL URL -- ANVIL [ARGS...]",
+              file=sys.stderr)
+        return 2
     state, interval, url, rest = Path(argv[0]), float(argv[1]), argv[2], argv[3:]
     anvil = rest[1:] if rest[:1] == ["--"] else rest
     # a file saved before the keeper may already hold a tear: its dumps can never check

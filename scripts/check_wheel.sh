@@ -44,4 +44,8 @@ while read -r command; do
     "$bin/blockfl" $command --help > /dev/null || { echo "FAILED: blockfl $command --help"; exit 1; }
 done < commands.txt
 "$bin/blockfl" demo --rounds 1
-echo "wheel check passed: $(wc -l < commands.txt) --help pages and blockfl demo --rounds 1 from $(basename "$tmp"/dist/*.whl)"
+# what `chain up` and `network up` run anvil under: a module of the wheel, run with -m
+keeper="$("$bin/python" -m blockfl.chain.keeper 2>&1 || true)"  # no arguments: its usage line
+[[ "$keeper" == "usage: python -m blockfl.chain.keeper"* ]] ||
+    { echo "FAILED: python -m blockfl.chain.keeper: $keeper"; exit 1; }
+echo "wheel check passed: $(wc -l < commands.txt) --help pages, blockfl demo --rounds 1 and the chain keeper from $(basename "$tmp"/dist/*.whl)"
