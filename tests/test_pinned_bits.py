@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from blockfl.config import Config, load_config
 from blockfl.sim.runner import run_experiment
@@ -135,10 +136,25 @@ EXPECTED: dict[str, tuple[list[str], str, dict[str, float]]] = {
 }
 
 
+# oneDNN picks its convolution kernels by the CPU's vector width, so the CNN's trained bits on an
+# AVX2 host differ from those above (computed where CI ran them first); the other models' agree
+CNN_BY_CAPABILITY = {
+    "AVX2": (['0x00012d545e1c5bacc43ad9b9cfc424b4551c268ae1345c37bf6df9aa4ff8f038',
+              '0x00027d2d1a3cb0959aee612729b030511c02e43fe7202429da15b0bee3fb0400'],
+             'c9cca27ce9427ec0a80bb2deb35e53e505b7a9ebf1497a1591dc26d66d4d5067'),
+}
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_the_bits_of_a_seeded_run_are_pinned(name, tmp_path):
     blocks, model, metrics = pinned_run(name, tmp_path)
     want_blocks, want_model, want_metrics = EXPECTED[name]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if name == "cnn" and capability in CNN_BY_CAPABILITY:
+        want_blocks, want_model = CNN_BY_CAPABILITY[capability]
     assert model == want_model
     assert blocks == want_blocks
-    assert metrics == pytest.approx(want_metrics, rel=1e-12, abs=1e-12)
+    # the metrics are not hashed by anyone: torch's float32 loss reduction adds in an order that
+    # follows the CPU's vector width (an AVX2 host's loss is 1 ulp from an AVX-512 host's), so
+    # they are pinned to a few float32 ulps; the model and the blocks are pinned to the bit
+    assert metrics == pytest.approx(want_metrics, rel=1e-6, abs=1e-9)
