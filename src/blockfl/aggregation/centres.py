@@ -24,7 +24,12 @@ from collections.abc import Sequence
 
 import torch
 
-from blockfl.aggregation.kernels import order_statistic_mean, squared_norm, weighted_mean
+from blockfl.aggregation.kernels import (
+    order_statistic_mean,
+    scaled_distance,
+    squared_norm,
+    weighted_mean,
+)
 from blockfl.aggregation.updates import WeightedUpdate, ordered_updates
 from blockfl.tensors import StateDict, tensor_hash
 
@@ -33,8 +38,7 @@ NU = 1e-6  # Weiszfeld's smoothing: no distance counts as less than this
 
 def _distance(base: StateDict, delta: StateDict, scale: float, centre: StateDict) -> float:
     """``|scale x delta - centre|``, element-wise in float64, then a fixed-tree norm."""
-    return squared_norm([delta[k].to(torch.float64).mul(scale).sub_(centre[k])
-                         for k in base]) ** 0.5
+    return scaled_distance([delta[k] for k in base], scale, [centre[k] for k in base]) ** 0.5
 
 
 def geometric_median(

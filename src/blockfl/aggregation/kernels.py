@@ -8,7 +8,9 @@ Results use element-wise IEEE-754 operations in a fixed order only, never a libr
   the next, in a compiled loop (`blockfl.aggregation.accumulate`);
 - coordinate-wise order statistics come from a sort, whose result is unique once every -0.0
   is made +0.0 (update values are finite: miners verify that);
-- squared norms are float64 pairwise sums in a fixed tree;
+- squared norms and distances are float64 pairwise sums in a fixed tree: the values squared,
+  halved until one remains (``v[i] + v[i + half]``, a +0.0 appended to an odd count), in a
+  compiled loop (`blockfl.aggregation.squares`);
 - Krum's distances are exact integers: updates quantized to a common fixed-point grid, their
   Gram matrix a BLAS product over chunks small enough that float64 holds every partial sum
   exactly, so the BLAS's order of additions cannot change it.
@@ -129,23 +131,30 @@ def order_statistic_mean(
     return torch.from_numpy(out).view(base.shape)
 
 
-def _tree_sum(values: np.ndarray) -> float:
-    """Pairwise sum in a fixed tree: halves added element-wise until one value remains."""
-    v = values
-    while v.size > 1:
-        if v.size % 2:
-            v = np.append(v, 0.0)
-        half = v.size // 2
-        v = v[:half] + v[half:]
-    return float(v[0]) if v.size else 0.0
+def _values(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as one float32 or float64 array (widened exactly where need be)."""
+    return _widened(_flat(t)).contiguous().numpy()
 
 
 def squared_norm(tensors: Sequence[torch.Tensor]) -> float:
-    """Sum of squares of every element (tensors in the given order), deterministic."""
+    """Sum of squares of every element, deterministic: per tensor (in the given order) a
+    fixed-tree sum of the values squared in float64 (`blockfl.aggregation.squares`), the
+    tensors' sums added in order from 0.0."""
+    return scaled_distance(tensors, 1.0, None)
+
+
+def scaled_distance(tensors: Sequence[torch.Tensor], scale: float,
+                    centre: Sequence[torch.Tensor] | None) -> float:
+    """``|scale x tensors - centre|**2`` (``centre`` None: 0), deterministic: per element
+    ``float64(x) * scale - float64(c)``, squared, each rounded once; the same trees as
+    `squared_norm`."""
+    from blockfl.aggregation.squares import tree_sum_of_squares  # numba: compiled on first use
+
     total = 0.0
-    for t in tensors:
-        x = _flat(t).numpy().astype(np.float64)
-        total += _tree_sum(x * x)  # a float32 value squared is exact in float64
+    for i, t in enumerate(tensors):
+        values = _values(t)
+        c = _values(centre[i]) if centre is not None else values
+        total += tree_sum_of_squares(values, c, float(scale), centre is not None)
     return total
 
 
