@@ -16,6 +16,7 @@ from blockfl.aggregation import AggregationRule, WeightedUpdate
 from blockfl.aggregation.centres import NU, buckets, centered_clip, geometric_median
 from blockfl.aggregation.trust import at_least
 from blockfl.config import AggregationConfig
+from blockfl.tensors import tensor_hash
 
 SHAPES = {"w": (5, 4), "b": (4,)}
 
@@ -132,3 +133,40 @@ def test_trust_agrees_on_anvil(tmp_path, anvil_url):
 
     local = _agreeing_run(tmp_path / "local", "trust", ledger="local")
     assert _agreeing_run(tmp_path / "anvil", "trust", ledger="evm", rpc_url=anvil_url) == local
+
+
+#: digests of each rule's model on `_pinned_case`, computed before norms and distances moved into
+#: a compiled loop (commit 1649a1f): any change to how they are computed must keep every bit
+PINNED = {
+    "clipped_fedavg": ("3001bc78a4b0973823162968b62c64a118a18cbf5010df477478b7903f3f6543", 13),
+    "geomed": ("6641aef6e26207be651322d62ce7a20b208128fef5972a62ba88d254a3470227", 13),
+    "centered_clip": ("433ad1cf77a4972da81031d4d8543670a32123fd67aeea5afcc4f419940578e0", 13),
+    "trust": ("ab60153d861abfb738cf84587d40c3169d77085debcd5efd06db52437030872e", 7),
+}
+
+
+def _pinned_case():
+    """13 seeded float32 updates around a common direction, magnitudes 1e-3 to 1, every fifth
+    one flipped and tripled, layers of odd and even sizes."""
+    rng = np.random.default_rng(11)
+    shapes = {"a.weight": (37, 29), "a.bias": (37,), "b.weight": (5, 37)}
+    base = {k: torch.from_numpy(rng.standard_normal(s).astype(np.float32))
+            for k, s in shapes.items()}
+    common = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    updates = []
+    for i in range(13):
+        scale = 10.0 ** rng.uniform(-3, 0)
+        delta = {k: torch.from_numpy(((common[k] + 0.5 * rng.standard_normal(s)) * scale)
+                                     .astype(np.float32)) for k, s in shapes.items()}
+        if i % 5 == 4:
+            delta = {k: -3 * v for k, v in delta.items()}
+        updates.append(WeightedUpdate(f"0x{i + 1:040x}", delta, int(rng.integers(20, 400))))
+    return base, updates
+
+
+@pytest.mark.parametrize("rule", list(PINNED))
+def test_the_rules_bits_are_pinned(rule):
+    base, updates = _pinned_case()
+    chosen = AggregationRule(AggregationConfig(rule=rule, f=3))
+    kept, _ = chosen.select(base, updates)
+    assert (tensor_hash(chosen.aggregate(base, kept)).hex(), len(kept)) == PINNED[rule]

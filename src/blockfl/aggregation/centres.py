@@ -87,8 +87,11 @@ def centered_clip(
     centre = {k: order_statistic_mean(zero[k], [m[k] for m in means], (n - 1) // 2, n // 2 + 1)
               for k in base}
     tau = statistics.median(_distance(base, m, 1.0, centre) for m in means)
+    gaps = [{k: torch.empty_like(m[k]) for k in base} for m in means]  # reused: no page faults
     for _ in range(iterations):
-        gaps = [{k: m[k] - centre[k] for k in base} for m in means]
+        for m, gap in zip(means, gaps, strict=True):
+            for k in base:
+                torch.sub(m[k], centre[k], out=gap[k])
         lengths = [squared_norm([g[k] for k in base]) ** 0.5 for g in gaps]
         weights = [min(1.0, tau / length) if length > 0 else 1.0 for length in lengths]
         centre = {k: weighted_mean(centre[k], [g[k] for g in gaps], weights, n) for k in base}
