@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one thread for NumPy's BLAS too, before NumPy loads
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import machine  # noqa: E402
@@ -67,7 +68,10 @@ def _ours(rule: str, f: int) -> Callable[[dict, list], object]:
     chosen = AggregationRule(AggregationConfig(rule=rule, beta=BETA, f=f))
 
     def run(base: dict, updates: list) -> object:
-        kept, _ = chosen.select(base, updates)
+        # fresh update objects each call, as a new block's are: a rule may reuse work done on
+        # the very same objects (trust's second geometric median), which a repeat would hit
+        fresh = [dataclasses.replace(u) for u in updates]
+        kept, _ = chosen.select(base, fresh)
         return chosen.aggregate(base, kept)
     return run
 

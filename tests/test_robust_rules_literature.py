@@ -5,6 +5,7 @@ tested for every rule in tests/test_robust_rules.py and tests/test_attacks.py.""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from fractions import Fraction
 
@@ -170,3 +171,17 @@ def test_the_rules_bits_are_pinned(rule):
     chosen = AggregationRule(AggregationConfig(rule=rule, f=3))
     kept, _ = chosen.select(base, updates)
     assert (tensor_hash(chosen.aggregate(base, kept)).hex(), len(kept)) == PINNED[rule]
+
+
+def test_the_weiszfeld_steps_reused_for_the_same_updates_are_the_steps_made_anew():
+    base, updates = _pinned_case()
+    other = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1))
+             for k, v in base.items()}
+    cases = [(base, None, 8), (other, None, 8), (base, [0.5] * 13, 8), (base, None, 3),
+             (base, None, 8)]
+    # each with fresh objects (nothing to reuse), then all with the same objects in turn
+    cold = [tensor_hash(geometric_median(b, [dataclasses.replace(u) for u in updates], n, s))
+            for b, s, n in cases]
+    for (b, scales, steps), want in zip(cases, cold, strict=True):
+        assert tensor_hash(geometric_median(b, updates, steps, scales)) == want
+        assert tensor_hash(geometric_median(b, updates, steps, scales)) == want  # reused
