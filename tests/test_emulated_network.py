@@ -148,3 +148,31 @@ def test_a_partition_that_cannot_happen_is_refused_before_anything_is_made(tmp_p
     assert message in result.stderr.strip().splitlines()[-1]
     assert (_namespaces(), _links()) == before
     assert not (tmp_path / "net").exists()
+
+
+def test_tls_on_emulated_hosts_names_every_host_and_commits(tmp_path):
+    """With `--tls` every client verifies the miners' certificate against its own host's
+    address (no loopback to fall back on), so a run that commits shows the names are right."""
+    from cryptography import x509
+
+    run = tmp_path / "net"
+    result = subprocess.run(
+        [sys.executable, "-m", "blockfl.cli", "network", "up", *SMALL, "--rounds", "2",
+         "--run-dir", str(run), "--json", "--emulate-links", "--tls"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert [b["round"] for b in summary["blocks"]] == [1, 2]
+    assert all(r["agrees"] for r in summary["rewards"])
+    plan = json.loads((run / HOSTS_FILE).read_text())
+    addresses = {h["address"] for h in plan["hosts"].values()}
+    certificate = x509.load_pem_x509_certificate((run / "tls" / "server.pem").read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == addresses | {
+        "127.0.0.1"}
+    for name, host in plan["hosts"].items():  # each miner served HTTPS at its own address
+        if name.startswith("miner"):
+            events = [json.loads(line) for line in
+                      (run / "logs" / f"{name}.jsonl").read_text().splitlines()]
+            urls = [e["url"] for e in events if e["event"] == "listening"]
+            assert urls and urls[0].startswith(f"https://{host['address']}:"), urls
