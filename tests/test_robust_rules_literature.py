@@ -185,3 +185,15 @@ def test_the_weiszfeld_steps_reused_for_the_same_updates_are_the_steps_made_anew
     for (b, scales, steps), want in zip(cases, cold, strict=True):
         assert tensor_hash(geometric_median(b, updates, steps, scales)) == want
         assert tensor_hash(geometric_median(b, updates, steps, scales)) == want  # reused
+
+
+def test_the_reused_weiszfeld_weights_keep_no_update_alive():
+    import gc
+    import weakref
+
+    base, updates = _pinned_case()
+    geometric_median(base, updates, 2)
+    refs = [weakref.ref(u) for u in updates]
+    del updates
+    gc.collect()
+    assert all(ref() is None for ref in refs)

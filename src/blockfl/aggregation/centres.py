@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -55,7 +56,7 @@ def geometric_median(
             for k, b in base.items()}
 
 
-_last: tuple = ()  # the last steps' inputs (the update objects themselves) and their result
+_last: tuple = ()  # the last steps' inputs (weak references to the updates) and their result
 
 
 def _weiszfeld_weights(base: StateDict, ordered: list[WeightedUpdate], iterations: int,
@@ -63,12 +64,13 @@ def _weiszfeld_weights(base: StateDict, ordered: list[WeightedUpdate], iteration
     """Each update's Weiszfeld weight after ``iterations`` steps. They depend only on the
     updates, the factors and the layers' names, shapes and dtypes, not on the base's values:
     the same update objects asked again (`trust` takes the median of its candidates, then of
-    the kept updates, often the same) get the last result, the very bits these steps make."""
+    the kept updates, often the same) get the last result, the very bits these steps make. The
+    updates are held by weak reference: the last result never keeps a block's updates alive."""
     global _last
     layout = [(k, b.shape, b.dtype) for k, b in base.items()]
     last = _last
     if (last and len(last[0]) == len(ordered) and all(
-            a is b for a, b in zip(last[0], ordered, strict=True))
+            ref() is u for ref, u in zip(last[0], ordered, strict=True))
             and last[1:4] == (factors, iterations, layout)):
         return last[4]
     beta = [float(u.n_samples) for u in ordered]
@@ -80,7 +82,7 @@ def _weiszfeld_weights(base: StateDict, ordered: list[WeightedUpdate], iteration
                   for k in base}
         beta = [u.n_samples / max(NU, _distance(base, u.delta, s, centre))
                 for u, s in zip(ordered, factors, strict=True)]
-    _last = (list(ordered), list(factors), iterations, layout, beta)
+    _last = ([weakref.ref(u) for u in ordered], list(factors), iterations, layout, beta)
     return beta
 
 
