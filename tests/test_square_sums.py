@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from blockfl.aggregation.kernels import scaled_distance, squared_norm
+from blockfl.aggregation.kernels import squared_distance, squared_norm
 
 
 def _tree(values: np.ndarray) -> float:
@@ -53,11 +53,11 @@ def test_norms_and_distances_are_the_fixed_tree_bit_for_bit(dtype):
             strict=False)]
         scale = float(rng.random() * 3)
         assert squared_norm(tensors) == _reference(tensors, 1.0, None), sizes
-        assert scaled_distance(tensors, scale, centre) == _reference(tensors, scale, centre), \
+        assert squared_distance(tensors, scale, centre) == _reference(tensors, scale, centre), \
             sizes
 
 
 def test_a_norm_is_exact_where_it_can_be():
     assert squared_norm([torch.tensor([3.0, 4.0]), torch.tensor([12.0])]) == 169.0
-    assert scaled_distance([torch.tensor([3.0, 4.0])], 2.0, [torch.tensor([6.0, 0.0])]) == 64.0
+    assert squared_distance([torch.tensor([3.0, 4.0])], 2.0, [torch.tensor([6.0, 0.0])]) == 64.0
     assert squared_norm([torch.zeros(0)]) == 0.0

@@ -27,7 +27,7 @@ import torch
 
 from blockfl.aggregation.kernels import (
     order_statistic_mean,
-    scaled_distance,
+    squared_distance,
     squared_norm,
     weighted_mean,
 )
@@ -39,7 +39,7 @@ NU = 1e-6  # Weiszfeld's smoothing: no distance counts as less than this
 
 def _distance(base: StateDict, delta: StateDict, scale: float, centre: StateDict) -> float:
     """``|scale x delta - centre|``, element-wise in float64, then a fixed-tree norm."""
-    return scaled_distance([delta[k] for k in base], scale, [centre[k] for k in base]) ** 0.5
+    return squared_distance([delta[k] for k in base], scale, [centre[k] for k in base]) ** 0.5
 
 
 def geometric_median(

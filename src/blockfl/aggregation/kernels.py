@@ -140,10 +140,10 @@ def squared_norm(tensors: Sequence[torch.Tensor]) -> float:
     """Sum of squares of every element, deterministic: per tensor (in the given order) a
     fixed-tree sum of the values squared in float64 (`blockfl.aggregation.squares`), the
     tensors' sums added in order from 0.0."""
-    return scaled_distance(tensors, 1.0, None)
+    return squared_distance(tensors, 1.0, None)
 
 
-def scaled_distance(tensors: Sequence[torch.Tensor], scale: float,
+def squared_distance(tensors: Sequence[torch.Tensor], scale: float,
                     centre: Sequence[torch.Tensor] | None) -> float:
     """``|scale x tensors - centre|**2`` (``centre`` None: 0), deterministic: per element
     ``float64(x) * scale - float64(c)``, squared, each rounded once; the same trees as
@@ -153,7 +153,7 @@ def scaled_distance(tensors: Sequence[torch.Tensor], scale: float,
     total = 0.0
     for i, t in enumerate(tensors):
         values = _values(t)
-        c = _values(centre[i]) if centre is not None else values
+        c = _values(centre[i]) if centre is not None else values  # unread without a centre
         total += tree_sum_of_squares(values, c, float(scale), centre is not None)
     return total
 
