@@ -102,8 +102,9 @@ class Device:
             n = len(self.shard)
             zero = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
             return LocalUpdate(zero, n, self._modelled_seconds(n), float("nan"))
-        return self.keep(local_update(self.task, self.global_state, self.shard, self.training,
-                                      self._round_seed(round_), self.kept))
+        return self.keep(local_update(self.task, self.global_state, self.shard,
+                                      self.training.at_round(round_), self._round_seed(round_),
+                                      self.kept))
 
     def keep(self, local: LocalUpdate) -> LocalUpdate:
         """Hold the kept tensors this device's training `local` left (its update is sent

@@ -108,3 +108,38 @@ def test_evaluate_regression_and_classification_keys():
     state = initial_state("cnn", digits.input_shape, 10, seed=0)
     metrics = evaluate("cnn", state, digits.x[:50], digits.y[:50], "classification")
     assert set(metrics) == {"accuracy", "loss"} and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_lr_decay_sets_each_rounds_rate_and_refuses_a_factor_out_of_range():
+    training = TrainingConfig(lr=0.4, lr_decay=0.5)
+    assert [training.at_round(r).lr for r in (1, 2, 3)] == [0.4, 0.2, 0.1]
+    constant = TrainingConfig(lr=0.4)
+    assert constant.at_round(7) is constant
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"training\.lr_decay"):
+            TrainingConfig(lr_decay=bad)
+
+
+def test_a_decayed_rounds_training_is_the_same_batched_and_one_by_one(tmp_path):
+    """Round 3 trains at lr x decay^2 on both paths of `simulate` (the stacked fast path and
+    the device's own), so their bits agree, and differ from the constant rate's."""
+    from dataclasses import replace
+
+    from blockfl.devices.device import Device
+    from blockfl.sim.setup import build_experiment
+    from blockfl.sim.training import local_updates
+    from tests.conftest import key, small_config
+
+    config = small_config(tmp_path)
+    experiment = build_experiment(config)
+
+    def deltas(training: TrainingConfig, batched: bool) -> list[bytes]:
+        devices = [Device(key(f"d{i}"), shard, experiment.task, training, experiment.initial,
+                          seed=i) for i, shard in enumerate(experiment.shards[:3])]
+        return [tensor_hash(u.delta) for u in local_updates(devices, 3, batched)]
+
+    decayed = replace(config.training, lr_decay=0.5)
+    assert deltas(decayed, batched=True) == deltas(decayed, batched=False)
+    at_quarter = replace(config.training, lr=config.training.lr / 4)
+    assert deltas(decayed, batched=False) == deltas(at_quarter, batched=False)
+    assert deltas(decayed, batched=True) != deltas(config.training, batched=True)

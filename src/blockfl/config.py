@@ -78,6 +78,9 @@ class TrainingConfig:
     algorithm: str = "sgd"  # sgd (FedAvg) | svrg (the paper's federated SVRG, linear regression)
     epochs: int = 2
     lr: float = 0.3
+    # the learning rate of round r is lr x lr_decay^(r - 1): 1 keeps it constant; below 1 it
+    # decays round by round (what DP-SGD needs, where the last round's noise sets the model)
+    lr_decay: float = 1.0
     batch_size: int = 16
     # The computation time a device signs: "modelled" (epochs x samples x ms_per_sample, as in
     # the latency model) or "measured" (wall clock of its training). Modelled times make block
@@ -85,6 +88,18 @@ class TrainingConfig:
     # on a loaded machine; measured ones make `simulate` late whenever training is slow.
     compute_time: str = "modelled"
     ms_per_sample: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"training.lr_decay = {self.lr_decay} out of range: the learning "
+                             "rate's factor per round, 0 < lr_decay <= 1")
+
+    def at_round(self, round_: int) -> TrainingConfig:
+        """This training for round `round_` (from 1): its learning rate decayed
+        `round_ - 1` times by `lr_decay`; itself when the rate is constant."""
+        if self.lr_decay == 1.0:
+            return self
+        return replace(self, lr=self.lr * self.lr_decay ** max(round_ - 1, 0))
 
 
 @dataclass(frozen=True)

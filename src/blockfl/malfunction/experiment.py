@@ -115,7 +115,7 @@ def _train_round(
     """Local SGD of every device from its base model; seeds depend on (seed, round, device)."""
     updates = []
     for k, (shard, base) in enumerate(zip(experiment.shards, bases, strict=True)):
-        local = local_update(experiment.task, base, shard, config.training,
+        local = local_update(experiment.task, base, shard, config.training.at_round(r + 1),
                              entropy(config.run.seed, r, TRAINING_STREAM, k))
         updates.append(WeightedUpdate(f"device{k:04d}", local.delta, local.n_samples))
     return updates

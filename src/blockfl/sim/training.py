@@ -45,7 +45,8 @@ def local_updates(devices: Sequence[Device], round_: int, batched: bool) -> list
     for members in by_base.values():
         first = devices[members[0]]
         jobs = [devices[i].training_job(round_) for i in members]
-        updates = task_updates(first.task, first.global_state, jobs, first.training)
+        updates = task_updates(first.task, first.global_state, jobs,
+                               first.training.at_round(round_))
         for i, update in zip(members, updates, strict=True):
             out[i] = devices[i].keep(update)
     return out  # type: ignore[return-value]
