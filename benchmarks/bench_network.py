@@ -64,10 +64,11 @@ WARMUP = 4
 # ---------------------------------------------------------------------- part 1: the network
 
 
-#: `--emulate-links`: a device's uplink at 0.35 Mbit/s and downlink at 0.7 Mbit/s (`[links]`
-#: w_up 1e5, w_dn 2e5 Hz at the default SNR), so an update takes about 0.4 s and a round's
-#: download about 1 s and the links, not the machine's scheduling, set the transfer times
-EMULATED_LINKS = {"w_up": 1e5, "w_dn": 2e5}
+#: `--emulate-links`: a device's uplink at 0.35 Mbit/s and downlink at 0.7 Mbit/s, a miner's
+#: link at 2.1 Mbit/s (`[links]` w_up 1e5, w_dn 2e5, w_m 6e5 Hz at the default SNR), so an
+#: update takes about 0.4 s, a round's download about 1 s and one gossiped copy 80 ms: the
+#: links, not the machine's scheduling, set the transfer times
+EMULATED_LINKS = {"w_up": 1e5, "w_dn": 2e5, "w_m": 6e5}
 
 
 def network_config(rounds: int, miners: int, devices: int, out_dir: Path,

@@ -8,6 +8,7 @@ count, so a hostile peer cannot make the queue grow without bound."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.events import EventLog, Throttled
 from blockfl.miners.node import BlockAnnouncement, Verdict
-from blockfl.wire import UpdateSubmission
+from blockfl.wire import UpdateSubmission, record_header
 
 MAX_BACKLOG = 256  # messages waiting for one peer
 DROPPED_EVERY = 10.0  # seconds between two `_dropped` events of one peer
@@ -33,9 +34,19 @@ class HttpPeer:
         self._dropped = Throttled(log, DROPPED_EVERY)
 
     def receive_gossip(self, submission: UpdateSubmission) -> Verdict:
-        """Queue the update for the peer; the peer's verdict is logged when it answers."""
-        self._queue("gossip", self.client.gossip, submission)
+        """Queue the update for the peer; the peer's verdict is logged when it answers, and a
+        `gossip_sent` event when it accepts (with `sent_at`, the copy's first byte, and its
+        size: the exchange's transfer in `latency compare`)."""
+        self._queue("gossip", self._gossip, submission)
         return Verdict(True, "queued")
+
+    def _gossip(self, submission: UpdateSubmission) -> None:
+        record = submission.signed.record
+        sent_at = time.time()
+        self.client.gossip(submission)
+        self.log("gossip_sent", peer=self.client.url, device=submission.device,
+                 round=record.round, sent_at=sent_at,
+                 bytes=len(submission.payload) + len(record_header(submission.signed)))
 
     def receive_block(self, announcement: BlockAnnouncement) -> None:
         """Queue the announcement of a committed block (the peer fetches tensors it lacks)."""

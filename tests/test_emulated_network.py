@@ -48,7 +48,7 @@ def test_an_emulated_network_commits_and_its_links_agree_with_the_model(tmp_path
     run = tmp_path / "net"
     result = subprocess.run(
         [sys.executable, "-m", "blockfl.cli", "network", "up", *SMALL, "--rounds", "4",
-         "--run-dir", str(run), "--json", "--emulate-links"],
+         "--links-w-m", "6e5", "--run-dir", str(run), "--json", "--emulate-links"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (_namespaces(), _links()) == before  # nothing left behind
@@ -72,6 +72,11 @@ def test_an_emulated_network_commits_and_its_links_agree_with_the_model(tmp_path
     down = phases["t_dn_link"]  # the model and the block's updates, through the miner's link
     assert down["kind"] == "link" and down["agrees"], down  # and the device's downlink
     assert down["measured"] > 0.6  # 80 kB at 0.7 Mbit/s
+    # miners' links at 2.1 Mbit/s: each update gossiped to the other miner (20 kB, 80 ms);
+    # the exchange ends with its slowest link's queue of copies (latency.exchange)
+    exchange = phases["t_ex_link"]
+    assert exchange["kind"] == "link" and exchange["agrees"], exchange
+    assert exchange["measured"] > 0.07
 
 
 def test_sigterm_removes_every_namespace_veth_and_bridge(tmp_path):

@@ -38,6 +38,7 @@ from typing import Any
 
 from blockfl.config import load_config
 from blockfl.emulated_hosts import HOSTS_FILE, transfer_seconds
+from blockfl.latency.exchange import exchange_seconds, measured_exchange
 from blockfl.latency.from_config import params_from_config
 from blockfl.latency.model import (
     LatencyParams,
@@ -166,7 +167,8 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
     """Compare the phases of a `network up` run (see :mod:`.network_logs`) with the model with
     the network's parameters: N_M, lambda and T_wait from its config; the measured compute and
     loopback transfer times, the attestation phase among them, are inputs; on emulated links
-    (`network up --emulate-links`) the upload's transfer is also checked against its term."""
+    (`network up --emulate-links`) the upload's, the download's and the gossip exchange's
+    transfers are also checked against their terms."""
     config = load_config(run_dir / "config.toml")
     rounds = network_rounds(run_dir, config.network.t_wait, config.network.devices)
     if not rounds:
@@ -217,7 +219,8 @@ def _emulated_links(run_dir: Path, rounds: list[NetworkRound]) -> list[PhaseComp
     whole frames) and the idle link's full bucket (`transfer_seconds`). The upload crosses the
     device's uplink; the download the miner's link and then the device's downlink, so its rate
     is the slower of the two (the model's broadcast: a miner's link faster than the devices
-    downloading from it at once)."""
+    downloading from it at once). The gossip exchange, round by round, against its slowest
+    miner link's queue of copies (`exchange_seconds`, each miner's rates)."""
     path = run_dir / HOSTS_FILE
     if not path.is_file():
         return []
@@ -242,6 +245,18 @@ def _emulated_links(run_dir: Path, rounds: list[NetworkRound]) -> list[PhaseComp
             transfer_seconds(r.links[bits] / 8, bps, float(plan["tcp_goodput"]),
                              plan["burst_bytes"]) for r in measured)
         out.append(PhaseComparison(term, mean, se, model, "link",
+                                   abs(mean - model) <= LINK_TOLERANCE * model))
+    gossiped = [r for r in rounds if r.gossip]
+    miners = {int(name.removeprefix("miner")): h for name, h in plan["hosts"].items()
+              if h["role"] == "miner"}
+    if gossiped and all(h["egress_bps"] and h["ingress_bps"] for h in miners.values()):
+        egress = {i: h["egress_bps"] for i, h in miners.items()}
+        ingress = {i: h["ingress_bps"] for i, h in miners.items()}
+        mean, se = _mean_se([measured_exchange(r.gossip) for r in gossiped])
+        model = statistics.fmean(
+            exchange_seconds(r.gossip, egress, ingress, float(plan["tcp_goodput"]),
+                             plan["burst_bytes"]) for r in gossiped)
+        out.append(PhaseComparison("t_ex_link", mean, se, model, "link",
                                    abs(mean - model) <= LINK_TOLERANCE * model))
     return out
 

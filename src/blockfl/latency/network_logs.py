@@ -23,7 +23,9 @@ miner's last byte of the body (`received_at` of `update_accepted`), and `up_bits
 sent (safetensors payload and the signed record's header), both averaged over devices; and the
 download's, `t_dn_link`, from the device's first request for the round's model to the last byte
 of the block's updates it recomputes the model from (`fetch_started`, `fetched_at` of `model`),
-and `dn_bits`, every HTTP byte it read meanwhile.
+and `dn_bits`, every HTTP byte it read meanwhile; and each gossiped copy between miners
+(`GossipCopy`: the sender's `gossip_sent`, the receiver's `update_accepted` via gossip), the
+exchange's transfer (`blockfl.latency.exchange`).
 
 Per device, t_dn + t_local + t_up + t_cross + t_bg + t_att adds up exactly to the round,
 c(r) - c(r-1): the phases cover it (`blockfl.round_phases` tabulates a network's rounds for
@@ -48,6 +50,18 @@ LINK_KEYS: tuple[str, ...] = ("t_up_link", "up_bits", "t_dn_link", "dn_bits")
 
 
 @dataclass(frozen=True)
+class GossipCopy:
+    """One update's copy gossiped from one miner to another (miner indices into the run's
+    logs): the sender's first byte, the receiver's last byte of the body, and its size."""
+
+    sender: int
+    receiver: int
+    sent_at: float
+    received_at: float
+    bytes: int
+
+
+@dataclass(frozen=True)
 class NetworkRound:
     """One round's measured phases (device phases averaged over devices) and the waiting
     rule's prediction of ``t_cross`` from the logged arrivals."""
@@ -64,6 +78,8 @@ class NetworkRound:
     #: t_bp (a miner that finds its own proof-of-work meanwhile forks; t_bp alone with a
     #: quorum of 1, where no `attestations` event says when the proof-of-work was found)
     fork_window: float
+    #: the round's gossip between miners, where both ends logged it (emulated links)
+    gossip: tuple[GossipCopy, ...] = ()
 
 
 def is_network_run(run_dir: Path) -> bool:
@@ -81,6 +97,7 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
     forks = forks_per_round(miners)
+    gossip = _gossip_copies(miners)
     accepted: dict[tuple[int, str], dict[str, Any]] = {}  # (round, device) -> upload accepted
     for log in miners:
         for e in log:
@@ -133,8 +150,36 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
-                                links, window))
+                                links, window, gossip.get(r, ())))
     return out
+
+
+def _gossip_copies(miners: list[list[dict[str, Any]]]) -> dict[int, tuple[GossipCopy, ...]]:
+    """Per round, every gossiped copy both of whose ends are logged: the sender's
+    `gossip_sent` (its peer's URL, `sent_at`, size) joined to the peer's `update_accepted`
+    via gossip of that device and round (`received_at`); the peer known by the URL its
+    `listening` event gives."""
+    index = {e["url"]: i for i, log in enumerate(miners) for e in log
+             if e["event"] == "listening"}
+    received: dict[tuple[int, int, str], float] = {}  # (receiver, round, device): the first
+    for i, log in enumerate(miners):
+        for e in log:
+            if e["event"] == "update_accepted" and e.get("via") == "gossip" \
+                    and "received_at" in e:
+                received.setdefault((i, e["round"], e["device"]), e["received_at"])
+    copies: dict[tuple[int, int, int, str], GossipCopy] = {}
+    for sender, log in enumerate(miners):
+        for e in log:
+            if e["event"] != "gossip_sent" or e["peer"] not in index:
+                continue
+            key = (index[e["peer"]], e["round"], e["device"])
+            if key in received:
+                copies.setdefault((sender, *key), GossipCopy(sender, key[0], e["sent_at"],
+                                                             received[key], e["bytes"]))
+    out: dict[int, list[GossipCopy]] = {}
+    for (_, _, round_, _), copy in sorted(copies.items()):
+        out.setdefault(round_, []).append(copy)
+    return {r: tuple(c) for r, c in out.items()}
 
 
 def _download_link(model: dict[str, Any]) -> dict[str, float]:
