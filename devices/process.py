@@ -299,7 +299,7 @@ class DeviceProcess:
                 block = self._block_updates(miner, head) if self.recompute else None
                 # the download alone, first request to last byte (latency compare)
                 link = {"fetch_started": fetch_started, "fetched_at": time.time(),
-                        "download_bytes": miner.received_bytes - before}
+                        "download_bytes": miner.received_bytes - before, "miner": miner.url}
                 kept, excluded = block or (None, ())
                 self.device.adopt(head.global_model_hash, model, kept, self.rule, excluded)
             except MinerUnavailable as exc:

@@ -73,7 +73,7 @@ def test_an_emulated_network_commits_and_its_links_agree_with_the_model(tmp_path
     assert down["kind"] == "link" and down["agrees"], down  # and the device's downlink
     assert down["measured"] > 0.6  # 80 kB at 0.7 Mbit/s
     # miners' links at 2.1 Mbit/s: each update gossiped to the other miner (20 kB, 80 ms);
-    # the exchange ends with its slowest link's queue of copies (latency.exchange)
+    # the exchange ends with its slowest link's queue of copies (latency.shared_links)
     exchange = phases["t_ex_link"]
     assert exchange["kind"] == "link" and exchange["agrees"], exchange
     assert exchange["measured"] > 0.07

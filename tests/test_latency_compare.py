@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from blockfl.latency.compare import (
     compare_command,
     compare_network,
     compare_run,
+    exponential_mean_agrees,
     fork_count_agrees,
 )
 from blockfl.latency.network_logs import network_rounds
@@ -124,3 +126,21 @@ def test_a_fork_count_is_judged_by_its_exact_distribution():
     assert fork_count_agrees(20, [0.5] * 40)
     assert fork_count_agrees(3, [0.0, 1.0, 1.0, 1.0]) and not fork_count_agrees(4, [0.0, 1.0,
                                                                                     1.0, 1.0])
+
+
+def test_a_network_runs_block_times_are_judged_by_their_exact_distribution():
+    """Five proof-of-work times averaging 0.26 s where the model's mean is 0.667 s: the sum of
+    five such exponentials is that small one time in 20 (scipy's gamma gives 0.052), within
+    3 standard errors' tail, though 3 of the sample's own standard errors (0.12 s) call it a
+    disagreement; a mean 30 times too small or 4.5 times too large is not."""
+    from scipy.stats import gamma
+
+    mean = 2 / 3
+    short = [0.10, 0.15, 0.22, 0.33, 0.525]
+    assert gamma.cdf(sum(short) / mean, 5) == pytest.approx(0.052, abs=0.002)
+    assert exponential_mean_agrees(short, mean)
+    spread = statistics.stdev(short) / len(short) ** 0.5
+    assert abs(statistics.fmean(short) - mean) > 3 * spread  # the sample's rule refuses it
+    assert not exponential_mean_agrees([0.01] * 5, mean)
+    assert not exponential_mean_agrees([3.0] * 5, mean)
+    assert exponential_mean_agrees([mean] * 40, mean)

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from blockfl.config import load_config
-from blockfl.emulated_hosts import HOSTS_FILE, transfer_seconds
-from blockfl.latency.exchange import exchange_seconds, measured_exchange
+from blockfl.emulated_hosts import HOSTS_FILE
 from blockfl.latency.from_config import params_from_config
 from blockfl.latency.model import (
     LatencyParams,
@@ -51,6 +50,8 @@ from blockfl.latency.model import (
     t_up,
 )
 from blockfl.latency.network_logs import PHASES, NetworkRound, is_network_run, network_rounds
+from blockfl.latency.shared_links import links_of, modelled_ends
+from blockfl.latency.transfers import Transfer, run_transfers
 
 DETERMINISTIC_TOLERANCE = 0.02
 LINK_TOLERANCE = 0.05
@@ -188,7 +189,8 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
             out.append(PhaseComparison(term, mean, se, cross_model, "deterministic", ok))
         elif term == "t_bg":
             out.append(PhaseComparison(term, mean, se, t_bg_model, "statistical",
-                                       _agrees(mean, se, t_bg_model, "statistical")))
+                                       exponential_mean_agrees(
+                                           [r.phases["t_bg"] for r in rounds], t_bg_model)))
         else:
             out.append(PhaseComparison(term, mean, se, mean, "input", True))
     out += _emulated_links(run_dir, rounds)
@@ -214,51 +216,63 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
 
 
 def _emulated_links(run_dir: Path, rounds: list[NetworkRound]) -> list[PhaseComparison]:
-    """For a run on emulated links (`hosts.json`), each transfer measured on its own against
-    the model's ``bits / R`` with the run's own rates, corrected for TCP/IP framing (tc shapes
-    whole frames) and the idle link's full bucket (`transfer_seconds`). The upload crosses the
-    device's uplink; the download the miner's link and then the device's downlink, so its rate
-    is the slower of the two (the model's broadcast: a miner's link faster than the devices
-    downloading from it at once). The gossip exchange, round by round, against its slowest
-    miner link's queue of copies (`exchange_seconds`, each miner's rates)."""
+    """For a run on emulated links (`hosts.json`), each kind of transfer measured on its own
+    against the model with the run's own rates (`blockfl.latency.shared_links`: every
+    transfer of the run sharing its two links with the others in progress, bytes as frames,
+    an idle link's full bucket), round by round over the measured `rounds`: the upload
+    (`t_up_link`) and the download (`t_dn_link`) averaged over devices, and the gossip
+    exchange (`t_ex_link`) from the round's first copy's first byte to its last copy's last.
+    How TCP divides a link among copies decides which ends first, not when the last does (a
+    work-conserving link is done with its bytes at the same time whatever the order), so the
+    exchange is compared by its span."""
     path = run_dir / HOSTS_FILE
     if not path.is_file():
         return []
     plan = json.loads(path.read_text())
-    hosts = plan["hosts"].values()
-
-    def rate(role: str, side: str) -> float | None:
-        rates = {h[side] for h in hosts if h["role"] == role}
-        return rates.pop() if len(rates) == 1 and None not in rates else None
-
-    up, down, miner = (rate("device", "egress_bps"), rate("device", "ingress_bps"),
-                       rate("miner", "egress_bps"))
-    links = [("t_up_link", "up_bits", up),
-             ("t_dn_link", "dn_bits", None if down is None or miner is None else min(down, miner))]
+    capacity = {f"{name}:{side}": h[f"{way}_bps"] for name, h in plan["hosts"].items()
+                for side, way in (("out", "egress"), ("in", "ingress")) if h[f"{way}_bps"]}
+    transfers = [t for t in run_transfers(run_dir)
+                 if all(link in capacity for link in links_of(t))]
+    ends = modelled_ends(transfers, capacity, float(plan["tcp_goodput"]), plan["burst_bytes"])
+    measured_rounds = {r.round for r in rounds}
     out = []
-    for term, bits, bps in links:
-        measured = [r for r in rounds if term in r.links]
-        if not measured or bps is None:
+    for term, kind in (("t_up_link", "upload"), ("t_dn_link", "download"),
+                       ("t_ex_link", "gossip")):
+        by_round: dict[int, list[tuple[Transfer, float]]] = {}
+        for t, end in zip(transfers, ends, strict=True):
+            if t.kind == kind and t.round in measured_rounds:
+                by_round.setdefault(t.round, []).append((t, end))
+        if not by_round:
             continue
-        mean, se = _mean_se([r.links[term] for r in measured])
-        model = statistics.fmean(
-            transfer_seconds(r.links[bits] / 8, bps, float(plan["tcp_goodput"]),
-                             plan["burst_bytes"]) for r in measured)
+        if kind == "gossip":  # the exchange: the round's first byte to its last
+            measured = [max(t.end for t, _ in ts) - min(t.start for t, _ in ts)
+                        for ts in by_round.values()]
+            modelled = [max(e for _, e in ts) - min(t.start for t, _ in ts)
+                        for ts in by_round.values()]
+        else:
+            measured = [statistics.fmean(t.end - t.start for t, _ in ts)
+                        for ts in by_round.values()]
+            modelled = [statistics.fmean(e - t.start for t, e in ts) for ts in by_round.values()]
+        mean, se = _mean_se(measured)
+        model = statistics.fmean(modelled)
         out.append(PhaseComparison(term, mean, se, model, "link",
                                    abs(mean - model) <= LINK_TOLERANCE * model))
-    gossiped = [r for r in rounds if r.gossip]
-    miners = {int(name.removeprefix("miner")): h for name, h in plan["hosts"].items()
-              if h["role"] == "miner"}
-    if gossiped and all(h["egress_bps"] and h["ingress_bps"] for h in miners.values()):
-        egress = {i: h["egress_bps"] for i, h in miners.items()}
-        ingress = {i: h["ingress_bps"] for i, h in miners.items()}
-        mean, se = _mean_se([measured_exchange(r.gossip) for r in gossiped])
-        model = statistics.fmean(
-            exchange_seconds(r.gossip, egress, ingress, float(plan["tcp_goodput"]),
-                             plan["burst_bytes"]) for r in gossiped)
-        out.append(PhaseComparison("t_ex_link", mean, se, model, "link",
-                                   abs(mean - model) <= LINK_TOLERANCE * model))
     return out
+
+
+def exponential_mean_agrees(values: list[float], model_mean: float) -> bool:
+    """Whether `values`, draws of an exponential of mean `model_mean` under the model (the
+    proof-of-work's time), are as likely as 3 standard errors allow: neither tail of their
+    sum's exact distribution (Gamma of shape n: ``P(S <= s) = 1 - sum_{k<n} e^-s s^k / k!``
+    in units of the mean) below ``FORK_TAIL``. The sample's own spread shrinks with its mean,
+    so 3 of its standard errors call a run of five short rounds a disagreement that the model
+    gives one chance in 20."""
+    n, s = len(values), sum(values) / model_mean
+    term, upper = math.exp(-s), 0.0  # upper: P(S > s) = sum_{k<n} e^-s s^k / k!
+    for k in range(n):
+        upper += term
+        term *= s / (k + 1)
+    return min(1.0 - upper, upper) >= FORK_TAIL
 
 
 def fork_count_agrees(forked: int, p_forks: list[float]) -> bool:

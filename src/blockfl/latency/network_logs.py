@@ -17,15 +17,7 @@ on: round 1 carries process start-up), with `c(r)` the winner's `committed` even
               miners, one after another, until q - 1 attested (0 with a quorum of 1)
     t_bp      `committed` -> each other miner's `adopted` of round r (announcement, full check)
 
-and the upload's transfer alone, for runs whose links are emulated (`network up
---emulate-links`): `t_up_link` from the device's first byte (`sent_at` of `uploaded`) to the
-miner's last byte of the body (`received_at` of `update_accepted`), and `up_bits`, the bits it
-sent (safetensors payload and the signed record's header), both averaged over devices; and the
-download's, `t_dn_link`, from the device's first request for the round's model to the last byte
-of the block's updates it recomputes the model from (`fetch_started`, `fetched_at` of `model`),
-and `dn_bits`, every HTTP byte it read meanwhile; and each gossiped copy between miners
-(`GossipCopy`: the sender's `gossip_sent`, the receiver's `update_accepted` via gossip), the
-exchange's transfer (`blockfl.latency.exchange`).
+and, for runs whose links are emulated, each transfer on its own (`blockfl.latency.transfers`).
 
 Per device, t_dn + t_local + t_up + t_cross + t_bg + t_att adds up exactly to the round,
 c(r) - c(r-1): the phases cover it (`blockfl.round_phases` tabulates a network's rounds for
@@ -45,20 +37,6 @@ from blockfl.events import role_logs
 from blockfl.round_phases import attestation_event, forks_per_round
 
 PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp")
-#: the transfers measured on their own on emulated links, and their sizes
-LINK_KEYS: tuple[str, ...] = ("t_up_link", "up_bits", "t_dn_link", "dn_bits")
-
-
-@dataclass(frozen=True)
-class GossipCopy:
-    """One update's copy gossiped from one miner to another (miner indices into the run's
-    logs): the sender's first byte, the receiver's last byte of the body, and its size."""
-
-    sender: int
-    receiver: int
-    sent_at: float
-    received_at: float
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -73,13 +51,10 @@ class NetworkRound:
     updates: int
     forks: int
     attempts: int
-    links: dict[str, float]
     #: from the winner's proof-of-work to the other miners' `adopted`: t_att, the commit and
     #: t_bp (a miner that finds its own proof-of-work meanwhile forks; t_bp alone with a
     #: quorum of 1, where no `attestations` event says when the proof-of-work was found)
     fork_window: float
-    #: the round's gossip between miners, where both ends logged it (emulated links)
-    gossip: tuple[GossipCopy, ...] = ()
 
 
 def is_network_run(run_dir: Path) -> bool:
@@ -87,7 +62,8 @@ def is_network_run(run_dir: Path) -> bool:
     return (run_dir / "logs").is_dir() and any((run_dir / "logs").glob("miner*.jsonl"))
 
 
-def _address(events: list[dict[str, Any]]) -> str:
+def process_address(events: list[dict[str, Any]]) -> str:
+    """The address a process's log says it started with (its `started` event)."""
     return next((e["address"] for e in events if e["event"] == "started"), "")
 
 
@@ -97,7 +73,6 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
     forks = forks_per_round(miners)
-    gossip = _gossip_copies(miners)
     accepted: dict[tuple[int, str], dict[str, Any]] = {}  # (round, device) -> upload accepted
     for log in miners:
         for e in log:
@@ -119,19 +94,17 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
                                                                     arrivals[-1])
         per_device = []
         for log in devices:
-            address = _address(log)
+            address = process_address(log)
             models = [e for e in log if e["event"] == "model" and e["round"] == r - 1]
             upload = [e for e in log if e["event"] == "uploaded" and e["round"] == r]
             if not models or not upload or (r, address) not in accepted:
                 continue
             held = models[0]["ts"]
             local = upload[0]["compute_time_ms"] / 1000
-            received = accepted[(r, address)]
-            arrival = received["ts"]
+            arrival = accepted[(r, address)]["ts"]
             per_device.append({"t_dn": held - start, "t_local": local,
                                "t_up": arrival - held - local, "t_cross": mining - arrival,
-                               "modelled_cross": close - arrival,
-                               **_upload_link(upload[-1], received), **_download_link(models[0])})
+                               "modelled_cross": close - arrival})
         adopted = [e["ts"] - end["ts"] for i, log in enumerate(miners) if i != winner
                    for e in log if e["event"] == "adopted" and e["round"] == r]
         if not per_device:
@@ -145,55 +118,8 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         # the proof-of-work was found when the winner began to ask for attestations
         found = attested["ts"] - attested["seconds"] if attested else end["ts"]
         window = end["ts"] - found + phases["t_bp"]
-        links = {k: statistics.fmean(d[k] for d in per_device)
-                 for k in LINK_KEYS if all(k in d for d in per_device)}
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
-                                links, window, gossip.get(r, ())))
+                                window))
     return out
-
-
-def _gossip_copies(miners: list[list[dict[str, Any]]]) -> dict[int, tuple[GossipCopy, ...]]:
-    """Per round, every gossiped copy both of whose ends are logged: the sender's
-    `gossip_sent` (its peer's URL, `sent_at`, size) joined to the peer's `update_accepted`
-    via gossip of that device and round (`received_at`); the peer known by the URL its
-    `listening` event gives."""
-    index = {e["url"]: i for i, log in enumerate(miners) for e in log
-             if e["event"] == "listening"}
-    received: dict[tuple[int, int, str], float] = {}  # (receiver, round, device): the first
-    for i, log in enumerate(miners):
-        for e in log:
-            if e["event"] == "update_accepted" and e.get("via") == "gossip" \
-                    and "received_at" in e:
-                received.setdefault((i, e["round"], e["device"]), e["received_at"])
-    copies: dict[tuple[int, int, int, str], GossipCopy] = {}
-    for sender, log in enumerate(miners):
-        for e in log:
-            if e["event"] != "gossip_sent" or e["peer"] not in index:
-                continue
-            key = (index[e["peer"]], e["round"], e["device"])
-            if key in received:
-                copies.setdefault((sender, *key), GossipCopy(sender, key[0], e["sent_at"],
-                                                             received[key], e["bytes"]))
-    out: dict[int, list[GossipCopy]] = {}
-    for (_, _, round_, _), copy in sorted(copies.items()):
-        out.setdefault(round_, []).append(copy)
-    return {r: tuple(c) for r, c in out.items()}
-
-
-def _download_link(model: dict[str, Any]) -> dict[str, float]:
-    """The download's transfer time and size (the model, and the block with its updates when
-    the device recomputes it), where the device logged them."""
-    if "fetch_started" not in model:
-        return {}
-    return {"t_dn_link": model["fetched_at"] - model["fetch_started"],
-            "dn_bits": 8.0 * model["download_bytes"]}
-
-
-def _upload_link(uploaded: dict[str, Any], accepted: dict[str, Any]) -> dict[str, float]:
-    """The upload's transfer time and size, where both ends logged them."""
-    if "sent_at" not in uploaded or "received_at" not in accepted:
-        return {}
-    return {"t_up_link": accepted["received_at"] - uploaded["sent_at"],
-            "up_bits": 8.0 * uploaded["upload_bytes"]}
