@@ -1,24 +1,27 @@
-"""The privacy-utility curve of on-device DP, checked with a membership-inference attack.
+"""The privacy-utility curve of on-device DP, checked with membership-inference attacks.
 
 For each number of devices, noise multiplier and seed, a `simulate` run (digits, MLP, the local
 ledger) with `[privacy] mode = "client"`, or `--mode dp_sgd` (Opacus on each device; its ε is
 per sample), and one without privacy: final test accuracy, the epsilon each device spent
-(Opacus RDP, at delta; the worst device), and a loss-threshold membership-inference attack
-(Yeom et al.: a lower loss means "member") against
+(Opacus RDP, at delta; the worst device), and two membership-inference attacks:
 
-- the final global model: members are the devices' training samples, non-members the held-out
-  test split;
-- each device's update of the last round as released (noised) and gossiped: the model
-  `base + update` on that device's own samples against as many test samples, pooled over
-  devices.
+- against the final global model, where members are the devices' training samples and
+  non-members the held-out test split: a loss threshold (Yeom et al.: a lower loss means
+  "member"), and the offline likelihood-ratio attack of Carlini et al. (LiRA, `lira`: 64
+  reference models trained as the target was, by FedAvg over as many devices, each on a random
+  share of the candidates as large as the target's training set), with a bootstrap 95% lower
+  bound on its AUC;
+- against each device's update of the last round as released (noised) and gossiped, by loss
+  threshold: the model `base + update` on that device's own samples against as many test
+  samples, pooled over devices.
 
 Each attack reports its ROC AUC and its true-positive rate at 1% false positives. One CSV row
 per run is written as it finishes (`privacy.csv`; a rerun skips the rows it has), then
 `privacy_utility.png` and `privacy_attack.png` (dp_sgd: the same names with `_dp_sgd`).
 
-    python scripts/privacy_experiment.py --devices 10,100 --seeds 0,1 --out docs/figures/privacy
+    python scripts/privacy_experiment.py --devices 10,100 --seeds 0,1,2 --out docs/figures/privacy
     python scripts/privacy_experiment.py --mode dp_sgd --devices 10 --noise 0.5,0.7,1,1.5,2 \
-        --seeds 0,1 --out docs/figures/privacy
+        --seeds 0,1,2 --out docs/figures/privacy
 """
 
 from __future__ import annotations
@@ -37,15 +40,25 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from blockfl.config import Config, PrivacyConfig, load_config
+from blockfl.aggregation import FedAvg, WeightedUpdate
+from blockfl.config import Config, PrivacyConfig, TrainingConfig, load_config
+from blockfl.dataset import Dataset
+from blockfl.devices.data import partition_iid
+from blockfl.devices.training_batched import train_many
 from blockfl.models import model_for_state
 from blockfl.sim.runner import run_experiment
+from blockfl.task import TrainingJob
 from blockfl.tensors import StateDict, decode
 
 #: the output files' suffix of each mode
 SUFFIX = {"client": "", "dp_sgd": "_dp_sgd"}
 FIELDS = ["devices", "noise_multiplier", "seed", "epsilon", "accuracy", "global_auc",
-          "global_tpr_at_1fpr", "update_auc", "update_tpr_at_1fpr"]
+          "global_tpr_at_1fpr", "update_auc", "update_tpr_at_1fpr", "global_lira_auc",
+          "global_lira_auc_low", "global_lira_tpr_at_1fpr"]
+#: LiRA's reference models per run
+SHADOWS = 64
+#: bootstrap resamples for the attack's AUC interval
+BOOTSTRAP = 500
 
 
 def losses(state: StateDict, input_shape: tuple[int, ...], x: torch.Tensor,
@@ -62,6 +75,61 @@ def attack(member_loss: np.ndarray, other_loss: np.ndarray) -> tuple[float, floa
     scores = -np.r_[member_loss, other_loss]
     fpr, tpr, _ = roc_curve(labels, scores)
     return float(roc_auc_score(labels, scores)), float(np.interp(0.01, fpr, tpr))
+
+
+def logit_confidence(state: StateDict, input_shape: tuple[int, ...], x: torch.Tensor,
+                     y: torch.Tensor) -> np.ndarray:
+    """LiRA's statistic of each sample: log(p_y / (1 - p_y)) of model `state`, stably from
+    the logits (the true class's logit minus the log-sum-exp of the others)."""
+    model = model_for_state("mlp", input_shape, state).eval()
+    with torch.no_grad():
+        logits = model(x).double()
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], -math.inf).logsumexp(1)
+    return (true - others).numpy()
+
+
+def federated_reference(initial: StateDict, data: Dataset, devices: int, rounds: int,
+                        training: TrainingConfig, seed: int) -> StateDict:
+    """A reference model trained as the target was: `rounds` of FedAvg from `initial` over
+    `devices` IID shards of `data` (skewed sizes, as the task splits), no privacy."""
+    shards = [data.subset(part) for part in partition_iid(len(data), devices, seed)]
+    state = initial
+    for r in range(1, rounds + 1):
+        jobs = [TrainingJob(shard, seed * 100_003 + r * 1009 + k) for k, shard in enumerate(shards)]
+        updates = train_many("mlp", state, jobs, training.at_round(r), task="classification")
+        state = FedAvg().aggregate(state, [WeightedUpdate(f"{k:040x}", u.delta, u.n_samples)
+                                           for k, u in enumerate(updates)])
+    return state
+
+
+def lira(target: StateDict, initial: StateDict, pool: Dataset, member: np.ndarray,
+         training: TrainingConfig, devices: int, rounds: int, shadows: int,
+         seed: int) -> tuple[float, float, float]:
+    """The offline likelihood-ratio attack of Carlini et al. (LiRA, fixed variance) on the
+    target model: `shadows` reference models, each trained as the target was
+    (`federated_reference`) on a seeded random share of the candidates `pool` (members and
+    non-members alike: the attacker's data from the same distribution), the share of the
+    target's training set in the pool (so each reference trains on as many samples as the
+    target). A candidate's score is how far the target's logit confidence lies above the mean
+    of the reference models that did not train on it, in units of their pooled spread.
+    (ROC AUC, its bootstrap 95% lower bound, TPR at 1% FPR) against the truth `member`."""
+    rng = np.random.default_rng(seed)
+    inside = rng.random((shadows, len(pool))) < member.mean()
+    shape = pool.input_shape
+    reference = np.stack([
+        logit_confidence(federated_reference(initial, pool.subset(np.flatnonzero(row)),
+                                             devices, rounds, training, seed * 1000 + k),
+                         shape, pool.x, pool.y)
+        for k, row in enumerate(inside)])
+    out = np.where(inside, np.nan, reference)
+    mean = np.nanmean(out, axis=0)
+    score = (logit_confidence(target, shape, pool.x, pool.y) - mean) / np.nanstd(out - mean)
+    labels = member.astype(float)
+    fpr, tpr, _ = roc_curve(labels, score)
+    resampled = [rng.integers(0, len(labels), len(labels)) for _ in range(BOOTSTRAP)]
+    low = float(np.percentile([roc_auc_score(labels[i], score[i]) for i in resampled], 2.5))
+    return float(roc_auc_score(labels, score)), low, float(np.interp(0.01, fpr, tpr))
 
 
 def experiment(base: Config, devices: int, noise: float | None, seed: int,
@@ -93,6 +161,11 @@ def experiment(base: Config, devices: int, noise: float | None, seed: int,
     members = torch.cat([s.x for s in shards.values()]), torch.cat([s.y for s in shards.values()])
     global_auc, global_tpr = attack(losses(final, shape, *members),
                                     losses(final, shape, test.x, test.y))
+    pool = Dataset(torch.cat([members[0], test.x]), torch.cat([members[1], test.y]), shape,
+                   test.n_outputs, test.task)
+    is_member = np.r_[np.ones(len(members[1]), bool), np.zeros(len(test.y), bool)]
+    lira_auc, lira_low, lira_tpr = lira(final, sim.experiment.initial, pool, is_member,
+                                        base.training, devices, last, SHADOWS, seed)
     rng = np.random.default_rng(seed)
     member_losses, other_losses = [], []
     for address, (base_state, delta) in sorted(released.items()):
@@ -108,7 +181,8 @@ def experiment(base: Config, devices: int, noise: float | None, seed: int,
             "seed": seed, "epsilon": math.inf if noise == 0 else spent,
             "accuracy": summary.rounds[-1].metrics["accuracy"], "global_auc": global_auc,
             "global_tpr_at_1fpr": global_tpr, "update_auc": update_auc,
-            "update_tpr_at_1fpr": update_tpr}
+            "update_tpr_at_1fpr": update_tpr, "global_lira_auc": lira_auc,
+            "global_lira_auc_low": lira_low, "global_lira_tpr_at_1fpr": lira_tpr}
 
 
 def plot(rows: list[dict[str, float]], out: Path, mode: str = "client") -> None:
@@ -118,8 +192,8 @@ def plot(rows: list[dict[str, float]], out: Path, mode: str = "client") -> None:
     suffix, what = SUFFIX[mode], {"client": "client DP", "dp_sgd": "DP-SGD"}[mode]
     for name, metric, label in ((f"privacy_utility{suffix}.png", "accuracy",
                                  "final test accuracy"),
-                                (f"privacy_attack{suffix}.png", "global_auc",
-                                 "membership-inference AUC")):
+                                (f"privacy_attack{suffix}.png", "global_lira_auc",
+                                 "membership-inference AUC (LiRA on the global model)")):
         fig = Figure(figsize=(7, 4))
         ax = fig.add_subplot()
         for devices in sorted({int(r["devices"]) for r in rows}):
@@ -134,18 +208,19 @@ def plot(rows: list[dict[str, float]], out: Path, mode: str = "client") -> None:
             if points:
                 xs, ys, sd = zip(*points, strict=True)
                 ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3,
-                            label=f"{devices} devices, {what}")
+                            label=f"{devices} devices, {what}"
+                            + (", LiRA on the global model" if metric != "accuracy" else ""))
             off = [r[metric] for r in mine if r["noise_multiplier"] < 0]
             if off:
                 ax.axhline(np.mean(off), linestyle="--", linewidth=1,
                            label=f"{devices} devices, no DP")
-            if metric == "global_auc":
+            if metric == "global_lira_auc":
                 upd = [(np.mean([r["epsilon"] for r in mine if r["noise_multiplier"] == n]),
                         np.mean([r["update_auc"] for r in mine if r["noise_multiplier"] == n]))
                        for n in private]
                 if upd:
                     ax.plot(*zip(*upd, strict=True), marker="x", linestyle=":",
-                            label=f"{devices} devices, attack on one update")
+                        label=f"{devices} devices, loss attack on one update")
                 off_update = [r["update_auc"] for r in mine if r["noise_multiplier"] < 0]
                 if off_update:
                     ax.axhline(np.mean(off_update), linestyle=":", linewidth=1, color="grey",

@@ -7,6 +7,7 @@ import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import small_config
@@ -33,6 +34,26 @@ def test_the_privacy_experiment_spends_epsilon_only_with_privacy(tmp_path, mode)
     plain = script.experiment(base, 3, None, 0, tmp_path / "b", mode)
     assert private["epsilon"] > 0 and plain["epsilon"] == 0
     for row in (private, plain):
-        for key in ("global_auc", "update_auc", "global_tpr_at_1fpr", "update_tpr_at_1fpr"):
+        for key in ("global_auc", "update_auc", "global_tpr_at_1fpr", "update_tpr_at_1fpr",
+                    "global_lira_auc", "global_lira_auc_low", "global_lira_tpr_at_1fpr"):
             assert 0.0 <= row[key] <= 1.0
     assert private["accuracy"] != plain["accuracy"]  # the noise changed the model
+
+
+def test_lira_finds_the_members_of_a_model_that_memorised_them_and_not_of_one_that_did_not():
+    """A model trained on 60 of 120 digits for many epochs knows its members (LiRA's AUC well
+    above chance); the genesis model, trained on nothing, gives chance."""
+    from blockfl.config import TrainingConfig
+    from blockfl.devices.data import load_digits
+    from blockfl.models import initial_state
+
+    script = load_script()
+    pool = load_digits().subset(range(120))
+    member = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    initial = initial_state("mlp", pool.input_shape, 10, seed=0)
+    training = TrainingConfig(epochs=20, lr=0.3, batch_size=16)
+    target = script.federated_reference(initial, pool.subset(range(60)), 2, 2, training, 99)
+    auc, low, tpr = script.lira(target, initial, pool, member, training, 2, 2, 16, seed=0)
+    assert auc > 0.7 and low > 0.5 and 0.0 <= tpr <= 1.0
+    chance, _, _ = script.lira(initial, initial, pool, member, training, 2, 2, 16, seed=0)
+    assert abs(chance - 0.5) < 0.15
