@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import types
 
 # one torch thread per process, as every blockfl command pins it (read when torch is imported):
 # the built-in tasks' pinned bits (the cnn's convolutions) are those of one thread, and on two
@@ -11,6 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -33,6 +36,15 @@ settings.load_profile("ci")
 
 BACKENDS = ["evm", "local", "anvil"]
 GENESIS = keccak(b"genesis model")
+
+
+def load_script(name: str) -> types.ModuleType:
+    """The module of `scripts/<name>.py` (scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def key(label: str) -> bytes:

@@ -4,19 +4,9 @@ noise does."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "dp_update_signal.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("dp_update_signal", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def _updates(noise: float, d: int = 4000) -> tuple[dict, list[dict]]:
@@ -29,7 +19,7 @@ def _updates(noise: float, d: int = 4000) -> tuple[dict, list[dict]]:
 
 
 def test_the_others_median_separates_flipped_updates_only_above_the_noise():
-    script = load_script()
+    script = load_script("dp_update_signal")
     base, clear = _updates(noise=0.5)
     cosines = script.leave_one_out_cosines(base, clear)
     assert min(cosines[:7]) > 0.3 and max(cosines[7:]) < -0.3

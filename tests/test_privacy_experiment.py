@@ -3,30 +3,18 @@ figures are probabilities; without privacy nothing is spent."""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import small_config
+from tests.conftest import load_script, small_config
 
 pytest.importorskip("opacus")
 pytest.importorskip("sklearn")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "privacy_experiment.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("privacy_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("mode", ["client", "dp_sgd"])
 def test_the_privacy_experiment_spends_epsilon_only_with_privacy(tmp_path, mode):
-    script = load_script()
+    script = load_script("privacy_experiment")
     base = small_config(tmp_path, model={"name": "mlp"}, run={"rounds": 2},
                         chain={"ledger": "local"})
     base = replace(base, verification=replace(base.verification, norm_bound=1e9))
@@ -47,7 +35,7 @@ def test_lira_finds_the_members_of_a_model_that_memorised_them_and_not_of_one_th
     from blockfl.devices.data import load_digits
     from blockfl.models import initial_state
 
-    script = load_script()
+    script = load_script("privacy_experiment")
     pool = load_digits().subset(range(120))
     member = np.r_[np.ones(60, bool), np.zeros(60, bool)]
     initial = initial_state("mlp", pool.input_shape, 10, seed=0)
