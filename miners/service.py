@@ -419,7 +419,7 @@ class MinerService:
             solution = solve_pow(header, self.target, start_nonce=nonce, max_attempts=chunk)
             if solution is not None:
                 self._commit(candidate, replace(proposal, nonce=solution.nonce),
-                             solution.nonce + 1, stop)
+                             solution.nonce + 1, stop, found_at=time.time())
                 return
             nonce += chunk
             if rate > 0:  # hash at the rate the target was set for
@@ -431,7 +431,10 @@ class MinerService:
                 self._wake.clear()
                 last_poll = now
                 if self.ledger.head() != self.node.head:
-                    return  # another miner's block landed (or the chain moved back): sync()
+                    # another miner's block landed (or the chain moved back): sync(); until
+                    # now a nonce of this miner's would have forked (latency compare)
+                    self.log("head_moved", round=proposal.round)
+                    return
             if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it
 
@@ -488,7 +491,7 @@ class MinerService:
         self.log("own_peer_dropped", peer=client.url, reason=reason)
 
     def _commit(self, candidate: Candidate, proposal: BlockProposal, attempts: int,
-                stop: threading.Event) -> None:
+                stop: threading.Event, found_at: float) -> None:
         # the model is served before the block lands: devices fetch it as soon as they see it
         self.store.put(candidate.global_state)
         attestations = self._attestations(proposal, stop)
@@ -501,7 +504,8 @@ class MinerService:
             return
         self.log("committed", round=proposal.round, block_hash=to_hex(receipt.block_hash),
                  global_model_hash=to_hex(proposal.global_model_hash),
-                 updates=len(proposal.updates), attempts=attempts, gas_used=receipt.gas_used)
+                 updates=len(proposal.updates), attempts=attempts, gas_used=receipt.gas_used,
+                 found_at=found_at)
         announcement = self.node.announcement(proposal)
         self.journal.record_block(proposal, receipt.block_hash, [
             UpdateSubmission(u, announcement.payloads[u.device]) for u in proposal.updates

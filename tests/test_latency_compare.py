@@ -101,15 +101,20 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
     rounds = network_rounds(run_dir, t_wait=10.0, n_devices=2)
     assert [r.round for r in rounds] == [2, 3, 4, 5]
     for r in rounds:  # the logged phases cover the round exactly
-        path = sum(r.phases[k] for k in ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att"))
+        path = sum(r.phases[k] for k in ("t_dn", "t_local", "t_up", "t_cross", "t_bg",
+                                          "t_commit", "t_att"))
         assert path == pytest.approx(r.duration, abs=1e-6)
     comparisons, totals = compare_network(run_dir)
     by_term = {c.term: c for c in comparisons}
     assert all(c.agrees for c in comparisons), [c for c in comparisons if not c.agrees]
     assert by_term["t_bg"].model == pytest.approx(1 / (2 * 0.5))  # N_M lambda, network.toml
     assert all(r.phases["t_att"] > 0 for r in rounds)  # a majority of 2: both miners
-    # a fork's window: the attestations and the commit come before the announcement
-    assert all(r.fork_window > r.phases["t_att"] + r.phases["t_bp"] for r in rounds)
+    # a fork's window: from the winner's nonce until the rival sees the block on chain, which
+    # is before it has checked and adopted it
+    assert all(0 <= r.fork_exposure < r.phases["t_att"] + r.phases["t_commit"] + r.phases["t_bp"]
+               for r in rounds)
+    assert all(r.phases["t_commit"] > 0 for r in rounds)  # the transaction, after the nonce
+    assert any(r.fork_exposure > 0 for r in rounds)
     assert totals["rounds"] == 4 and totals["lambda_per_miner"] == 0.5
     assert main(["latency", "compare", str(run_dir)]) == 0
     out = capsys.readouterr().out

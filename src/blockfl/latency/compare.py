@@ -177,8 +177,8 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
     n_miners, lam = config.network.miners, config.chain.block_rate
     measured = {k: _mean_se([r.phases[k] for r in rounds]) for k in PHASES}
     t_bg_model = 1 / (n_miners * lam)
-    # our protocol's fork window: t_att and the commit come before the announcement
-    p_forks = [-math.expm1(-lam * (n_miners - 1) * r.fork_window) for r in rounds]
+    # our protocol's fork window: from the winner's nonce until each rival sees its block
+    p_forks = [-math.expm1(-lam * r.fork_exposure) for r in rounds]
     fork_model = sum(p_forks) / len(rounds)
     cross_model = sum(r.modelled_cross for r in rounds) / len(rounds)
     out = []
@@ -198,7 +198,7 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
     fork_se = math.sqrt(sum(q * (1 - q) for q in p_forks)) / len(rounds)
     out.append(PhaseComparison("fork_rate", forked / len(rounds), fork_se, fork_model,
                                "statistical", fork_count_agrees(forked, p_forks)))
-    path = ("t_dn", "t_local", "t_up", "t_att")
+    path = ("t_dn", "t_local", "t_up", "t_commit", "t_att")
     round_model = sum(measured[k][0] for k in path) + cross_model + t_bg_model
     duration, duration_se = _mean_se([r.duration for r in rounds])
     out.append(PhaseComparison("round", duration, duration_se, round_model, "statistical",

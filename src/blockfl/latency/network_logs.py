@@ -11,15 +11,18 @@ on: round 1 carries process start-up), with `c(r)` the winner's `committed` even
               t_local: signing, serialisation and the upload over loopback
     t_cross   `update_accepted` -> the winner's last `mining` event of round r: waiting for the
               block to fill (or T_wait) and the gossip of the other miners' updates
-    t_bg      the winner's last `mining` event -> its `committed` event, less t_att
-              (proof-of-work at the throttled hash rate, then the commit transaction)
+    t_bg      the winner's last `mining` event -> its nonce (`found_at` of `committed`): the
+              proof-of-work at the throttled hash rate
+    t_commit  the nonce -> its `committed` event, less t_att: the commit transaction (older
+              logs without `found_at`: 0, and t_bg holds it)
     t_att     the `seconds` of the winner's `attestations` event of round r: asking the other
               miners, one after another, until q - 1 attested (0 with a quorum of 1)
     t_bp      `committed` -> each other miner's `adopted` of round r (announcement, full check)
 
 and, for runs whose links are emulated, each transfer on its own (`blockfl.latency.transfers`).
 
-Per device, t_dn + t_local + t_up + t_cross + t_bg + t_att adds up exactly to the round,
+Per device, t_dn + t_local + t_up + t_cross + t_bg + t_commit + t_att adds up exactly to the
+round,
 c(r) - c(r-1): the phases cover it (`blockfl.round_phases` tabulates a network's rounds for
 people; these phases are the latency model's terms). Propagation to the other miners runs beside the
 devices' download (the winner serves the model before the block lands), so t_bp is not on the
@@ -36,7 +39,8 @@ from typing import Any
 from blockfl.events import role_logs
 from blockfl.round_phases import attestation_event, forks_per_round
 
-PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_att", "t_bp")
+PHASES: tuple[str, ...] = ("t_dn", "t_local", "t_up", "t_cross", "t_bg", "t_commit", "t_att",
+                           "t_bp")
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,12 @@ class NetworkRound:
     updates: int
     forks: int
     attempts: int
-    #: from the winner's proof-of-work to the other miners' `adopted`: t_att, the commit and
-    #: t_bp (a miner that finds its own proof-of-work meanwhile forks; t_bp alone with a
-    #: quorum of 1, where no `attestations` event says when the proof-of-work was found)
-    fork_window: float
+    #: miner-seconds in which a rival's nonce would have forked: summed over the other
+    #: miners, from the winner's proof-of-work (`found_at` of its `committed`) to when each
+    #: saw the new head on chain and stopped (`head_moved`) or forked itself (`fork`), so
+    #: p_fork = 1 - exp(-lambda x exposure). Logs without those events: N_M - 1 times the
+    #: winner's t_att, commit and t_bp (the announcement's window)
+    fork_exposure: float
 
 
 def is_network_run(run_dir: Path) -> bool:
@@ -113,13 +119,28 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
                   for k in ("t_dn", "t_local", "t_up", "t_cross")}
         attested = attestation_event(miners[winner], r, mining, end["ts"])
         phases["t_att"] = attested["seconds"] if attested else 0.0
-        phases["t_bg"] = end["ts"] - mining - phases["t_att"]
+        found = end.get("found_at", end["ts"] - phases["t_att"])
+        phases["t_bg"] = found - mining
+        phases["t_commit"] = end["ts"] - found - phases["t_att"]
         phases["t_bp"] = statistics.fmean(adopted) if adopted else float("nan")
-        # the proof-of-work was found when the winner began to ask for attestations
-        found = attested["ts"] - attested["seconds"] if attested else end["ts"]
-        window = end["ts"] - found + phases["t_bp"]
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
-                                window))
+                                _fork_exposure(miners, winner, end, attested, phases["t_bp"])))
     return out
+
+
+def _fork_exposure(miners: list[list[dict[str, Any]]], winner: int, end: dict[str, Any],
+                   attested: dict[str, Any] | None, t_bp: float) -> float:
+    """The round's `fork_exposure` (see `NetworkRound`)."""
+    r = end["round"]
+    if "found_at" not in end:  # the proof-of-work was found when the winner asked for attestations
+        found = attested["ts"] - attested["seconds"] if attested else end["ts"]
+        return (len(miners) - 1) * (end["ts"] - found + t_bp)
+    exposure = 0.0
+    for i, log in enumerate(miners):
+        noticed = [e["ts"] for e in log if i != winner and e.get("round") == r
+                   and e["event"] in ("head_moved", "fork") and e["ts"] >= end["found_at"]]
+        if noticed:
+            exposure += min(noticed) - end["found_at"]
+    return exposure
