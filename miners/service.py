@@ -51,6 +51,10 @@ T = TypeVar("T")
 CATCH_UP_POLL = 5.0  # seconds between looks for committed blocks this miner lacks
 
 
+#: the least number of paced chunks a block's expected proof-of-work is cut into
+CHUNKS_A_BLOCK = 50
+
+
 @dataclass(frozen=True)
 class MiningSettings:
     """When a miner closes its candidate block and how fast it hashes."""
@@ -58,7 +62,7 @@ class MiningSettings:
     t_wait: float  # seconds after the candidate block's first update
     block_size: int  # updates that fill a block (the number of devices)
     hash_rate: float  # hashes per second, the rate the on-chain target was set for (0: no cap)
-    chunk: int = 500  # nonces between checks of the chain and the candidate
+    chunk: int = 500  # nonces between checks of the chain and the candidate (at most)
     poll: float = 0.1  # seconds between chain polls while idle
     check_grace: float = 3.0  # seconds to wait for a new block's data before trusting the hash
 
@@ -414,7 +418,10 @@ class MinerService:
         header = proposal.header(self.ledger.domain, self.mode)
         self.log("mining", round=proposal.round, updates=len(proposal.updates))
         started = last_poll = time.monotonic()
-        nonce, chunk, rate = 0, self.settings.chunk, self.settings.hash_rate
+        nonce, rate = 0, self.settings.hash_rate
+        # a chunk is hashed at once, then the pace waits: at most a fiftieth of a block's
+        # expected hashes, so the race stays exponential (a fork window sees the rate) at any λ
+        chunk = min(self.settings.chunk, max(1, (1 << 256) // (self.target + 1) // CHUNKS_A_BLOCK))
         while not stop.is_set():
             solution = solve_pow(header, self.target, start_nonce=nonce, max_attempts=chunk)
             if solution is not None:
