@@ -15,6 +15,7 @@ has it for one transfer alone, which this reduces to.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 from blockfl.latency.transfers import Transfer
@@ -51,7 +52,7 @@ def modelled_ends(transfers: Sequence[Transfer], capacity: Mapping[str, float],
     """When each transfer's last byte arrives, all of them sharing the links of `capacity`
     (bits/s by `links_of` name) from their logged first bytes."""
     links = [links_of(t) for t in transfers]
-    order = sorted(range(len(transfers)), key=lambda i: transfers[i].start)
+    order = deque(sorted(range(len(transfers)), key=lambda i: transfers[i].start))
     left: dict[int, float] = {}  # bits still to send, of the transfers in progress
     ends = [0.0] * len(transfers)
     now = transfers[order[0]].start if order else 0.0
@@ -59,7 +60,7 @@ def modelled_ends(transfers: Sequence[Transfer], capacity: Mapping[str, float],
         if not left:
             now = max(now, transfers[order[0]].start)
         while order and transfers[order[0]].start <= now:
-            i = order.pop(0)
+            i = order.popleft()
             busy = {link for k in left for link in links[k]}
             slowest = min(capacity[link] for link in links[i])
             bucket = {link for link in links[i] if capacity[link] == slowest}
