@@ -61,29 +61,37 @@ SHADOWS = 64
 BOOTSTRAP = 500
 
 
-def losses(state: StateDict, input_shape: tuple[int, ...], x: torch.Tensor,
-           y: torch.Tensor) -> np.ndarray:
-    """Per-sample cross-entropy of the model `state` (the MLP of the digits task)."""
+def _logits(state: StateDict, input_shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+    """The outputs of the model `state` (the MLP of the digits task) on `x`."""
     model = model_for_state("mlp", input_shape, state).eval()
     with torch.no_grad():
-        return torch.nn.functional.cross_entropy(model(x), y, reduction="none").numpy()
+        return model(x)
+
+
+def losses(state: StateDict, input_shape: tuple[int, ...], x: torch.Tensor,
+           y: torch.Tensor) -> np.ndarray:
+    """Per-sample cross-entropy of the model `state`."""
+    return torch.nn.functional.cross_entropy(_logits(state, input_shape, x), y,
+                                             reduction="none").numpy()
+
+
+def _auc_and_tpr(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(ROC AUC, TPR at 1% FPR) of `scores` (higher: "member") against the truth `labels`."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(roc_auc_score(labels, scores)), float(np.interp(0.01, fpr, tpr))
 
 
 def attack(member_loss: np.ndarray, other_loss: np.ndarray) -> tuple[float, float]:
     """Loss-threshold attack: (ROC AUC, TPR at 1% FPR) of the score -loss."""
-    labels = np.r_[np.ones(len(member_loss)), np.zeros(len(other_loss))]
-    scores = -np.r_[member_loss, other_loss]
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return float(roc_auc_score(labels, scores)), float(np.interp(0.01, fpr, tpr))
+    return _auc_and_tpr(np.r_[np.ones(len(member_loss)), np.zeros(len(other_loss))],
+                        -np.r_[member_loss, other_loss])
 
 
 def logit_confidence(state: StateDict, input_shape: tuple[int, ...], x: torch.Tensor,
                      y: torch.Tensor) -> np.ndarray:
     """LiRA's statistic of each sample: log(p_y / (1 - p_y)) of model `state`, stably from
     the logits (the true class's logit minus the log-sum-exp of the others)."""
-    model = model_for_state("mlp", input_shape, state).eval()
-    with torch.no_grad():
-        logits = model(x).double()
+    logits = _logits(state, input_shape, x).double()
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], -math.inf).logsumexp(1)
     return (true - others).numpy()
@@ -126,10 +134,10 @@ def lira(target: StateDict, initial: StateDict, pool: Dataset, member: np.ndarra
     mean = np.nanmean(out, axis=0)
     score = (logit_confidence(target, shape, pool.x, pool.y) - mean) / np.nanstd(out - mean)
     labels = member.astype(float)
-    fpr, tpr, _ = roc_curve(labels, score)
     resampled = [rng.integers(0, len(labels), len(labels)) for _ in range(BOOTSTRAP)]
     low = float(np.percentile([roc_auc_score(labels[i], score[i]) for i in resampled], 2.5))
-    return float(roc_auc_score(labels, score)), low, float(np.interp(0.01, fpr, tpr))
+    auc, tpr = _auc_and_tpr(labels, score)
+    return auc, low, tpr
 
 
 def experiment(base: Config, devices: int, noise: float | None, seed: int,
@@ -220,7 +228,7 @@ def plot(rows: list[dict[str, float]], out: Path, mode: str = "client") -> None:
                        for n in private]
                 if upd:
                     ax.plot(*zip(*upd, strict=True), marker="x", linestyle=":",
-                        label=f"{devices} devices, loss attack on one update")
+                            label=f"{devices} devices, loss attack on one update")
                 off_update = [r["update_auc"] for r in mine if r["noise_multiplier"] < 0]
                 if off_update:
                     ax.axhline(np.mean(off_update), linestyle=":", linewidth=1, color="grey",

@@ -58,9 +58,9 @@ LINK_TOLERANCE = 0.05
 """An emulated link's transfer agrees with the model within this (tbf's bucket and the
 kernel's timer make a few percent; see docs/latency.md, "Emulated links")."""
 STATISTICAL_SIGMAS = 3.0
-FORK_TAIL = 0.00135
-"""A measured fork count agrees unless either tail of its exact distribution under the model
-is below this: the one-sided tail beyond 3 standard errors of a normal."""
+TAIL = 0.00135
+"""A measured fork count or block time agrees unless either tail of its exact distribution
+under the model is below this: the one-sided tail beyond 3 standard errors of a normal."""
 REACTION_TOLERANCE_S = 0.25
 """A network miner starts mining within this long of the update that fills its block (it polls
 every 0.1 s, then builds the candidate's aggregate)."""
@@ -244,27 +244,27 @@ def _emulated_links(run_dir: Path, rounds: list[NetworkRound]) -> list[PhaseComp
                 by_round.setdefault(t.round, []).append((t, end))
         if not by_round:
             continue
-        if kind == "gossip":  # the exchange: the round's first byte to its last
-            measured = [max(t.end for t, _ in ts) - min(t.start for t, _ in ts)
-                        for ts in by_round.values()]
-            modelled = [max(e for _, e in ts) - min(t.start for t, _ in ts)
-                        for ts in by_round.values()]
-        else:
-            measured = [statistics.fmean(t.end - t.start for t, _ in ts)
-                        for ts in by_round.values()]
-            modelled = [statistics.fmean(e - t.start for t, e in ts) for ts in by_round.values()]
-        mean, se = _mean_se(measured)
-        model = statistics.fmean(modelled)
+        mean, se = _mean_se([_round_seconds(kind, [(t, t.end) for t, _ in ts])
+                             for ts in by_round.values()])
+        model = statistics.fmean(_round_seconds(kind, ts) for ts in by_round.values())
         out.append(PhaseComparison(term, mean, se, model, "link",
                                    abs(mean - model) <= LINK_TOLERANCE * model))
     return out
+
+
+def _round_seconds(kind: str, ends: list[tuple[Transfer, float]]) -> float:
+    """A round's transfers of `kind` with their ends (measured or modelled): the exchange
+    from its first byte to its last; an upload or download averaged over devices."""
+    if kind == "gossip":
+        return max(end for _, end in ends) - min(t.start for t, _ in ends)
+    return statistics.fmean(end - t.start for t, end in ends)
 
 
 def exponential_mean_agrees(values: list[float], model_mean: float) -> bool:
     """Whether `values`, draws of an exponential of mean `model_mean` under the model (the
     proof-of-work's time), are as likely as 3 standard errors allow: neither tail of their
     sum's exact distribution (Gamma of shape n: ``P(S <= s) = 1 - sum_{k<n} e^-s s^k / k!``
-    in units of the mean) below ``FORK_TAIL``. The sample's own spread shrinks with its mean,
+    in units of the mean) below ``TAIL``. The sample's own spread shrinks with its mean,
     so 3 of its standard errors call a run of five short rounds a disagreement that the model
     gives one chance in 20."""
     n, s = len(values), sum(values) / model_mean
@@ -272,20 +272,20 @@ def exponential_mean_agrees(values: list[float], model_mean: float) -> bool:
     for k in range(n):
         upper += term
         term *= s / (k + 1)
-    return min(1.0 - upper, upper) >= FORK_TAIL
+    return min(1.0 - upper, upper) >= TAIL
 
 
 def fork_count_agrees(forked: int, p_forks: list[float]) -> bool:
     """Whether `forked` rounds of those whose fork probabilities are `p_forks` is as likely
     under the model as 3 standard errors allow: neither tail of the exact (Poisson-binomial)
-    distribution of the count below ``FORK_TAIL``. A handful of rounds with small
+    distribution of the count below ``TAIL``. A handful of rounds with small
     probabilities is far from normal: 2 forks in 4 rounds at p = 0.03 is a 0.5% event, which
     3 standard errors of the normal approximation call a disagreement."""
     counts = [1.0]  # counts[k]: the probability of k forks among the rounds so far
     for q in p_forks:
         counts = [a * (1 - q) + b * q for a, b in zip([*counts, 0.0], [0.0, *counts],
                                                           strict=True)]
-    return min(sum(counts[:forked + 1]), sum(counts[forked:])) >= FORK_TAIL
+    return min(sum(counts[:forked + 1]), sum(counts[forked:])) >= TAIL
 
 
 def _agrees(mean: float, se: float, model: float, kind: str) -> bool:
@@ -353,7 +353,7 @@ def compare_command(args: argparse.Namespace) -> int:
               "tolerance": {"deterministic_relative": DETERMINISTIC_TOLERANCE,
                             "statistical_standard_errors": STATISTICAL_SIGMAS,
                             "network_reaction_seconds": REACTION_TOLERANCE_S,
-                            "fork_count_tail": FORK_TAIL,
+                            "fork_count_tail": TAIL,
                             "emulated_link_relative": LINK_TOLERANCE}}
     (args.run_dir / "latency_compare.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
