@@ -18,7 +18,7 @@ from blockfl.latency.compare import (
     compare_network,
     compare_run,
     exponential_mean_agrees,
-    fork_count_agrees,
+    poisson_count_agrees,
 )
 from blockfl.latency.network_logs import network_rounds
 
@@ -98,7 +98,7 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
         capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rounds = network_rounds(run_dir, t_wait=10.0, n_devices=2)
+    rounds = network_rounds(run_dir, t_wait=10.0, n_devices=2, hash_rate=20_000.0)
     assert [r.round for r in rounds] == [2, 3, 4, 5]
     for r in rounds:  # the logged phases cover the round exactly
         path = sum(r.phases[k] for k in ("t_dn", "t_local", "t_up", "t_cross", "t_bg",
@@ -109,8 +109,8 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
     assert all(c.agrees for c in comparisons), [c for c in comparisons if not c.agrees]
     assert by_term["t_bg"].model == pytest.approx(1 / (2 * 0.5))  # N_M lambda, network.toml
     assert all(r.phases["t_att"] > 0 for r in rounds)  # a majority of 2: both miners
-    # a fork's window: from the winner's nonce until the rival sees the block on chain, which
-    # is before it has checked and adopted it
+    # a fork's window: the rival's hashing from the winner's nonce (the packaged 20,000 /s)
+    # until it sees the block on chain, which is before it has checked and adopted it
     assert all(0 <= r.fork_exposure < r.phases["t_att"] + r.phases["t_commit"] + r.phases["t_bp"]
                for r in rounds)
     assert all(r.phases["t_commit"] > 0 for r in rounds)  # the transaction, after the nonce
@@ -122,15 +122,52 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
 
 
 def test_a_fork_count_is_judged_by_its_exact_distribution():
-    """2 forks in 4 rounds at p = 0.03 is a 0.5% event: within 3 standard errors' tail (it
-    failed CI under the normal approximation); 4 in 4, or none in 40 rounds at p = 0.5, is not."""
-    assert fork_count_agrees(2, [0.03] * 4)
-    assert fork_count_agrees(0, [0.03] * 4) and fork_count_agrees(1, [0.03] * 4)
-    assert not fork_count_agrees(4, [0.03] * 4)
-    assert not fork_count_agrees(0, [0.5] * 40) and not fork_count_agrees(40, [0.5] * 40)
-    assert fork_count_agrees(20, [0.5] * 40)
-    assert fork_count_agrees(3, [0.0, 1.0, 1.0, 1.0]) and not fork_count_agrees(4, [0.0, 1.0,
-                                                                                    1.0, 1.0])
+    """2 forks where 0.12 are expected is a 0.6% event: within 3 standard errors' tail (the
+    normal approximation calls it 5 standard errors off); 3 is not; 0 where 20 are expected,
+    or 40, is not, and 20 or 10 is."""
+    assert poisson_count_agrees(2, 0.12) and poisson_count_agrees(0, 0.12)
+    assert not poisson_count_agrees(3, 0.12)
+    assert not poisson_count_agrees(0, 20.0) and not poisson_count_agrees(40, 20.0)
+    assert poisson_count_agrees(20, 20.0) and poisson_count_agrees(10, 20.0)
+    assert poisson_count_agrees(0, 0.0) and not poisson_count_agrees(1, 0.0)
+
+
+def _log(path, events):
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def test_a_rivals_fork_exposure_is_its_hashing_after_the_winners_nonce(tmp_path):
+    """Miner 0 finds round 2's nonce at t = 10. Miner 1 hashed on schedule from t = 9 and saw
+    the head at t = 10.3 after 11,000 nonces (1,000 of them past t = 10: its chain read held it
+    up); miner 2 started at t = 10.1, after the nonce, and forked on its 100th: exposure
+    (1,000 + 100) / 10,000 nonces a second, not the 0.3 + 0.2 s between the events."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    device = "0x" + "11" * 20
+    _log(logs / "device0.jsonl", [
+        {"ts": 0.0, "event": "started", "address": device},
+        {"ts": 6.0, "event": "model", "round": 1},
+        {"ts": 7.0, "event": "uploaded", "round": 2, "compute_time_ms": 500},
+    ])
+    committed = {"event": "committed", "updates": 1, "attempts": 30000}
+    _log(logs / "miner0.jsonl", [
+        {**committed, "ts": 5.0, "round": 1, "found_at": 4.9},
+        {"ts": 7.5, "event": "update_accepted", "round": 2, "device": device, "via": "updates"},
+        {"ts": 7.0, "event": "mining", "round": 2},
+        {**committed, "ts": 10.2, "round": 2, "found_at": 10.0},
+    ])
+    _log(logs / "miner1.jsonl", [{"ts": 9.0, "event": "mining", "round": 2},
+                                 {"ts": 10.3, "event": "head_moved", "round": 2, "hashed": 11000}])
+    _log(logs / "miner2.jsonl", [{"ts": 10.1, "event": "mining", "round": 2},
+                                 {"ts": 10.5, "event": "fork", "round": 2, "attempts": 100}])
+    (r,) = network_rounds(tmp_path, t_wait=1.0, n_devices=1, hash_rate=10_000.0)
+    assert r.round == 2 and r.forks == 1
+    assert r.fork_exposure == pytest.approx(0.11)
+    # the race began 3 s, 1 s and -0.1 s before the nonce; miner 1 stayed exposed 0.1 s of
+    # hashing, miner 2 forked (its window is cut short by its own nonce: not a delay)
+    assert r.race_starts == pytest.approx((3.0, 1.0, -0.1))
+    assert r.notice_delays == pytest.approx((0.1,))
+    assert r.phases["t_bg"] == pytest.approx(3.0) and r.phases["t_commit"] == pytest.approx(0.2)
 
 
 def test_a_network_runs_block_times_are_judged_by_their_exact_distribution():

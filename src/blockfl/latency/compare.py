@@ -171,15 +171,16 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
     (`network up --emulate-links`) the upload's, the download's and the gossip exchange's
     transfers are also checked against their terms."""
     config = load_config(run_dir / "config.toml")
-    rounds = network_rounds(run_dir, config.network.t_wait, config.network.devices)
+    rounds = network_rounds(run_dir, config.network.t_wait, config.network.devices,
+                            config.chain.hash_rate)
     if not rounds:
         raise ValueError(f"{run_dir} has no round with its previous block in the logs")
     n_miners, lam = config.network.miners, config.chain.block_rate
     measured = {k: _mean_se([r.phases[k] for r in rounds]) for k in PHASES}
     t_bg_model = 1 / (n_miners * lam)
-    # our protocol's fork window: from the winner's nonce until each rival sees its block
-    p_forks = [-math.expm1(-lam * r.fork_exposure) for r in rounds]
-    fork_model = sum(p_forks) / len(rounds)
+    # our protocol's fork window: the rivals' hashing from the winner's nonce until each sees
+    # its block (or forks), so the expected forks are lambda x that exposure
+    fork_mean = lam * sum(r.fork_exposure for r in rounds)
     cross_model = sum(r.modelled_cross for r in rounds) / len(rounds)
     out = []
     for term in PHASES:
@@ -194,10 +195,10 @@ def compare_network(run_dir: Path) -> tuple[list[PhaseComparison], dict[str, flo
         else:
             out.append(PhaseComparison(term, mean, se, mean, "input", True))
     out += _emulated_links(run_dir, rounds)
-    forked = sum(r.forks > 0 for r in rounds)
-    fork_se = math.sqrt(sum(q * (1 - q) for q in p_forks)) / len(rounds)
-    out.append(PhaseComparison("fork_rate", forked / len(rounds), fork_se, fork_model,
-                               "statistical", fork_count_agrees(forked, p_forks)))
+    forks = sum(r.forks for r in rounds)
+    out.append(PhaseComparison("fork_rate", forks / len(rounds), math.sqrt(fork_mean) / len(rounds),
+                               fork_mean / len(rounds), "statistical",
+                               poisson_count_agrees(forks, fork_mean)))
     path = ("t_dn", "t_local", "t_up", "t_commit", "t_att")
     round_model = sum(measured[k][0] for k in path) + cross_model + t_bg_model
     duration, duration_se = _mean_se([r.duration for r in rounds])
@@ -260,32 +261,33 @@ def _round_seconds(kind: str, ends: list[tuple[Transfer, float]]) -> float:
     return statistics.fmean(end - t.start for t, end in ends)
 
 
+def _poisson_cdf(k: int, mean: float) -> float:
+    """P(N <= k) for N Poisson of `mean` (0 for k < 0)."""
+    term, total = math.exp(-mean), 0.0
+    for j in range(k + 1):
+        total += term
+        term *= mean / (j + 1)
+    return total
+
+
 def exponential_mean_agrees(values: list[float], model_mean: float) -> bool:
     """Whether `values`, draws of an exponential of mean `model_mean` under the model (the
     proof-of-work's time), are as likely as 3 standard errors allow: neither tail of their
-    sum's exact distribution (Gamma of shape n: ``P(S <= s) = 1 - sum_{k<n} e^-s s^k / k!``
-    in units of the mean) below ``TAIL``. The sample's own spread shrinks with its mean,
-    so 3 of its standard errors call a run of five short rounds a disagreement that the model
-    gives one chance in 20."""
-    n, s = len(values), sum(values) / model_mean
-    term, upper = math.exp(-s), 0.0  # upper: P(S > s) = sum_{k<n} e^-s s^k / k!
-    for k in range(n):
-        upper += term
-        term *= s / (k + 1)
+    sum's exact distribution (Gamma of shape n: ``P(S > s)`` is a Poisson's ``P(N <= n - 1)``
+    of mean s, in units of the mean) below ``TAIL``. The sample's own spread shrinks with its
+    mean, so 3 of its standard errors call a run of five short rounds a disagreement that the
+    model gives one chance in 20."""
+    upper = _poisson_cdf(len(values) - 1, sum(values) / model_mean)
     return min(1.0 - upper, upper) >= TAIL
 
 
-def fork_count_agrees(forked: int, p_forks: list[float]) -> bool:
-    """Whether `forked` rounds of those whose fork probabilities are `p_forks` is as likely
-    under the model as 3 standard errors allow: neither tail of the exact (Poisson-binomial)
-    distribution of the count below ``TAIL``. A handful of rounds with small
-    probabilities is far from normal: 2 forks in 4 rounds at p = 0.03 is a 0.5% event, which
-    3 standard errors of the normal approximation call a disagreement."""
-    counts = [1.0]  # counts[k]: the probability of k forks among the rounds so far
-    for q in p_forks:
-        counts = [a * (1 - q) + b * q for a, b in zip([*counts, 0.0], [0.0, *counts],
-                                                          strict=True)]
-    return min(sum(counts[:forked + 1]), sum(counts[forked:])) >= TAIL
+def poisson_count_agrees(count: int, mean: float) -> bool:
+    """Whether `count` events of a Poisson of `mean` (the forks of a run: its rivals' hashes
+    after each winner's nonce, at the block rate) are as likely as 3 standard errors allow:
+    neither tail of the exact distribution below ``TAIL``. A handful of events is far from
+    normal: 2 where 0.12 are expected is a 0.6% event, which 3 standard errors of the normal
+    approximation call a disagreement."""
+    return min(_poisson_cdf(count, mean), 1.0 - _poisson_cdf(count - 1, mean)) >= TAIL
 
 
 def _agrees(mean: float, se: float, model: float, kind: str) -> bool:

@@ -55,12 +55,25 @@ class NetworkRound:
     updates: int
     forks: int
     attempts: int
-    #: miner-seconds in which a rival's nonce would have forked: summed over the other
-    #: miners, from the winner's proof-of-work (`found_at` of its `committed`) to when each
-    #: saw the new head on chain and stopped (`head_moved`) or forked itself (`fork`), so
-    #: p_fork = 1 - exp(-lambda x exposure). Logs without those events: N_M - 1 times the
+    #: the rivals' hashing after the winner's nonce, in seconds at the configured hash rate:
+    #: summed over the other miners, the nonces each tried from the winner's proof-of-work
+    #: (`found_at` of its `committed`) until it saw the new head and stopped (`head_moved`,
+    #: its `hashed`) or found a nonce of its own (`fork`, its `attempts`), over the hash rate.
+    #: A rival's forks are a Poisson process in its hashes, so the round's expected forks are
+    #: lambda x exposure. Counted in hashes, not seconds: a rival that starts mining after the
+    #: winner's nonce, reads the chain (hashing waits for the read) or sends its own block
+    #: hashes for part of the time only. Logs without those events: N_M - 1 times the
     #: winner's t_att, commit and t_bp (the announcement's window)
     fork_exposure: float
+    #: per miner, when its race for the round began (its last `mining` event before it
+    #: stopped), seconds before the winner's nonce (negative: after it); None where the
+    #: miner did not race or the logs lack the events. Miners close their candidates at
+    #: different times, so the race is not the paper's simultaneous start
+    race_starts: tuple[float | None, ...] = ()
+    #: per rival that saw the head without forking, hash-seconds from the winner's nonce
+    #: until it stopped, plus whatever of that time it had not yet started: how long a rival
+    #: hashing at the nonce stays exposed
+    notice_delays: tuple[float, ...] = ()
 
 
 def is_network_run(run_dir: Path) -> bool:
@@ -73,8 +86,10 @@ def process_address(events: list[dict[str, Any]]) -> str:
     return next((e["address"] for e in events if e["event"] == "started"), "")
 
 
-def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[NetworkRound]:
-    """The measured rounds 2..R of a network run (those whose previous block is logged)."""
+def network_rounds(run_dir: Path, t_wait: float, n_devices: int,
+                   hash_rate: float) -> list[NetworkRound]:
+    """The measured rounds 2..R of a network run (those whose previous block is logged), its
+    miners hashing at `hash_rate` nonces a second (`[chain] hash_rate`)."""
     miners, devices = role_logs(run_dir / "logs", "miner"), role_logs(run_dir / "logs", "device")
     committed = {e["round"]: (i, e) for i, log in enumerate(miners)
                  for e in log if e["event"] == "committed"}
@@ -126,21 +141,41 @@ def network_rounds(run_dir: Path, t_wait: float, n_devices: int) -> list[Network
         out.append(NetworkRound(r, end["ts"] - start, phases,
                                 statistics.fmean(d["modelled_cross"] for d in per_device),
                                 int(end["updates"]), forks.get(r, 0), int(end["attempts"]),
-                                _fork_exposure(miners, winner, end, attested, phases["t_bp"])))
+                                *_race(miners, winner, end, attested, phases, hash_rate)))
     return out
 
 
-def _fork_exposure(miners: list[list[dict[str, Any]]], winner: int, end: dict[str, Any],
-                   attested: dict[str, Any] | None, t_bp: float) -> float:
-    """The round's `fork_exposure` (see `NetworkRound`)."""
+def _race(miners: list[list[dict[str, Any]]], winner: int, end: dict[str, Any],
+          attested: dict[str, Any] | None, phases: dict[str, float], hash_rate: float
+          ) -> tuple[float, tuple[float | None, ...], tuple[float, ...]]:
+    """The round's `fork_exposure`, `race_starts` and `notice_delays` (see `NetworkRound`).
+    A rival's nonces before the winner's are read off its schedule: it hashes at
+    `hash_rate` from its last `mining` event, so those after are its count less `hash_rate`
+    x the time from there to the winner's nonce (a count logged without `hashed`: its
+    schedule up to the event)."""
     r = end["round"]
     if "found_at" not in end:  # the proof-of-work was found when the winner asked for attestations
         found = attested["ts"] - attested["seconds"] if attested else end["ts"]
-        return (len(miners) - 1) * (end["ts"] - found + t_bp)
-    exposure = 0.0
+        return (len(miners) - 1) * (end["ts"] - found + phases["t_bp"]), (), ()
+    found = end["found_at"]
+    nonces, starts, delays = 0.0, [], []
     for i, log in enumerate(miners):
-        noticed = [e["ts"] for e in log if i != winner and e.get("round") == r
-                   and e["event"] in ("head_moved", "fork") and e["ts"] >= end["found_at"]]
-        if noticed:
-            exposure += min(noticed) - end["found_at"]
-    return exposure
+        if i == winner:
+            starts.append(phases["t_bg"])
+            continue
+        stops = [e for e in log if e.get("round") == r and e["event"] in ("head_moved", "fork")
+                 and e["ts"] >= found]
+        stop = min(stops, key=lambda e: e["ts"]) if stops else None
+        started = None if stop is None else max(
+            (e["ts"] for e in log if e["event"] == "mining" and e.get("round") == r
+             and e["ts"] <= stop["ts"]), default=None)
+        if stop is None or started is None:
+            starts.append(None)
+            continue
+        starts.append(found - started)
+        hashed = stop.get("hashed", stop.get("attempts", hash_rate * (stop["ts"] - started)))
+        after = max(0.0, hashed - hash_rate * max(0.0, found - started))
+        nonces += after
+        if stop["event"] == "head_moved":
+            delays.append(after / hash_rate + max(0.0, started - found))
+    return nonces / hash_rate, tuple(starts), tuple(delays)
