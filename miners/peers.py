@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from blockfl.chain.blocks import BlockProposal
 from blockfl.client import MinerClient, MinerRejected, MinerUnavailable
 from blockfl.events import EventLog, Throttled
 from blockfl.miners.node import BlockAnnouncement, Verdict
@@ -49,8 +50,16 @@ class HttpPeer:
                  bytes=len(submission.payload) + len(record_header(submission.signed)))
 
     def receive_block(self, announcement: BlockAnnouncement) -> None:
-        """Queue the announcement of a committed block (the peer fetches tensors it lacks)."""
-        self._queue("announce", self.client.announce, announcement.proposal)
+        """Queue the announcement of a committed block (the peer fetches tensors it lacks); an
+        `announce_sent` event when the peer took it (`sent_at`, `bytes`: the block's transfer
+        in `latency compare`)."""
+        self._queue("announce", self._announce, announcement.proposal)
+
+    def _announce(self, proposal: BlockProposal) -> None:
+        sent_at = time.time()
+        size = self.client.announce(proposal)
+        self.log("announce_sent", peer=self.client.url, round=proposal.round, sent_at=sent_at,
+                 bytes=size)
 
     def _queue(self, what: str, call: Callable[[Any], object], message: object) -> None:
         with self._lock:

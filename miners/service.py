@@ -93,6 +93,7 @@ class MinerService:
         params = ledger.params()
         self.target, self.mode = params.target, params.mode
         self._announced: dict[int, BlockProposal] = {}
+        self._announce_logged = 0  # the last round whose first announcement was logged
         self._genesis = genesis
         self._unrecovered: set[int] = set()  # rounds whose catch-up failed (logged once)
         self._catching_up: threading.Thread | None = None
@@ -141,10 +142,15 @@ class MinerService:
         """A peer announced a committed block: keep it for the loop to check, if it is the
         block this miner waits for (at most one is kept, so junk cannot pile up). False for a
         block of a future round; a block of a past round is already known: nothing to do."""
-        if proposal.round < self.node.round:
-            return True
+        received_at = time.time()  # the body's last byte: the announcement's end on the link
         if proposal.round > self.node.round:
             return False
+        if proposal.round >= max(self.node.round - 1, self._announce_logged + 1):
+            # the first of this block or the one just adopted: a line a round, whoever posts
+            self._announce_logged = proposal.round
+            self.log("block_announced", round=proposal.round, received_at=received_at)
+        if proposal.round < self.node.round:
+            return True
         self._announced = {proposal.round: proposal}
         self._wake.set()
         return True
@@ -196,6 +202,7 @@ class MinerService:
         self.node.verifier.forget_from(self.node.round)
         self.attester.forget_from(self.node.round)
         self._announced.clear()
+        self._announce_logged = 0
         self._unrecovered.clear()
         self.log("rollback", from_round=old.round, to_round=head.round,
                  block_hash=to_hex(head.block_hash), abandoned_blocks=abandoned)
@@ -440,7 +447,7 @@ class MinerService:
                 if self.ledger.head() != self.node.head:
                     # another miner's block landed (or the chain moved back): sync(); until
                     # now a nonce of this miner's would have forked (latency compare)
-                    self.log("head_moved", round=proposal.round)
+                    self.log("head_moved", round=proposal.round, hashed=nonce)
                     return
             if len(self.node.pending_devices()) != len(proposal.updates) + len(proposal.excluded):
                 return  # a larger candidate: start again with it

@@ -236,6 +236,11 @@ def test_a_tampered_announcement_is_refused_and_the_real_block_adopted(tmp_path)
     assert b.node.head.global_model_hash == ledger.head().global_model_hash
     adopted = [e for e in read_events(tmp_path / "b.jsonl") if e["event"] == "adopted"]
     assert adopted[-1]["checked"] is True
+    # the announcement's arrival (its transfer's end in `latency compare`) is one line a round,
+    # however often the block is posted again
+    assert b.announced(real) and b.announced(real)
+    arrivals = [e for e in read_events(tmp_path / "b.jsonl") if e["event"] == "block_announced"]
+    assert [e["round"] for e in arrivals] == [1]
     a.close()
     b.close()
 

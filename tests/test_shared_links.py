@@ -83,12 +83,16 @@ def test_every_transfer_is_joined_from_both_ends_logs(tmp_path):
           {"event": "gossip_sent", "ts": 5.6, "peer": m1, "device": "0xd0", "round": 3,
            "sent_at": 5.5, "bytes": COPY},
           {"event": "gossip_sent", "ts": 9.0, "peer": "http://10.0.0.9:9000",
-           "device": "0xd0", "round": 3, "sent_at": 8.0, "bytes": COPY})  # no such peer
+           "device": "0xd0", "round": 3, "sent_at": 8.0, "bytes": COPY},  # no such peer
+          {"event": "announce_sent", "ts": 9.2, "peer": m1, "round": 3, "sent_at": 9.1,
+           "bytes": 2783})
     write("miner1", {"event": "listening", "ts": 0, "url": m1},
           {"event": "update_accepted", "ts": 5.7, "device": "0xd0", "round": 3,
            "via": "gossip", "received_at": 5.7},
           {"event": "update_accepted", "ts": 7.0, "device": "0xd0", "round": 3,
-           "via": "gossip", "received_at": 7.0})  # a second receipt: the first counts
+           "via": "gossip", "received_at": 7.0},  # a second receipt: the first counts
+          {"event": "block_announced", "ts": 9.15, "round": 3, "received_at": 9.15},
+          {"event": "block_announced", "ts": 9.5, "round": 3, "received_at": 9.5})
     write("device0", {"event": "started", "ts": 0, "address": "0xd0"},
           {"event": "model", "ts": 4.0, "round": 2, "miner": m1, "fetch_started": 2.0,
            "fetched_at": 3.9, "download_bytes": 90_000},
@@ -98,4 +102,5 @@ def test_every_transfer_is_joined_from_both_ends_logs(tmp_path):
         Transfer("download", 3, "miner1", "device0", 2.0, 3.9, 90_000),
         Transfer("upload", 3, "device0", "miner0", 5.0, 5.4, COPY),
         Transfer("gossip", 3, "miner0", "miner1", 5.5, 5.7, COPY),
+        Transfer("announce", 3, "miner0", "miner1", 9.1, 9.15, 2783),
     ]

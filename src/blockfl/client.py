@@ -11,6 +11,7 @@ that failed to answer is tried after the others for `SUSPECT_FOR` seconds (`heal
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,9 +174,12 @@ class MinerClient:
         """Forward a verified update to this miner (it cross-verifies it)."""
         return self._post_update("/gossip", submission)
 
-    def announce(self, proposal: BlockProposal) -> None:
-        """Tell this miner about a committed block."""
-        self._request("POST", "/blocks", json=proposal_to_dict(proposal))
+    def announce(self, proposal: BlockProposal) -> int:
+        """Tell this miner about a committed block; the body's size in bytes."""
+        body = json.dumps(proposal_to_dict(proposal), separators=(",", ":")).encode()
+        self._request("POST", "/blocks", content=body,
+                      headers={"content-type": "application/json"})
+        return len(body)
 
     def attest(self, proposal: BlockProposal, request_signature: bytes) -> Attestation:
         """Ask this miner to check a candidate block and attest it, with the committer's

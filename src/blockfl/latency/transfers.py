@@ -1,6 +1,6 @@
 """Every transfer of a `network up` run on emulated links, from both ends' logs.
 
-Three kinds, each with its first byte at the sender and its last at the receiver, its size
+Four kinds, each with its first byte at the sender and its last at the receiver, its size
 and the two hosts (`miner<i>`, `device<j>`: the names of `hosts.json` and of the logs):
 
     upload    the device's `uploaded` (`sent_at`, `upload_bytes`: payload and record header)
@@ -11,6 +11,9 @@ and the two hosts (`miner<i>`, `device<j>`: the names of `hosts.json` and of the
               counted in round r, whose phase `t_dn` it is
     gossip    a miner's `gossip_sent` of a device's update to a peer (`sent_at`, `bytes`) to
               the peer's `update_accepted` via gossip of that device and round (`received_at`)
+    announce  the winner's `announce_sent` of its block to a peer (`sent_at`, `bytes`: the
+              block's JSON, its updates' records without their tensors) to the peer's
+              `block_announced` of that round (`received_at`)
 
 Hosts are known by the URL each miner's `listening` event gives. A transfer one end of which
 did not log (a process of an older version, a copy that failed) is left out; a copy received
@@ -32,7 +35,7 @@ class Transfer:
     """One transfer: its kind, the round whose phase it is, the hosts, first byte, last
     byte and payload size."""
 
-    kind: str  # upload | download | gossip
+    kind: str  # upload | download | gossip | announce
     round: int
     source: str
     target: str
@@ -53,6 +56,8 @@ def run_transfers(run_dir: Path) -> list[Transfer]:
             if e["event"] == "update_accepted" and "received_at" in e:
                 received.setdefault((e.get("via", ""), f"miner{i}", e["round"], e["device"]),
                                     e["received_at"])
+    announced = {(f"miner{i}", e["round"]): e["received_at"] for i, log in enumerate(miners)
+                 for e in reversed(log) if e["event"] == "block_announced"}  # the first
     found: dict[tuple[Any, ...], Transfer] = {}
     for j, log in enumerate(devices):
         device, address = f"device{j}", process_address(log)
@@ -71,9 +76,16 @@ def run_transfers(run_dir: Path) -> list[Transfer]:
                     e["fetched_at"], e["download_bytes"]))
     for i, log in enumerate(miners):
         for e in log:
-            peer = host.get(e.get("peer", "")) if e["event"] == "gossip_sent" else None
-            end = received.get(("gossip", peer, e.get("round"), e.get("device")))
-            if peer is not None and end is not None:
-                found.setdefault(("gossip", i, peer, e["round"], e["device"]), Transfer(
-                    "gossip", e["round"], f"miner{i}", peer, e["sent_at"], end, e["bytes"]))
+            peer = host.get(e.get("peer", ""))
+            if peer is None:
+                continue
+            if e["event"] == "gossip_sent":
+                end = received.get(("gossip", peer, e["round"], e["device"]))
+                if end is not None:
+                    found.setdefault(("gossip", i, peer, e["round"], e["device"]), Transfer(
+                        "gossip", e["round"], f"miner{i}", peer, e["sent_at"], end, e["bytes"]))
+            elif e["event"] == "announce_sent" and (peer, e["round"]) in announced:
+                found.setdefault(("announce", i, peer, e["round"]), Transfer(
+                    "announce", e["round"], f"miner{i}", peer, e["sent_at"],
+                    announced[(peer, e["round"])], e["bytes"]))
     return sorted(found.values(), key=lambda t: (t.start, t.kind, t.source, t.target))
