@@ -1,5 +1,5 @@
 """λ* on real processes: the emulated network at several block rates, measured E[T] against
-the paper's curve.
+two models' curves.
 
 For each λ (blocks/s per miner), `blockfl network up --emulate-links` (root or CAP_NET_ADMIN)
 runs 3 miners and 6 devices for `--rounds` rounds with a quorum of 1 (the paper's miners commit
@@ -12,12 +12,19 @@ rounds: a round forks with the measured rate `p`, so the expected number of atte
 
     measured E[T] = mean round duration / (1 - measured fork rate),
 
-with a 95% interval from a seeded bootstrap over the run's rounds. The model's curve is the
-paper's `E[T] = (T_fixed + 1 / (N_M λ)) exp(λ E)` with the measured inputs pooled over the runs:
+with a 95% interval from a seeded bootstrap over the run's rounds. Both models take their
+inputs measured once, pooled over every run. The paper's curve is
+`E[T] = (T_fixed + 1 / (N_M λ)) exp(λ E)`:
 `T_fixed` the round's phases other than the proof-of-work (download, training, upload, waiting
-and exchange, commit), `E` the fork exposure (miner-seconds a round in which a rival's nonce
-forks; docs/latency.md). Printed: a row per λ and both λ*; written: `sweep.csv` and
-`lambda_sweep_network.png` in `--out`.
+and exchange, commit), `E = (N_M - 1) W` the rivals' fork window. A rival's window `W` is
+seen only where it did not fork (one that forks stops hashing at its nonce), so it is
+estimated from what is seen in every round, each rival's hashing after the winner's nonce
+(`NetworkRound.fork_exposure`, docs/latency.md): its mean is `(1 - exp(-λ W)) / λ` a rival,
+solved for one `W` over all the rates. The staggered race (`blockfl.latency.staggered_race`)
+runs the race on the measured rounds' own starts (miners close their candidates at different
+times) and notice delays. Per rate, the measured forks are checked against λ x the rivals'
+hashing, as `latency compare` does. Printed: a row per λ, then each model's λ* and where it
+misses; written: `sweep.csv` and `lambda_sweep_network.png` in `--out`.
 
     sudo .venv/bin/python scripts/latency_sweep_network.py --out docs/figures/network-sweep
 """
@@ -34,7 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from blockfl.config import load_config
+from blockfl.latency.compare import TAIL, poisson_count_agrees
 from blockfl.latency.network_logs import network_rounds
+from blockfl.latency.staggered_race import race, start_offsets
 
 MINERS, DEVICES, T_WAIT = 3, 6, 5.0
 BOOTSTRAP = 2000
@@ -48,7 +58,26 @@ def run(lam: float, rounds: int, run_dir: Path) -> list:
                    "--quorum", "1", "--chain-block-rate", str(lam), "--model-name", "mlp",
                    "--network-t-wait", str(T_WAIT), "--run-dir", str(run_dir), "--json"]
         subprocess.run(command, check=True, capture_output=True, timeout=1800)
-    return network_rounds(run_dir, T_WAIT, DEVICES)
+    return network_rounds(run_dir, T_WAIT, DEVICES,
+                          load_config(run_dir / "config.toml").chain.hash_rate)
+
+
+def rival_window(lams: list[float], rival_rounds: list[int], hashing: list[float]) -> float:
+    """The one fork window `W` (seconds a rival hashes after the winner's nonce unless it
+    forks) whose expected hashing, `(1 - exp(-λ W)) / λ` a rival-round, adds up to the
+    `hashing` measured at the rates `lams` over their `rival_rounds` (bisection; inf when
+    even an endless window falls short)."""
+    def excess(w: float) -> float:
+        return sum(n * -math.expm1(-lam * w) / lam
+                   for lam, n in zip(lams, rival_rounds, strict=True)) - sum(hashing)
+
+    low, high = 0.0, 60.0
+    if excess(high) < 0:
+        return math.inf
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if excess(middle) < 0 else (low, middle)
+    return (low + high) / 2
 
 
 def expected_latency(durations: np.ndarray, forked: np.ndarray) -> float:
@@ -59,79 +88,125 @@ def expected_latency(durations: np.ndarray, forked: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lambdas", default="0.2,0.5,1,2,4,8,16")
-    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--lambdas", default="0.2,0.5,1,2,3,4,8,16")
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--out", type=Path, default=Path("runs/network-sweep"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    points, fixed, exposure = [], [], []
+    points, measured = [], []
     for lam in map(float, args.lambdas.split(",")):
         rounds = run(lam, args.rounds, args.out / f"lambda-{lam:g}")
+        measured += rounds
         durations = np.array([r.duration for r in rounds])
         forked = np.array([r.forks > 0 for r in rounds], dtype=float)
         resampled = [rng.integers(0, len(rounds), len(rounds)) for _ in range(BOOTSTRAP)]
         spread = [expected_latency(durations[i], forked[i]) for i in resampled]
         low, high = np.percentile(spread, [2.5, 97.5])
-        fixed += [r.duration - r.phases["t_bg"] for r in rounds]  # the phases cover the round
-        exposure += [r.fork_exposure for r in rounds]
+        hashing = sum(r.fork_exposure for r in rounds)
+        forks = sum(r.forks for r in rounds)
         points.append({"lambda": lam, "rounds": len(rounds),
                        "round_s": float(durations.mean()), "fork_rate": float(forked.mean()),
                        "expected_s": expected_latency(durations, forked),
                        "low_s": float(low), "high_s": float(high),
-                       "exposure": statistics.fmean(r.fork_exposure for r in rounds)})
+                       "exposure": hashing / len(rounds), "forks": forks,
+                       "forks_model": lam * hashing,
+                       "forks_agree": poisson_count_agrees(forks, lam * hashing)})
         print(" ".join(f"{k}={v:.4g}" for k, v in points[-1].items()), flush=True)
-    t_fixed, e = statistics.fmean(fixed), statistics.fmean(exposure)
-
-    def model(lam: float) -> float:
-        return (t_fixed + 1 / (MINERS * lam)) * math.exp(lam * e)
-
+    models = fitted_models(points, measured)
     for point in points:
-        point["model_s"] = model(point["lambda"])
-        point["p_fork"] = -math.expm1(-point["lambda"] * e)
-    grid = np.geomspace(min(p["lambda"] for p in points) / 1.5,
-                        max(p["lambda"] for p in points) * 1.5, 400)
+        for name, (curve, _) in models.items():
+            point[f"{name}_s"], point[f"{name}_p_fork"] = curve(point["lambda"])
+    grid = np.geomspace(points[0]["lambda"] / 1.5, points[-1]["lambda"] * 1.5, 200)
+    curves = {name: [curve(x) for x in grid] for name, (curve, _) in models.items()}
     best = min(points, key=lambda p: p["expected_s"])
-    analytic = float(grid[np.argmin([model(x) for x in grid])])
     with (args.out / "sweep.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, list(points[0]))
         writer.writeheader()
         writer.writerows(points)
-    print(f"T_fixed = {t_fixed:.3f} s, fork exposure = {e:.4f} miner-s a round; "
-          f"lambda* measured {best['lambda']:g} (E[T] {best['expected_s']:.3f} s), "
-          f"analytic {analytic:.3g} (E[T] {model(analytic):.3f} s)")
-    inside = sum(p["low_s"] <= p["model_s"] <= p["high_s"] for p in points)
-    print(f"the model inside the measured 95% interval at {inside} of {len(points)} rates")
-    plot(points, grid, [model(x) for x in grid], best, analytic, args.out)
+    print(f"forks as λ x the rivals' hashing at {sum(p['forks_agree'] for p in points)} of "
+          f"{len(points)} rates; lambda* measured {best['lambda']:g} "
+          f"(E[T] {best['expected_s']:.3f} s)")
+    optima = {}
+    for name, (_, inputs) in models.items():
+        i = int(np.argmin([t for t, _ in curves[name]]))
+        optima[name] = float(grid[i])
+        inside = sum(p["low_s"] <= p[f"{name}_s"] <= p["high_s"] for p in points)
+        forked = sum(forked_rounds_agree(round(p["fork_rate"] * p["rounds"]), p["rounds"],
+                                         p[f"{name}_p_fork"]) for p in points)
+        print(f"{name}: {inputs}; lambda* {grid[i]:.3g} (E[T] {curves[name][i][0]:.3f} s), "
+              f"inside the measured 95% interval at {inside} of {len(points)} rates, forked "
+              f"rounds within the binomial's tails at {forked}")
+    plot(points, grid, curves, best, optima, args.out)
 
 
-def plot(points: list[dict], grid: np.ndarray, curve: list[float], best: dict,
-         analytic: float, out: Path) -> None:
-    """Measured E[T] with its interval over the model's curve; fork rates beside."""
+def forked_rounds_agree(forked: int, rounds: int, p: float) -> bool:
+    """Whether `forked` of `rounds` is in neither tail (below `TAIL`) of the binomial at `p`."""
+    pmf = [math.comb(rounds, k) * p**k * (1 - p) ** (rounds - k) for k in range(rounds + 1)]
+    return min(sum(pmf[:forked + 1]), sum(pmf[forked:])) >= TAIL
+
+
+def fitted_models(points: list[dict], rounds: list) -> dict:
+    """The two models' curves, λ -> (E[T], p_fork), with the inputs pooled over every
+    measured round, and a line naming the inputs: the paper's, every miner starting at once
+    and each rival exposed for the window `W` (`rival_window`); and the staggered race
+    (`blockfl.latency.staggered_race`) on the measured starts and notice delays."""
+    t_fixed = statistics.fmean(r.duration - r.phases["t_bg"] for r in rounds)
+    w = rival_window([p["lambda"] for p in points], [p["rounds"] * (MINERS - 1) for p in points],
+                     [p["exposure"] * p["rounds"] for p in points])
+    e = (MINERS - 1) * w
+
+    def paper(lam: float) -> tuple[float, float]:
+        return (t_fixed + 1 / (MINERS * lam)) * math.exp(lam * e), -math.expm1(-lam * e)
+
+    timed = [r for r in rounds if r.race_starts]
+    offsets = start_offsets([r.race_starts for r in timed])
+    delays = [d for r in timed for d in r.notice_delays]
+    # the round less its race from the first miner's start to the winner's nonce
+    before = statistics.fmean(r.duration - max(s for s in r.race_starts if s is not None)
+                              for r in timed)
+
+    def staggered(lam: float) -> tuple[float, float]:
+        got = race(lam, offsets, delays)
+        return (before + got.seconds) / (1 - got.p_fork), got.p_fork
+
+    return {"paper": (paper, f"T_fixed {t_fixed:.3f} s, rival window W {w:.4f} s"),
+            "staggered": (staggered, f"{before:.3f} s before the race, starts of "
+                                     f"{len(offsets)} rounds, {len(delays)} notice delays "
+                                     f"(mean {statistics.fmean(delays):.4f} s)")}
+
+
+def plot(points: list[dict], grid: np.ndarray, curves: dict, best: dict, optima: dict,
+         out: Path) -> None:
+    """Measured E[T] with its interval over the models' curves; fork rates beside."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4))
     ax, forks = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     lams = [p["lambda"] for p in points]
-    ax.plot(grid, curve, label="model: (T_fixed + 1/(N_M λ)) exp(λ E)")
+    labels = {"paper": "paper: (T_fixed + 1/(N_M λ)) exp(λ (N_M−1) W)",
+              "staggered": "staggered race: measured starts and notice delays"}
+    for (name, curve), style in zip(curves.items(), ("--", "-"), strict=True):
+        line, = ax.plot(grid, [t for t, _ in curve], style, label=labels[name])
+        ax.axvline(optima[name], linestyle=style, color=line.get_color(), linewidth=0.8,
+                   label=f"λ* {name} {optima[name]:.2g}")
+        forks.plot(grid, [p for _, p in curve], style, color=line.get_color(),
+                   label=f"{name} model")
     ax.errorbar(lams, [p["expected_s"] for p in points],
                 yerr=[[p["expected_s"] - p["low_s"] for p in points],
                       [p["high_s"] - p["expected_s"] for p in points]],
-                fmt="o", capsize=3, label="measured: mean round / (1 − fork rate), 95%")
-    ax.axvline(analytic, linestyle="--", linewidth=1, label=f"λ* model {analytic:.2g}")
+                fmt="o", color="k", capsize=3, label="measured: mean round / (1 − fork rate), 95%")
     ax.axvline(best["lambda"], linestyle=":", color="k", linewidth=1,
                label=f"λ* measured {best['lambda']:g}")
     ax.set_xscale("log")
-    ax.set_ylim(0, 1.3 * max(max(p["high_s"] for p in points), max(p["model_s"] for p in points)))
+    ax.set_ylim(0, 1.2 * max(p["high_s"] for p in points if math.isfinite(p["high_s"])))
     ax.set_xlabel("λ, blocks/s per miner")
     ax.set_ylabel("E[T] per committed round, s")
-    ax.legend(fontsize=7)
-    forks.plot(lams, [p["p_fork"] for p in points], marker="x", label="model 1 − exp(−λ E)")
-    forks.plot(lams, [p["fork_rate"] for p in points], marker="o", linestyle="none",
-               label="measured")
+    ax.legend(fontsize=6)
+    forks.plot(lams, [p["fork_rate"] for p in points], "ok", label="measured")
     forks.set_xscale("log")
     forks.set_xlabel("λ, blocks/s per miner")
-    forks.set_ylabel("fork rate per round")
+    forks.set_ylabel("forked rounds")
     forks.legend(fontsize=7)
     fig.savefig(out / "lambda_sweep_network.png", dpi=120, bbox_inches="tight")
 
