@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from blockfl.config import load_config
-from blockfl.latency.compare import TAIL, poisson_count_agrees
+from blockfl.latency.compare import fork_count_agrees, poisson_count_agrees
 from blockfl.latency.network_logs import network_rounds
 from blockfl.latency.staggered_race import race, start_offsets
 
@@ -132,18 +132,12 @@ def main() -> None:
         i = int(np.argmin([t for t, _ in curves[name]]))
         optima[name] = float(grid[i])
         inside = sum(p["low_s"] <= p[f"{name}_s"] <= p["high_s"] for p in points)
-        forked = sum(forked_rounds_agree(round(p["fork_rate"] * p["rounds"]), p["rounds"],
-                                         p[f"{name}_p_fork"]) for p in points)
+        forked = sum(fork_count_agrees(round(p["fork_rate"] * p["rounds"]),
+                                       [p[f"{name}_p_fork"]] * p["rounds"]) for p in points)
         print(f"{name}: {inputs}; lambda* {grid[i]:.3g} (E[T] {curves[name][i][0]:.3f} s), "
               f"inside the measured 95% interval at {inside} of {len(points)} rates, forked "
               f"rounds within the binomial's tails at {forked}")
     plot(points, grid, curves, best, optima, args.out)
-
-
-def forked_rounds_agree(forked: int, rounds: int, p: float) -> bool:
-    """Whether `forked` of `rounds` is in neither tail (below `TAIL`) of the binomial at `p`."""
-    pmf = [math.comb(rounds, k) * p**k * (1 - p) ** (rounds - k) for k in range(rounds + 1)]
-    return min(sum(pmf[:forked + 1]), sum(pmf[forked:])) >= TAIL
 
 
 def fitted_models(points: list[dict], rounds: list) -> dict:

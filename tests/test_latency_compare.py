@@ -18,6 +18,7 @@ from blockfl.latency.compare import (
     compare_network,
     compare_run,
     exponential_mean_agrees,
+    fork_count_agrees,
     poisson_count_agrees,
 )
 from blockfl.latency.network_logs import network_rounds
@@ -119,6 +120,18 @@ def test_a_real_process_network_agrees_with_the_model(tmp_path, capsys):
     assert main(["latency", "compare", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "t_cross" in out and "round" in out and "winner_hash_rate" in out
+
+
+def test_a_count_of_forked_rounds_is_judged_by_its_exact_distribution():
+    """2 forks in 4 rounds at p = 0.03 is a 0.5% event: within 3 standard errors' tail (it
+    failed CI under the normal approximation); 4 in 4, or none in 40 rounds at p = 0.5, is not."""
+    assert fork_count_agrees(2, [0.03] * 4)
+    assert fork_count_agrees(0, [0.03] * 4) and fork_count_agrees(1, [0.03] * 4)
+    assert not fork_count_agrees(4, [0.03] * 4)
+    assert not fork_count_agrees(0, [0.5] * 40) and not fork_count_agrees(40, [0.5] * 40)
+    assert fork_count_agrees(20, [0.5] * 40)
+    assert fork_count_agrees(3, [0.0, 1.0, 1.0, 1.0]) and not fork_count_agrees(4, [0.0, 1.0,
+                                                                                    1.0, 1.0])
 
 
 def test_a_fork_count_is_judged_by_its_exact_distribution():

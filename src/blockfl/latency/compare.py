@@ -290,6 +290,19 @@ def poisson_count_agrees(count: int, mean: float) -> bool:
     return min(_poisson_cdf(count, mean), 1.0 - _poisson_cdf(count - 1, mean)) >= TAIL
 
 
+def fork_count_agrees(forked: int, p_forks: list[float]) -> bool:
+    """Whether `forked` rounds of those whose fork probabilities are `p_forks` is as likely
+    under the model as 3 standard errors allow: neither tail of the exact (Poisson-binomial)
+    distribution of the count below ``TAIL``. A handful of rounds with small
+    probabilities is far from normal: 2 forks in 4 rounds at p = 0.03 is a 0.5% event, which
+    3 standard errors of the normal approximation call a disagreement."""
+    counts = [1.0]  # counts[k]: the probability of k forks among the rounds so far
+    for q in p_forks:
+        counts = [a * (1 - q) + b * q for a, b in zip([*counts, 0.0], [0.0, *counts],
+                                                          strict=True)]
+    return min(sum(counts[:forked + 1]), sum(counts[forked:])) >= TAIL
+
+
 def _agrees(mean: float, se: float, model: float, kind: str) -> bool:
     """Deterministic terms within the relative tolerance, statistical ones within
     ``STATISTICAL_SIGMAS`` standard errors; inputs agree by construction."""
