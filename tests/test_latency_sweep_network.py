@@ -51,3 +51,23 @@ def test_a_late_start_races_less_and_forks_less():
     assert late.p_fork == pytest.approx(-math.expm1(-16.0 * 0.1), rel=0.01)
     absent = race(16.0, start_offsets([(1.0, 1.0, None)]), [0.1], draws=100_000)
     assert absent.p_fork == pytest.approx(late.p_fork, rel=0.01)
+
+
+def test_the_band_over_rates_holds_each_rates_interval_and_is_seeded():
+    """The simultaneous band (each rate at 1 - 0.05 / rates) contains the rate's own 95%
+    interval, is that interval for one rate, widens with the rates, and reads the same from
+    the same seed; a resample of forked rounds only is an endless upper end, not a NaN."""
+    script = load_script("latency_sweep_network")
+    gen = np.random.default_rng(5)
+    durations, forked = gen.exponential(1.0, 20) + 0.5, (gen.random(20) < 0.3).astype(float)
+
+    def bands(rates: int, seed: int = 0):
+        return script.intervals(durations, forked, np.random.default_rng(seed), rates)
+
+    (low, high), (band_low, band_high) = bands(8)
+    assert band_low < low < high < band_high
+    assert bands(1)[0] == bands(1)[1]
+    assert bands(16)[1][1] > band_high and bands(8) == bands(8)
+    _, (_, endless) = script.intervals(durations[:3], np.array([1.0, 1.0, 0.0]),
+                                       np.random.default_rng(0), 8)
+    assert endless == math.inf
