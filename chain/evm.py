@@ -22,7 +22,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
-from web3.exceptions import BadFunctionCallOutput, ContractLogicError
+from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError
 from web3.logs import DISCARD
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -282,7 +282,10 @@ class EvmLedger(Ledger):
         if not logs:
             return None  # rolled back between the two reads
         log = logs[-1]
-        timestamp = self.w3.eth.get_block(log["blockNumber"])["timestamp"]
+        try:
+            timestamp = self.w3.eth.get_block(log["blockNumber"])["timestamp"]
+        except BlockNotFound:
+            return None  # rolled back after the event was read
         return BlockRecord(round_, *(bytes(x) for x in b[:4]), b[4], b[5], timestamp, b[6],
                            log["args"]["nonce"])
 

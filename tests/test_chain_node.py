@@ -163,3 +163,31 @@ def test_every_call_to_a_node_that_went_away_is_chain_unavailable():
                  ledger.head, lambda: ledger.balance_of("0x" + "22" * 20)):
         with pytest.raises(ChainUnavailable, match="does not answer"):
             call()
+
+
+def test_a_block_rolled_back_between_its_reads_is_absent_not_an_error():
+    """`get_block` reads the block, then its event, then the EVM block of the event (for its
+    time): a rollback before the last read made a device die with `BlockNotFound` (seen in
+    `network up --rollback`); the block is absent then, as after the first two reads."""
+    from blockfl.chain.evm import EvmLedger, rpc_web3
+    from tests.conftest import MINERS, default_params
+    from tests.test_chain_keeper import commit_rounds
+
+    port = free_port()
+    node = start_anvil(port, state_interval=None)
+    try:
+        ledger = EvmLedger.create(rpc_web3(f"http://127.0.0.1:{port}"), default_params(), MINERS)
+        snapshot = ledger.w3.provider.make_request("evm_snapshot", [])["result"]
+        commit_rounds(ledger, 1)
+        assert ledger.get_block(1) is not None
+        read_time = ledger.w3.eth.get_block
+
+        def rolled_back_first(number, *args):
+            assert ledger.w3.provider.make_request("evm_revert", [snapshot])["result"] is True
+            return read_time(number, *args)
+
+        ledger.w3.eth.get_block = rolled_back_first  # the node reverts right before the read
+        assert ledger.get_block(1) is None
+    finally:
+        node.terminate()
+        node.wait(timeout=15)
