@@ -2,7 +2,8 @@
 
 Each local step draws a Poisson sample of the shard (every sample kept with probability
 `sample_rate = 1 / ceil(n / batch_size)`), clips every sample's gradient to `max_grad_norm`
-and adds Gaussian noise `noise_multiplier x max_grad_norm` to their sum (Opacus's
+and adds Gaussian noise `noise_multiplier x max_grad_norm` to their sum (the device's
+`blockfl.privacy.noise_multiplier`; Opacus's
 `PrivacyEngine.make_private`); a round is `epochs x ceil(n / batch_size)` such steps
 (`blockfl.privacy.dp_sgd_steps`, by which every miner charges the budget). The sampling and
 the noise come from two torch generators seeded by the round's seed (`secure_mode` off), so a
@@ -24,7 +25,7 @@ from blockfl.config import PrivacyConfig, TrainingConfig
 from blockfl.dataset import Dataset
 from blockfl.devices.training import LocalUpdate, loss_function
 from blockfl.models import model_for_state
-from blockfl.privacy import dp_sgd_steps, require_accountant
+from blockfl.privacy import dp_sgd_steps, noise_multiplier, require_accountant
 from blockfl.tensors import StateDict
 
 #: the noise generator's seed is the round's seed plus this (the sampling's is the seed)
@@ -39,6 +40,8 @@ def make_private(model: torch.nn.Module, data: Dataset, training: TrainingConfig
     require_accountant()
     from opacus import PrivacyEngine
 
+    noise = noise_multiplier(privacy.for_training(training), len(data))
+
     loader = DataLoader(TensorDataset(data.x, data.y), batch_size=training.batch_size,
                         generator=torch.Generator().manual_seed(seed))
     with warnings.catch_warnings():  # Opacus warns that secure_mode is off: it is, by design
@@ -46,7 +49,7 @@ def make_private(model: torch.nn.Module, data: Dataset, training: TrainingConfig
         engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         module, optimizer, dp_loader = engine.make_private(
             module=model, optimizer=torch.optim.SGD(model.parameters(), lr=training.lr),
-            data_loader=loader, noise_multiplier=privacy.noise_multiplier,
+            data_loader=loader, noise_multiplier=noise,
             max_grad_norm=privacy.max_grad_norm, poisson_sampling=True,
             noise_generator=torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET))
     steps, sample_rate = dp_sgd_steps(training.batch_size, 1, len(data))

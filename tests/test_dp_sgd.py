@@ -19,7 +19,13 @@ from blockfl.devices.device import Device
 from blockfl.keys import derived_key
 from blockfl.launcher import LocalNetwork
 from blockfl.models import initial_state, model_for_state
-from blockfl.privacy import PrivacyRule, dp_sgd_steps, epsilon, rounds_within_budget
+from blockfl.privacy import (
+    PrivacyRule,
+    dp_sgd_steps,
+    epsilon,
+    noise_multiplier,
+    rounds_within_budget,
+)
 from blockfl.protocol import Genesis, ProtocolSpec
 from blockfl.signing import address_of
 from blockfl.sim.attack import run_one
@@ -89,13 +95,26 @@ def test_a_task_that_does_not_train_with_dp_sgd_is_refused(tmp_path):
                privacy=PrivacyConfig(**DP))
 
 
-def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
-    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 5.0},
+def _dp_run(tmp_path, rounds: int, **privacy):
+    """A 4-device MLP run of `rounds` rounds with DP-SGD (`DP` updated by `privacy`)."""
+    config = small_config(tmp_path, privacy={**DP, **privacy},
                           network={"devices": 4, "miners": 2}, model={"name": "mlp"},
                           training={"epochs": 1, "lr": 0.5, "batch_size": 32,
                                     "compute_time": "modelled"},
-                          run={"rounds": 6, "out_dir": str(tmp_path), "name": "run"})
-    summary = run_experiment(config)
+                          run={"rounds": rounds, "out_dir": str(tmp_path), "name": "run"})
+    return config, run_experiment(config)
+
+
+def _paid_rounds(ledger) -> dict[str, set[int]]:
+    """Per device, the rounds the chain paid it for."""
+    paid: dict[str, set[int]] = {}
+    for update in ledger.accepted_updates():
+        paid.setdefault(update.device, set()).add(update.round)
+    return paid
+
+
+def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
+    _, summary = _dp_run(tmp_path, 6, epsilon_budget=5.0)
     sim = summary.simulation
     cfg = sim.spec.privacy
     allowed = {d.address: rounds_within_budget(cfg, len(d.shard)) for d in sim.devices}
@@ -103,9 +122,7 @@ def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
     assert sorted(allowed.values()) == [3, 3, 3, 5]
     assert summary.report["stopped_early"] == "every device spent its privacy budget after round 5"
     assert summary.rounds[-1].metrics["accuracy"] > 0.3  # digits: chance is 0.1
-    paid: dict[str, set[int]] = {}
-    for update in sim.ledger.accepted_updates():
-        paid.setdefault(update.device, set()).add(update.round)
+    paid = _paid_rounds(sim.ledger)
     assert paid == {d: set(range(1, n + 1)) for d, n in allowed.items()}  # never past it
     report = json.loads((summary.run_dir / "report.json").read_text())["privacy"]
     assert (report["mode"], report["batch_size"], report["epochs"]) == ("dp_sgd", 32, 1)
@@ -121,6 +138,54 @@ def test_a_dp_sgd_run_trains_reports_epsilon_and_stops_at_the_budget(tmp_path):
     late = device.train(miner.round, sim.ledger.domain).submission
     verdict = miner.receive_upload(late)
     assert (verdict.accepted, verdict.reason) == (False, "privacy_budget_exhausted")
+
+
+def test_calibrated_noise_is_the_least_on_its_grid_that_lasts_the_rounds_it_names(tmp_path):
+    cfg = PrivacyConfig(**{**DP, "noise_multiplier": 0.5, "epsilon_budget": 5.0,
+                           "budget_rounds": 6}).for_training(TrainingConfig(epochs=1,
+                                                                            batch_size=32))
+    noise = {n: noise_multiplier(cfg, n) for n in (20, 100, 450)}
+    for n, sigma in noise.items():
+        assert sigma * 100 == round(sigma * 100) and sigma > 0.5
+        assert epsilon(cfg, 6, n) <= 5.0 and rounds_within_budget(cfg, n) >= 6
+        one_less = replace(cfg, budget_rounds=0, noise_multiplier=round(sigma - 0.01, 2))
+        assert epsilon(one_less, 6, n) > 5.0  # the least multiplier on the grid
+    # a small shard is sampled whole each step: more noise than a large one sampled at 1/15
+    assert noise[20] > noise[100] > noise[450]
+    assert noise_multiplier(cfg, 33) == noise_multiplier(cfg, 64)  # the same steps a round
+    assert noise_multiplier(replace(cfg, noise_multiplier=9.0), 450) == 9.0  # the floor
+    assert noise_multiplier(replace(cfg, budget_rounds=0), 450) == 0.5
+    with pytest.raises(ValueError, match=r"privacy\.budget_rounds = 6 needs an epsilon_budget"):
+        PrivacyConfig(**{**DP, "budget_rounds": 6})
+    genesis = Genesis("none", b"\0" * 32, {})
+    spec = ProtocolSpec.from_config(small_config(tmp_path, privacy={**DP, "epsilon_budget": 5.0,
+                                                                    "budget_rounds": 6}),
+                                    genesis).to_dict()["privacy"]
+    plain = ProtocolSpec.from_config(small_config(tmp_path, privacy=DP),
+                                     genesis).to_dict()["privacy"]
+    assert spec["budget_rounds"] == 6 and "budget_rounds" not in plain  # older specs' hashes
+
+
+def test_a_calibrated_dp_sgd_run_pays_every_device_every_round_within_its_budget(tmp_path):
+    from blockfl.devices.training_dp import make_private
+
+    config, summary = _dp_run(tmp_path, 4, noise_multiplier=0.3, epsilon_budget=5.0,
+                              budget_rounds=4)
+    sim = summary.simulation
+    cfg = sim.spec.privacy
+    assert "stopped_early" not in summary.report
+    assert _paid_rounds(sim.ledger) == {d.address: {1, 2, 3, 4} for d in sim.devices}
+    report = json.loads((summary.run_dir / "report.json").read_text())["privacy"]
+    for device, row in zip(sim.devices, report["devices"], strict=True):
+        n = len(device.shard)
+        assert row["noise_multiplier"] == noise_multiplier(cfg, n) > 0.3
+        assert row["epsilon"] == pytest.approx(epsilon(cfg, 4, n), rel=1e-12)
+        assert row["epsilon"] <= 5.0
+    assert summary.hashes_agree and summary.rewards_match
+    shard = sim.devices[0].shard  # and the device trains at its multiplier
+    model = model_for_state("mlp", shard.input_shape, sim.miners[0].base_state)
+    _, _, optimizer, _ = make_private(model, shard, config.training, config.privacy, seed=1)
+    assert optimizer.noise_multiplier == noise_multiplier(cfg, len(shard))
 
 
 def test_the_rule_charges_dp_sgd_at_the_signed_sample_count_and_bounds_no_norm():

@@ -242,7 +242,7 @@ PRIVACY_MODES = ("off", "client", "dp_sgd")
 #: the fields of `[privacy]` that DP-SGD does not use (left out of the spec in that mode), and
 #: those only DP-SGD uses (left out in client mode, so client-mode specs keep their hash)
 CLIENT_ONLY = ("clip",)
-DP_SGD_ONLY = ("max_grad_norm", "batch_size", "epochs")
+DP_SGD_ONLY = ("max_grad_norm", "batch_size", "epochs", "budget_rounds")
 
 
 @dataclass(frozen=True)
@@ -262,6 +262,11 @@ class PrivacyConfig:
     # miner charges the budget by; 0 (leave unset): the spec copies them from [training]
     batch_size: int = 0
     epochs: int = 0
+    # dp_sgd with a budget: each device's noise multiplier is the least, on a 0.01 grid and at
+    # least noise_multiplier, with which it may take part in this many rounds (so a small
+    # shard, sampled at a higher rate, gets more noise and a large one less); 0: every device
+    # uses noise_multiplier and stops when its budget is spent
+    budget_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in PRIVACY_MODES:
@@ -272,11 +277,15 @@ class PrivacyConfig:
                   ("epsilon_budget", self.epsilon_budget >= 0, ">= 0 (0: no budget)"),
                   ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
                   ("batch_size", self.batch_size >= 0, ">= 1 (0: [training]'s)"),
-                  ("epochs", self.epochs >= 0, ">= 1 (0: [training]'s)"))
+                  ("epochs", self.epochs >= 0, ">= 1 (0: [training]'s)"),
+                  ("budget_rounds", self.budget_rounds >= 0, ">= 0 (0: one noise multiplier)"))
         for name, ok, wanted in checks:
             value = getattr(self, name)
             if not (ok and math.isfinite(value)):
                 raise ValueError(f"privacy.{name} = {value!r} out of range: {wanted}")
+        if self.budget_rounds and self.mode == "dp_sgd" and not self.epsilon_budget:
+            raise ValueError(f"privacy.budget_rounds = {self.budget_rounds} needs an "
+                             "epsilon_budget to spread over those rounds")
 
 
     def for_training(self, training: TrainingConfig) -> PrivacyConfig:
@@ -296,6 +305,8 @@ class PrivacyConfig:
     def spec_fields(self) -> tuple[str, ...]:
         """The fields of the protocol spec's privacy section in this mode."""
         unused = CLIENT_ONLY if self.mode == "dp_sgd" else DP_SGD_ONLY
+        if not self.budget_rounds:  # unset: dp_sgd specs from before it keep their hash
+            unused += ("budget_rounds",)
         return tuple(f.name for f in fields(self) if f.name not in unused)
 
 

@@ -75,16 +75,52 @@ def dp_sgd_steps(batch_size: int, epochs: int, samples: int) -> tuple[int, float
     return epochs * per_epoch, 1 / per_epoch
 
 
+NOISE_GRID = 100  # calibrated noise multipliers are multiples of 1 / NOISE_GRID
+
+
+def _dp_sgd_epsilon(cfg: PrivacyConfig, noise: float, rounds: int, samples: int) -> float:
+    steps, rate = dp_sgd_steps(cfg.batch_size, cfg.epochs, samples)
+    return _rdp_epsilon(noise, rate, steps * rounds, cfg.delta)
+
+
+def noise_multiplier(cfg: PrivacyConfig, samples: int = 0) -> float:
+    """The noise multiplier a device of `samples` samples trains with and is charged at:
+    `cfg.noise_multiplier`, or with `budget_rounds` (dp_sgd) the least multiple of 0.01, at
+    least that, with which `budget_rounds` rounds spend no more than `epsilon_budget`
+    (found by bisection over whole grid steps, so every miner computes the same value)."""
+    if cfg.mode != "dp_sgd" or not cfg.budget_rounds:
+        return cfg.noise_multiplier
+    # epsilon depends on the samples only through the steps a pass takes: one search for each
+    return _calibrated(cfg, max(1, math.ceil(samples / cfg.batch_size)) * cfg.batch_size)
+
+
+@lru_cache(maxsize=4096)
+def _calibrated(cfg: PrivacyConfig, samples: int) -> float:
+    def within(k: int) -> bool:
+        spent = _dp_sgd_epsilon(cfg, k / NOISE_GRID, cfg.budget_rounds, samples)
+        return spent <= cfg.epsilon_budget
+
+    low = max(1, math.ceil(cfg.noise_multiplier * NOISE_GRID - 1e-9))
+    if within(low):
+        return low / NOISE_GRID
+    high = 2 * low
+    while not within(high):  # epsilon falls as the noise grows: some multiplier is enough
+        low, high = high, 2 * high
+    while high - low > 1:  # within(high), not within(low)
+        mid = (low + high) // 2
+        low, high = (low, mid) if within(mid) else (mid, high)
+    return high / NOISE_GRID
+
+
 def epsilon(cfg: PrivacyConfig, rounds: int, samples: int = 0) -> float:
     """The epsilon (at `cfg.delta`) a device has spent after taking part in `rounds` rounds;
     0 with privacy off or no round. Client mode: one Gaussian mechanism per round. dp_sgd:
     the steps of `rounds` rounds of DP-SGD over `samples` (`dp_sgd_steps`; a device's updates
-    are charged at the sample count it signs, its shard's size)."""
+    are charged at the sample count it signs, its shard's size) at its `noise_multiplier`."""
     if cfg.mode == "off" or rounds == 0:
         return 0.0
     if cfg.mode == "dp_sgd":
-        steps, rate = dp_sgd_steps(cfg.batch_size, cfg.epochs, samples)
-        return _rdp_epsilon(cfg.noise_multiplier, rate, steps * rounds, cfg.delta)
+        return _dp_sgd_epsilon(cfg, noise_multiplier(cfg, samples), rounds, samples)
     return _rdp_epsilon(cfg.noise_multiplier / 2, 1.0, rounds, cfg.delta)
 
 
@@ -100,7 +136,7 @@ def check_budget(cfg: PrivacyConfig, shards: Sequence[int] = ()) -> None:
             of = f" for a device of {samples} samples" if cfg.mode == "dp_sgd" else ""
             raise ValueError(f"privacy.epsilon_budget = {cfg.epsilon_budget:g} is below one "
                              f"round's epsilon{of} ({first:.4g} at noise_multiplier "
-                             f"{cfg.noise_multiplier:g}, delta {cfg.delta:g}): no update "
+                             f"{noise_multiplier(cfg, samples):g}, delta {cfg.delta:g}): no update "
                              "could be sent")
 
 
@@ -176,6 +212,7 @@ def device_budgets(cfg: PrivacyConfig,
     for address, (taken, samples) in rounds.items():
         spent = epsilon(cfg, taken, samples)
         rows.append({"address": address, "rounds": taken, "epsilon": spent,
+                     "noise_multiplier": noise_multiplier(cfg, samples),
                      "budget_left": cfg.epsilon_budget - spent if cfg.epsilon_budget else None})
     return rows
 

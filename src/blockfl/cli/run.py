@@ -173,10 +173,13 @@ def _footer(summary: RunSummary) -> str:
         notes += (f"Ray start-up (actors): {summary.report['setup_seconds']['trainer']:.1f} s, "
                   "before round 1 and not part of its training\n")
     if "privacy" in summary.report:
-        spent = max(d["epsilon"] for d in summary.report["privacy"]["devices"])
+        devices = summary.report["privacy"]["devices"]
+        spent = max(d["epsilon"] for d in devices)
+        noise = sorted({d["noise_multiplier"] for d in devices})
+        noise_text = f"{noise[0]:g}" + (f" to {noise[-1]:g}" if len(noise) > 1 else "")
         notes += (f"privacy: {summary.report['privacy']['mode']} mode, at most epsilon = "
                   f"{spent:.3g} per device (delta {summary.report['privacy']['delta']:g}, "
-                  "Opacus RDP accountant)\n")
+                  f"Opacus RDP accountant), noise multiplier {noise_text}\n")
     if "stopped_early" in summary.report:
         notes += f"[yellow]stopped early: {summary.report['stopped_early']}[/yellow]\n"
     return (f"final {final}\n{notes}same global model hash on chain, every miner and every device: "
