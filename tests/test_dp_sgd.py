@@ -203,7 +203,7 @@ def test_the_rule_charges_dp_sgd_at_the_signed_sample_count_and_bounds_no_norm()
 def dp_deployment(tmp_path_factory, anvil_url):
     """A 2-round dp_sgd run on anvil: (its deployment, deployment.json, its run summary)."""
     tmp_path = tmp_path_factory.mktemp("dp_sgd")
-    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 20.0},
+    config = small_config(tmp_path, privacy={**DP, "epsilon_budget": 20.0, "budget_rounds": 2},
                           network={"devices": 3, "miners": 2},
                           run={"rounds": 2, "out_dir": str(tmp_path), "name": "run"})
     deployment, path = deployed(config, anvil_url, tmp_path)
@@ -236,6 +236,14 @@ def test_inspect_privacy_and_the_explorer_show_each_devices_dp_sgd_epsilon(dp_de
     assert {d["address"]: d for d in rewards["privacy"]["devices"]} == expected
     assert {r["address"] for r in rewards["rows"] if r["role"] == "device"} == set(expected)
     assert "privacy" not in _explorer(deployment, privacy=False).refresh().rewards
+    # the table names the per-device noise and gives each device's multiplier
+    assert main(["inspect", "privacy", "--deployment", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "noise per device (lasting 2 rounds" in table
+    for device in summary.simulation.devices:
+        sigma = noise_multiplier(summary.simulation.spec.privacy, len(device.shard))
+        assert expected[device.address]["noise_multiplier"] == sigma
+        assert f"{sigma:g}" in table
 
 
 def test_the_rewards_page_shows_an_epsilon_column_in_a_browser(dp_deployment, browser):

@@ -162,13 +162,18 @@ def inspect_privacy(args: argparse.Namespace) -> int:
         emit_json(report)
         return 0
     budget = f", budget {cfg.epsilon_budget:g}" if cfg.epsilon_budget else ""
+    per_device = cfg.mode == "dp_sgd" and cfg.budget_rounds > 0
+    noise = (f"noise per device (lasting {cfg.budget_rounds} rounds, at least "
+             f"x{cfg.noise_multiplier:g})" if per_device else f"noise x{cfg.noise_multiplier:g}")
     table = Table("device", Number("rounds"), Number("epsilon"), Number("budget left"),
-                  title=f"privacy: {cfg.mode} mode, noise x{cfg.noise_multiplier:g} of clip "
+                  *([Number("noise")] if per_device else []),
+                  title=f"privacy: {cfg.mode} mode, {noise} of clip "
                         f"{privacy.clip_of(cfg):g}, delta {cfg.delta:g}{budget} (Opacus RDP)")
     for row in report["devices"]:
         left = row["budget_left"]
         table.add_row(row["address"], str(row["rounds"]), f"{row['epsilon']:.4g}",
-                      "" if left is None else f"{left:.4g}")
+                      "" if left is None else f"{left:.4g}",
+                      *([f"{row['noise_multiplier']:g}"] if per_device else []))
     emit_table(table)
     return 0
 
