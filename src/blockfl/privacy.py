@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -94,22 +94,31 @@ def noise_multiplier(cfg: PrivacyConfig, samples: int = 0) -> float:
     return _calibrated(cfg, max(1, math.ceil(samples / cfg.batch_size)) * cfg.batch_size)
 
 
+def _least(holds: Callable[[int], bool], start: int, limit: int | None = None) -> int | None:
+    """The least integer n >= `start` (>= 1) with `holds(n)`, for a `holds` that turns true and
+    stays true as n grows: doubling, then bisection. None if it is still false at `limit`."""
+    if holds(start):
+        return start
+    low, high = start, 2 * start
+    while not holds(high):
+        if limit is not None and high >= limit:
+            return None
+        low, high = high, 2 * high
+    while high - low > 1:  # holds(high), not holds(low)
+        mid = (low + high) // 2
+        low, high = (low, mid) if holds(mid) else (mid, high)
+    return high
+
+
 @lru_cache(maxsize=4096)
 def _calibrated(cfg: PrivacyConfig, samples: int) -> float:
-    def within(k: int) -> bool:
+    def within(k: int) -> bool:  # epsilon falls as the noise grows
         spent = _dp_sgd_epsilon(cfg, k / NOISE_GRID, cfg.budget_rounds, samples)
         return spent <= cfg.epsilon_budget
 
-    low = max(1, math.ceil(cfg.noise_multiplier * NOISE_GRID - 1e-9))
-    if within(low):
-        return low / NOISE_GRID
-    high = 2 * low
-    while not within(high):  # epsilon falls as the noise grows: some multiplier is enough
-        low, high = high, 2 * high
-    while high - low > 1:  # within(high), not within(low)
-        mid = (low + high) // 2
-        low, high = (low, mid) if within(mid) else (mid, high)
-    return high / NOISE_GRID
+    least = _least(within, max(1, math.ceil(cfg.noise_multiplier * NOISE_GRID - 1e-9)))
+    assert least is not None  # without a limit the search ends: enough noise fits any budget
+    return least / NOISE_GRID
 
 
 def epsilon(cfg: PrivacyConfig, rounds: int, samples: int = 0) -> float:
@@ -145,16 +154,10 @@ def rounds_within_budget(cfg: PrivacyConfig, samples: int = 0) -> int | None:
     no budget)."""
     if cfg.mode == "off" or cfg.epsilon_budget <= 0:
         return None
-    low, high = 0, 1
-    while epsilon(cfg, high, samples) <= cfg.epsilon_budget:
-        low, high = high, high * 2
-        if high > 1 << 20:
-            return None  # the noise is so large that the budget never runs out in practice
-    while high - low > 1:  # epsilon grows with rounds: the last round within the budget
-        mid = (low + high) // 2
-        within = epsilon(cfg, mid, samples) <= cfg.epsilon_budget
-        low, high = (mid, high) if within else (low, mid)
-    return low
+    # epsilon grows with rounds: the first round past the budget, less one (None: the noise is
+    # so large that the budget never runs out in practice)
+    past = _least(lambda r: epsilon(cfg, r, samples) > cfg.epsilon_budget, 1, limit=1 << 20)
+    return None if past is None else past - 1
 
 
 def _floating(state: StateDict) -> list[str]:
