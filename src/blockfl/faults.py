@@ -159,9 +159,10 @@ class FaultSchedule:
             network.start_node()
             self._snapshots.clear()  # a node's snapshots die with it: taken again on its state
             self.log("node_restarted", round=head, kept=network.ledger.head().round)
-        else:
+        else:  # `round`: the head read right before the revert (the tick's may be older)
+            before = network.ledger.head().round
             reverted = self._rpc("evm_revert", self._snapshots.pop(fault)) is True
-            self.log("rolled_back", round=head, to_round=network.ledger.head().round,
+            self.log("rolled_back", round=before, to_round=network.ledger.head().round,
                      reverted=reverted)
 
     def finish(self) -> None:
