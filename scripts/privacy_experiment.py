@@ -3,7 +3,10 @@
 For each number of devices, noise multiplier and seed, a `simulate` run (digits, MLP, the local
 ledger) with `[privacy] mode = "client"`, or `--mode dp_sgd` (Opacus on each device; its ε is
 per sample), and one without privacy: final test accuracy, the epsilon each device spent
-(Opacus RDP, at delta; the worst device), and two membership-inference attacks:
+(Opacus RDP, at delta; the worst device), and two membership-inference attacks. The
+`--training-*`, `--privacy-*` and `--data-*` flags of `blockfl simulate` set the private runs
+(e.g. DP-SGD's tuned training and noise per device, below); the run without privacy and LiRA's
+reference models always train with the demo's `[training]`, which trains well unclipped:
 
 - against the final global model, where members are the devices' training samples and
   non-members the held-out test split: a loss threshold (Yeom et al.: a lower loss means
@@ -22,6 +25,10 @@ per run is written as it finishes (`privacy.csv`; a rerun skips the rows it has)
     python scripts/privacy_experiment.py --devices 10,100 --seeds 0,1,2 --out docs/figures/privacy
     python scripts/privacy_experiment.py --mode dp_sgd --devices 10 --noise 0.5,0.7,1,1.5,2 \
         --seeds 0,1,2 --out docs/figures/privacy
+    python scripts/privacy_experiment.py --mode dp_sgd --devices 10 --noise 1 --rounds 20 \
+        --seeds 0,1,2,3,4 --training-epochs 1 --training-batch-size 64 --training-lr 4.8 \
+        --training-lr-decay 0.93 --privacy-budget-rounds 20 --privacy-epsilon-budget 8 \
+        --out docs/figures/privacy/per-device
 """
 
 from __future__ import annotations
@@ -41,7 +48,14 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from blockfl.aggregation import FedAvg, WeightedUpdate
-from blockfl.config import Config, PrivacyConfig, TrainingConfig, load_config
+from blockfl.config import (
+    Config,
+    PrivacyConfig,
+    TrainingConfig,
+    add_config_flags,
+    config_from_args,
+    load_config,
+)
 from blockfl.dataset import Dataset
 from blockfl.devices.data import partition_iid
 from blockfl.devices.training_batched import train_many
@@ -141,11 +155,15 @@ def lira(target: StateDict, initial: StateDict, pool: Dataset, member: np.ndarra
 
 
 def experiment(base: Config, devices: int, noise: float | None, seed: int,
-               out: Path, mode: str = "client") -> dict[str, float]:
-    """One run: noise None means privacy off."""
-    privacy = PrivacyConfig() if noise is None else replace(base.privacy, mode=mode,
-                                                           noise_multiplier=noise)
-    config = replace(base, privacy=privacy,
+               out: Path, mode: str = "client",
+               plain: TrainingConfig | None = None) -> dict[str, float]:
+    """One run: noise None means privacy off, trained with `plain` (None: `base.training`),
+    as LiRA's reference models are."""
+    plain = plain or base.training
+    private = noise is not None
+    privacy = replace(base.privacy, mode=mode, noise_multiplier=noise) if private else \
+        PrivacyConfig()
+    config = replace(base, privacy=privacy, training=base.training if private else plain,
                      network=replace(base.network, devices=devices),
                      run=replace(base.run, seed=seed, out_dir=str(out), name=""))
     released: dict[str, tuple[StateDict, StateDict]] = {}
@@ -173,7 +191,7 @@ def experiment(base: Config, devices: int, noise: float | None, seed: int,
                    test.n_outputs, test.task)
     is_member = np.r_[np.ones(len(members[1]), bool), np.zeros(len(test.y), bool)]
     lira_auc, lira_low, lira_tpr = lira(final, sim.experiment.initial, pool, is_member,
-                                        base.training, devices, last, SHADOWS, seed)
+                                        plain, devices, last, SHADOWS, seed)
     rng = np.random.default_rng(seed)
     member_losses, other_losses = [], []
     for address, (base_state, delta) in sorted(released.items()):
@@ -240,7 +258,10 @@ def plot(rows: list[dict[str, float]], out: Path, mode: str = "client") -> None:
         fig.savefig(out / name, dpi=120, bbox_inches="tight")
 
 
-def main() -> None:
+def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config, TrainingConfig]:
+    """The command line: its arguments, the private runs' config (the demo's, with the
+    `--data-*`, `--training-*` and `--privacy-*` flags, `--rounds` and the local ledger) and
+    the training of the run without privacy and of LiRA's references (the demo's)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="10,100")
     parser.add_argument("--mode", choices=list(SUFFIX), default="client",
@@ -249,14 +270,18 @@ def main() -> None:
                         help="noise multipliers (a run without DP is added)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("runs/privacy"))
-    args = parser.parse_args()
-    base = load_config("demo")
+    add_config_flags(parser, default="demo", sections=("data", "training", "privacy"))
+    args = parser.parse_args(argv)
+    base = config_from_args(args)
     base = replace(base, run=replace(base.run, rounds=args.rounds),
                    chain=replace(base.chain, ledger="local"),
-                   privacy=replace(base.privacy, clip=args.clip),
                    verification=replace(base.verification, norm_bound=1e9))
+    return args, base, load_config("demo").training
+
+
+def main() -> None:
+    args, base, plain = settings()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"privacy{SUFFIX[args.mode]}.csv"
     rows = []
@@ -271,7 +296,7 @@ def main() -> None:
         for i, (devices, noise, seed) in enumerate(cells, 1):
             if (devices, -1.0 if noise is None else noise, seed) in done:
                 continue
-            row = experiment(base, devices, noise, seed, Path(runs), args.mode)
+            row = experiment(base, devices, noise, seed, Path(runs), args.mode, plain)
             rows.append(row)
             new = not path.exists()
             with path.open("a", newline="") as f:

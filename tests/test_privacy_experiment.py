@@ -45,3 +45,25 @@ def test_lira_finds_the_members_of_a_model_that_memorised_them_and_not_of_one_th
     assert auc > 0.7 and low > 0.5 and 0.0 <= tpr <= 1.0
     chance, _, _ = script.lira(initial, initial, pool, member, training, 2, 2, 16, seed=0)
     assert abs(chance - 0.5) < 0.15
+
+
+def test_the_flags_set_the_private_runs_and_the_run_without_privacy_trains_plainly(tmp_path):
+    """`--training-*`/`--privacy-*` reach the private runs only: the run without privacy (and
+    LiRA's references) train with the `plain` training, as a run configured with it does."""
+    from blockfl.config import load_config
+
+    script = load_script("privacy_experiment")
+    args, base, plain = script.settings(
+        ["--mode", "dp_sgd", "--rounds", "20", "--training-lr", "4.8", "--training-batch-size",
+         "64", "--privacy-budget-rounds", "20", "--privacy-epsilon-budget", "8"])
+    assert (args.mode, base.run.rounds, base.chain.ledger) == ("dp_sgd", 20, "local")
+    assert (base.training.lr, base.training.batch_size) == (4.8, 64)
+    assert (base.privacy.budget_rounds, base.privacy.epsilon_budget) == (20, 8.0)
+    assert plain == load_config("demo").training != base.training
+
+    small = small_config(tmp_path, model={"name": "mlp"}, run={"rounds": 2},
+                         chain={"ledger": "local"})
+    small = replace(small, verification=replace(small.verification, norm_bound=1e9))
+    unstable = replace(small, training=replace(small.training, lr=40.0))
+    given = script.experiment(unstable, 3, None, 0, tmp_path / "a", plain=small.training)
+    assert given == script.experiment(small, 3, None, 0, tmp_path / "b")
