@@ -32,7 +32,7 @@ import machine  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from blockfl.aggregation import AggregationRule, WeightedUpdate  # noqa: E402
+from blockfl.aggregation import AggregationRule, WeightedUpdate, kernels  # noqa: E402
 from blockfl.config import AggregationConfig  # noqa: E402
 
 try:
@@ -111,8 +111,13 @@ def main() -> None:
     parser.add_argument("--shapes", default="10x1,100x1,10x11",
                         help="clients x millions of values, comma-separated")
     parser.add_argument("--rules", default=",".join(RULES), help="rules, comma-separated")
+    parser.add_argument("--numpy-sort", action="store_true",
+                        help="sort each coordinate with NumPy, as before the sorting network "
+                             "(the median, trimmed mean and centered clipping; same bits)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.numpy_sort:
+        kernels.NETWORK_MAX = 0
     if flower is None:
         print("Flower is not installed (pip install -e '.[bench]'): BlockFL's times only")
     print(f"{'clients x values':>17} {'rule':>13} {'BlockFL s':>10} {'Flower s':>10} "
