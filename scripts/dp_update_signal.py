@@ -10,6 +10,12 @@ spread of the cosine of two unrelated d-dimensional directions. Where the honest
 attackers' means differ by less than that spread, no rule that looks at one update at a time
 can tell them apart.
 
+Then the same cosines over rounds, as a rule with a history of each device could read them:
+per device, the mean of its cosines over rounds 1 to r (every round of the run is captured),
+printed at r = 1, 2, 4 and 8 as the lowest honest device's mean against the highest
+attacker's. Where the lowest honest mean is above the highest attacker's, a threshold between
+them would unpay every attacker and no honest device.
+
     python scripts/dp_update_signal.py --seeds 0,1,2 --noise 1.0
 """
 
@@ -31,7 +37,8 @@ from blockfl.config import load_config
 from blockfl.sim.runner import run_experiment
 from blockfl.tensors import StateDict, decode
 
-ROUNDS = (1, 4, 8)
+ROUNDS = (1, 4, 8)  # the rounds printed one by one
+HISTORY = (1, 2, 4, 8)  # the rounds at which each device's mean cosine so far is printed
 
 
 def _flat(update: StateDict, names: list[str]) -> torch.Tensor:
@@ -52,8 +59,11 @@ def leave_one_out_cosines(base: StateDict, updates: list[StateDict]) -> list[flo
     return out
 
 
-def run(seed: int, noise: float) -> dict[int, tuple[float, float, float]]:
-    """Per round: (honest mean cosine, attackers' mean cosine, 1/sqrt(d))."""
+def run(seed: int, noise: float) -> tuple[dict[int, tuple[float, float, float]],
+                                          dict[int, tuple[float, float]]]:
+    """Per round of `ROUNDS`: (honest mean cosine, attackers' mean cosine, 1/sqrt(d)); per
+    round r of `HISTORY`: (the lowest honest device's mean cosine over rounds 1..r, the
+    highest attacker's)."""
     config = load_config("attack")
     config = replace(
         config, run=replace(config.run, seed=seed),
@@ -64,7 +74,7 @@ def run(seed: int, noise: float) -> dict[int, tuple[float, float, float]]:
     caught: dict[int, tuple[StateDict, list[tuple[str, StateDict]]]] = {}
 
     def capture(round_: int, miners: list) -> None:
-        if round_ in ROUNDS:
+        if round_ <= max(HISTORY):
             caught[round_] = (miners[0].base_state,
                               [(s.device, decode(s.payload, max_bytes=1 << 30))
                                for s in miners[0].pending_submissions()])
@@ -73,15 +83,23 @@ def run(seed: int, noise: float) -> dict[int, tuple[float, float, float]]:
         summary = run_experiment(replace(config, run=replace(config.run, out_dir=out, name="")),
                                  inject=capture)
     bad = {d.address for d in summary.simulation.devices if d.behaviour.name != "honest"}
-    result = {}
+    result, history, seen = {}, {}, {}
     for round_, (base, updates) in sorted(caught.items()):
         cosines = leave_one_out_cosines(base, [u for _, u in updates])
+        for (device, _), cosine in zip(updates, cosines, strict=True):
+            seen.setdefault(device, []).append(cosine)
+        if round_ in HISTORY:
+            means = {device: float(np.mean(c)) for device, c in seen.items()}
+            history[round_] = (min(m for d, m in means.items() if d not in bad),
+                               max(m for d, m in means.items() if d in bad))
+        if round_ not in ROUNDS:
+            continue
         attacker = [device in bad for device, _ in updates]
         d = sum(v.numel() for v in base.values())
         pairs = list(zip(cosines, attacker, strict=True))
         result[round_] = (float(np.mean([c for c, a in pairs if not a])),
                           float(np.mean([c for c, a in pairs if a])), d ** -0.5)
-    return result
+    return result, history
 
 
 def main() -> None:
@@ -91,12 +109,20 @@ def main() -> None:
                         help="DP-SGD's noise multiplier (the runs without DP are added)")
     args = parser.parse_args()
     print("seed  DP     round  honest   attackers  1/sqrt(d)")
+    histories = []
     for seed in map(int, args.seeds.split(",")):
         for noise in (0.0, args.noise):
-            for round_, (honest, attackers, floor) in run(seed, noise).items():
-                label = f"{noise:g}" if noise else "off"
+            label = f"{noise:g}" if noise else "off"
+            per_round, history = run(seed, noise)
+            histories.append((seed, label, history))
+            for round_, (honest, attackers, floor) in per_round.items():
                 print(f"{seed:>4}  {label:<5}  {round_:>5}  {honest:+.4f}  {attackers:+.4f}"
                       f"    {floor:.4f}", flush=True)
+    print("\neach device's mean cosine over rounds 1..r: the lowest honest, the highest attacker")
+    print("seed  DP    " + "".join(f"  r={r}: honest  attacker" for r in HISTORY))
+    for seed, label, history in histories:
+        print(f"{seed:>4}  {label:<5}" + "".join(f"  {history[r][0]:+14.4f}  {history[r][1]:+.4f}"
+                                               for r in HISTORY))
 
 
 if __name__ == "__main__":
