@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,6 +28,9 @@ class EventLog:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._out: TextIO = open(path, "a") if path else sys.stdout  # noqa: SIM115
         self._lock = threading.Lock()
+        # a log dropped unclosed (a service a test made) closes its file when collected; every
+        # line is flushed as written, so nothing is lost either way
+        self._close = weakref.finalize(self, self._out.close) if path else (lambda: None)
 
     def __call__(self, event: str, **fields: Any) -> None:
         """Write one event with the wall-clock time and the role."""
@@ -38,8 +42,7 @@ class EventLog:
 
     def close(self) -> None:
         """Close the file (stdout stays open)."""
-        if self._out is not sys.stdout:
-            self._out.close()
+        self._close()
 
 
 class Throttled:
