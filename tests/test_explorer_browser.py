@@ -283,12 +283,14 @@ def test_network_up_explorer_shows_the_block_table_growing(browser, tmp_path):
     """`network up --explorer`: the page, opened as soon as the explorer serves, gains a row per
     committed round; the network and the explorer keep running after the rounds."""
     port, rounds = free_port(), 3
-    command = subprocess.Popen(
-        [sys.executable, "-m", "blockfl.cli", "network", "up", "--rounds", str(rounds),
-         "--miners", "2", "--devices", "3", "--run-dir", str(tmp_path / "net"), "--explorer",
-         "--explorer-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=CHILD_ENV,
-    )
+    printed = tmp_path / "network-up.txt"
+    with printed.open("w") as out:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "blockfl.cli", "network", "up", "--rounds", str(rounds),
+             "--miners", "2", "--devices", "3", "--run-dir", str(tmp_path / "net"),
+             "--explorer", "--explorer-port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV,
+        )
     try:
         wait_for_port(port, timeout=180)
         site = Site(None, f"http://127.0.0.1:{port}", browser)  # type: ignore[arg-type]
@@ -299,11 +301,17 @@ def test_network_up_explorer_shows_the_block_table_growing(browser, tmp_path):
             time.sleep(0.3)
             seen.append(len(site.rows("blocks")))
         assert seen[0] < rounds and seen[-1] == rounds and seen == sorted(seen), seen
+        # after the rounds the command checks the run (it waits for the devices to finish),
+        # then says it keeps running: wait for that line, not a fixed time
+        deadline = time.monotonic() + 120
+        while "keep running; Ctrl-C stops them" not in printed.read_text():
+            assert command.poll() is None, printed.read_text()[-3000:]
+            assert time.monotonic() < deadline, printed.read_text()[-3000:]
+            time.sleep(0.3)
         time.sleep(2)
         assert command.poll() is None  # still serving after the rounds
         assert site.api("/blocks")["head"] == rounds
     finally:
         command.send_signal(signal.SIGTERM)
-        output = command.communicate(timeout=60)[0].decode()
-    assert f"explorer: http://127.0.0.1:{port}/" in output
-    assert "keep running; Ctrl-C stops them" in output
+        command.wait(timeout=60)
+    assert f"explorer: http://127.0.0.1:{port}/" in printed.read_text()
