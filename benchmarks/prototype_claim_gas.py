@@ -21,7 +21,6 @@ own figures come from `benchmarks/bench_gas.py`; this prototype's differ from th
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from eth_utils import keccak
 from web3 import EthereumTesterProvider, Web3
 
 from blockfl.contracts import find_node_modules
-from blockfl.contracts.build import _IMPORT, SETTINGS, solc_binary
+from blockfl.contracts.build import SETTINGS, collect_sources, solc_binary
 
 LEVELS = 14  # a block of 10,000 leaves
 LEAF = ["uint32", "address", "uint64", "bytes32", "bytes32", "uint64", "uint64"]
@@ -41,15 +40,7 @@ LEAF = ["uint32", "address", "uint64", "bytes32", "bytes32", "uint64", "uint64"]
 def compiled() -> dict:
     """The prototype's ABI and bytecode."""
     node_modules = find_node_modules()
-    text = (Path(__file__).parent / "prototype_claim_gas.sol").read_text()
-    sources, pending = {"Proto.sol": {"content": text}}, _IMPORT.findall(text)
-    while pending:
-        unit = pending.pop()
-        if unit not in sources:
-            sources[unit] = {"content": (node_modules / unit).read_text()}
-            pending += [os.path.normpath(os.path.join(os.path.dirname(unit), t))
-                        if t.startswith(".") else t
-                        for t in _IMPORT.findall(sources[unit]["content"])]
+    sources = collect_sources(node_modules, (Path(__file__).parent / "prototype_claim_gas.sol",))
     with tempfile.TemporaryDirectory() as tmp:
         out = solcx.compile_standard(
             {"language": "Solidity", "sources": sources, "settings": SETTINGS},
@@ -57,7 +48,7 @@ def compiled() -> dict:
     errors = [e["formattedMessage"] for e in out.get("errors", []) if e["severity"] == "error"]
     if errors:
         raise RuntimeError("\n".join(errors))
-    return out["contracts"]["Proto.sol"]["Proto"]
+    return out["contracts"]["prototype_claim_gas.sol"]["Proto"]
 
 
 def main() -> None:

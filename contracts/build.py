@@ -37,15 +37,19 @@ SETTINGS: dict[str, Any] = {
 _IMPORT = re.compile(r'^\s*import\s+(?:[^"\']*\bfrom\s+)?["\']([^"\']+)["\']', re.MULTILINE)
 
 
-def collect_sources(node_modules: Path) -> dict[str, dict[str, str]]:
-    """All source units reachable from our contracts, keyed by their import path."""
+def collect_sources(node_modules: Path, roots: tuple[Path, ...] = ()) -> dict[str, dict[str, str]]:
+    """All source units reachable from our contracts (or from the files `roots`, e.g. a
+    benchmark's prototype, each named by its file name), keyed by their import path."""
     sources: dict[str, dict[str, str]] = {}
-    pending = [f"{name}.sol" for name in CONTRACT_NAMES]
+    local = {root.name: root for root in roots} or {
+        f"{name}.sol": CONTRACTS_DIR / f"{name}.sol" for name in CONTRACT_NAMES}
+    pending = list(local)
     while pending:
         unit = pending.pop()
         if unit in sources:
             continue
-        path = node_modules / unit if unit.startswith("@") else CONTRACTS_DIR / unit
+        path = (node_modules / unit if unit.startswith("@")
+                else local.get(unit, CONTRACTS_DIR / unit))
         text = path.read_text()
         sources[unit] = {"content": text}
         for target in _IMPORT.findall(text):

@@ -144,7 +144,7 @@ def _network_order_statistic_mean(base: torch.Tensor, deltas: Sequence[torch.Ten
     by the compiled sorting network (`blockfl.aggregation.order_network`): the same bits."""
     from blockfl.aggregation import order_network  # numba: imported and compiled on first use
 
-    flats = [d.detach().cpu().reshape(-1).contiguous() for d in deltas]
+    flats = [_flat(d).detach().cpu().contiguous() for d in deltas]
     addresses = np.array([f.data_ptr() for f in flats], np.intp)
     steps = np.array([f.element_size() for f in flats], np.intp)
     flat_base = _flat(base).detach().cpu().contiguous().numpy()
